@@ -1,0 +1,18 @@
+//! The cachewarm analyzer: cache access logs in, a ranked hot-key manifest out.
+//!
+//! The data flows one way: [`ingest`] reads logs (one reader per format) into `AccessEvent`
+//! rows and [`dataset`] writes them as hive-partitioned Parquet with arrow-rs; [`rank`] reads
+//! the dataset with polars, aggregates it per key, ranks the keys and packs them into a byte
+//! budget as a manifest v1 (see the `schemas` crate).
+//!
+//! # Layout
+//!
+//! - [`input`]: opening files or stdin, plain, gzip or zstd.
+//! - [`ingest`]: the readers, one folder per format, and the ingest summary.
+//! - [`dataset`]: the partitioned Parquet dataset.
+//! - [`rank`]: aggregation, ranking, packing, and writing the manifest.
+
+pub mod dataset;
+pub mod ingest;
+pub mod input;
+pub mod rank;

@@ -1,0 +1,40 @@
+//! The contracts between the cachewarm `analyzer` and `warmer`.
+//!
+//! Both programs agree on four things, and this crate is where they are written down: the
+//! access event that logs are ingested into, the hot-key manifest that the analyzer writes and
+//! the warmer reads, the report a warm run leaves behind, and the checkpoint a resumed run needs.
+//! Every on-disk format carries a schema id with a version; the JSON Schema files in
+//! `schemas/json/` are generated from these types (see [`json_schemas`]) and a test fails when
+//! they are stale.
+//!
+//! # Layout
+//!
+//! - [`event`]: the `AccessEvent` columns as an Arrow schema, and the operation vocabulary.
+//! - [`manifest`]: manifest v1, and the checksum of its entries.
+//! - [`report`]: report v1.
+//! - [`checkpoint`]: checkpoint v1.
+
+pub mod checkpoint;
+pub mod event;
+pub mod manifest;
+pub mod report;
+
+pub use checkpoint::{CHECKPOINT_SCHEMA_ID, Checkpoint};
+pub use event::{Op, access_event_schema};
+pub use manifest::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
+pub use report::{REPORT_SCHEMA_ID, Report};
+
+/// The JSON Schema documents of the on-disk formats, as `(file name, pretty JSON)` pairs, in the
+/// form committed under `schemas/json/`.
+pub fn json_schemas() -> Vec<(&'static str, String)> {
+    fn render(schema: schemars::Schema) -> String {
+        let mut text = serde_json::to_string_pretty(&schema).expect("a JSON Schema serializes");
+        text.push('\n');
+        text
+    }
+    vec![
+        ("manifest.v1.schema.json", render(schemars::schema_for!(Manifest))),
+        ("report.v1.schema.json", render(schemars::schema_for!(Report))),
+        ("checkpoint.v1.schema.json", render(schemars::schema_for!(Checkpoint))),
+    ]
+}

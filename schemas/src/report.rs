@@ -1,0 +1,213 @@
+//! Report v1: what a warm run did, target by target, and how much of the manifest's request
+//! weight each target held before and after.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The schema id of report v1, stored in `schema`.
+pub const REPORT_SCHEMA_ID: &str = "cachewarm.report/v1";
+
+/// The report of one warm run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Always [`REPORT_SCHEMA_ID`] for this version.
+    pub schema: String,
+    /// The run's id; also the name of its run directory.
+    pub run_id: String,
+    /// The program and version that ran, e.g. `warmer 0.1.0`.
+    pub generator: String,
+    /// The manifest the run warmed from.
+    pub manifest: ManifestRef,
+    /// The environment profile the run used, when one was named.
+    pub environment: Option<String>,
+    /// Where values came from (credentials redacted).
+    pub source: String,
+    /// Why the source failed, when it did; the entries not read are counted as `not_attempted`.
+    pub source_error: Option<String>,
+    /// True when nothing was written: the counts say what would have been.
+    pub dry_run: bool,
+    /// How the run ended.
+    pub outcome: Outcome,
+    pub timings: Timings,
+    /// One section per target store, in the order they were given.
+    pub targets: Vec<TargetReport>,
+}
+
+/// Which manifest a report is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRef {
+    pub path: String,
+    /// The manifest's `entries_sha256`.
+    pub sha256: String,
+    pub entries: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every entry was handled.
+    Completed,
+    /// The timeout stopped the run; the entries not reached are counted as `not_attempted`.
+    TimedOut,
+    /// A signal stopped the run after its in-flight batches.
+    Interrupted,
+}
+
+/// When the run happened and how long its phases took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timings {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Wall time of the whole run, milliseconds.
+    pub total_ms: u64,
+    /// Wall time spent writing (after the coverage probe, before the final probe), milliseconds.
+    pub warm_ms: u64,
+}
+
+/// What happened at one target store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetReport {
+    /// The target's URL, credentials redacted.
+    pub url: String,
+    /// `redis`, `memcached` or `sqlite`.
+    pub kind: String,
+    /// Whether the store stayed reachable for the whole run.
+    pub status: TargetStatus,
+    /// What went wrong, when `status` is `failed`.
+    pub error: Option<String>,
+    /// Every manifest entry lands in exactly one count.
+    pub counts: Counts,
+    /// Key + value bytes written.
+    pub bytes_written: u64,
+    /// The most bytes the run was allowed to write here (`max_fill` of the capacity), when the
+    /// capacity is known.
+    pub budget_bytes: Option<u64>,
+    /// Entries handled per second of warm time.
+    pub keys_per_s: f64,
+    /// Share of the manifest's request weight present in the store before warming; absent when
+    /// the store could not be probed.
+    pub coverage_before: Option<Coverage>,
+    /// The same, after warming.
+    pub coverage_after: Option<Coverage>,
+    /// The store's own read counters before warming, where it keeps them.
+    pub hit_counters_before: Option<HitCounters>,
+    /// The same, after warming.
+    pub hit_counters_after: Option<HitCounters>,
+    /// How many writes failed, by the store's reason.
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// The counts and coverage per manifest category.
+    pub categories: BTreeMap<String, CategoryReport>,
+}
+
+/// Whether a target stayed usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    Ok,
+    Failed,
+}
+
+/// Where each manifest entry ended up at one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    /// Written by this run.
+    pub written: u64,
+    /// Left alone: the store already held a live entry for the key.
+    pub already_present: u64,
+    /// The source had no value for the key.
+    pub source_miss: u64,
+    /// The key is not valid for this store and was never sent.
+    pub invalid_key: u64,
+    /// Not written because the byte budget was reached.
+    pub skipped_budget: u64,
+    /// Not written because its remaining TTL was below the minimum.
+    pub skipped_near_expiry: u64,
+    /// The store refused or failed the write, or the value cannot be stored there.
+    pub failed: u64,
+    /// Not reached: the run stopped (timeout, signal, store failure) before this entry.
+    pub not_attempted: u64,
+}
+
+impl Counts {
+    /// The number of entries these counts account for.
+    pub fn total(&self) -> u64 {
+        self.written
+            + self.already_present
+            + self.source_miss
+            + self.invalid_key
+            + self.skipped_budget
+            + self.skipped_near_expiry
+            + self.failed
+            + self.not_attempted
+    }
+
+    /// Adds another set of counts to this one.
+    pub fn add(&mut self, other: &Counts) {
+        self.written += other.written;
+        self.already_present += other.already_present;
+        self.source_miss += other.source_miss;
+        self.invalid_key += other.invalid_key;
+        self.skipped_budget += other.skipped_budget;
+        self.skipped_near_expiry += other.skipped_near_expiry;
+        self.failed += other.failed;
+        self.not_attempted += other.not_attempted;
+    }
+}
+
+/// How much of the manifest's request weight a store holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Coverage {
+    /// `requests_present / requests_total`, 0 when the total is 0.
+    pub share: f64,
+    /// Sum of `requests` of the manifest entries present in the store.
+    pub requests_present: u64,
+    /// Sum of `requests` of all manifest entries.
+    pub requests_total: u64,
+    /// Manifest entries present in the store.
+    pub keys_present: u64,
+}
+
+impl Coverage {
+    /// Builds a coverage figure from its parts.
+    pub fn new(requests_present: u64, requests_total: u64, keys_present: u64) -> Coverage {
+        let share = if requests_total == 0 {
+            0.0
+        } else {
+            requests_present as f64 / requests_total as f64
+        };
+        Coverage {
+            share,
+            requests_present,
+            requests_total,
+            keys_present,
+        }
+    }
+}
+
+/// A store's cumulative read counters (Redis `keyspace_hits`/`keyspace_misses`, memcached
+/// `get_hits`/`get_misses`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HitCounters {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Counts and coverage of one category at one target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryReport {
+    pub counts: Counts,
+    pub coverage_before: Option<Coverage>,
+    pub coverage_after: Option<Coverage>,
+}

@@ -1,0 +1,282 @@
+//! The end-to-end test harness: real `redis-server` and `memcached` processes on free loopback
+//! ports in temporary directories, stopped on drop, with their logs printed when a test fails;
+//! and helpers to run the project's binaries.
+//!
+//! The servers come from PATH (`scripts/test` installs them when missing).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind an ephemeral loopback port")
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < START_TIMEOUT {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "server exited with {status} before accepting connections; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server did not listen on port {port} within {START_TIMEOUT:?}");
+}
+
+/// A running server process and its scratch directory.
+#[derive(Debug)]
+struct Process {
+    name: &'static str,
+    child: Child,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Process {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.dir.path().display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A `redis-server` of our own.
+#[derive(Debug)]
+pub struct RedisServer {
+    process: Process,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts a server with persistence off; `extra` are further `--name value` arguments.
+    pub fn start(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("redis.log");
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (is it installed? scripts/test installs it)");
+        wait_for_port(port, &mut child, &log);
+        RedisServer {
+            process: Process {
+                name: "redis-server",
+                child,
+                dir,
+                log,
+            },
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection for the test's own reads and writes.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("connect to the test's redis-server")
+    }
+
+    /// Kills the server (to test how a run copes with a store that goes away).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// A `memcached` of our own.
+#[derive(Debug)]
+pub struct MemcachedServer {
+    process: Process,
+    pub port: u16,
+}
+
+impl MemcachedServer {
+    /// Starts a server with `memory_mb` of item memory.
+    pub fn start(memory_mb: u32) -> MemcachedServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("memcached.log");
+        let log_file = std::fs::File::create(&log).expect("create memcached log");
+        let mut command = Command::new("memcached");
+        command
+            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+            .args(["-m", &memory_mb.to_string(), "-v"]);
+        // memcached refuses to run as root without -u.
+        if is_root() {
+            command.args(["-u", "root"]);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start memcached (is it installed? scripts/test installs it)");
+        wait_for_port(port, &mut child, &log);
+        MemcachedServer {
+            process: Process {
+                name: "memcached",
+                child,
+                dir,
+                log,
+            },
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("memcached://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (to test how a run copes with a store that goes away).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// One of the server's `stats` counters.
+    pub fn stat(&self, name: &str) -> u64 {
+        let client = memcache::Client::connect(format!("memcache://127.0.0.1:{}", self.port))
+            .expect("connect to the test's memcached");
+        let stats = client.stats().expect("memcached stats");
+        stats[0].1[name].parse().expect("a numeric stat")
+    }
+
+    /// A meta-protocol client for the test's own reads.
+    pub fn client(&self) -> memcache::exp::MetaClient {
+        memcache::exp::MetaClient::connect(format!("127.0.0.1:{}", self.port))
+            .expect("connect to the test's memcached")
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The path of one of the workspace's binaries, built by `cargo build --workspace` (which
+/// `cargo test --workspace` does before running tests).
+pub fn bin(name: &str) -> PathBuf {
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing; hint: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a workspace binary with `args`; panics with its output unless it exits with `code`.
+pub fn run_bin(name: &str, args: &[&str], code: i32) -> Output {
+    let output = Command::new(bin(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    if output.status.code() != Some(code) {
+        panic!(
+            "{name} {} exited with {:?}, expected {code}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            args.join(" "),
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+/// A small deterministic random number generator (xorshift64*), so workloads are reproducible
+/// without a dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A float in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Samples ranks 0..n with probability proportional to 1 / (rank + 1)^alpha.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(n: usize, alpha: f64) -> Zipf {
+        let mut total = 0.0;
+        let cumulative = (0..n)
+            .map(|rank| {
+                total += 1.0 / ((rank + 1) as f64).powf(alpha);
+                total
+            })
+            .collect::<Vec<_>>();
+        Zipf {
+            cumulative: cumulative.iter().map(|c| c / total).collect(),
+        }
+    }
+
+    pub fn sample(&self, rng: &mut Rng) -> usize {
+        let u = rng.unit();
+        self.cumulative
+            .partition_point(|&c| c <= u)
+            .min(self.cumulative.len() - 1)
+    }
+}

@@ -1,0 +1,245 @@
+//! The whole path on real servers: a read-through workload against a real Redis writes the
+//! canonical access log → `analyzer ingest` → `analyzer rank` → `warmer run` from that Redis
+//! (the warm replica) into an empty Redis, a memcached and an SQLite cache table → the report's
+//! counts are checked against what the servers hold, read directly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use cachewarm_tests::{MemcachedServer, RedisServer, Rng, Zipf, run_bin};
+use memcache::exp::{Get, Meta};
+use redis::Commands;
+use schemas::report::TargetReport;
+use schemas::{Manifest, Report};
+
+const TTL_S: u64 = 3600;
+
+/// The keys of the workload: Django- and Rails-shaped, a few with spaces (valid for Redis and
+/// SQL, invalid for memcached).
+fn workload_keys(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 10 {
+            0 => format!("views/products/{i}-20261120"),
+            1 => format!(":1:django.contrib.sessions.cache{i:08x}"),
+            2 if i % 30 == 2 => format!("report for user {i}"),
+            _ => format!("app:v2:item:{i}"),
+        })
+        .collect()
+}
+
+fn value_for(key: &str, rng: &mut Rng) -> String {
+    let padding = 20 + (rng.next_u64() % 300) as usize;
+    format!("{{\"key\":\"{key}\",\"data\":\"{}\"}}", "x".repeat(padding))
+}
+
+/// Drives a read-through workload (GET; on a miss SET with a TTL) against `redis` and writes
+/// each operation, with the hit or miss the server answered, to `log` as canonical JSON lines.
+/// Returns the number of reads per key.
+fn drive_workload(redis: &RedisServer, log: &Path, keys: &[String], reads: usize) -> HashMap<String, u64> {
+    let mut connection = redis.connection();
+    let zipf = Zipf::new(keys.len(), 1.0);
+    let mut rng = Rng::new(20261121);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(log).unwrap());
+    let mut reads_per_key = HashMap::new();
+    let start_us: u64 = 1_763_700_000_000_000;
+    for i in 0..reads {
+        let key = &keys[zipf.sample(&mut rng)];
+        let ts = (start_us + i as u64 * 1_000) as f64 / 1e6;
+        let value: Option<String> = connection.get(key).unwrap();
+        let hit = value.is_some();
+        *reads_per_key.entry(key.clone()).or_insert(0) += 1;
+        writeln!(
+            out,
+            r#"{{"ts": {ts:.6}, "key": {}, "op": "get", "hit": {hit}, "client": "web-1"}}"#,
+            serde_json::to_string(key).unwrap()
+        )
+        .unwrap();
+        if !hit {
+            let value = value_for(key, &mut rng);
+            let _: () = connection.set_ex(key, &value, TTL_S).unwrap();
+            writeln!(
+                out,
+                r#"{{"ts": {ts:.6}, "key": {}, "op": "set", "value_size": {}, "ttl_s": {TTL_S}}}"#,
+                serde_json::to_string(key).unwrap(),
+                value.len()
+            )
+            .unwrap();
+        }
+    }
+    out.flush().unwrap();
+    reads_per_key
+}
+
+fn read_report(stdout: &[u8]) -> Report {
+    let text = String::from_utf8_lossy(stdout);
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
+    serde_json::from_slice(&std::fs::read(path.trim()).unwrap()).unwrap()
+}
+
+fn target<'a>(report: &'a Report, kind: &str) -> &'a TargetReport {
+    report.targets.iter().find(|t| t.kind == kind).unwrap()
+}
+
+fn memcached_has(client: &memcache::exp::MetaClient, key: &str) -> Option<(Vec<u8>, i64)> {
+    let result = client.run(Get::new(key).meta(Meta::NONE.ttl())).unwrap();
+    result.hit().then(|| (result.value.unwrap_or_default(), result.item.ttl.unwrap_or(0)))
+}
+
+/// The skeleton's contract, end to end: counts in the report equal what the servers hold; a
+/// key live in a target before the run keeps its value and TTL; a second run writes nothing.
+#[test]
+fn logs_to_warm_stores_on_real_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let replica = RedisServer::start(&[]);
+    let redis_target = RedisServer::start(&[]);
+    let memcached = MemcachedServer::start(64);
+
+    // 1. A real workload against the replica, logged as the app would.
+    let keys = workload_keys(400);
+    let reads = drive_workload(&replica, Path::new(&path("access.jsonl")), &keys, 3000);
+
+    // 2. Ingest and rank under a budget that takes part of the keyspace.
+    let ingest = run_bin(
+        "analyzer",
+        &["ingest", &path("access.jsonl"), "--out", &path("dataset"), "--json"],
+        0,
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&ingest.stdout).unwrap();
+    let total_reads: u64 = reads.values().sum();
+    let misses = reads.len() as u64; // each key's first read misses, then it is set
+    assert_eq!(summary["events"], total_reads + misses);
+    assert_eq!(summary["rejected"], 0);
+    run_bin(
+        "analyzer",
+        &["rank", "--data", &path("dataset"), "--budget", "40KiB", "--out", &path("manifest.json")],
+        0,
+    );
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(path("manifest.json")).unwrap()).unwrap();
+    assert!(manifest.entries.len() > 20 && manifest.entries.len() < reads.len());
+    for entry in &manifest.entries {
+        assert_eq!(entry.requests, reads[&entry.key], "{}", entry.key);
+    }
+
+    // 3. Prepare the targets: one key already live in each, one key gone from the replica.
+    let mut replica_connection = replica.connection();
+    let mut target_connection = redis_target.connection();
+    let live_key = &manifest.entries[1].key;
+    let _: () = target_connection.set_ex(live_key, "kept", 7200).unwrap();
+    let memcached_client = memcached.client();
+    let memcached_live = manifest
+        .entries
+        .iter()
+        .find(|e| !e.key.contains(' ') && &e.key != live_key)
+        .map(|e| e.key.clone())
+        .unwrap();
+    memcached_client
+        .set(&memcached_live, "kept")
+        .ttl(memcache::exp::Ttl::secs(7200))
+        .send()
+        .unwrap();
+    let gone = &manifest.entries[5].key;
+    let _: () = replica_connection.del(gone).unwrap();
+
+    // 4. Warm.
+    let sqlite = format!("sqlite://{}?table=django_cache", path("cache.sqlite3"));
+    let args = [
+        "run", "--manifest", &path("manifest.json"), "--source", &replica.url(),
+        "--target", &redis_target.url(), "--target", &memcached.url(), "--target", &sqlite,
+        "--runs-dir", &path("runs"), "--batch-size", "16",
+    ];
+    let report = read_report(&run_bin("warmer", &args, 0).stdout);
+    let entries = manifest.entries.len() as u64;
+    let invalid_for_memcached = manifest.entries.iter().filter(|e| e.key.contains(' ')).count() as u64;
+    assert!(invalid_for_memcached > 0, "the budget should select a key with a space");
+
+    // Redis: read every manifest key back directly.
+    let redis_report = target(&report, "redis");
+    let mut present = 0;
+    let mut covered_requests = 0;
+    for entry in &manifest.entries {
+        let value: Option<String> = target_connection.get(&entry.key).unwrap();
+        if let Some(value) = value {
+            present += 1;
+            covered_requests += entry.requests;
+            if &entry.key == live_key {
+                assert_eq!(value, "kept");
+                let ttl: i64 = target_connection.ttl(&entry.key).unwrap();
+                assert!(ttl > 7000, "the live key's TTL was changed to {ttl}");
+            } else {
+                let source: String = replica_connection.get(&entry.key).unwrap();
+                assert_eq!(value, source);
+                let ttl: i64 = target_connection.ttl(&entry.key).unwrap();
+                assert!(ttl > 0 && ttl <= TTL_S as i64, "TTL {ttl} not from the source");
+            }
+        }
+    }
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut target_connection).unwrap();
+    assert_eq!(dbsize, present);
+    let counts = &redis_report.counts;
+    assert_eq!(counts.total(), entries);
+    assert_eq!(counts.written + counts.already_present, present);
+    assert_eq!(counts.already_present, 1);
+    assert_eq!(counts.source_miss, 1);
+    assert_eq!(counts.invalid_key + counts.failed + counts.not_attempted, 0);
+    let after = redis_report.coverage_after.as_ref().unwrap();
+    let before = redis_report.coverage_before.as_ref().unwrap();
+    assert_eq!(after.requests_present, covered_requests);
+    assert_eq!(after.keys_present, present);
+    assert!(after.share > before.share);
+    assert_eq!(before.keys_present, 1);
+
+    // memcached: the same, and keys with spaces never sent.
+    let mc_report = target(&report, "memcached");
+    let mut mc_present = 0;
+    for entry in &manifest.entries {
+        match memcached_has(&memcached_client, &entry.key) {
+            Some((value, _)) if entry.key == memcached_live => assert_eq!(value, b"kept"),
+            Some((value, ttl)) => {
+                mc_present += 1;
+                let source: String = replica_connection.get(&entry.key).unwrap();
+                assert_eq!(value, source.as_bytes());
+                assert!(ttl > 0 && ttl <= TTL_S as i64);
+            }
+            None => {}
+        }
+    }
+    let mc = &mc_report.counts;
+    assert_eq!(mc.total(), entries);
+    assert_eq!(mc.written, mc_present);
+    assert_eq!(mc.already_present, 1);
+    assert_eq!(mc.invalid_key, invalid_for_memcached);
+    assert_eq!(mc.source_miss, 1);
+    assert_eq!(memcached.stat("curr_items"), mc.written + mc.already_present);
+
+    // SQLite: rows in Django's cache table.
+    let sqlite_report = target(&report, "sqlite");
+    let connection = rusqlite::Connection::open(path("cache.sqlite3")).unwrap();
+    let rows: BTreeMap<String, String> = connection
+        .prepare("SELECT cache_key, value FROM django_cache")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len() as u64, sqlite_report.counts.written);
+    assert_eq!(sqlite_report.counts.written, entries - 1);
+    for (key, value) in &rows {
+        let source: String = replica_connection.get(key).unwrap();
+        assert_eq!(value, &source);
+    }
+
+    // 5. A second run finds everything in place and writes nothing.
+    let again = run_bin("warmer", &args, 0);
+    let second = read_report(&again.stdout);
+    for t in &second.targets {
+        assert_eq!(t.counts.written, 0, "{}", t.url);
+        assert_eq!(t.coverage_before, t.coverage_after);
+    }
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing new written"));
+}

@@ -1,0 +1,22 @@
+//! The cachewarm warmer: a hot-key manifest and a value source in, warm cache stores out,
+//! and a report of what it did.
+//!
+//! The flow of a run: [`manifest`] reads and verifies the manifest; [`source`] opens the value
+//! source (a replica store or a snapshot file); [`run`] reads values in rank-ordered batches
+//! and hands them to one task per target [`store`], which writes with add semantics (never
+//! replacing a live entry), within the byte budget and the run's deadline; finally every
+//! target is probed again and the report and checkpoint are written into the run directory.
+//!
+//! # Layout
+//!
+//! - [`manifest`]: loading and verifying manifest v1.
+//! - [`store`]: one folder per store kind (Redis, memcached, SQLite), and store URLs.
+//! - [`source`]: value sources: replicas and snapshots.
+//! - [`run`]: the orchestration of a run, per-target writing, coverage probes.
+//! - [`report`]: the human summary of a report.
+
+pub mod manifest;
+pub mod report;
+pub mod run;
+pub mod source;
+pub mod store;

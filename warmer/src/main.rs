@@ -1,0 +1,238 @@
+//! `warmer`: the deploy-step half of cachewarm. See the library's crate docs for the flow.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use warmer::run::{RunError, RunSettings};
+use warmer::source::{Source, write_snapshot};
+use warmer::store::{KeyLimits, StoreUrl};
+
+/// The embedded default target: a Django-style cache table in a local SQLite file.
+const DEFAULT_TARGET: &str = "sqlite://cachewarm-cache.sqlite3";
+
+/// Environment variables that name the environment profile, in order of precedence.
+const ENVIRONMENT_VARIABLES: [&str; 5] =
+    ["CACHEWARM_ENV", "RAILS_ENV", "RACK_ENV", "DJANGO_ENV", "APP_ENV"];
+
+/// Warms cache stores from a hot-key manifest, and reports what it did.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(RunArgs),
+    Snapshot(SnapshotArgs),
+}
+
+/// Warm the targets with the manifest's keys, most valuable first, never replacing a live
+/// entry. Store failures are reported and do not fail the run unless --strict.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The manifest written by `analyzer rank` (`.json` or `.json.zst`).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Where values come from: a replica store URL (redis://, memcached://, sqlite://) or a
+    /// snapshot file (.parquet).
+    #[arg(long)]
+    source: String,
+    /// A store to warm; repeat for several. Default: the embedded SQLite store
+    /// `sqlite://cachewarm-cache.sqlite3` (table `cachewarm_cache`).
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    /// Count what would be written, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replace live entries too (the default keeps them).
+    #[arg(long)]
+    overwrite: bool,
+    /// Stop cleanly after this long (`90s`, `5m`); the report counts what was not reached.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Entries per pipelined batch.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch_size: u32,
+    /// Skip entries whose remaining TTL is shorter than this.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    min_ttl: Duration,
+    /// TTL for entries when neither the source nor the manifest gives one.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    default_ttl: Duration,
+    /// The most of a target's capacity (Redis maxmemory, memcached limit_maxbytes) the run
+    /// may fill, as a percentage.
+    #[arg(long, default_value = "50%", value_parser = parse_percent)]
+    max_fill: f64,
+    /// Longest Redis key to write, in bytes.
+    #[arg(long, default_value_t = 65536)]
+    redis_max_key_bytes: usize,
+    /// Run directories (report, checkpoint) are created under this directory.
+    #[arg(long, default_value = "cachewarm-runs")]
+    runs_dir: PathBuf,
+    /// The environment profile; default from CACHEWARM_ENV, RAILS_ENV, RACK_ENV, DJANGO_ENV,
+    /// APP_ENV.
+    #[arg(long = "env")]
+    environment: Option<String>,
+    /// Exit 1 when a store or the source failed (by default the run exits 0 so a deploy never
+    /// breaks because of warming).
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Write a snapshot file (Parquet: key, value, expires_at) of the manifest's keys from a warm
+/// store, to restore later with `warmer run --source FILE.parquet`.
+#[derive(Debug, clap::Args)]
+struct SnapshotArgs {
+    /// The manifest whose keys to save.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The warm store to read (redis://, memcached://, sqlite://).
+    #[arg(long)]
+    source: String,
+    /// The snapshot file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); use forms like 90s, 5m, 24h"))
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+        _ => Err(format!("`{text}` is not a percentage between 0 and 100 (like 50%)")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Snapshot(args) => snapshot(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err((error, code)) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  Caused by: {cause}");
+            }
+            code
+        }
+    }
+}
+
+/// Errors carry their exit code: 2 for usage and configuration, 1 for the rest.
+type Failure = (anyhow::Error, ExitCode);
+
+async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let environment = args.environment.or_else(|| {
+        ENVIRONMENT_VARIABLES
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    });
+    let targets = if args.targets.is_empty() {
+        vec![DEFAULT_TARGET.to_owned()]
+    } else {
+        args.targets
+    };
+    let settings = RunSettings {
+        manifest: args.manifest,
+        source: args.source,
+        targets,
+        dry_run: args.dry_run,
+        overwrite: args.overwrite,
+        timeout: args.timeout,
+        batch_size: args.batch_size as usize,
+        min_ttl: args.min_ttl,
+        default_ttl: args.default_ttl,
+        max_fill: args.max_fill,
+        key_limits: KeyLimits {
+            redis_max_key_bytes: args.redis_max_key_bytes,
+        },
+        runs_dir: args.runs_dir,
+        environment,
+    };
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: finishing the batches in flight");
+            let _ = stop_sender.send(true);
+        }
+    });
+    let result = warmer::run::run(settings, stop).await.map_err(|error| {
+        let code = match error {
+            RunError::Output { .. } => ExitCode::FAILURE,
+            _ => ExitCode::from(2),
+        };
+        (anyhow::Error::new(error), code)
+    })?;
+    print!("{}", warmer::report::summary(&result.report, &result.run_dir));
+    let failed = result.report.source_error.is_some()
+        || result
+            .report
+            .targets
+            .iter()
+            .any(|t| t.status == schemas::report::TargetStatus::Failed);
+    Ok(if failed && args.strict {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
+    let usage = |error: anyhow::Error| (error, ExitCode::from(2));
+    let failure = |error: anyhow::Error| (error, ExitCode::FAILURE);
+    let manifest = warmer::manifest::load(&args.manifest).map_err(|e| usage(e.into()))?;
+    let url = StoreUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
+    let keys: Vec<&str> = manifest.entries.iter().map(|e| e.key.as_str()).collect();
+    let wanted: HashSet<&str> = keys.iter().copied().collect();
+    let source = Source::open(&url, &wanted)
+        .await
+        .map_err(|e| failure(e.into()))?;
+    let now = chrono::Utc::now();
+    let mut fetched = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        fetched.extend(source.fetch(chunk).await.map_err(|e| failure(e.into()))?);
+    }
+    let rows = keys
+        .iter()
+        .zip(&fetched)
+        .filter_map(|(key, value)| Some((*key, value.as_ref()?)));
+    let written = write_snapshot(&args.out, rows, now)
+        .with_context(|| format!("failed to write snapshot `{}`", args.out.display()))
+        .map_err(failure)?;
+    println!(
+        "snapshot: {} ({written} of {} manifest keys found in {})",
+        args.out.display(),
+        keys.len(),
+        warmer::store::redact(&args.source)
+    );
+    Ok(ExitCode::SUCCESS)
+}

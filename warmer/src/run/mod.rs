@@ -1,0 +1,305 @@
+//! One warm run: manifest + source → targets → report.
+//!
+//! The source is read in rank-ordered batches by one task while every target writes in a task
+//! of its own, so a slow target does not hold the others back and reading overlaps writing.
+//! The run stops cleanly at its deadline or on a stop signal, between batches: what was not
+//! reached is counted as `not_attempted`, so the report always accounts for every entry.
+
+mod coverage;
+mod target;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use schemas::report::{ManifestRef, Outcome, Timings};
+use schemas::{CHECKPOINT_SCHEMA_ID, Checkpoint, Manifest, REPORT_SCHEMA_ID, Report};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::manifest::{self, ManifestError};
+use crate::source::Source;
+use crate::store::{Fetched, KeyLimits, Role, Store, StoreUrl, UrlError, redact};
+use target::TargetRun;
+
+/// Everything a run needs, resolved from flags and defaults before any work starts.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub manifest: PathBuf,
+    pub source: String,
+    pub targets: Vec<String>,
+    /// Count what would be written, write nothing.
+    pub dry_run: bool,
+    /// Replace live entries instead of keeping them.
+    pub overwrite: bool,
+    /// The whole run, probes included, ends by then.
+    pub timeout: Duration,
+    /// Entries per pipelined batch.
+    pub batch_size: usize,
+    /// Entries whose remaining TTL is shorter are skipped.
+    pub min_ttl: Duration,
+    /// The TTL of entries for which neither the source nor the manifest gives one.
+    pub default_ttl: Duration,
+    /// The share of a target's capacity the run may fill (0 < max_fill ≤ 1).
+    pub max_fill: f64,
+    pub key_limits: KeyLimits,
+    /// Run directories are created under this one.
+    pub runs_dir: PathBuf,
+    pub environment: Option<String>,
+}
+
+/// A finished run: its report and where its outputs are.
+#[derive(Debug)]
+pub struct RunResult {
+    pub report: Report,
+    pub run_dir: PathBuf,
+}
+
+/// Errors that stop a run before it starts, or keep its outputs from being written. Store
+/// failures are not among them: they are reported, and the run goes on with the other stores.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("`{0}` cannot be a target: a snapshot file is a source only")]
+    SnapshotTarget(String),
+    #[error("failed to write `{path}`")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The final probe of the targets gets this long even when the run's deadline has passed, so
+/// the report can still say what the stores hold.
+const FINAL_PROBE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Batches in flight between the source reader and each target.
+const QUEUED_BATCHES: usize = 2;
+
+/// Values read from the source for entries `start..start + fetched.len()`.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub start: usize,
+    pub fetched: Vec<Option<Fetched>>,
+}
+
+/// Settings every target task reads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub manifest: Manifest,
+    pub settings: RunSettings,
+    pub deadline: Instant,
+}
+
+/// Runs the warm described by `settings`; `stop` turning true interrupts it between batches.
+pub async fn run(settings: RunSettings, stop: watch::Receiver<bool>) -> Result<RunResult, RunError> {
+    let started_at = Utc::now();
+    let start = Instant::now();
+    let deadline = start + settings.timeout;
+
+    let manifest = manifest::load(&settings.manifest)?;
+    let source_url = StoreUrl::parse(&settings.source)?;
+    let target_urls = settings
+        .targets
+        .iter()
+        .map(|text| match StoreUrl::parse(text)? {
+            StoreUrl::Snapshot { .. } => Err(RunError::SnapshotTarget(text.clone())),
+            url => Ok(url),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let run_id = new_run_id(started_at);
+    let run_dir = settings.runs_dir.join(&run_id);
+    std::fs::create_dir_all(&run_dir).map_err(|source| RunError::Output {
+        path: run_dir.clone(),
+        source,
+    })?;
+    tracing::info!(run_id, entries = manifest.entries.len(), "warm run starting");
+
+    let wanted: HashSet<&str> = manifest.entries.iter().map(|e| e.key.as_str()).collect();
+    let source = match tokio::time::timeout_at(deadline, Source::open(&source_url, &wanted)).await
+    {
+        Ok(Ok(source)) => Ok(source),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(_) => Err("timed out opening the source".to_owned()),
+    };
+    drop(wanted);
+
+    let shared = Arc::new(Shared {
+        manifest,
+        settings,
+        deadline,
+    });
+    let mut targets = Vec::with_capacity(target_urls.len());
+    for (text, url) in shared.settings.targets.iter().zip(&target_urls) {
+        let store = tokio::time::timeout_at(deadline, Store::connect(url, Role::Target)).await;
+        let store = match store {
+            Ok(Ok(store)) => Ok(store),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("timed out connecting".to_owned()),
+        };
+        targets.push(TargetRun::prepare(redact(text), url, store, &shared).await);
+    }
+
+    let warm_start = Instant::now();
+    let (source_error, outcome) = match &source {
+        Ok(source) => warm(source, &mut targets, &shared, stop).await,
+        Err(error) => {
+            tracing::error!(error, "source failed; nothing will be written");
+            (Some(error.clone()), Outcome::Completed)
+        }
+    };
+    let warm_ms = warm_start.elapsed().as_millis() as u64;
+
+    let final_deadline = Instant::now() + FINAL_PROBE_LIMIT;
+    for target in &mut targets {
+        target.finish(&shared, final_deadline).await;
+    }
+
+    let finished_at = Utc::now();
+    let report = Report {
+        schema: REPORT_SCHEMA_ID.to_owned(),
+        run_id: run_id.clone(),
+        generator: format!("warmer {}", env!("CARGO_PKG_VERSION")),
+        manifest: ManifestRef {
+            path: shared.settings.manifest.display().to_string(),
+            sha256: shared.manifest.header.entries_sha256.clone(),
+            entries: shared.manifest.entries.len() as u64,
+        },
+        environment: shared.settings.environment.clone(),
+        source: redact(&shared.settings.source),
+        source_error,
+        dry_run: shared.settings.dry_run,
+        outcome,
+        timings: Timings {
+            started_at,
+            finished_at,
+            total_ms: start.elapsed().as_millis() as u64,
+            warm_ms,
+        },
+        targets: targets
+            .iter()
+            .map(|t| t.report(&shared, warm_ms))
+            .collect(),
+    };
+    let checkpoint = Checkpoint {
+        schema: CHECKPOINT_SCHEMA_ID.to_owned(),
+        run_id,
+        manifest_sha256: shared.manifest.header.entries_sha256.clone(),
+        targets: report.targets.iter().map(|t| t.url.clone()).collect(),
+        next_entry: targets.iter().map(|t| t.next_entry as u64).min().unwrap_or(0),
+        counts: report.targets.iter().map(|t| t.counts.clone()).collect(),
+        finished: outcome == Outcome::Completed,
+        updated_at: finished_at,
+    };
+    write_json_atomically(&run_dir.join("checkpoint.json"), &checkpoint)?;
+    write_json_atomically(&run_dir.join("report.json"), &report)?;
+    Ok(RunResult { report, run_dir })
+}
+
+/// Reads the source in rank order and feeds every live target; returns the source's failure,
+/// if any, and how the run ended.
+async fn warm(
+    source: &Source,
+    targets: &mut [TargetRun],
+    shared: &Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> (Option<String>, Outcome) {
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for target in targets.iter_mut() {
+        let Some(worker) = target.take_worker() else {
+            continue;
+        };
+        let (sender, receiver) = mpsc::channel::<Arc<Batch>>(QUEUED_BATCHES);
+        senders.push(sender);
+        handles.push(tokio::spawn(worker.run(receiver, Arc::clone(shared))));
+    }
+
+    let entries = &shared.manifest.entries;
+    let mut source_error = None;
+    let mut outcome = Outcome::Completed;
+    if !senders.is_empty() {
+        for start in (0..entries.len()).step_by(shared.settings.batch_size.max(1)) {
+            if *stop.borrow() {
+                outcome = Outcome::Interrupted;
+                break;
+            }
+            let end = (start + shared.settings.batch_size).min(entries.len());
+            let keys: Vec<&str> = entries[start..end].iter().map(|e| e.key.as_str()).collect();
+            let fetched = match tokio::time::timeout_at(shared.deadline, source.fetch(&keys)).await
+            {
+                Ok(Ok(fetched)) => fetched,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "source failed; stopping");
+                    source_error = Some(error.to_string());
+                    break;
+                }
+                Err(_) => {
+                    outcome = Outcome::TimedOut;
+                    break;
+                }
+            };
+            let batch = Arc::new(Batch { start, fetched });
+            for sender in &senders {
+                // A target that failed has dropped its receiver; the others go on.
+                let _ = sender.send(Arc::clone(&batch)).await;
+            }
+        }
+    }
+    drop(senders);
+    for (handle, target) in handles.into_iter().zip(targets.iter_mut().filter(|t| t.is_waiting())) {
+        match handle.await {
+            Ok(worker) => {
+                if worker.timed_out && outcome == Outcome::Completed {
+                    outcome = Outcome::TimedOut;
+                }
+                target.put_worker(worker);
+            }
+            Err(error) => target.fail(format!("target task failed: {error}")),
+        }
+    }
+    (source_error, outcome)
+}
+
+/// Run ids sort by start time and stay unique across processes.
+fn new_run_id(started_at: chrono::DateTime<Utc>) -> String {
+    format!(
+        "{}-{}",
+        started_at.format("%Y%m%dT%H%M%S%3fZ"),
+        std::process::id()
+    )
+}
+
+/// Writes `value` as pretty JSON to `path`: temp file, fsync, rename.
+pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    use std::io::Write;
+    let error = |source| RunError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = serde_json::to_vec_pretty(value).map_err(|e| error(e.into()))?;
+    text.push(b'\n');
+    let temp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&temp).map_err(error)?;
+    file.write_all(&text).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::rename(&temp, path).map_err(error)
+}
+
+/// Requests of each category in the manifest, for per-category totals.
+pub(crate) fn category_entries(manifest: &Manifest) -> BTreeMap<String, (u64, u64)> {
+    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for entry in &manifest.entries {
+        let total = totals.entry(entry.category.clone()).or_default();
+        total.0 += 1;
+        total.1 += entry.requests;
+    }
+    totals
+}

@@ -1,0 +1,149 @@
+//! Memcached through the `memcache` crate's meta-protocol client, which pipelines each batch
+//! per server and routes keys across servers.
+//!
+//! Add is `ms <key> <size> T<ttl> ME` (add mode); a source read is `mg <key> v t`.
+
+use std::time::Duration;
+
+use memcache::exp::{AsyncMetaClient, Get, Meta, MutationStatus, Set, Ttl};
+use schemas::report::HitCounters;
+
+use super::{Fetched, StoreError, WriteItem, WriteOutcome};
+
+pub struct MemcachedStore {
+    url: String,
+    servers: Vec<String>,
+    client: AsyncMetaClient,
+}
+
+impl std::fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedStore").field("url", &self.url).finish()
+    }
+}
+
+impl MemcachedStore {
+    pub async fn connect(servers: &[String]) -> Result<MemcachedStore, StoreError> {
+        let url = format!("memcached://{}", servers.join(","));
+        let error = |e: memcache::exp::Error| StoreError {
+            kind: "memcached",
+            url: url.clone(),
+            message: e.to_string(),
+        };
+        let client = AsyncMetaClient::connect_multiple(servers.iter().map(String::as_str))
+            .await
+            .map_err(error)?;
+        // Connections are dialed lazily: ask every server now so a down one fails here.
+        client.noop().await.map_err(error)?;
+        Ok(MemcachedStore {
+            url,
+            servers: servers.to_vec(),
+            client,
+        })
+    }
+
+    fn error(&self, message: impl ToString) -> StoreError {
+        StoreError {
+            kind: "memcached",
+            url: self.url.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+        let results = self
+            .client
+            .run_many(keys.iter().map(|key| Get::new(key).without_value()))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(results
+            .into_iter()
+            .map(|result| result.is_ok_and(|r| r.hit()))
+            .collect())
+    }
+
+    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+        let results = self
+            .client
+            .run_many(keys.iter().map(|key| Get::new(key).meta(Meta::NONE.ttl())))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                let result = result.ok().filter(|r| r.hit())?;
+                let value = result.value?;
+                let ttl = result
+                    .item
+                    .ttl
+                    .and_then(|secs| u64::try_from(secs).ok())
+                    .map(Duration::from_secs);
+                Some(Fetched { value, ttl })
+            })
+            .collect())
+    }
+
+    pub async fn write(
+        &self,
+        items: &[WriteItem<'_>],
+        overwrite: bool,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let sets = items.iter().map(|item| {
+            let secs = u32::try_from(item.ttl.as_secs()).unwrap_or(u32::MAX).max(1);
+            let set = Set::new(item.key, item.value).ttl(Ttl::secs(secs));
+            if overwrite { set } else { set.add() }
+        });
+        let results = self
+            .client
+            .run_many(sets)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Ok(r) if r.status == MutationStatus::Applied => WriteOutcome::Written,
+                Ok(r) if r.status == MutationStatus::AlreadyExists => WriteOutcome::AlreadyPresent,
+                Ok(r) => WriteOutcome::Refused(format!("not stored: {:?}", r.status)),
+                Err(e) => WriteOutcome::Refused(e.to_string()),
+            })
+            .collect())
+    }
+
+    /// Reads `stats` from every server with the crate's classic client (the meta client has
+    /// no stats verb). Blocking, so it runs off the async workers.
+    async fn stats(&self) -> Result<Vec<std::collections::HashMap<String, String>>, StoreError> {
+        let urls: Vec<String> = self
+            .servers
+            .iter()
+            .map(|server| format!("memcache://{server}"))
+            .collect();
+        let stats = tokio::task::spawn_blocking(move || {
+            memcache::Client::connect(urls).and_then(|client| client.stats())
+        })
+        .await
+        .map_err(|e| self.error(e))?
+        .map_err(|e| self.error(e))?;
+        Ok(stats.into_iter().map(|(_, stats)| stats).collect())
+    }
+
+    /// The sum of `limit_maxbytes` over the servers.
+    pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
+        let stats = self.stats().await?;
+        Ok(Some(sum(&stats, "limit_maxbytes")).filter(|&bytes| bytes > 0))
+    }
+
+    pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {
+        let stats = self.stats().await?;
+        Ok(HitCounters {
+            hits: sum(&stats, "get_hits"),
+            misses: sum(&stats, "get_misses"),
+        })
+    }
+}
+
+fn sum(stats: &[std::collections::HashMap<String, String>], name: &str) -> u64 {
+    stats
+        .iter()
+        .filter_map(|server| server.get(name)?.parse::<u64>().ok())
+        .sum()
+}

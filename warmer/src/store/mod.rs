@@ -1,0 +1,242 @@
+//! The stores the warmer reads from and writes to, one folder per kind.
+//!
+//! Every store can be a target (write, probe) and a source (read a value and its remaining
+//! TTL). Writes use add semantics unless `overwrite` is asked for: a live entry is never
+//! replaced. All operations work on batches, pipelined on the wire.
+
+mod memcached;
+mod redis;
+mod sqlite;
+pub mod url;
+
+use std::time::Duration;
+
+use schemas::report::HitCounters;
+
+pub use self::url::{StoreUrl, UrlError, redact};
+
+/// Memcached's limit on key length, in bytes.
+pub const MEMCACHED_MAX_KEY_BYTES: usize = 250;
+/// The `cache_key` column of Django's DatabaseCache is `varchar(255)`.
+pub const SQL_MAX_KEY_CHARS: usize = 255;
+
+/// The kind of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Redis,
+    Memcached,
+    Sqlite,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Redis => "redis",
+            StoreKind::Memcached => "memcached",
+            StoreKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Whether a store is opened to be read or written: a source is never created when missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Target,
+}
+
+/// A value read from a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub value: Vec<u8>,
+    /// Remaining time to live; `None` when the entry does not expire.
+    pub ttl: Option<Duration>,
+}
+
+/// One write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteItem<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+    pub ttl: Duration,
+}
+
+/// What became of one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// Add semantics: a live entry was there, and kept.
+    AlreadyPresent,
+    /// The store refused this one write (the value too large, say); the store is still usable.
+    Refused(String),
+}
+
+/// A store that failed as a whole: unreachable, or a broken connection.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} store `{url}`: {message}")]
+pub struct StoreError {
+    pub kind: &'static str,
+    pub url: String,
+    pub message: String,
+}
+
+/// Key limits that depend on configuration rather than the store kind.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyLimits {
+    /// The longest Redis key the warmer will write, in bytes.
+    pub redis_max_key_bytes: usize,
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        KeyLimits {
+            redis_max_key_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A connected store.
+#[derive(Debug)]
+pub enum Store {
+    Redis(redis::RedisStore),
+    Memcached(memcached::MemcachedStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    /// Connects to the store at `url`. A snapshot file is not a store: see `source`.
+    pub async fn connect(url: &StoreUrl, role: Role) -> Result<Store, StoreError> {
+        match url {
+            StoreUrl::Redis { url } => redis::RedisStore::connect(url).await.map(Store::Redis),
+            StoreUrl::Memcached { servers } => memcached::MemcachedStore::connect(servers)
+                .await
+                .map(Store::Memcached),
+            StoreUrl::Sqlite { path, table } => sqlite::SqliteStore::open(path, table, role)
+                .await
+                .map(Store::Sqlite),
+            StoreUrl::Snapshot { path } => Err(StoreError {
+                kind: "snapshot",
+                url: path.display().to_string(),
+                message: "a snapshot file can be a source, not a target".into(),
+            }),
+        }
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Store::Redis(_) => StoreKind::Redis,
+            Store::Memcached(_) => StoreKind::Memcached,
+            Store::Sqlite(_) => StoreKind::Sqlite,
+        }
+    }
+
+    /// Whether `key` may be written to a store of this kind; the reason when it may not.
+    pub fn check_key(&self, key: &str, limits: &KeyLimits) -> Result<(), String> {
+        check_key(self.kind(), key, limits)
+    }
+
+    /// Which of `keys` hold a live entry.
+    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+        match self {
+            Store::Redis(store) => store.contains(keys).await,
+            Store::Memcached(store) => store.contains(keys).await,
+            Store::Sqlite(store) => store.contains(keys).await,
+        }
+    }
+
+    /// The live value and remaining TTL of each of `keys`.
+    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+        match self {
+            Store::Redis(store) => store.fetch(keys).await,
+            Store::Memcached(store) => store.fetch(keys).await,
+            Store::Sqlite(store) => store.fetch(keys).await,
+        }
+    }
+
+    /// Writes `items`: add semantics, or replace when `overwrite`.
+    pub async fn write(
+        &self,
+        items: &[WriteItem<'_>],
+        overwrite: bool,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        match self {
+            Store::Redis(store) => store.write(items, overwrite).await,
+            Store::Memcached(store) => store.write(items, overwrite).await,
+            Store::Sqlite(store) => store.write(items, overwrite).await,
+        }
+    }
+
+    /// The store's capacity in bytes, when it has a configured one.
+    pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Redis(store) => store.capacity().await,
+            Store::Memcached(store) => store.capacity().await,
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// The store's cumulative read counters, where it keeps them.
+    pub async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
+        match self {
+            Store::Redis(store) => store.hit_counters().await.map(Some),
+            Store::Memcached(store) => store.hit_counters().await.map(Some),
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+}
+
+/// The key rules of each store kind (see DESIGN.md, store semantics).
+pub fn check_key(kind: StoreKind, key: &str, limits: &KeyLimits) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("empty key".into());
+    }
+    match kind {
+        StoreKind::Redis if key.len() > limits.redis_max_key_bytes => Err(format!(
+            "key of {} bytes is longer than the configured Redis maximum of {}",
+            key.len(),
+            limits.redis_max_key_bytes
+        )),
+        StoreKind::Memcached if key.len() > MEMCACHED_MAX_KEY_BYTES => Err(format!(
+            "key of {} bytes is longer than memcached's {MEMCACHED_MAX_KEY_BYTES}",
+            key.len()
+        )),
+        StoreKind::Memcached if key.bytes().any(|b| b <= b' ' || b == 0x7f) => {
+            Err("memcached keys cannot hold whitespace or control characters".into())
+        }
+        StoreKind::Sqlite if key.chars().count() > SQL_MAX_KEY_CHARS => Err(format!(
+            "key of {} characters is longer than the cache table's {SQL_MAX_KEY_CHARS}",
+            key.chars().count()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A remaining TTL in milliseconds as stores report it; negative values mean none.
+pub fn duration_from_millis(millis: i64) -> Option<Duration> {
+    u64::try_from(millis).ok().map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_rules_per_store_kind() {
+        let limits = KeyLimits {
+            redis_max_key_bytes: 8,
+        };
+        let long_250 = "k".repeat(250);
+        let long_251 = "k".repeat(251);
+        assert!(check_key(StoreKind::Memcached, &long_250, &limits).is_ok());
+        assert!(check_key(StoreKind::Memcached, &long_251, &limits).is_err());
+        assert!(check_key(StoreKind::Memcached, "a b", &limits).is_err());
+        assert!(check_key(StoreKind::Memcached, "a\u{7f}", &limits).is_err());
+        assert!(check_key(StoreKind::Redis, "a b", &limits).is_ok());
+        assert!(check_key(StoreKind::Redis, "123456789", &limits).is_err());
+        assert!(check_key(StoreKind::Sqlite, &"é".repeat(255), &limits).is_ok());
+        assert!(check_key(StoreKind::Sqlite, &"é".repeat(256), &limits).is_err());
+        for kind in [StoreKind::Redis, StoreKind::Memcached, StoreKind::Sqlite] {
+            assert!(check_key(kind, "", &limits).is_err());
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Redis: one multiplexed connection, one pipeline per batch.
+//!
+//! Add is `SET key value NX PX ttl` (replace drops `NX`); a source read is `GET` + `PTTL`.
+
+use std::collections::HashMap;
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisResult, Value};
+use schemas::report::HitCounters;
+
+use super::{Fetched, StoreError, WriteItem, WriteOutcome, duration_from_millis, redact};
+
+#[derive(Clone)]
+pub struct RedisStore {
+    url: String,
+    connection: MultiplexedConnection,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("url", &self.url).finish()
+    }
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        let redacted = redact(url);
+        let error = |e: redis::RedisError| StoreError {
+            kind: "redis",
+            url: redacted.clone(),
+            message: e.to_string(),
+        };
+        let client = redis::Client::open(url).map_err(error)?;
+        let connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(error)?;
+        Ok(RedisStore {
+            url: redacted,
+            connection,
+        })
+    }
+
+    fn error(&self, e: redis::RedisError) -> StoreError {
+        StoreError {
+            kind: "redis",
+            url: self.url.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<RedisResult<Value>>, StoreError> {
+        let mut connection = self.connection.clone();
+        pipe.query_async(&mut connection)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in keys {
+            pipe.cmd("EXISTS").arg(*key);
+        }
+        let replies = self.pipeline(&pipe).await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| matches!(reply, Ok(Value::Int(n)) if n > 0))
+            .collect())
+    }
+
+    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in keys {
+            pipe.cmd("GET").arg(*key).cmd("PTTL").arg(*key);
+        }
+        let replies = self.pipeline(&pipe).await?;
+        let mut fetched = Vec::with_capacity(keys.len());
+        let mut replies = replies.into_iter();
+        while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
+            // A key that is not a string (a hash, say) answers GET with WRONGTYPE: not a value
+            // the warmer can copy, so it counts as a miss.
+            fetched.push(match (value, pttl) {
+                (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => {
+                    Some(Fetched {
+                        value,
+                        ttl: duration_from_millis(pttl),
+                    })
+                }
+                _ => None,
+            });
+        }
+        Ok(fetched)
+    }
+
+    pub async fn write(
+        &self,
+        items: &[WriteItem<'_>],
+        overwrite: bool,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for item in items {
+            let millis = u64::try_from(item.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let command = pipe.cmd("SET").arg(item.key).arg(item.value);
+            if !overwrite {
+                command.arg("NX");
+            }
+            command.arg("PX").arg(millis);
+        }
+        let replies = self.pipeline(&pipe).await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                Ok(Value::Okay) => WriteOutcome::Written,
+                Ok(Value::SimpleString(s)) if s == "OK" => WriteOutcome::Written,
+                Ok(Value::Nil) => WriteOutcome::AlreadyPresent,
+                Ok(other) => WriteOutcome::Refused(format!("unexpected reply {other:?}")),
+                Err(e) => WriteOutcome::Refused(e.to_string()),
+            })
+            .collect())
+    }
+
+    async fn info(&self, section: &str) -> Result<HashMap<String, String>, StoreError> {
+        let mut connection = self.connection.clone();
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.to_owned(), value.trim().to_owned()))
+            .collect())
+    }
+
+    /// `maxmemory` from INFO (readable where CONFIG is disabled); none when unlimited.
+    pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
+        let info = self.info("memory").await?;
+        Ok(info
+            .get("maxmemory")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&bytes| bytes > 0))
+    }
+
+    pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {
+        let info = self.info("stats").await?;
+        let counter = |name: &str| info.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(HitCounters {
+            hits: counter("keyspace_hits"),
+            misses: counter("keyspace_misses"),
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! An SQL database cache in SQLite, laid out as Django's DatabaseCache table:
+//! `cache_key varchar(255) PRIMARY KEY, value text, expires datetime`.
+//!
+//! It is the warmer's embedded default store. Add is an insert that may replace only an
+//! expired row, one transaction per batch. `expires` is written the way Django's SQLite backend
+//! writes datetimes (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC), and a year-9999 `expires` (Django's
+//! `timeout=None`) means the entry does not expire.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::{Fetched, Role, StoreError, WriteItem, WriteOutcome};
+
+const EXPIRES_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    url: String,
+    table: String,
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens the cache table; as a target, creates the file and the table when missing.
+    pub async fn open(path: &Path, table: &str, role: Role) -> Result<SqliteStore, StoreError> {
+        let url = format!("sqlite://{}?table={table}", path.display());
+        let error = |message: String| StoreError {
+            kind: "sqlite",
+            url: url.clone(),
+            message,
+        };
+        let path: PathBuf = path.to_path_buf();
+        let table_name = table.to_owned();
+        let connection = tokio::task::spawn_blocking(move || open_blocking(&path, &table_name, role))
+            .await
+            .map_err(|e| error(e.to_string()))?
+            .map_err(error)?;
+        Ok(SqliteStore {
+            url,
+            table: table.to_owned(),
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` on the connection off the async workers.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &str) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = Arc::clone(&self.connection);
+        let table = self.table.clone();
+        let error = |message: String| StoreError {
+            kind: "sqlite",
+            url: self.url.clone(),
+            message,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| rusqlite::Error::InvalidQuery)?;
+            work(&mut connection, &table)
+        })
+        .await
+        .map_err(|e| error(e.to_string()))?
+        .map_err(|e| error(e.to_string()))
+    }
+
+    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+        Ok(self
+            .fetch(keys)
+            .await?
+            .into_iter()
+            .map(|f| f.is_some())
+            .collect())
+    }
+
+    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.with_connection(move |connection, table| {
+            let now = Utc::now();
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT value, expires FROM \"{table}\" WHERE cache_key = ?1"
+            ))?;
+            let mut fetched = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let row: Option<(String, String)> = statement
+                    .query_row(params![key], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                fetched.push(row.and_then(|(value, expires)| live(value, &expires, now)));
+            }
+            Ok(fetched)
+        })
+        .await
+    }
+
+    pub async fn write(
+        &self,
+        items: &[WriteItem<'_>],
+        overwrite: bool,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let items: Vec<(String, Result<String, String>, Duration)> = items
+            .iter()
+            .map(|item| {
+                let value = String::from_utf8(item.value.to_vec()).map_err(|_| {
+                    "value is not UTF-8 text, which the cache table's text column requires"
+                        .to_owned()
+                });
+                (item.key.to_owned(), value, item.ttl)
+            })
+            .collect();
+        self.with_connection(move |connection, table| {
+            let now = Utc::now();
+            let now_text = now.format(EXPIRES_FORMAT).to_string();
+            let transaction = connection.transaction()?;
+            let mut outcomes = Vec::with_capacity(items.len());
+            {
+                // Add: insert, or take over the row only when it has expired.
+                let condition = if overwrite {
+                    String::new()
+                } else {
+                    format!("WHERE \"{table}\".expires < ?4")
+                };
+                let mut statement = transaction.prepare_cached(&format!(
+                    "INSERT INTO \"{table}\" (cache_key, value, expires) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(cache_key) DO UPDATE SET value = excluded.value, \
+                     expires = excluded.expires {condition}"
+                ))?;
+                for (key, value, ttl) in &items {
+                    let value = match value {
+                        Ok(value) => value,
+                        Err(reason) => {
+                            outcomes.push(WriteOutcome::Refused(reason.clone()));
+                            continue;
+                        }
+                    };
+                    let expires = chrono::Duration::from_std(*ttl)
+                        .ok()
+                        .and_then(|ttl| now.checked_add_signed(ttl))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                        .format(EXPIRES_FORMAT)
+                        .to_string();
+                    let changed = if overwrite {
+                        statement.execute(params![key, value, expires])?
+                    } else {
+                        statement.execute(params![key, value, expires, now_text])?
+                    };
+                    outcomes.push(if changed > 0 {
+                        WriteOutcome::Written
+                    } else {
+                        WriteOutcome::AlreadyPresent
+                    });
+                }
+            }
+            transaction.commit()?;
+            Ok(outcomes)
+        })
+        .await
+    }
+}
+
+fn open_blocking(path: &Path, table: &str, role: Role) -> Result<Connection, String> {
+    let flags = match role {
+        Role::Target => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        Role::Source => OpenFlags::SQLITE_OPEN_READ_ONLY,
+    };
+    let connection = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+    // A live application may hold the database: wait for its locks rather than fail.
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    if role == Role::Target {
+        connection
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS \"{table}\" (\
+                 \"cache_key\" varchar(255) NOT NULL PRIMARY KEY, \
+                 \"value\" text NOT NULL, \
+                 \"expires\" datetime NOT NULL);\
+                 CREATE INDEX IF NOT EXISTS \"{table}_expires\" ON \"{table}\" (\"expires\");"
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    let exists: bool = connection
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            params![table],
+            |row| row.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    if !exists {
+        return Err(format!(
+            "no table `{table}`; hint: name the cache table with ?table=NAME"
+        ));
+    }
+    Ok(connection)
+}
+
+/// The value of a row that has not expired, with its remaining TTL.
+fn live(value: String, expires: &str, now: DateTime<Utc>) -> Option<Fetched> {
+    let expires = NaiveDateTime::parse_from_str(expires, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()?
+        .and_utc();
+    if expires <= now {
+        return None;
+    }
+    let ttl = if expires.format("%Y").to_string() == "9999" {
+        None
+    } else {
+        (expires - now).to_std().ok()
+    };
+    Some(Fetched {
+        value: value.into_bytes(),
+        ttl,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item<'a>(key: &'a str, value: &'a str, secs: u64) -> WriteItem<'a> {
+        WriteItem {
+            key,
+            value: value.as_bytes(),
+            ttl: Duration::from_secs(secs),
+        }
+    }
+
+    /// Add semantics on a real SQLite file: a live row is kept, an expired one is replaced,
+    /// and `overwrite` replaces anyway.
+    #[tokio::test]
+    async fn add_keeps_live_rows_and_replaces_expired_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite3");
+        let store = SqliteStore::open(&path, "django_cache", Role::Target)
+            .await
+            .unwrap();
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO django_cache VALUES ('live', 'old', '9999-12-31 23:59:59.999999'), \
+                     ('stale', 'old', '2000-01-01 00:00:00')",
+                    [],
+                )
+                .unwrap();
+        }
+        let outcomes = store
+            .write(
+                &[
+                    item("live", "new", 600),
+                    item("stale", "new", 600),
+                    item("fresh", "new", 600),
+                ],
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                WriteOutcome::AlreadyPresent,
+                WriteOutcome::Written,
+                WriteOutcome::Written
+            ]
+        );
+        let fetched = store.fetch(&["live", "stale", "fresh", "absent"]).await.unwrap();
+        assert_eq!(fetched[0].as_ref().unwrap().value, b"old");
+        assert_eq!(fetched[0].as_ref().unwrap().ttl, None);
+        let ttl = fetched[1].as_ref().unwrap().ttl.unwrap();
+        assert!(ttl <= Duration::from_secs(600) && ttl > Duration::from_secs(590));
+        assert!(fetched[3].is_none());
+
+        let outcomes = store.write(&[item("live", "new", 600)], true).await.unwrap();
+        assert_eq!(outcomes, [WriteOutcome::Written]);
+        let fetched = store.fetch(&["live"]).await.unwrap();
+        assert_eq!(fetched[0].as_ref().unwrap().value, b"new");
+    }
+
+    /// A source is opened read-only and never created.
+    #[tokio::test]
+    async fn missing_source_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.sqlite3");
+        let error = SqliteStore::open(&path, "t", Role::Source).await.unwrap_err();
+        assert_eq!(error.kind, "sqlite");
+        assert!(!path.exists());
+    }
+}

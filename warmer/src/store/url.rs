@@ -1,0 +1,171 @@
+//! Store addresses: `redis://`, `memcached://host:port[,host:port…]`, `sqlite://path?table=…`,
+//! and snapshot files (`file://…` or a path ending in `.parquet`).
+
+use std::path::PathBuf;
+
+/// The table of the embedded default store, and of any `sqlite://` URL that names none.
+pub const DEFAULT_SQLITE_TABLE: &str = "cachewarm_cache";
+
+/// A parsed store address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// A Redis server; the URL is passed to the redis crate as given.
+    Redis { url: String },
+    /// One or more memcached servers, as `host:port`.
+    Memcached { servers: Vec<String> },
+    /// A table laid out as Django's DatabaseCache in an SQLite file.
+    Sqlite { path: PathBuf, table: String },
+    /// A Parquet snapshot file (key, value, expires_at); a source only.
+    Snapshot { path: PathBuf },
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid store URL `{url}`: {reason}")]
+pub struct UrlError {
+    pub url: String,
+    pub reason: String,
+}
+
+impl StoreUrl {
+    /// Parses a store address.
+    pub fn parse(text: &str) -> Result<StoreUrl, UrlError> {
+        let error = |reason: &str| UrlError {
+            url: redact(text),
+            reason: reason.to_owned(),
+        };
+        if let Some(rest) = text.strip_prefix("memcached://") {
+            let servers: Vec<String> = rest
+                .trim_end_matches('/')
+                .split(',')
+                .map(|server| server.trim().to_owned())
+                .collect();
+            if servers.iter().any(|s| s.is_empty() || !s.contains(':')) {
+                return Err(error("expected memcached://host:port[,host:port…]"));
+            }
+            return Ok(StoreUrl::Memcached { servers });
+        }
+        if let Some(rest) = text.strip_prefix("sqlite://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if path.is_empty() {
+                return Err(error("expected sqlite://PATH[?table=NAME]"));
+            }
+            let mut table = DEFAULT_SQLITE_TABLE.to_owned();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("table", name)) if is_identifier(name) => table = name.to_owned(),
+                    Some(("table", _)) => {
+                        return Err(error("table must be letters, digits and underscores"));
+                    }
+                    _ => return Err(error("the only query parameter is `table`")),
+                }
+            }
+            return Ok(StoreUrl::Sqlite {
+                path: PathBuf::from(path),
+                table,
+            });
+        }
+        if text.starts_with("redis://") || text.starts_with("redis+unix://") {
+            return Ok(StoreUrl::Redis {
+                url: text.to_owned(),
+            });
+        }
+        if text.starts_with("rediss://") {
+            return Err(error(
+                "TLS (rediss://) is not supported yet; reach the server over a TLS tunnel",
+            ));
+        }
+        if let Some(path) = text.strip_prefix("file://") {
+            return Ok(StoreUrl::Snapshot {
+                path: PathBuf::from(path),
+            });
+        }
+        if text.ends_with(".parquet") {
+            return Ok(StoreUrl::Snapshot {
+                path: PathBuf::from(text),
+            });
+        }
+        Err(error(
+            "expected redis://, memcached://, sqlite:// or a snapshot file (.parquet)",
+        ))
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The address with any password replaced by `***`, for logs and reports.
+pub fn redact(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Setting a password fails only for URLs that cannot have one, and this one has.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind() {
+        assert_eq!(
+            StoreUrl::parse("memcached://a:11211,b:11212").unwrap(),
+            StoreUrl::Memcached {
+                servers: vec!["a:11211".into(), "b:11212".into()]
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite://var/cache.db?table=django_cache").unwrap(),
+            StoreUrl::Sqlite {
+                path: "var/cache.db".into(),
+                table: "django_cache".into()
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite:///abs/cache.db").unwrap(),
+            StoreUrl::Sqlite {
+                path: "/abs/cache.db".into(),
+                table: DEFAULT_SQLITE_TABLE.into()
+            }
+        );
+        assert!(matches!(
+            StoreUrl::parse("redis://:pw@localhost:6379/2").unwrap(),
+            StoreUrl::Redis { .. }
+        ));
+        assert_eq!(
+            StoreUrl::parse("snap/2026-11-20.parquet").unwrap(),
+            StoreUrl::Snapshot {
+                path: "snap/2026-11-20.parquet".into()
+            }
+        );
+    }
+
+    /// A table name goes into SQL text, so anything but an identifier is refused.
+    #[test]
+    fn refuses_bad_addresses() {
+        for bad in [
+            "sqlite://x.db?table=a;drop",
+            "sqlite://x.db?tbl=a",
+            "memcached://nohostport",
+            "http://example.com",
+            "rediss://secure:6380",
+        ] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("redis://app:s3cret@cache:6379/0"),
+            "redis://app:***@cache:6379/0"
+        );
+        let error = StoreUrl::parse("rediss://app:s3cret@cache:6380").unwrap_err();
+        assert!(!error.to_string().contains("s3cret"));
+    }
+}

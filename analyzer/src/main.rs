@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use analyzer::ingest::{self, Format, IngestSummary};
 use analyzer::rank::{self, RankOptions};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Turns cache access logs into a Parquet dataset and ranks the hot keys into a manifest.
@@ -47,17 +47,29 @@ struct RankArgs {
     data: PathBuf,
     /// Key + value bytes the manifest may hold: plain bytes or units (`512KiB`, `64MiB`, `1GB`).
     #[arg(long, value_parser = parse_size)]
-    budget: u64,
+    budget: Size,
     /// Where to write the manifest; a name ending in `.zst` is zstd-compressed.
     #[arg(long)]
     out: PathBuf,
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+/// A size as given on the command line, and its value in bytes.
+#[derive(Debug, Clone)]
+struct Size {
+    text: String,
+    bytes: u64,
+}
+
+fn parse_size(text: &str) -> Result<Size, String> {
     text.trim()
         .parse::<bytesize::ByteSize>()
-        .map(|size| size.as_u64())
-        .map_err(|e| format!("`{text}` is not a size ({e}); use bytes or units like 512KiB, 64MiB, 1GB"))
+        .map(|size| Size {
+            text: text.trim().to_owned(),
+            bytes: size.as_u64(),
+        })
+        .map_err(|e| {
+            format!("`{text}` is not a size ({e}); use bytes or units like 512KiB, 64MiB, 1GB")
+        })
 }
 
 fn main() -> ExitCode {
@@ -65,8 +77,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let result = match cli.command {
@@ -105,8 +116,12 @@ fn print_ingest_summary(summary: &IngestSummary) {
         match &file.refused {
             Some(reason) => println!("{}: refused: {reason}", file.path),
             None => println!(
-                "{}: {:?}, {} lines, {} events, {} rejected",
-                file.path, file.format, file.lines, file.events, file.rejected
+                "{}: {}, {} lines, {} events, {} rejected",
+                file.path,
+                file.format.as_str(),
+                file.lines,
+                file.events,
+                file.rejected
             ),
         }
         for warning in &file.warnings {
@@ -133,12 +148,11 @@ fn print_ingest_summary(summary: &IngestSummary) {
 
 fn run_rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     let options = RankOptions {
-        budget_bytes: args.budget,
-        budget_source: format!("--budget {}", args.budget),
+        budget_bytes: args.budget.bytes,
+        budget_source: format!("--budget {}", args.budget.text),
     };
-    let manifest = rank::rank(&args.data, &options).with_context(|| {
-        format!("failed to rank `{}`", args.data.display())
-    })?;
+    let manifest = rank::rank(&args.data, &options)
+        .with_context(|| format!("failed to rank `{}`", args.data.display()))?;
     rank::write_manifest(&manifest, &args.out)?;
     let totals = &manifest.header.totals;
     let share = if totals.requests_seen == 0 {

@@ -1,12 +1,15 @@
 //! ingest → Parquet dataset → rank, through the library on real files: the counts the manifest
 //! carries are the ones the test wrote into its logs.
 
+// A failed step should stop the test where it failed.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::io::Write;
 
 use analyzer::dataset;
 use analyzer::ingest::{Format, ingest};
-use analyzer::rank::{RankOptions, build_manifest, aggregate, rank};
+use analyzer::rank::{RankOptions, aggregate, build_manifest, rank};
 
 /// Writes a CSV (plain) and a JSON-lines (gzip) log over two UTC days; returns the reads per key.
 fn write_logs(dir: &std::path::Path) -> (Vec<String>, HashMap<String, u64>) {
@@ -21,7 +24,11 @@ fn write_logs(dir: &std::path::Path) -> (Vec<String>, HashMap<String, u64>) {
         let mut n = 0;
         while left > 0 {
             let count = if left >= 2 && n % 2 == 0 { 2 } else { 1 };
-            csv.push_str(&format!("{key},{},get,{},{count},,\n", day_one + n, n % 3 == 0));
+            csv.push_str(&format!(
+                "{key},{},get,{},{count},,\n",
+                day_one + n,
+                n % 3 == 0
+            ));
             left -= count;
             n += 1;
         }
@@ -36,7 +43,9 @@ fn write_logs(dir: &std::path::Path) -> (Vec<String>, HashMap<String, u64>) {
             day_two + n
         ));
     }
-    jsonl.push_str(&format!("{{\"ts\": {day_two}, \"key\": \"write-only\", \"op\": \"set\", \"value_size\": 5}}\n"));
+    jsonl.push_str(&format!(
+        "{{\"ts\": {day_two}, \"key\": \"write-only\", \"op\": \"set\", \"value_size\": 5}}\n"
+    ));
     jsonl.push_str("{\"ts\": \"garbage\", \"key\": \"x\"}\n");
     *reads.get_mut("k:01").unwrap() += 100;
 
@@ -68,7 +77,14 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
     let files = dataset::data_files(&data).unwrap();
     let partitions: Vec<String> = files
         .iter()
-        .map(|f| f.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned())
+        .map(|f| {
+            f.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert_eq!(partitions, ["date=2025-11-20", "date=2025-11-21"]);
 
@@ -77,13 +93,22 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
         budget_source: "test".into(),
     };
     let manifest = rank(&data, &everything).unwrap();
-    assert_eq!(manifest.entries.len(), reads.len(), "write-only keys are not ranked");
+    assert_eq!(
+        manifest.entries.len(),
+        reads.len(),
+        "write-only keys are not ranked"
+    );
     for entry in &manifest.entries {
         assert_eq!(entry.requests, reads[&entry.key], "{}", entry.key);
         assert_eq!(entry.ttl_s, Some(600));
     }
     assert_eq!(manifest.entries[0].key, "k:01");
-    assert!(manifest.entries.windows(2).all(|w| w[0].requests >= w[1].requests));
+    assert!(
+        manifest
+            .entries
+            .windows(2)
+            .all(|w| w[0].requests >= w[1].requests)
+    );
     let k30 = manifest.entries.iter().find(|e| e.key == "k:30").unwrap();
     assert_eq!(k30.size_bytes, 4 + 300);
 

@@ -33,8 +33,17 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         text
     }
     vec![
-        ("manifest.v1.schema.json", render(schemars::schema_for!(Manifest))),
-        ("report.v1.schema.json", render(schemars::schema_for!(Report))),
-        ("checkpoint.v1.schema.json", render(schemars::schema_for!(Checkpoint))),
+        (
+            "manifest.v1.schema.json",
+            render(schemars::schema_for!(Manifest)),
+        ),
+        (
+            "report.v1.schema.json",
+            render(schemars::schema_for!(Report)),
+        ),
+        (
+            "checkpoint.v1.schema.json",
+            render(schemars::schema_for!(Checkpoint)),
+        ),
     ]
 }

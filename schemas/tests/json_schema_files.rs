@@ -2,6 +2,9 @@
 //! test fails when they no longer match the Rust types. Regenerate them with
 //! `UPDATE_SCHEMAS=1 cargo test -p schemas --test json_schema_files`.
 
+// A failed step should stop the test where it failed.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 #[test]

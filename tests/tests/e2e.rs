@@ -3,6 +3,9 @@
 //! (the warm replica) into an empty Redis, a memcached and an SQLite cache table → the report's
 //! counts are checked against what the servers hold, read directly.
 
+// A failed step should stop the test where it failed.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
@@ -36,7 +39,12 @@ fn value_for(key: &str, rng: &mut Rng) -> String {
 /// Drives a read-through workload (GET; on a miss SET with a TTL) against `redis` and writes
 /// each operation, with the hit or miss the server answered, to `log` as canonical JSON lines.
 /// Returns the number of reads per key.
-fn drive_workload(redis: &RedisServer, log: &Path, keys: &[String], reads: usize) -> HashMap<String, u64> {
+fn drive_workload(
+    redis: &RedisServer,
+    log: &Path,
+    keys: &[String],
+    reads: usize,
+) -> HashMap<String, u64> {
     let mut connection = redis.connection();
     let zipf = Zipf::new(keys.len(), 1.0);
     let mut rng = Rng::new(20261121);
@@ -86,7 +94,12 @@ fn target<'a>(report: &'a Report, kind: &str) -> &'a TargetReport {
 
 fn memcached_has(client: &memcache::exp::MetaClient, key: &str) -> Option<(Vec<u8>, i64)> {
     let result = client.run(Get::new(key).meta(Meta::NONE.ttl())).unwrap();
-    result.hit().then(|| (result.value.unwrap_or_default(), result.item.ttl.unwrap_or(0)))
+    result.hit().then(|| {
+        (
+            result.value.unwrap_or_default(),
+            result.item.ttl.unwrap_or(0),
+        )
+    })
 }
 
 /// The skeleton's contract, end to end: counts in the report equal what the servers hold; a
@@ -106,7 +119,13 @@ fn logs_to_warm_stores_on_real_servers() {
     // 2. Ingest and rank under a budget that takes part of the keyspace.
     let ingest = run_bin(
         "analyzer",
-        &["ingest", &path("access.jsonl"), "--out", &path("dataset"), "--json"],
+        &[
+            "ingest",
+            &path("access.jsonl"),
+            "--out",
+            &path("dataset"),
+            "--json",
+        ],
         0,
     );
     let summary: serde_json::Value = serde_json::from_slice(&ingest.stdout).unwrap();
@@ -116,7 +135,15 @@ fn logs_to_warm_stores_on_real_servers() {
     assert_eq!(summary["rejected"], 0);
     run_bin(
         "analyzer",
-        &["rank", "--data", &path("dataset"), "--budget", "40KiB", "--out", &path("manifest.json")],
+        &[
+            "rank",
+            "--data",
+            &path("dataset"),
+            "--budget",
+            "40KiB",
+            "--out",
+            &path("manifest.json"),
+        ],
         0,
     );
     let manifest: Manifest =
@@ -149,14 +176,33 @@ fn logs_to_warm_stores_on_real_servers() {
     // 4. Warm.
     let sqlite = format!("sqlite://{}?table=django_cache", path("cache.sqlite3"));
     let args = [
-        "run", "--manifest", &path("manifest.json"), "--source", &replica.url(),
-        "--target", &redis_target.url(), "--target", &memcached.url(), "--target", &sqlite,
-        "--runs-dir", &path("runs"), "--batch-size", "16",
+        "run",
+        "--manifest",
+        &path("manifest.json"),
+        "--source",
+        &replica.url(),
+        "--target",
+        &redis_target.url(),
+        "--target",
+        &memcached.url(),
+        "--target",
+        &sqlite,
+        "--runs-dir",
+        &path("runs"),
+        "--batch-size",
+        "16",
     ];
     let report = read_report(&run_bin("warmer", &args, 0).stdout);
     let entries = manifest.entries.len() as u64;
-    let invalid_for_memcached = manifest.entries.iter().filter(|e| e.key.contains(' ')).count() as u64;
-    assert!(invalid_for_memcached > 0, "the budget should select a key with a space");
+    let invalid_for_memcached = manifest
+        .entries
+        .iter()
+        .filter(|e| e.key.contains(' '))
+        .count() as u64;
+    assert!(
+        invalid_for_memcached > 0,
+        "the budget should select a key with a space"
+    );
 
     // Redis: read every manifest key back directly.
     let redis_report = target(&report, "redis");
@@ -175,7 +221,10 @@ fn logs_to_warm_stores_on_real_servers() {
                 let source: String = replica_connection.get(&entry.key).unwrap();
                 assert_eq!(value, source);
                 let ttl: i64 = target_connection.ttl(&entry.key).unwrap();
-                assert!(ttl > 0 && ttl <= TTL_S as i64, "TTL {ttl} not from the source");
+                assert!(
+                    ttl > 0 && ttl <= TTL_S as i64,
+                    "TTL {ttl} not from the source"
+                );
             }
         }
     }
@@ -199,7 +248,10 @@ fn logs_to_warm_stores_on_real_servers() {
     let mut mc_present = 0;
     for entry in &manifest.entries {
         match memcached_has(&memcached_client, &entry.key) {
-            Some((value, _)) if entry.key == memcached_live => assert_eq!(value, b"kept"),
+            Some((value, ttl)) if entry.key == memcached_live => {
+                assert_eq!(value, b"kept");
+                assert!(ttl > 7000, "the live key's TTL was changed to {ttl}");
+            }
             Some((value, ttl)) => {
                 mc_present += 1;
                 let source: String = replica_connection.get(&entry.key).unwrap();
@@ -215,7 +267,10 @@ fn logs_to_warm_stores_on_real_servers() {
     assert_eq!(mc.already_present, 1);
     assert_eq!(mc.invalid_key, invalid_for_memcached);
     assert_eq!(mc.source_miss, 1);
-    assert_eq!(memcached.stat("curr_items"), mc.written + mc.already_present);
+    assert_eq!(
+        memcached.stat("curr_items"),
+        mc.written + mc.already_present
+    );
 
     // SQLite: rows in Django's cache table.
     let sqlite_report = target(&report, "sqlite");
@@ -242,4 +297,162 @@ fn logs_to_warm_stores_on_real_servers() {
         assert_eq!(t.coverage_before, t.coverage_after);
     }
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing new written"));
+}
+
+/// Ranks a small workload against `replica` and returns the manifest's path.
+fn manifest_from_workload(replica: &RedisServer, dir: &Path, keys: usize, budget: &str) -> String {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    drive_workload(
+        replica,
+        Path::new(&path("access.jsonl")),
+        &workload_keys(keys),
+        800,
+    );
+    run_bin(
+        "analyzer",
+        &["ingest", &path("access.jsonl"), "--out", &path("dataset")],
+        0,
+    );
+    run_bin(
+        "analyzer",
+        &[
+            "rank",
+            "--data",
+            &path("dataset"),
+            "--budget",
+            budget,
+            "--out",
+            &path("manifest.json.zst"),
+        ],
+        0,
+    );
+    path("manifest.json.zst")
+}
+
+/// A snapshot written from a warm Redis restores into a memcached that never saw the replica:
+/// the values and the remaining TTLs survive the Parquet file.
+#[test]
+fn snapshot_from_redis_restores_into_memcached() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let replica = RedisServer::start(&[]);
+    let memcached = MemcachedServer::start(64);
+    let manifest_path = manifest_from_workload(&replica, dir.path(), 120, "1MiB");
+    let manifest: Manifest = serde_json::from_slice(
+        &zstd::decode_all(std::fs::read(&manifest_path).unwrap().as_slice()).unwrap(),
+    )
+    .unwrap();
+
+    let out = run_bin(
+        "warmer",
+        &[
+            "snapshot",
+            "--manifest",
+            &manifest_path,
+            "--source",
+            &replica.url(),
+            "--out",
+            &path("snap.parquet"),
+        ],
+        0,
+    );
+    let entries = manifest.entries.len();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{entries} of {entries}")));
+    // The replica is gone: only the snapshot has the values now.
+    drop(replica);
+
+    let report = read_report(
+        &run_bin(
+            "warmer",
+            &[
+                "run",
+                "--manifest",
+                &manifest_path,
+                "--source",
+                &path("snap.parquet"),
+                "--target",
+                &memcached.url(),
+                "--runs-dir",
+                &path("runs"),
+            ],
+            0,
+        )
+        .stdout,
+    );
+    let counts = &report.targets[0].counts;
+    let invalid = manifest
+        .entries
+        .iter()
+        .filter(|e| e.key.contains(' '))
+        .count() as u64;
+    assert_eq!(counts.written + counts.invalid_key, entries as u64);
+    assert_eq!(counts.invalid_key, invalid);
+    let client = memcached.client();
+    for entry in manifest.entries.iter().filter(|e| !e.key.contains(' ')) {
+        let (value, ttl) = memcached_has(&client, &entry.key).expect("restored");
+        assert!(value.starts_with(format!("{{\"key\":\"{}\"", entry.key).as_bytes()));
+        assert!(ttl > 0 && ttl <= TTL_S as i64);
+    }
+}
+
+/// A target that is down never fails the deploy: the other targets are warmed, the report
+/// names the failure, the exit code is 0, and 1 with `--strict`. A dry run writes nothing.
+#[test]
+fn a_dead_target_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let replica = RedisServer::start(&[]);
+    let mut dead = RedisServer::start(&[]);
+    let dead_url = dead.url();
+    dead.stop();
+    let live = RedisServer::start(&[]);
+    let manifest_path = manifest_from_workload(&replica, dir.path(), 60, "1MiB");
+
+    let dry = [
+        "run",
+        "--manifest",
+        &manifest_path,
+        "--source",
+        &replica.url(),
+        "--target",
+        &live.url(),
+        "--runs-dir",
+        &path("runs"),
+        "--dry-run",
+    ];
+    let dry_report = read_report(&run_bin("warmer", &dry, 0).stdout);
+    let mut live_connection = live.connection();
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut live_connection).unwrap();
+    assert_eq!(dbsize, 0, "a dry run wrote to the store");
+    assert!(dry_report.dry_run);
+    let would_write = dry_report.targets[0].counts.written;
+    assert!(would_write > 0);
+
+    let args = [
+        "run",
+        "--manifest",
+        &manifest_path,
+        "--source",
+        &replica.url(),
+        "--target",
+        &dead_url,
+        "--target",
+        &live.url(),
+        "--runs-dir",
+        &path("runs"),
+    ];
+    let report = read_report(&run_bin("warmer", &args, 0).stdout);
+    let dead_report = &report.targets[0];
+    assert_eq!(dead_report.status, schemas::report::TargetStatus::Failed);
+    assert!(dead_report.error.as_deref().unwrap_or("").contains("redis"));
+    assert_eq!(dead_report.counts.not_attempted, report.manifest.entries);
+    let live_report = &report.targets[1];
+    assert_eq!(live_report.status, schemas::report::TargetStatus::Ok);
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut live_connection).unwrap();
+    assert_eq!(live_report.counts.written, dbsize);
+    assert_eq!(live_report.counts.written, would_write);
+
+    let mut strict = args.to_vec();
+    strict.push("--strict");
+    run_bin("warmer", &strict, 1);
 }

@@ -12,11 +12,16 @@ use warmer::source::{Source, write_snapshot};
 use warmer::store::{KeyLimits, StoreUrl};
 
 /// The embedded default target: a Django-style cache table in a local SQLite file.
-const DEFAULT_TARGET: &str = "sqlite://cachewarm-cache.sqlite3";
+const DEFAULT_TARGET: &str = "sqlite://cachewarm-cache.sqlite3?table=cachewarm_cache";
 
 /// Environment variables that name the environment profile, in order of precedence.
-const ENVIRONMENT_VARIABLES: [&str; 5] =
-    ["CACHEWARM_ENV", "RAILS_ENV", "RACK_ENV", "DJANGO_ENV", "APP_ENV"];
+const ENVIRONMENT_VARIABLES: [&str; 5] = [
+    "CACHEWARM_ENV",
+    "RAILS_ENV",
+    "RACK_ENV",
+    "DJANGO_ENV",
+    "APP_ENV",
+];
 
 /// Warms cache stores from a hot-key manifest, and reports what it did.
 #[derive(Debug, Parser)]
@@ -109,7 +114,9 @@ fn parse_percent(text: &str) -> Result<f64, String> {
     let number = text.trim().trim_end_matches('%');
     match number.parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
-        _ => Err(format!("`{text}` is not a percentage between 0 and 100 (like 50%)")),
+        _ => Err(format!(
+            "`{text}` is not a percentage between 0 and 100 (like 50%)"
+        )),
     }
 }
 
@@ -118,8 +125,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -180,10 +186,9 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     };
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupted: finishing the batches in flight");
-            let _ = stop_sender.send(true);
-        }
+        stop_signal().await;
+        tracing::warn!("interrupted: finishing the batches in flight");
+        let _ = stop_sender.send(true);
     });
     let result = warmer::run::run(settings, stop).await.map_err(|error| {
         let code = match error {
@@ -192,7 +197,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         };
         (anyhow::Error::new(error), code)
     })?;
-    print!("{}", warmer::report::summary(&result.report, &result.run_dir));
+    print!(
+        "{}",
+        warmer::report::summary(&result.report, &result.run_dir)
+    );
     let failed = result.report.source_error.is_some()
         || result
             .report
@@ -204,6 +212,32 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what deploy systems and Kubernetes send). A signal
+/// that cannot be listened for never resolves, rather than stopping the run at once.
+async fn stop_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
 }
 
 async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {

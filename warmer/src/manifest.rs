@@ -186,20 +186,38 @@ mod tests {
 
         let mut other_version = manifest();
         other_version.header.schema = "cachewarm.manifest/v9".into();
-        let path = write(dir.path(), "v9.json", &serde_json::to_vec(&other_version).unwrap());
+        let path = write(
+            dir.path(),
+            "v9.json",
+            &serde_json::to_vec(&other_version).unwrap(),
+        );
         let message = load(&path).unwrap_err().to_string();
-        assert!(message.contains("v9.json") && message.contains("header.schema"), "{message}");
+        assert!(
+            message.contains("v9.json") && message.contains("header.schema"),
+            "{message}"
+        );
 
         let mut tampered = manifest();
         tampered.entries[0].key = "other".into();
-        let path = write(dir.path(), "tampered.json", &serde_json::to_vec(&tampered).unwrap());
+        let path = write(
+            dir.path(),
+            "tampered.json",
+            &serde_json::to_vec(&tampered).unwrap(),
+        );
         let message = load(&path).unwrap_err().to_string();
-        assert!(message.contains("tampered.json") && message.contains("entries_sha256"), "{message}");
+        assert!(
+            message.contains("tampered.json") && message.contains("entries_sha256"),
+            "{message}"
+        );
 
         let mut reordered = manifest();
         reordered.entries.swap(0, 1);
         reordered.header.entries_sha256 = entries_sha256(&reordered.entries);
-        let path = write(dir.path(), "order.json", &serde_json::to_vec(&reordered).unwrap());
+        let path = write(
+            dir.path(),
+            "order.json",
+            &serde_json::to_vec(&reordered).unwrap(),
+        );
         let message = load(&path).unwrap_err().to_string();
         assert!(message.contains("entries[0].rank"), "{message}");
 

@@ -14,7 +14,11 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
         Outcome::TimedOut => "stopped by its timeout",
         Outcome::Interrupted => "interrupted",
     };
-    let dry = if report.dry_run { " (dry run: nothing written)" } else { "" };
+    let dry = if report.dry_run {
+        " (dry run: nothing written)"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
         "warm run {} {outcome} in {:.1}s{dry}: manifest {} ({} entries), source {}",
@@ -64,7 +68,10 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
             );
         }
     }
-    let _ = writeln!(out, "report: {}", run_dir.join("report.json").display());
+    let report_path = run_dir.join("report.json");
+    // Absolute, so the line means the same thing in a deploy log whatever the working directory.
+    let report_path = std::path::absolute(&report_path).unwrap_or(report_path);
+    let _ = writeln!(out, "report: {}", report_path.display());
     out
 }
 

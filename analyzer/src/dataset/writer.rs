@@ -70,7 +70,9 @@ impl DatasetWriter {
     /// (`part-{file_stem}.parquet`) and must be unique among writers.
     pub fn new(root: &Path, file_stem: &str) -> DatasetWriter {
         let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("cachewarm analyzer {}", env!("CARGO_PKG_VERSION")))
             .build();
@@ -152,11 +154,12 @@ impl Partition {
             path: temp_path.clone(),
             source,
         })?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(properties.clone()))
-            .map_err(|source| DatasetError::Parquet {
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(properties.clone())).map_err(
+            |source| DatasetError::Parquet {
                 path: temp_path.clone(),
                 source,
-            })?;
+            },
+        )?;
         Ok(Partition {
             rows: Rows::default(),
             writer,

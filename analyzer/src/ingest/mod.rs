@@ -35,6 +35,17 @@ pub enum Format {
     Jsonl,
 }
 
+impl Format {
+    /// The format's name as given to `--format`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
 /// Where a reader puts what it parsed.
 pub trait Sink {
     /// Takes one event.
@@ -203,7 +214,10 @@ fn detect(path: &str, reader: &mut dyn std::io::BufRead) -> std::io::Result<Form
     if name.ends_with(".csv") {
         return Ok(Format::Csv);
     }
-    if [".jsonl", ".ndjson", ".json"].iter().any(|ext| name.ends_with(ext)) {
+    if [".jsonl", ".ndjson", ".json"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+    {
         return Ok(Format::Jsonl);
     }
     let head = reader.fill_buf()?;
@@ -218,11 +232,7 @@ fn detect(path: &str, reader: &mut dyn std::io::BufRead) -> std::io::Result<Form
 /// A name for this ingest's files that no other ingest uses: time and process id.
 fn unique_file_stem() -> String {
     let now = chrono::Utc::now();
-    format!(
-        "{}-{}",
-        now.format("%Y%m%dT%H%M%S%6fZ"),
-        std::process::id()
-    )
+    format!("{}-{}", now.format("%Y%m%dT%H%M%S%6fZ"), std::process::id())
 }
 
 struct FileSink<'a> {

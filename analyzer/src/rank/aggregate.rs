@@ -109,7 +109,10 @@ fn per_key(events: LazyFrame) -> LazyFrame {
             read_count(is_read()).alias("requests"),
             read_count(is_read().and(col(columns::HIT).eq(lit(true)))).alias("hits"),
             read_count(is_read().and(col(columns::HIT).eq(lit(false)))).alias("misses"),
-            col(columns::TS).max().cast(DataType::Int64).alias("last_seen"),
+            col(columns::TS)
+                .max()
+                .cast(DataType::Int64)
+                .alias("last_seen"),
             col(columns::VALUE_SIZE)
                 .cast(DataType::Float64)
                 .median()

@@ -12,9 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use schemas::manifest::{
-    Budget, CategoryTotals, ObservationWindow, Totals, entries_sha256,
-};
+use schemas::manifest::{Budget, CategoryTotals, ObservationWindow, Totals, entries_sha256};
 use schemas::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
 
 pub use aggregate::{DatasetStats, KeyStats, aggregate};
@@ -79,11 +77,13 @@ pub fn build_manifest(
             continue;
         }
         bytes_selected += size;
-        let totals = categories.entry(DEFAULT_CATEGORY.to_owned()).or_insert(CategoryTotals {
-            keys: 0,
-            requests: 0,
-            bytes: 0,
-        });
+        let totals = categories
+            .entry(DEFAULT_CATEGORY.to_owned())
+            .or_insert(CategoryTotals {
+                keys: 0,
+                requests: 0,
+                bytes: 0,
+            });
         totals.keys += 1;
         totals.requests += key.requests;
         totals.bytes += size;
@@ -138,11 +138,15 @@ pub fn write_manifest(manifest: &Manifest, path: &Path) -> Result<(), RankError>
     };
     let mut text = Vec::with_capacity(128 * (manifest.entries.len() + 8));
     text.extend_from_slice(b"{\"header\":");
-    serde_json::to_writer(&mut text, &manifest.header).map_err(std::io::Error::from).map_err(write_error)?;
+    serde_json::to_writer(&mut text, &manifest.header)
+        .map_err(std::io::Error::from)
+        .map_err(write_error)?;
     text.extend_from_slice(b",\n\"entries\":[");
     for (i, entry) in manifest.entries.iter().enumerate() {
         text.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-        serde_json::to_writer(&mut text, entry).map_err(std::io::Error::from).map_err(write_error)?;
+        serde_json::to_writer(&mut text, entry)
+            .map_err(std::io::Error::from)
+            .map_err(write_error)?;
     }
     text.extend_from_slice(b"\n]}\n");
     if path.extension().is_some_and(|ext| ext == "zst") {

@@ -16,7 +16,11 @@ pub(crate) struct Probe {
 }
 
 /// Probes every manifest key that is valid for `store`, in batches, before `deadline`.
-pub(crate) async fn probe(store: &Store, shared: &Shared, deadline: Instant) -> Result<Probe, String> {
+pub(crate) async fn probe(
+    store: &Store,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<Probe, String> {
     let entries = &shared.manifest.entries;
     let limits = &shared.settings.key_limits;
     // (requests present, requests total, keys present) overall and per category.

@@ -98,7 +98,10 @@ pub(crate) struct Shared {
 }
 
 /// Runs the warm described by `settings`; `stop` turning true interrupts it between batches.
-pub async fn run(settings: RunSettings, stop: watch::Receiver<bool>) -> Result<RunResult, RunError> {
+pub async fn run(
+    settings: RunSettings,
+    stop: watch::Receiver<bool>,
+) -> Result<RunResult, RunError> {
     let started_at = Utc::now();
     let start = Instant::now();
     let deadline = start + settings.timeout;
@@ -120,11 +123,14 @@ pub async fn run(settings: RunSettings, stop: watch::Receiver<bool>) -> Result<R
         path: run_dir.clone(),
         source,
     })?;
-    tracing::info!(run_id, entries = manifest.entries.len(), "warm run starting");
+    tracing::info!(
+        run_id,
+        entries = manifest.entries.len(),
+        "warm run starting"
+    );
 
     let wanted: HashSet<&str> = manifest.entries.iter().map(|e| e.key.as_str()).collect();
-    let source = match tokio::time::timeout_at(deadline, Source::open(&source_url, &wanted)).await
-    {
+    let source = match tokio::time::timeout_at(deadline, Source::open(&source_url, &wanted)).await {
         Ok(Ok(source)) => Ok(source),
         Ok(Err(error)) => Err(format!("{error:#}")),
         Err(_) => Err("timed out opening the source".to_owned()),
@@ -183,17 +189,18 @@ pub async fn run(settings: RunSettings, stop: watch::Receiver<bool>) -> Result<R
             total_ms: start.elapsed().as_millis() as u64,
             warm_ms,
         },
-        targets: targets
-            .iter()
-            .map(|t| t.report(&shared, warm_ms))
-            .collect(),
+        targets: targets.iter().map(|t| t.report(&shared, warm_ms)).collect(),
     };
     let checkpoint = Checkpoint {
         schema: CHECKPOINT_SCHEMA_ID.to_owned(),
         run_id,
         manifest_sha256: shared.manifest.header.entries_sha256.clone(),
         targets: report.targets.iter().map(|t| t.url.clone()).collect(),
-        next_entry: targets.iter().map(|t| t.next_entry as u64).min().unwrap_or(0),
+        next_entry: targets
+            .iter()
+            .map(|t| t.next_entry as u64)
+            .min()
+            .unwrap_or(0),
         counts: report.targets.iter().map(|t| t.counts.clone()).collect(),
         finished: outcome == Outcome::Completed,
         updated_at: finished_at,
@@ -251,10 +258,18 @@ async fn warm(
                 // A target that failed has dropped its receiver; the others go on.
                 let _ = sender.send(Arc::clone(&batch)).await;
             }
+            senders.retain(|sender| !sender.is_closed());
+            if senders.is_empty() {
+                // Every target has stopped: reading on would be wasted work.
+                break;
+            }
         }
     }
     drop(senders);
-    for (handle, target) in handles.into_iter().zip(targets.iter_mut().filter(|t| t.is_waiting())) {
+    for (handle, target) in handles
+        .into_iter()
+        .zip(targets.iter_mut().filter(|t| t.is_waiting()))
+    {
         match handle.await {
             Ok(worker) => {
                 if worker.timed_out && outcome == Outcome::Completed {

@@ -197,10 +197,17 @@ impl TargetRun {
         let categories = category_entries(&shared.manifest)
             .into_iter()
             .map(|(name, (keys, _requests))| {
-                let mut counts = self.tally.categories.get(&name).cloned().unwrap_or_default();
+                let mut counts = self
+                    .tally
+                    .categories
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_default();
                 counts.not_attempted = keys - counts.total();
                 let coverage = |probe: &Option<Probe>| {
-                    probe.as_ref().and_then(|p| p.categories.get(&name).cloned())
+                    probe
+                        .as_ref()
+                        .and_then(|p| p.categories.get(&name).cloned())
                 };
                 let report = CategoryReport {
                     counts,
@@ -240,7 +247,11 @@ impl TargetRun {
 
 impl Worker {
     /// Writes every batch it receives until the channel closes.
-    pub async fn run(mut self, mut batches: mpsc::Receiver<Arc<Batch>>, shared: Arc<Shared>) -> Worker {
+    pub async fn run(
+        mut self,
+        mut batches: mpsc::Receiver<Arc<Batch>>,
+        shared: Arc<Shared>,
+    ) -> Worker {
         while let Some(batch) = batches.recv().await {
             if self.error.is_some() || self.timed_out {
                 // Stop taking work: the sender sees the channel close and moves on.
@@ -260,7 +271,11 @@ impl Worker {
         let mut pending_bytes = 0u64;
         let mut decided = vec![None; entries.len()];
         for (i, (entry, fetched)) in entries.iter().zip(&batch.fetched).enumerate() {
-            if self.store.check_key(&entry.key, &settings.key_limits).is_err() {
+            if self
+                .store
+                .check_key(&entry.key, &settings.key_limits)
+                .is_err()
+            {
                 decided[i] = Some(Disposition::InvalidKey);
                 continue;
             }
@@ -274,7 +289,9 @@ impl Worker {
                 entry
                     .ttl_s
                     .filter(|&secs| secs > 0)
-                    .map_or(settings.default_ttl, |secs| Duration::from_secs(secs.into()))
+                    .map_or(settings.default_ttl, |secs| {
+                        Duration::from_secs(secs.into())
+                    })
             });
             if ttl < settings.min_ttl {
                 decided[i] = Some(Disposition::SkippedNearExpiry);
@@ -306,7 +323,13 @@ impl Worker {
                 self.store.contains(&keys).await.map(|present| {
                     present
                         .into_iter()
-                        .map(|p| if p { WriteOutcome::AlreadyPresent } else { WriteOutcome::Written })
+                        .map(|p| {
+                            if p {
+                                WriteOutcome::AlreadyPresent
+                            } else {
+                                WriteOutcome::Written
+                            }
+                        })
                         .collect()
                 })
             } else {

@@ -180,10 +180,11 @@ pub fn write_snapshot<'a>(
         source,
     })?;
     let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .build();
-    let mut writer =
-        ArrowWriter::try_new(file, schema, Some(properties)).map_err(parquet_error)?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(parquet_error)?;
     writer.write(&batch).map_err(parquet_error)?;
     writer.close().map_err(parquet_error)?;
     std::fs::rename(&temp, path).map_err(|source| SnapshotError::Io {
@@ -211,8 +212,7 @@ mod tests {
             value: b"plain".to_vec(),
             ttl: None,
         };
-        let written =
-            write_snapshot(&path, [("a", &expiring), ("b", &forever)], now).unwrap();
+        let written = write_snapshot(&path, [("a", &expiring), ("b", &forever)], now).unwrap();
         assert_eq!(written, 2);
 
         let snapshot = Snapshot::load(&path, None).unwrap();

@@ -33,7 +33,9 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
         .from_reader(input);
     let header = match reader.byte_headers() {
         Ok(header) => header.clone(),
-        Err(error) => return csv_error(error).map(|reason| Err(format!("bad CSV header: {reason}"))),
+        Err(error) => {
+            return csv_error(error).map(|reason| Err(format!("bad CSV header: {reason}")));
+        }
     };
     if header.is_empty() {
         return Ok(Ok(ReadStats::default()));
@@ -103,7 +105,9 @@ fn map_header(header: &::csv::ByteRecord, warnings: &mut Vec<String>) -> Result<
             columns::CLIENT => &mut columns.client,
             columns::NAMESPACE => &mut columns.namespace,
             _ => {
-                warnings.push(format!("column `{name}` is not an AccessEvent column: ignored"));
+                warnings.push(format!(
+                    "column `{name}` is not an AccessEvent column: ignored"
+                ));
                 continue;
             }
         };
@@ -117,10 +121,16 @@ fn map_header(header: &::csv::ByteRecord, warnings: &mut Vec<String>) -> Result<
             .join(", ")
     };
     columns.ts = ts.ok_or_else(|| {
-        format!("CSV header lacks the required column `ts` (found: {})", found())
+        format!(
+            "CSV header lacks the required column `ts` (found: {})",
+            found()
+        )
     })?;
     columns.key = key.ok_or_else(|| {
-        format!("CSV header lacks the required column `key` (found: {})", found())
+        format!(
+            "CSV header lacks the required column `key` (found: {})",
+            found()
+        )
     })?;
     Ok(columns)
 }
@@ -186,11 +196,9 @@ mod tests {
     /// Columns are found by name, in any order, and optional ones take their defaults.
     #[test]
     fn columns_in_any_order_with_defaults() {
-        let (outcome, sink) = run(
-            "key,hit,ts,value_size,op\n\
+        let (outcome, sink) = run("key,hit,ts,value_size,op\n\
              a,1,1700000000.5,100,\n\
-             b,,2023-11-14T22:13:21Z,,set\n",
-        );
+             b,,2023-11-14T22:13:21Z,,set\n");
         assert_eq!(outcome.unwrap().lines, 3);
         assert_eq!(sink.events.len(), 2);
         let a = &sink.events[0];
@@ -199,21 +207,22 @@ mod tests {
             ("a", Op::Get, Some(true), 1, Some(100))
         );
         let b = &sink.events[1];
-        assert_eq!((b.op, b.hit, b.ts_us), (Op::Set, None, 1_700_000_001_000_000));
+        assert_eq!(
+            (b.op, b.hit, b.ts_us),
+            (Op::Set, None, 1_700_000_001_000_000)
+        );
     }
 
     /// Bad lines are rejected with their line numbers; good lines around them still load.
     #[test]
     fn malformed_lines_are_reported_by_line_number() {
-        let (outcome, sink) = run(
-            "ts,key,count\n\
+        let (outcome, sink) = run("ts,key,count\n\
              1700000000,ok1,2\n\
              not-a-time,bad1,1\n\
              1700000001,ok2\n\
              1700000002,,1\n\
              1700000003,bad3,-4\n\
-             1700000004,\"quoted,key\",3\n",
-        );
+             1700000004,\"quoted,key\",3\n");
         assert_eq!(outcome.unwrap().lines, 7);
         let keys: Vec<&str> = sink.events.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["ok1", "quoted,key"]);

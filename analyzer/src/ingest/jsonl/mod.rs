@@ -119,7 +119,11 @@ mod tests {
         assert_eq!(sink.events[0].ts_us, 1_700_000_000_000_001);
         assert_eq!(sink.events[0].hit, Some(false));
         assert_eq!(
-            (sink.events[1].ts_us, sink.events[1].op, sink.events[1].ttl_s),
+            (
+                sink.events[1].ts_us,
+                sink.events[1].op,
+                sink.events[1].ttl_s
+            ),
             (1_700_000_000_000_000, Op::Set, Some(60))
         );
     }

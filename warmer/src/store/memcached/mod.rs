@@ -18,7 +18,9 @@ pub struct MemcachedStore {
 
 impl std::fmt::Debug for MemcachedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemcachedStore").field("url", &self.url).finish()
+        f.debug_struct("MemcachedStore")
+            .field("url", &self.url)
+            .finish()
     }
 }
 

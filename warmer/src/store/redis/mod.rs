@@ -18,7 +18,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("url", &self.url).finish()
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -49,7 +51,10 @@ impl RedisStore {
         }
     }
 
-    async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<RedisResult<Value>>, StoreError> {
+    async fn pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<RedisResult<Value>>, StoreError> {
         let mut connection = self.connection.clone();
         pipe.query_async(&mut connection)
             .await
@@ -102,7 +107,9 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for item in items {
-            let millis = u64::try_from(item.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let millis = u64::try_from(item.ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
             let command = pipe.cmd("SET").arg(item.key).arg(item.value);
             if !overwrite {
                 command.arg("NX");

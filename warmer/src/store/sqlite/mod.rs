@@ -35,10 +35,11 @@ impl SqliteStore {
         };
         let path: PathBuf = path.to_path_buf();
         let table_name = table.to_owned();
-        let connection = tokio::task::spawn_blocking(move || open_blocking(&path, &table_name, role))
-            .await
-            .map_err(|e| error(e.to_string()))?
-            .map_err(error)?;
+        let connection =
+            tokio::task::spawn_blocking(move || open_blocking(&path, &table_name, role))
+                .await
+                .map_err(|e| error(e.to_string()))?
+                .map_err(error)?;
         Ok(SqliteStore {
             url,
             table: table.to_owned(),
@@ -267,14 +268,20 @@ mod tests {
                 WriteOutcome::Written
             ]
         );
-        let fetched = store.fetch(&["live", "stale", "fresh", "absent"]).await.unwrap();
+        let fetched = store
+            .fetch(&["live", "stale", "fresh", "absent"])
+            .await
+            .unwrap();
         assert_eq!(fetched[0].as_ref().unwrap().value, b"old");
         assert_eq!(fetched[0].as_ref().unwrap().ttl, None);
         let ttl = fetched[1].as_ref().unwrap().ttl.unwrap();
         assert!(ttl <= Duration::from_secs(600) && ttl > Duration::from_secs(590));
         assert!(fetched[3].is_none());
 
-        let outcomes = store.write(&[item("live", "new", 600)], true).await.unwrap();
+        let outcomes = store
+            .write(&[item("live", "new", 600)], true)
+            .await
+            .unwrap();
         assert_eq!(outcomes, [WriteOutcome::Written]);
         let fetched = store.fetch(&["live"]).await.unwrap();
         assert_eq!(fetched[0].as_ref().unwrap().value, b"new");
@@ -285,7 +292,9 @@ mod tests {
     async fn missing_source_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.sqlite3");
-        let error = SqliteStore::open(&path, "t", Role::Source).await.unwrap_err();
+        let error = SqliteStore::open(&path, "t", Role::Source)
+            .await
+            .unwrap_err();
         assert_eq!(error.kind, "sqlite");
         assert!(!path.exists());
     }

@@ -132,3 +132,26 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
     let b = build_manifest(aggregate(&data).unwrap(), &tight, now);
     assert_eq!(a, b);
 }
+
+/// An ingest that fails part way (here: a missing second input) adds nothing to the dataset,
+/// not even temporary files, so re-running it after the fix does not double-count.
+#[test]
+fn failed_ingest_leaves_the_dataset_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, _) = write_logs(dir.path());
+    let data = dir.path().join("dataset");
+    let inputs = vec![
+        inputs[0].clone(),
+        dir.path().join("absent.csv").to_str().unwrap().to_owned(),
+    ];
+
+    let error = ingest(&inputs, Format::Auto, &data).unwrap_err();
+    assert!(error.to_string().contains("absent.csv"), "{error}");
+    let mut left = Vec::new();
+    for partition in std::fs::read_dir(&data).unwrap() {
+        for file in std::fs::read_dir(partition.unwrap().path()).unwrap() {
+            left.push(file.unwrap().path());
+        }
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -105,29 +105,44 @@ impl DatasetWriter {
         Ok(())
     }
 
-    /// Flushes and closes every file and moves them into place; returns their paths.
-    pub fn finish(self) -> Result<Vec<PathBuf>, DatasetError> {
-        let mut written = Vec::with_capacity(self.partitions.len());
-        for (_, mut partition) in self.partitions {
-            partition.flush(&self.schema)?;
-            let Partition {
-                writer,
-                temp_path,
-                final_path,
-                ..
-            } = partition;
-            writer.close().map_err(|source| DatasetError::Parquet {
-                path: temp_path.clone(),
-                source,
-            })?;
+    /// Flushes and closes every file, then moves them all into place; returns their paths.
+    ///
+    /// Every file is complete before the first one is renamed, so a failure leaves the dataset
+    /// as it was (the temporary files are removed).
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, DatasetError> {
+        let mut closed = Vec::with_capacity(self.partitions.len());
+        while let Some((_, partition)) = self.partitions.pop_first() {
+            let temp_path = partition.temp_path.clone();
+            match partition.close(&self.schema) {
+                Ok(paths) => closed.push(paths),
+                Err(error) => {
+                    let _ = std::fs::remove_file(&temp_path);
+                    for (temp_path, _) in &closed {
+                        let _ = std::fs::remove_file(temp_path);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let mut written = Vec::with_capacity(closed.len());
+        for (temp_path, final_path) in closed {
             std::fs::rename(&temp_path, &final_path).map_err(|source| DatasetError::Rename {
-                from: temp_path.clone(),
+                from: temp_path,
                 to: final_path.clone(),
                 source,
             })?;
             written.push(final_path);
         }
         Ok(written)
+    }
+}
+
+impl Drop for DatasetWriter {
+    /// An ingest that stops on an error leaves no temporary files behind.
+    fn drop(&mut self) {
+        for partition in self.partitions.values() {
+            let _ = std::fs::remove_file(&partition.temp_path);
+        }
     }
 }
 
@@ -166,6 +181,18 @@ impl Partition {
             temp_path,
             final_path,
         })
+    }
+
+    /// Writes what is buffered and the file footer; returns (temporary path, final path).
+    fn close(mut self, schema: &SchemaRef) -> Result<(PathBuf, PathBuf), DatasetError> {
+        self.flush(schema)?;
+        self.writer
+            .close()
+            .map_err(|source| DatasetError::Parquet {
+                path: self.temp_path.clone(),
+                source,
+            })?;
+        Ok((self.temp_path, self.final_path))
     }
 
     fn flush(&mut self, schema: &SchemaRef) -> Result<(), DatasetError> {

@@ -456,3 +456,49 @@ fn a_dead_target_is_reported_not_fatal() {
     strict.push("--strict");
     run_bin("warmer", &strict, 1);
 }
+
+/// The run ends by its timeout even when a store stops answering: here the target Redis holds
+/// every write (CLIENT PAUSE … WRITE) for longer than the run's timeout. The report says the run
+/// timed out and still accounts for every entry; the deploy is not failed.
+#[test]
+fn a_stalled_target_ends_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let replica = RedisServer::start(&[]);
+    let stalled = RedisServer::start(&[]);
+    let manifest_path = manifest_from_workload(&replica, dir.path(), 60, "1MiB");
+    let pause_ms = 20_000;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause_ms)
+        .arg("WRITE")
+        .query(&mut stalled.connection())
+        .unwrap();
+
+    let args = [
+        "run",
+        "--manifest",
+        &manifest_path,
+        "--source",
+        &replica.url(),
+        "--target",
+        &stalled.url(),
+        "--runs-dir",
+        &path("runs"),
+        "--timeout",
+        "2s",
+    ];
+    let report = read_report(&run_bin("warmer", &args, 0).stdout);
+    assert_eq!(report.outcome, schemas::report::Outcome::TimedOut);
+    let counts = &report.targets[0].counts;
+    assert_eq!(counts.total(), report.manifest.entries);
+    assert_eq!(counts.not_attempted, report.manifest.entries);
+    assert!(
+        report.timings.total_ms < pause_ms,
+        "the run outlived the stall"
+    );
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut stalled.connection())
+        .unwrap();
+}

@@ -75,9 +75,11 @@ pub enum RunError {
     },
 }
 
-/// The final probe of the targets gets this long even when the run's deadline has passed, so
-/// the report can still say what the stores hold.
-const FINAL_PROBE_LIMIT: Duration = Duration::from_secs(30);
+/// The share of the timeout kept for the final probe of the targets (at most
+/// [`FINAL_PROBE_MAX`]), so a run stopped by its deadline can still report what the stores hold
+/// and yet ends by its timeout.
+const FINAL_PROBE_SHARE: f64 = 0.1;
+const FINAL_PROBE_MAX: Duration = Duration::from_secs(30);
 
 /// Batches in flight between the source reader and each target.
 const QUEUED_BATCHES: usize = 2;
@@ -94,6 +96,7 @@ pub(crate) struct Batch {
 pub(crate) struct Shared {
     pub manifest: Manifest,
     pub settings: RunSettings,
+    /// Connecting, probing and writing stop by then; the final probe has until the timeout.
     pub deadline: Instant,
 }
 
@@ -104,7 +107,12 @@ pub async fn run(
 ) -> Result<RunResult, RunError> {
     let started_at = Utc::now();
     let start = Instant::now();
-    let deadline = start + settings.timeout;
+    let end = start + settings.timeout;
+    let deadline = end
+        - settings
+            .timeout
+            .mul_f64(FINAL_PROBE_SHARE)
+            .min(FINAL_PROBE_MAX);
 
     let manifest = manifest::load(&settings.manifest)?;
     let source_url = StoreUrl::parse(&settings.source)?;
@@ -158,14 +166,18 @@ pub async fn run(
         Ok(source) => warm(source, &mut targets, &shared, stop).await,
         Err(error) => {
             tracing::error!(error, "source failed; nothing will be written");
-            (Some(error.clone()), Outcome::Completed)
+            let outcome = if Instant::now() >= deadline {
+                Outcome::TimedOut
+            } else {
+                Outcome::Completed
+            };
+            (Some(error.clone()), outcome)
         }
     };
     let warm_ms = warm_start.elapsed().as_millis() as u64;
 
-    let final_deadline = Instant::now() + FINAL_PROBE_LIMIT;
     for target in &mut targets {
-        target.finish(&shared, final_deadline).await;
+        target.finish(&shared, end).await;
     }
 
     let finished_at = Utc::now();

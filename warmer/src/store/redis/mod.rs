@@ -5,10 +5,13 @@
 use std::collections::HashMap;
 
 use redis::aio::MultiplexedConnection;
-use redis::{RedisResult, Value};
+use redis::{AsyncConnectionConfig, RedisResult, Value};
 use schemas::report::HitCounters;
 
 use super::{Fetched, StoreError, WriteItem, WriteOutcome, duration_from_millis, redact};
+
+/// How long to wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -33,8 +36,13 @@ impl RedisStore {
             message: e.to_string(),
         };
         let client = redis::Client::open(url).map_err(error)?;
+        // The crate's default 500 ms response timeout would fail a whole target on one slow
+        // pipeline of large values; the run's own deadline bounds every call instead.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
         let connection = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(error)?;
         Ok(RedisStore {

@@ -15,6 +15,13 @@ use schemas::report::HitCounters;
 
 pub use self::url::{StoreUrl, UrlError, redact};
 
+/// How long to wait for a TCP connection to a store server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call (a whole pipelined batch) may wait for its answer. The clients' own
+/// defaults (500 ms for redis, 1 s for memcached) would fail a whole target on one slow batch
+/// of large values; the run's deadline bounds every call anyway.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Memcached's limit on key length, in bytes.
 pub const MEMCACHED_MAX_KEY_BYTES: usize = 250;
 /// The `cache_key` column of Django's DatabaseCache is `varchar(255)`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use memcache::exp::{AsyncMetaClient, Get, Meta, MutationStatus, Set, Ttl};
 use schemas::report::HitCounters;
 
-use super::{Fetched, StoreError, WriteItem, WriteOutcome};
+use super::{CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, WriteItem, WriteOutcome};
 
 pub struct MemcachedStore {
     url: String,
@@ -32,7 +32,10 @@ impl MemcachedStore {
             url: url.clone(),
             message: e.to_string(),
         };
-        let client = AsyncMetaClient::connect_multiple(servers.iter().map(String::as_str))
+        let client = AsyncMetaClient::builder()
+            .connect_timeout(Some(CONNECT_TIMEOUT))
+            .io_timeout(Some(CALL_TIMEOUT))
+            .connect_multiple_async(servers.iter().map(String::as_str))
             .await
             .map_err(error)?;
         // Connections are dialed lazily: ask every server now so a down one fails here.

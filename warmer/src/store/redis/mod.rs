@@ -8,10 +8,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisResult, Value};
 use schemas::report::HitCounters;
 
-use super::{Fetched, StoreError, WriteItem, WriteOutcome, duration_from_millis, redact};
-
-/// How long to wait for a TCP connection to the server.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+use super::{
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, WriteItem, WriteOutcome,
+    duration_from_millis, redact,
+};
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -36,11 +36,9 @@ impl RedisStore {
             message: e.to_string(),
         };
         let client = redis::Client::open(url).map_err(error)?;
-        // The crate's default 500 ms response timeout would fail a whole target on one slow
-        // pipeline of large values; the run's own deadline bounds every call instead.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
+            .set_response_timeout(Some(CALL_TIMEOUT));
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await

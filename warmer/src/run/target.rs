@@ -93,15 +93,9 @@ impl TargetRun {
         store: Result<Store, String>,
         shared: &Shared,
     ) -> TargetRun {
-        let kind = match parsed {
-            StoreUrl::Redis { .. } => "redis",
-            StoreUrl::Memcached { .. } => "memcached",
-            StoreUrl::Sqlite { .. } => "sqlite",
-            StoreUrl::Snapshot { .. } => "snapshot",
-        };
         let mut target = TargetRun {
             url,
-            kind,
+            kind: parsed.kind(),
             store: None,
             error: None,
             waiting: false,

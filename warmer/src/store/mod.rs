@@ -35,16 +35,6 @@ pub enum StoreKind {
     Sqlite,
 }
 
-impl StoreKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Redis => "redis",
-            StoreKind::Memcached => "memcached",
-            StoreKind::Sqlite => "sqlite",
-        }
-    }
-}
-
 /// Whether a store is opened to be read or written: a source is never created when missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -91,6 +91,18 @@ impl StoreUrl {
     }
 }
 
+impl StoreUrl {
+    /// The store kind's name, as reports show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreUrl::Redis { .. } => "redis",
+            StoreUrl::Memcached { .. } => "memcached",
+            StoreUrl::Sqlite { .. } => "sqlite",
+            StoreUrl::Snapshot { .. } => "snapshot",
+        }
+    }
+}
+
 fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

@@ -16,6 +16,16 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 /// Opens `path` (`-` for stdin) as a buffered stream of decompressed bytes.
 pub fn open(path: &str) -> io::Result<(Box<dyn BufRead + Send>, Compression)> {
     let raw: Box<dyn Read + Send> = if path == "-" {

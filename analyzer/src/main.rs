@@ -118,11 +118,17 @@ fn print_ingest_summary(summary: &IngestSummary) {
             None => println!(
                 "{}: {}, {} lines, {} events, {} rejected",
                 file.path,
-                file.format.as_str(),
+                file.format.map_or("unknown", |f| f.as_str()),
                 file.lines,
                 file.events,
                 file.rejected
             ),
+        }
+        if file.lost > 0 {
+            println!(
+                "  data loss: the log says {} lines were dropped before they were written",
+                file.lost
+            );
         }
         for warning in &file.warnings {
             println!("  warning: {warning}");

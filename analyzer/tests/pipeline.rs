@@ -73,7 +73,7 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
     let summary = ingest(&inputs, Format::Auto, &data).unwrap();
     assert_eq!(summary.rejected, 1);
     assert_eq!(summary.files[1].first_rejections[0].line, 102);
-    assert_eq!(summary.files[1].format, Format::Jsonl);
+    assert_eq!(summary.files[1].format, Some(Format::Jsonl));
     let files = dataset::data_files(&data).unwrap();
     let partitions: Vec<String> = files
         .iter()

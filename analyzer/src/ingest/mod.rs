@@ -5,10 +5,16 @@
 //! line numbers. Nothing is dropped silently: every line is an event, a rejection, or
 //! (for blank lines and headers) accounted for in the line count.
 
+mod cachelib;
 mod csv;
 mod event;
 mod jsonl;
+mod memcached_watch;
+mod rails;
+mod redis_monitor;
+mod twitter;
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -23,25 +29,83 @@ pub const REPORTED_REJECTIONS: usize = 10;
 
 /// A log format the analyzer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
-    /// Chosen per file from its name (`.csv`, `.jsonl`, `.ndjson`, `.json`, before any `.gz` or
-    /// `.zst`), else from its first byte (`{` is JSON lines).
+    /// Recognised per file from its first lines.
     Auto,
     /// Canonical CSV: a header row naming `AccessEvent` columns in any order; `ts` and `key`
     /// are required.
     Csv,
     /// Canonical JSON lines: one object per line with `AccessEvent` field names.
     Jsonl,
+    /// memcached's `watch fetchers mutations` output.
+    MemcachedWatch,
+    /// Redis `MONITOR` output, as `redis-cli monitor` prints it or raw (`+` first).
+    RedisMonitor,
+    /// Twitter's published cache traces (OSDI'20): `ts,key,key_size,value_size,client,op,ttl`.
+    Twitter,
+    /// Meta CacheLib kvcache traces: header-mapped CSV with `op_time`, `op_count`, `cache_hits`.
+    Cachelib,
+    /// Rails cache instrumentation: debug log lines (`Cache read: KEY`) or JSON lines of
+    /// `cache_*.active_support` events.
+    Rails,
 }
 
 impl Format {
+    /// The formats `auto` tries, in order: the most specific first.
+    pub const DETECTABLE: [Format; 7] = [
+        Format::MemcachedWatch,
+        Format::RedisMonitor,
+        Format::Rails,
+        Format::Cachelib,
+        Format::Csv,
+        Format::Jsonl,
+        Format::Twitter,
+    ];
+
     /// The format's name as given to `--format`.
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Auto => "auto",
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
+            Format::MemcachedWatch => "memcached-watch",
+            Format::RedisMonitor => "redis-monitor",
+            Format::Twitter => "twitter",
+            Format::Cachelib => "cachelib",
+            Format::Rails => "rails",
+        }
+    }
+
+    /// Whether the first lines of an input look like this format.
+    fn sniff(self, head: &[&str]) -> bool {
+        match self {
+            Format::Auto => false,
+            Format::Csv => csv::sniff(head),
+            Format::Jsonl => jsonl::sniff(head),
+            Format::MemcachedWatch => memcached_watch::sniff(head),
+            Format::RedisMonitor => redis_monitor::sniff(head),
+            Format::Twitter => twitter::sniff(head),
+            Format::Cachelib => cachelib::sniff(head),
+            Format::Rails => rails::sniff(head),
+        }
+    }
+
+    /// Reads a whole input of this format into `sink`.
+    fn read(
+        self,
+        input: &mut dyn BufRead,
+        sink: &mut dyn Sink,
+    ) -> Result<ReadOutcome, ReaderError> {
+        match self {
+            Format::Csv => csv::read(input, sink),
+            Format::Jsonl => jsonl::read(input, sink),
+            Format::MemcachedWatch => memcached_watch::read(input, sink),
+            Format::RedisMonitor => redis_monitor::read(input, sink),
+            Format::Twitter => twitter::read(input, sink),
+            Format::Cachelib => cachelib::read(input, sink),
+            Format::Rails => rails::read(input, sink),
+            Format::Auto => unreachable!("`auto` is resolved to a format before reading"),
         }
     }
 }
@@ -78,18 +142,39 @@ pub struct Rejection {
 #[derive(Debug, Clone, Serialize)]
 pub struct FileSummary {
     pub path: String,
-    pub format: Format,
+    /// The format the file was read as; none when no format matched.
+    pub format: Option<Format>,
     pub compression: &'static str,
     /// Lines read, including headers and blank lines.
     pub lines: u64,
     pub events: u64,
     pub rejected: u64,
+    /// Lines the log itself says were dropped before they were written (memcached watch's
+    /// `skipped=`): data loss upstream of cachewarm.
+    pub lost: u64,
     /// The first [`REPORTED_REJECTIONS`] rejected lines.
     pub first_rejections: Vec<Rejection>,
     /// Why the whole file was refused, when it was (its events are not in the dataset).
     pub refused: Option<String>,
     /// Things worth knowing that did not reject a line (ignored columns, say).
     pub warnings: Vec<String>,
+}
+
+impl FileSummary {
+    fn refused(path: &str, compression: Compression, reason: String) -> FileSummary {
+        FileSummary {
+            path: path.to_owned(),
+            format: None,
+            compression: compression.as_str(),
+            lines: 0,
+            events: 0,
+            rejected: 0,
+            lost: 0,
+            first_rejections: Vec::new(),
+            refused: Some(reason),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// What an ingest did, per file and in all.
@@ -100,6 +185,7 @@ pub struct IngestSummary {
     pub lines: u64,
     pub events: u64,
     pub rejected: u64,
+    pub lost: u64,
     /// Parquet files added to the dataset.
     pub written: Vec<PathBuf>,
 }
@@ -118,6 +204,8 @@ pub type ReadOutcome = Result<ReadStats, String>;
 #[derive(Debug, Default)]
 pub struct ReadStats {
     pub lines: u64,
+    /// Lines the log says were dropped upstream (see [`FileSummary::lost`]).
+    pub lost: u64,
     pub warnings: Vec<String>,
 }
 
@@ -142,6 +230,7 @@ pub fn ingest(
         lines: files.iter().map(|f| f.lines).sum(),
         events: files.iter().map(|f| f.events).sum(),
         rejected: files.iter().map(|f| f.rejected).sum(),
+        lost: files.iter().map(|f| f.lost).sum(),
         files,
         written,
     })
@@ -158,7 +247,10 @@ fn ingest_one(
     };
     let (mut reader, compression) = input::open(path).map_err(read_error)?;
     let format = match format {
-        Format::Auto => detect(path, &mut *reader).map_err(read_error)?,
+        Format::Auto => match detect(&mut *reader).map_err(read_error)? {
+            Ok(format) => format,
+            Err(reason) => return Ok(FileSummary::refused(path, compression, reason)),
+        },
         chosen => chosen,
     };
     // Readers refuse a file only on its header, before the first event, so a refused file
@@ -169,30 +261,23 @@ fn ingest_one(
         rejected: 0,
         first_rejections: Vec::new(),
     };
-    let outcome = match format {
-        Format::Csv => csv::read(&mut *reader, &mut sink),
-        Format::Jsonl | Format::Auto => jsonl::read(&mut *reader, &mut sink),
-    };
-    let (lines, warnings, refused) = match outcome {
-        Ok(Ok(stats)) => (stats.lines, stats.warnings, None),
-        Ok(Err(reason)) => (0, Vec::new(), Some(reason)),
+    let (stats, refused) = match format.read(&mut *reader, &mut sink) {
+        Ok(Ok(stats)) => (stats, None),
+        Ok(Err(reason)) => (ReadStats::default(), Some(reason)),
         Err(ReaderError::Io(source)) => return Err(read_error(source)),
         Err(ReaderError::Dataset(error)) => return Err(error.into()),
     };
     Ok(FileSummary {
         path: path.to_owned(),
-        format,
-        compression: match compression {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        },
-        lines,
+        format: Some(format),
+        compression: compression.as_str(),
+        lines: stats.lines,
         events: sink.events,
         rejected: sink.rejected,
+        lost: stats.lost,
         first_rejections: sink.first_rejections,
         refused,
-        warnings,
+        warnings: stats.warnings,
     })
 }
 
@@ -205,28 +290,30 @@ pub enum ReaderError {
     Dataset(#[from] DatasetError),
 }
 
-/// Picks the format of `path` from its name, else from its first non-blank byte.
-fn detect(path: &str, reader: &mut dyn std::io::BufRead) -> std::io::Result<Format> {
-    let name = path
-        .trim_end_matches(".gz")
-        .trim_end_matches(".zst")
-        .to_ascii_lowercase();
-    if name.ends_with(".csv") {
-        return Ok(Format::Csv);
-    }
-    if [".jsonl", ".ndjson", ".json"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
-    {
-        return Ok(Format::Jsonl);
-    }
+/// How many of an input's first lines the format detection looks at.
+const SNIFF_LINES: usize = 16;
+
+/// Recognises the format of an input from its first lines; `Err` lists what was tried.
+fn detect(reader: &mut dyn BufRead) -> std::io::Result<Result<Format, String>> {
     let head = reader.fill_buf()?;
-    let first = head.iter().find(|b| !b.is_ascii_whitespace());
-    Ok(if first == Some(&b'{') {
-        Format::Jsonl
-    } else {
-        Format::Csv
-    })
+    let text = String::from_utf8_lossy(head);
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .take(SNIFF_LINES + 1)
+        .collect();
+    // The last line of the buffer may be cut short: leave it out when there are others.
+    if lines.len() > SNIFF_LINES || (lines.len() > 1 && !text.ends_with('\n')) {
+        lines.pop();
+    }
+    if let Some(format) = Format::DETECTABLE.into_iter().find(|f| f.sniff(&lines)) {
+        return Ok(Ok(format));
+    }
+    let tried: Vec<&str> = Format::DETECTABLE.iter().map(|f| f.as_str()).collect();
+    Ok(Err(format!(
+        "its first lines match no known format (tried: {}); hint: name one with --format",
+        tried.join(", ")
+    )))
 }
 
 /// A name for this ingest's files that no other ingest uses: time and process id.

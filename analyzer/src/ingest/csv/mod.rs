@@ -25,6 +25,18 @@ struct Columns {
     namespace: Option<usize>,
 }
 
+/// A header row that names the `ts` and `key` columns.
+pub fn sniff(head: &[&str]) -> bool {
+    let Some(header) = head.first() else {
+        return false;
+    };
+    let names: Vec<String> = header
+        .split(',')
+        .map(|name| name.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    names.iter().any(|name| name == columns::TS) && names.iter().any(|name| name == columns::KEY)
+}
+
 /// Reads canonical CSV from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
     let mut reader = ::csv::ReaderBuilder::new()
@@ -72,7 +84,11 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     }
     // A record may span lines (quoted newlines): count up to where the reader stopped.
     lines = lines.max(reader.position().line().saturating_sub(1));
-    Ok(Ok(ReadStats { lines, warnings }))
+    Ok(Ok(ReadStats {
+        lines,
+        warnings,
+        ..ReadStats::default()
+    }))
 }
 
 /// Splits a csv error into an I/O failure (which stops the ingest) or a line's reason.

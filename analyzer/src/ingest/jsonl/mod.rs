@@ -43,6 +43,12 @@ enum Hit {
     Number(u8),
 }
 
+/// The first line is an object with `ts` and `key`.
+pub fn sniff(head: &[&str]) -> bool {
+    head.first()
+        .is_some_and(|line| parse_line(line.trim().as_bytes()).is_ok())
+}
+
 /// Reads JSON lines from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
     let mut buffer = Vec::with_capacity(512);
@@ -64,7 +70,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     }
     Ok(Ok(ReadStats {
         lines: line_number,
-        warnings: Vec::new(),
+        ..ReadStats::default()
     }))
 }
 

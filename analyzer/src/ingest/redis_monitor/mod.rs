@@ -1,0 +1,446 @@
+//! Redis `MONITOR` output, as `redis-cli monitor` prints it, or raw with the leading `+`:
+//!
+//! ```text
+//! 1795256189.888298 [0 127.0.0.1:54892] "GET" ":1:q:profile:293"
+//! +1795256189.888434 [0 127.0.0.1:54892] "SET" ":1:q:profile:293" "…" "EX" "1800"
+//! ```
+//!
+//! Arguments are quoted with C-style escapes (`\"`, `\\`, `\n`, `\xHH`). The database number
+//! becomes the namespace (`db0`) and the client address the client.
+//!
+//! MONITOR does not say whether a read hit. For read-through traffic it can be inferred: a
+//! `GET` followed by a `SET` (or `SETEX`, `PSETEX`, `SETNX`) of the same key from the same
+//! client within [`MISS_WINDOW_US`] (250 ms) is a miss; a `GET` with no such write is a hit. A
+//! `GET` less than the window before the end of the log with no write after it, and every
+//! other read command (`MGET`, `GETEX`, `GETDEL`, hash reads), keeps `hit` null: nothing can
+//! be inferred for them.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::BufRead;
+
+use schemas::Op;
+
+use super::{AccessEvent, ReadOutcome, ReadStats, ReaderError, Sink, key_from_bytes};
+
+/// How long after a `GET` a `SET` of the same key by the same client marks the `GET` a miss.
+/// A read-through client recomputes a value in milliseconds to tens of milliseconds (4 ms at
+/// most in the real capture in `sample_data/real`); 250 ms leaves room for slow pages while
+/// keeping the reads left unknown at the end of a capture few.
+pub const MISS_WINDOW_US: i64 = 250_000;
+
+/// The first line (after `redis-cli`'s `OK`) is a MONITOR line.
+pub fn sniff(head: &[&str]) -> bool {
+    let mut lines = head.iter().filter(|line| line.trim() != "OK").peekable();
+    lines.peek().is_some() && lines.all(|line| parse_line(line.as_bytes()).is_ok())
+}
+
+/// A GET whose hit is not known yet.
+struct PendingRead {
+    event: AccessEvent,
+    /// Set when a write of the key by the client came within the window.
+    missed: bool,
+}
+
+/// Reads MONITOR output from `input` into `sink`.
+pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
+    let mut buffer = Vec::with_capacity(512);
+    let mut line_number = 0u64;
+    // GETs within the window of the newest line, oldest first, and where to find each by
+    // (client, key). Indexes are absolute: `first` is the index of the queue's front.
+    let mut pending: VecDeque<PendingRead> = VecDeque::new();
+    let mut first = 0usize;
+    let mut by_client_key: HashMap<(String, String), usize> = HashMap::new();
+    loop {
+        buffer.clear();
+        if input.read_until(b'\n', &mut buffer)? == 0 {
+            break;
+        }
+        line_number += 1;
+        let line = buffer.trim_ascii();
+        if line.is_empty() || line == b"OK" {
+            continue;
+        }
+        let command = match parse_line(line) {
+            Ok(command) => command,
+            Err(reason) => {
+                sink.reject(line_number, reason);
+                continue;
+            }
+        };
+        // Reads older than the window can no longer be marked: settle them.
+        while let Some(front) = pending.front() {
+            if front.event.ts_us + MISS_WINDOW_US >= command.ts_us {
+                break;
+            }
+            let read = pending.pop_front().expect("front exists");
+            let client_key = (
+                read.event.client.clone().unwrap_or_default(),
+                read.event.key.clone(),
+            );
+            if by_client_key.get(&client_key) == Some(&first) {
+                by_client_key.remove(&client_key);
+            }
+            first += 1;
+            let mut event = read.event;
+            event.hit = Some(!read.missed);
+            sink.event(event)?;
+        }
+        let events = match to_events(&command) {
+            Ok(events) => events,
+            Err(reason) => {
+                sink.reject(line_number, reason);
+                continue;
+            }
+        };
+        for (event, role) in events {
+            let client_key = (event.client.clone().unwrap_or_default(), event.key.clone());
+            match role {
+                Role::ReadThroughGet => {
+                    by_client_key.insert(client_key, first + pending.len());
+                    pending.push_back(PendingRead {
+                        event,
+                        missed: false,
+                    });
+                }
+                Role::ReadThroughWrite => {
+                    if let Some(index) = by_client_key.remove(&client_key) {
+                        pending[index - first].missed = true;
+                    }
+                    sink.event(event)?;
+                }
+                Role::Plain => sink.event(event)?,
+            }
+        }
+    }
+    // Reads within the window of the end: a miss is known, a hit cannot be inferred.
+    for read in pending {
+        let mut event = read.event;
+        event.hit = read.missed.then_some(false);
+        sink.event(event)?;
+    }
+    Ok(Ok(ReadStats {
+        lines: line_number,
+        ..ReadStats::default()
+    }))
+}
+
+/// One MONITOR line.
+#[derive(Debug, PartialEq)]
+struct Command {
+    ts_us: i64,
+    db: String,
+    client: String,
+    args: Vec<Vec<u8>>,
+}
+
+/// How an event takes part in hit inference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    ReadThroughGet,
+    ReadThroughWrite,
+    Plain,
+}
+
+fn parse_line(line: &[u8]) -> Result<Command, String> {
+    let line = line.strip_prefix(b"+").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_owned())?;
+    let (ts, rest) = text
+        .split_once(' ')
+        .ok_or_else(|| "expected `TIMESTAMP [DB CLIENT] \"COMMAND\" …`".to_owned())?;
+    let ts_us = super::parse_ts(ts)?;
+    let rest = rest
+        .strip_prefix('[')
+        .ok_or_else(|| "expected `[DB CLIENT]` after the timestamp".to_owned())?;
+    let (origin, rest) = rest
+        .split_once("] ")
+        .ok_or_else(|| "unterminated `[DB CLIENT]`".to_owned())?;
+    let (db, client) = origin.split_once(' ').unwrap_or((origin, ""));
+    if db.parse::<u32>().is_err() {
+        return Err(format!("database `{db}` is not a number"));
+    }
+    let args = parse_args(rest.as_bytes())?;
+    if args.is_empty() {
+        return Err("no command".into());
+    }
+    Ok(Command {
+        ts_us,
+        db: db.to_owned(),
+        client: client.to_owned(),
+        args,
+    })
+}
+
+/// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`).
+fn parse_args(mut text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut args = Vec::new();
+    loop {
+        text = text.trim_ascii_start();
+        let Some(rest) = text.strip_prefix(b"\"") else {
+            if text.is_empty() {
+                return Ok(args);
+            }
+            return Err("arguments must be double-quoted".into());
+        };
+        let mut arg = Vec::new();
+        let mut i = 0;
+        loop {
+            match rest.get(i) {
+                None => return Err("unterminated quoted argument".into()),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    let escaped = match rest.get(i + 1) {
+                        Some(b'n') => b'\n',
+                        Some(b'r') => b'\r',
+                        Some(b't') => b'\t',
+                        Some(b'a') => 0x07,
+                        Some(b'b') => 0x08,
+                        Some(b'\\') => b'\\',
+                        Some(b'"') => b'"',
+                        Some(b'x') => {
+                            let byte = rest
+                                .get(i + 2..i + 4)
+                                .and_then(|h| std::str::from_utf8(h).ok())
+                                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                                .ok_or("bad `\\x` escape")?;
+                            arg.push(byte);
+                            i += 4;
+                            continue;
+                        }
+                        _ => return Err("unknown escape in argument".into()),
+                    };
+                    arg.push(escaped);
+                    i += 2;
+                }
+                Some(&byte) => {
+                    arg.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        args.push(arg);
+        text = &rest[i + 1..];
+    }
+}
+
+/// The events a command stands for; keyless commands (`PING`, `INFO`, …) stand for none.
+fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
+    let name = String::from_utf8_lossy(&command.args[0]).to_ascii_uppercase();
+    let args = &command.args[1..];
+    let event = |key: &[u8], op: Op| {
+        let mut event = AccessEvent::new(command.ts_us, key_from_bytes(key));
+        event.op = op;
+        event.client = (!command.client.is_empty()).then(|| command.client.clone());
+        event.namespace = Some(format!("db{}", command.db));
+        event
+    };
+    let need = |n: usize| {
+        if args.len() < n {
+            Err(format!("{name} needs at least {n} arguments"))
+        } else {
+            Ok(())
+        }
+    };
+    let events = match name.as_str() {
+        "GET" => {
+            need(1)?;
+            vec![(event(&args[0], Op::Get), Role::ReadThroughGet)]
+        }
+        "MGET" => args
+            .iter()
+            .map(|k| (event(k, Op::Get), Role::Plain))
+            .collect(),
+        "GETEX" | "GETDEL" | "HGET" | "HGETALL" | "HMGET" | "HKEYS" | "HVALS" | "HEXISTS"
+        | "HLEN" | "HSTRLEN" => {
+            need(1)?;
+            vec![(event(&args[0], Op::Get), Role::Plain)]
+        }
+        "SET" => {
+            need(2)?;
+            vec![(
+                set_event(event(&args[0], Op::Set), args, command.ts_us)?,
+                Role::ReadThroughWrite,
+            )]
+        }
+        "SETNX" => {
+            need(2)?;
+            let mut e = event(&args[0], Op::Add);
+            e.value_size = Some(args[1].len() as u32);
+            vec![(e, Role::ReadThroughWrite)]
+        }
+        "SETEX" | "PSETEX" => {
+            need(3)?;
+            let mut e = event(&args[0], Op::Set);
+            let amount = number(&args[1])?;
+            e.ttl_s = Some(if name == "SETEX" {
+                amount
+            } else {
+                amount.div_ceil(1000)
+            } as u32);
+            e.value_size = Some(args[2].len() as u32);
+            vec![(e, Role::ReadThroughWrite)]
+        }
+        "MSET" | "MSETNX" => {
+            if args.is_empty() || !args.len().is_multiple_of(2) {
+                return Err(format!("{name} needs key value pairs"));
+            }
+            let op = if name == "MSET" { Op::Set } else { Op::Add };
+            args.chunks(2)
+                .map(|pair| {
+                    let mut e = event(&pair[0], op);
+                    e.value_size = Some(pair[1].len() as u32);
+                    (e, Role::Plain)
+                })
+                .collect()
+        }
+        "DEL" | "UNLINK" => args
+            .iter()
+            .map(|k| (event(k, Op::Delete), Role::Plain))
+            .collect(),
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "PERSIST" | "TOUCH" => {
+            need(1)?;
+            vec![(event(&args[0], Op::Touch), Role::Plain)]
+        }
+        "INCR" | "INCRBY" | "INCRBYFLOAT" | "HINCRBY" => {
+            need(1)?;
+            vec![(event(&args[0], Op::Incr), Role::Plain)]
+        }
+        "DECR" | "DECRBY" => {
+            need(1)?;
+            vec![(event(&args[0], Op::Decr), Role::Plain)]
+        }
+        "HSET" | "HMSET" | "HSETNX" => {
+            need(1)?;
+            vec![(event(&args[0], Op::Set), Role::Plain)]
+        }
+        _ => Vec::new(),
+    };
+    Ok(events)
+}
+
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL]`.
+fn set_event(mut event: AccessEvent, args: &[Vec<u8>], now_us: i64) -> Result<AccessEvent, String> {
+    event.value_size = Some(args[1].len() as u32);
+    let mut options = args[2..].iter();
+    while let Some(option) = options.next() {
+        let option = String::from_utf8_lossy(option).to_ascii_uppercase();
+        let mut amount = || {
+            options
+                .next()
+                .ok_or_else(|| format!("SET {option} needs a value"))
+                .and_then(|v| number(v))
+        };
+        match option.as_str() {
+            "NX" => event.op = Op::Add,
+            "XX" => event.op = Op::Replace,
+            "EX" => event.ttl_s = Some(amount()? as u32),
+            "PX" => event.ttl_s = Some(amount()?.div_ceil(1000) as u32),
+            "EXAT" => event.ttl_s = Some((amount()? as i64 - now_us / 1_000_000).max(0) as u32),
+            "PXAT" => event.ttl_s = Some(((amount()? as i64 - now_us / 1000).max(0) / 1000) as u32),
+            "GET" | "KEEPTTL" => {}
+            other => return Err(format!("unknown SET option `{other}`")),
+        }
+    }
+    Ok(event)
+}
+
+fn number(arg: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| format!("`{}` is not a number", String::from_utf8_lossy(arg)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::VecSink;
+
+    fn run(text: &str) -> VecSink {
+        let mut sink = VecSink::default();
+        read(&mut text.as_bytes(), &mut sink).unwrap().unwrap();
+        sink
+    }
+
+    #[test]
+    fn quoted_arguments_and_escapes() {
+        let command =
+            parse_line(br#"+1.5 [3 10.0.0.1:5000] "SET" "k\"ey\\ \x41\n" "v" "PX" "1500""#)
+                .unwrap();
+        assert_eq!(command.args[1], b"k\"ey\\ A\n");
+        assert_eq!(
+            (command.db.as_str(), command.client.as_str()),
+            ("3", "10.0.0.1:5000")
+        );
+        let events = to_events(&command).unwrap();
+        assert_eq!(events[0].0.ttl_s, Some(2));
+        assert_eq!(events[0].0.namespace.as_deref(), Some("db3"));
+        assert!(parse_line(b"1.5 [0 c] \"GET").is_err());
+        assert!(parse_line(b"1.5 [0 c] GET k").is_err());
+    }
+
+    /// GET then SET of the key by the same client within the window is a miss; a GET with no
+    /// write within the window is a hit; another client's SET does not count; at the end, a
+    /// GET answered by a SET is a miss and one without stays unknown.
+    #[test]
+    fn infers_hits_for_read_through_traffic() {
+        let sink = run(concat!(
+            "OK\n",
+            "10.000000 [0 a:1] \"GET\" \"k\"\n",
+            "10.000100 [0 b:2] \"GET\" \"j\"\n",
+            "10.200000 [0 a:1] \"SET\" \"k\" \"value\" \"EX\" \"60\"\n",
+            "10.240000 [0 b:2] \"SET\" \"j\" \"v\"\n",
+            "10.300000 [0 a:1] \"GET\" \"j\"\n",
+            "10.900000 [0 a:1] \"SET\" \"j\" \"late\"\n",
+            "12.000000 [0 a:1] \"PING\"\n",
+            "12.100000 [0 a:1] \"GET\" \"k\"\n",
+            "12.100100 [0 a:1] \"GET\" \"m\"\n",
+            "12.100200 [0 a:1] \"SET\" \"m\" \"v\"\n",
+        ));
+        let reads: Vec<(&str, &str, Option<bool>)> = sink
+            .events
+            .iter()
+            .filter(|e| e.op == Op::Get)
+            .map(|e| (e.key.as_str(), e.client.as_deref().unwrap(), e.hit))
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                ("k", "a:1", Some(false)),
+                ("j", "b:2", Some(false)),
+                ("j", "a:1", Some(true)),
+                ("k", "a:1", None),
+                ("m", "a:1", Some(false)),
+            ]
+        );
+        let writes = sink.events.iter().filter(|e| e.op == Op::Set).count();
+        assert_eq!(writes, 4);
+    }
+
+    #[test]
+    fn multi_key_commands_fan_out() {
+        let sink = run(concat!(
+            "1.0 [0 c] \"MSET\" \"a\" \"1\" \"b\" \"22\"\n",
+            "1.1 [0 c] \"DEL\" \"a\" \"b\" \"c\"\n",
+            "1.2 [0 c] \"MGET\" \"a\" \"b\"\n",
+            "1.3 [0 c] \"SETEX\" \"s\" \"30\" \"v\"\n",
+            "1.4 [0 c] \"SET\" \"n\" \"v\" \"NX\" \"PX\" \"999\"\n",
+        ));
+        let ops: Vec<(&str, Op)> = sink.events.iter().map(|e| (e.key.as_str(), e.op)).collect();
+        assert_eq!(
+            ops,
+            [
+                ("a", Op::Set),
+                ("b", Op::Set),
+                ("a", Op::Delete),
+                ("b", Op::Delete),
+                ("c", Op::Delete),
+                ("a", Op::Get),
+                ("b", Op::Get),
+                ("s", Op::Set),
+                ("n", Op::Add),
+            ]
+        );
+        assert_eq!(sink.events[7].ttl_s, Some(30));
+        assert_eq!(sink.events[8].ttl_s, Some(1));
+    }
+}

@@ -62,11 +62,8 @@ fn ingest_alone(
                 let totals = by_op.entry(op.value(row).to_owned()).or_default();
                 let n = u64::from(count.value(row));
                 totals.requests += n;
-                match hit
-                    .is_null(row)
-                    .then_some(None)
-                    .unwrap_or(Some(hit.value(row)))
-                {
+                let outcome = (!hit.is_null(row)).then(|| hit.value(row));
+                match outcome {
                     Some(true) => totals.hits += n,
                     Some(false) => totals.misses += n,
                     None => totals.unknown += n,

@@ -343,6 +343,45 @@ impl Sink for FileSink<'_> {
     }
 }
 
+/// What [`parse_only`] saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseCounts {
+    pub lines: u64,
+    pub events: u64,
+    pub rejected: u64,
+}
+
+/// Runs the reader of `format` over `input` and counts what it produced, writing nothing:
+/// the entry point of the fuzz targets and the parsing benchmark. `Auto` detects the format
+/// first; an input that no format matches counts as nothing read.
+pub fn parse_only(format: Format, input: &mut dyn BufRead) -> std::io::Result<ParseCounts> {
+    struct Counter(ParseCounts);
+    impl Sink for Counter {
+        fn event(&mut self, _: AccessEvent) -> Result<(), DatasetError> {
+            self.0.events += 1;
+            Ok(())
+        }
+        fn reject(&mut self, _: u64, _: String) {
+            self.0.rejected += 1;
+        }
+    }
+    let format = match format {
+        Format::Auto => match detect(input)? {
+            Ok(format) => format,
+            Err(_) => return Ok(ParseCounts::default()),
+        },
+        chosen => chosen,
+    };
+    let mut counter = Counter(ParseCounts::default());
+    match format.read(input, &mut counter) {
+        Ok(Ok(stats)) => counter.0.lines = stats.lines,
+        Ok(Err(_refused)) => {}
+        Err(ReaderError::Io(error)) => return Err(error),
+        Err(ReaderError::Dataset(_)) => unreachable!("the counter never fails"),
+    }
+    Ok(counter.0)
+}
+
 /// A sink that keeps everything in memory, for the readers' tests.
 #[cfg(test)]
 #[derive(Debug, Default)]

@@ -4,6 +4,10 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use indicatif::ProgressBar;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -26,31 +30,106 @@ impl Compression {
     }
 }
 
-/// Opens `path` (`-` for stdin) as a buffered stream of decompressed bytes.
-pub fn open(path: &str) -> io::Result<(Box<dyn BufRead + Send>, Compression)> {
+/// An opened input: its decompressed bytes, and a tap on the bytes as stored.
+pub struct Input {
+    pub reader: Box<dyn BufRead + Send>,
+    pub compression: Compression,
+    tap: Arc<Tap>,
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
+impl Input {
+    /// The blake3 of every stored byte read so far: the input's fingerprint once it has been
+    /// read to the end.
+    pub fn fingerprint(&self) -> String {
+        let hasher = self.tap.hasher.lock().unwrap_or_else(|e| e.into_inner());
+        format!("blake3:{}", hasher.finalize().to_hex())
+    }
+
+    /// Stored bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.tap.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Sees every stored byte on its way to the decompressor: hashes it and moves the progress bar.
+struct Tap {
+    hasher: Mutex<blake3::Hasher>,
+    bytes: AtomicU64,
+    progress: ProgressBar,
+}
+
+struct TapReader<R> {
+    inner: R,
+    tap: Arc<Tap>,
+}
+
+impl<R: Read> Read for TapReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tap
+            .hasher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(&buf[..n]);
+        self.tap.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.tap.progress.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Opens `path` (`-` for stdin) as a buffered stream of decompressed bytes; `progress` advances
+/// by the stored bytes read.
+pub fn open(path: &str, progress: ProgressBar) -> io::Result<Input> {
     let raw: Box<dyn Read + Send> = if path == "-" {
         Box::new(io::stdin())
     } else {
-        Box::new(File::open(Path::new(path))?)
+        let file = File::open(Path::new(path))?;
+        if let Ok(metadata) = file.metadata() {
+            progress.set_length(metadata.len());
+        }
+        Box::new(file)
+    };
+    let tap = Arc::new(Tap {
+        hasher: Mutex::new(blake3::Hasher::new()),
+        bytes: AtomicU64::new(0),
+        progress,
+    });
+    let raw = TapReader {
+        inner: raw,
+        tap: Arc::clone(&tap),
     };
     let mut raw = BufReader::with_capacity(1 << 16, raw);
     let head = raw.fill_buf()?;
-    if head.starts_with(&GZIP_MAGIC) {
-        // MultiGzDecoder: `cat a.gz b.gz` and rotated logs hold several gzip members.
-        let decoder = flate2::bufread::MultiGzDecoder::new(raw);
-        Ok((
-            Box::new(BufReader::with_capacity(1 << 16, decoder)),
-            Compression::Gzip,
-        ))
-    } else if head.starts_with(&ZSTD_MAGIC) {
-        let decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
-        Ok((
-            Box::new(BufReader::with_capacity(1 << 16, decoder)),
-            Compression::Zstd,
-        ))
-    } else {
-        Ok((Box::new(raw), Compression::None))
-    }
+    let (reader, compression): (Box<dyn BufRead + Send>, Compression) =
+        if head.starts_with(&GZIP_MAGIC) {
+            // MultiGzDecoder: `cat a.gz b.gz` and rotated logs hold several gzip members.
+            let decoder = flate2::bufread::MultiGzDecoder::new(raw);
+            (
+                Box::new(BufReader::with_capacity(1 << 16, decoder)),
+                Compression::Gzip,
+            )
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            let decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
+            (
+                Box::new(BufReader::with_capacity(1 << 16, decoder)),
+                Compression::Zstd,
+            )
+        } else {
+            (Box::new(raw), Compression::None)
+        };
+    Ok(Input {
+        reader,
+        compression,
+        tap,
+    })
 }
 
 #[cfg(test)]
@@ -59,10 +138,10 @@ mod tests {
     use std::io::Write;
 
     fn read_all(path: &str) -> (String, Compression) {
-        let (mut reader, compression) = open(path).unwrap();
+        let mut input = open(path, ProgressBar::hidden()).unwrap();
         let mut text = String::new();
-        reader.read_to_string(&mut text).unwrap();
-        (text, compression)
+        input.reader.read_to_string(&mut text).unwrap();
+        (text, input.compression)
     }
 
     /// Compressed inputs are recognised by content, whatever their file name says.
@@ -90,5 +169,27 @@ mod tests {
             let (read, compression) = read_all(path.to_str().unwrap());
             assert_eq!((read.as_str(), compression), (text, expected));
         }
+    }
+
+    /// The fingerprint is the hash of the stored bytes, so a copy of a file has the same one.
+    #[test]
+    fn fingerprint_is_the_hash_of_the_stored_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.log");
+        let b = dir.path().join("copy-of-a.log");
+        let c = dir.path().join("c.log");
+        std::fs::write(&a, "ts,key\n1,a\n").unwrap();
+        std::fs::copy(&a, &b).unwrap();
+        std::fs::write(&c, "ts,key\n1,b\n").unwrap();
+        let fingerprint = |path: &Path| {
+            let mut input = open(path.to_str().unwrap(), ProgressBar::hidden()).unwrap();
+            std::io::copy(&mut input.reader, &mut std::io::sink()).unwrap();
+            assert_eq!(input.bytes_read(), std::fs::metadata(path).unwrap().len());
+            input.fingerprint()
+        };
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        let expected = format!("blake3:{}", blake3::hash(b"ts,key\n1,a\n").to_hex());
+        assert_eq!(fingerprint(&a), expected);
     }
 }

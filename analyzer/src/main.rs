@@ -1,9 +1,10 @@
 //! `analyzer`: the nightly half of cachewarm. See the crate docs of the library for the flow.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use analyzer::ingest::{self, Format, IngestSummary};
+use analyzer::ingest::{self, Format, IngestOptions, IngestSummary};
 use analyzer::rank::{self, RankOptions};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,6 +38,9 @@ struct IngestArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Ingest inputs even when the dataset's ledger says it holds them already.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Rank the dataset's hot keys into a manifest that fits a byte budget.
@@ -97,7 +101,12 @@ fn main() -> ExitCode {
 }
 
 fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
-    let summary = ingest::ingest(&args.inputs, args.format, &args.out)
+    let options = IngestOptions {
+        format: args.format,
+        force: args.force,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let summary = ingest::ingest(&args.inputs, &options, &args.out)
         .with_context(|| format!("failed to ingest into `{}`", args.out.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -113,9 +122,16 @@ fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
 
 fn print_ingest_summary(summary: &IngestSummary) {
     for file in &summary.files {
-        match &file.refused {
-            Some(reason) => println!("{}: refused: {reason}", file.path),
-            None => println!(
+        match (&file.refused, &file.skipped) {
+            (Some(reason), _) => {
+                println!("{}: refused: {reason}", file.path);
+                continue;
+            }
+            (None, Some(reason)) => {
+                println!("{}: skipped: {reason}", file.path);
+                continue;
+            }
+            (None, None) => println!(
                 "{}: {}, {} lines, {} events, {} rejected",
                 file.path,
                 file.format.map_or("unknown", |f| f.as_str()),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use analyzer::dataset;
-use analyzer::ingest::{Format, ingest};
+use analyzer::ingest::{Format, IngestOptions, ingest};
 use analyzer::rank::{RankOptions, aggregate, build_manifest, rank};
 
 /// Writes a CSV (plain) and a JSON-lines (gzip) log over two UTC days; returns the reads per key.
@@ -70,7 +70,7 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
     let (inputs, reads) = write_logs(dir.path());
     let data = dir.path().join("dataset");
 
-    let summary = ingest(&inputs, Format::Auto, &data).unwrap();
+    let summary = ingest(&inputs, &IngestOptions::default(), &data).unwrap();
     assert_eq!(summary.rejected, 1);
     assert_eq!(summary.files[1].first_rejections[0].line, 102);
     assert_eq!(summary.files[1].format, Some(Format::Jsonl));
@@ -133,25 +133,103 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
     assert_eq!(a, b);
 }
 
-/// An ingest that fails part way (here: a missing second input) adds nothing to the dataset,
-/// not even temporary files, so re-running it after the fix does not double-count.
-#[test]
-fn failed_ingest_leaves_the_dataset_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let (inputs, _) = write_logs(dir.path());
-    let data = dir.path().join("dataset");
-    let inputs = vec![
-        inputs[0].clone(),
-        dir.path().join("absent.csv").to_str().unwrap().to_owned(),
-    ];
-
-    let error = ingest(&inputs, Format::Auto, &data).unwrap_err();
-    assert!(error.to_string().contains("absent.csv"), "{error}");
-    let mut left = Vec::new();
-    for partition in std::fs::read_dir(&data).unwrap() {
-        for file in std::fs::read_dir(partition.unwrap().path()).unwrap() {
-            left.push(file.unwrap().path());
+/// Every file under the dataset, hidden ones included.
+fn dataset_files(data: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            for file in std::fs::read_dir(&path).unwrap() {
+                found.push(file.unwrap().path().to_string_lossy().into_owned());
+            }
+        } else {
+            found.push(path.to_string_lossy().into_owned());
         }
     }
-    assert!(left.is_empty(), "left behind: {left:?}");
+    found.sort();
+    found
+}
+
+/// The ledger makes ingest safe to repeat: an input that fails part way (a truncated gzip)
+/// leaves no file behind while the inputs before it stay ingested; a re-run skips what the
+/// dataset holds, so no event is counted twice; `force` ingests again on purpose.
+#[test]
+fn ingest_is_safe_to_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, reads) = write_logs(dir.path());
+    let data = dir.path().join("dataset");
+    let gz = std::fs::read(&inputs[1]).unwrap();
+    let truncated = dir.path().join("truncated.log.gz");
+    std::fs::write(&truncated, &gz[..gz.len() / 2]).unwrap();
+    let options = IngestOptions::default();
+
+    let first = vec![inputs[0].clone(), truncated.to_str().unwrap().to_owned()];
+    let error = ingest(&first, &options, &data).unwrap_err();
+    assert!(error.to_string().contains("truncated.log.gz"), "{error}");
+    let after_failure = dataset_files(&data);
+    assert!(
+        after_failure.iter().all(|f| !f.ends_with(".tmp")),
+        "left behind: {after_failure:?}"
+    );
+    assert_eq!(
+        after_failure.len(),
+        2,
+        "the CSV's one partition and the ledger"
+    );
+
+    let summary = ingest(&inputs, &options, &data).unwrap();
+    assert!(
+        summary.files[0]
+            .skipped
+            .as_deref()
+            .unwrap()
+            .contains("already ingested")
+    );
+    assert!(summary.files[1].skipped.is_none());
+    let manifest = rank(
+        &data,
+        &RankOptions {
+            budget_bytes: u64::MAX,
+            budget_source: "test".into(),
+        },
+    )
+    .unwrap();
+    for entry in &manifest.entries {
+        assert_eq!(entry.requests, reads[&entry.key], "{}", entry.key);
+    }
+
+    // The same content under another name is the same input.
+    let copy = dir.path().join("copy.csv");
+    std::fs::copy(&inputs[0], &copy).unwrap();
+    let again = ingest(&[copy.to_str().unwrap().to_owned()], &options, &data).unwrap();
+    assert_eq!(again.events, 0);
+    assert!(again.written.is_empty());
+
+    let forced = IngestOptions {
+        force: true,
+        ..IngestOptions::default()
+    };
+    let again = ingest(&[copy.to_str().unwrap().to_owned()], &forced, &data).unwrap();
+    assert!(again.events > 0);
+    assert_eq!(again.written.len(), 1);
+}
+
+/// Inputs may be glob patterns, for schedulers that run no shell; a pattern that matches
+/// nothing is an error naming it.
+#[test]
+fn glob_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    write_logs(dir.path());
+    let data = dir.path().join("dataset");
+    let pattern = dir.path().join("day*").to_str().unwrap().to_owned();
+    let summary = ingest(&[pattern], &IngestOptions::default(), &data).unwrap();
+    assert_eq!(summary.files.len(), 2);
+    let nothing = dir
+        .path()
+        .join("nothing-*.log")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let error = ingest(&[nothing], &IngestOptions::default(), &data).unwrap_err();
+    assert!(error.to_string().contains("nothing-*.log"), "{error}");
 }

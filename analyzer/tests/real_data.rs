@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use analyzer::dataset;
-use analyzer::ingest::{Format, IngestSummary, ingest};
+use analyzer::ingest::{Format, IngestOptions, IngestSummary, ingest};
 use arrow_array::{Array, BooleanArray, StringArray, UInt32Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -42,7 +42,7 @@ fn ingest_alone(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dataset");
-    let summary = ingest(&[input.to_owned()], Format::Auto, &data).unwrap();
+    let summary = ingest(&[input.to_owned()], &IngestOptions::default(), &data).unwrap();
     let mut by_op: HashMap<String, Totals> = HashMap::new();
     for file in dataset::data_files(&data).unwrap() {
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&file).unwrap())

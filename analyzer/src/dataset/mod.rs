@@ -4,10 +4,12 @@
 //! Files are written under a hidden temporary name and renamed into place when complete, so a
 //! reader (or a crashed ingest) never leaves a half-written file where readers look.
 
+pub mod ledger;
 mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use ledger::{Ledger, LedgerEntry, LedgerError};
 pub use writer::{DatasetError, DatasetWriter};
 
 /// The name of the partition directory holding events of the UTC day `date` (`YYYY-MM-DD`).

@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::dataset::{DatasetError, DatasetWriter};
-use crate::input::{self, Compression};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::dataset::{DatasetError, DatasetWriter, Ledger, LedgerEntry, LedgerError};
+use crate::input::{self, Compression, Input};
 
 pub use event::{AccessEvent, key_from_bytes, parse_hit, parse_op, parse_ts, parse_u32};
 
@@ -129,6 +131,10 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("input pattern `{pattern}`: {message}")]
+    Pattern { pattern: String, message: String },
 }
 
 /// A line that did not become an event.
@@ -145,6 +151,8 @@ pub struct FileSummary {
     /// The format the file was read as; none when no format matched.
     pub format: Option<Format>,
     pub compression: &'static str,
+    /// blake3 of the input's stored bytes, as recorded in the ingest ledger.
+    pub fingerprint: Option<String>,
     /// Lines read, including headers and blank lines.
     pub lines: u64,
     pub events: u64,
@@ -156,6 +164,9 @@ pub struct FileSummary {
     pub first_rejections: Vec<Rejection>,
     /// Why the whole file was refused, when it was (its events are not in the dataset).
     pub refused: Option<String>,
+    /// Why the file's events were not added though they were read (the dataset holds them
+    /// already).
+    pub skipped: Option<String>,
     /// Things worth knowing that did not reject a line (ignored columns, say).
     pub warnings: Vec<String>,
 }
@@ -166,18 +177,20 @@ impl FileSummary {
             path: path.to_owned(),
             format: None,
             compression: compression.as_str(),
+            fingerprint: None,
             lines: 0,
             events: 0,
             rejected: 0,
             lost: 0,
             first_rejections: Vec::new(),
             refused: Some(reason),
+            skipped: None,
             warnings: Vec::new(),
         }
     }
 }
 
-/// What an ingest did, per file and in all.
+/// What an ingest did, per file, and in all over the files it added.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestSummary {
     pub dataset: PathBuf,
@@ -209,47 +222,156 @@ pub struct ReadStats {
     pub warnings: Vec<String>,
 }
 
-/// Ingests `inputs` (paths, or `-` for stdin) into the dataset at `dataset`.
+/// How to ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub format: Format,
+    /// Ingest inputs the ledger says the dataset already holds.
+    pub force: bool,
+    /// Show a progress bar per input on stderr (the caller decides: a terminal only).
+    pub progress: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            format: Format::Auto,
+            force: false,
+            progress: false,
+        }
+    }
+}
+
+/// Ingests `inputs` (paths, glob patterns, or `-` for stdin) into the dataset at `dataset`.
 ///
-/// A file whose events cannot be read at all (a CSV without the required columns, say) is
-/// refused and listed in the summary; the other files are still ingested.
+/// Each input is committed on its own: its Parquet files are moved into place and recorded in
+/// the ledger once it has been read to the end, so an error in one input keeps the inputs
+/// before it and a re-run skips them. An input the ledger already holds (same bytes) adds
+/// nothing unless `force`. A file no format matches is refused and listed in the summary.
 pub fn ingest(
     inputs: &[String],
-    format: Format,
+    options: &IngestOptions,
     dataset: &Path,
 ) -> Result<IngestSummary, IngestError> {
-    let file_stem = unique_file_stem();
-    let mut writer = DatasetWriter::new(dataset, &file_stem);
+    let inputs = expand_globs(inputs)?;
+    let mut ledger = Ledger::load(dataset)?;
+    let run_stem = unique_file_stem();
     let mut files = Vec::with_capacity(inputs.len());
-    for path in inputs {
-        files.push(ingest_one(path, format, &mut writer)?);
+    let mut written = Vec::new();
+    for (index, path) in inputs.iter().enumerate() {
+        let mut writer = DatasetWriter::new(dataset, &format!("{run_stem}-{index}"));
+        let progress = progress_bar(options.progress, path);
+        let (mut summary, input) = ingest_one(path, options.format, &mut writer, progress.clone())?;
+        progress.finish_and_clear();
+        if summary.refused.is_some() {
+            files.push(summary);
+            continue;
+        }
+        let fingerprint = input.fingerprint();
+        if let Some(earlier) = ledger.find(&fingerprint).filter(|_| !options.force) {
+            // Dropping the writer removes what it wrote: the dataset has these events already.
+            drop(writer);
+            summary.skipped = Some(format!(
+                "already ingested at {} from `{}` (same content); --force ingests it again",
+                earlier
+                    .ingested_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                earlier.input
+            ));
+        } else {
+            let paths = writer.finish()?;
+            ledger.append(LedgerEntry {
+                fingerprint: fingerprint.clone(),
+                input: path.clone(),
+                bytes: input.bytes_read(),
+                events: summary.events,
+                ingested_at: chrono::Utc::now(),
+                files: paths
+                    .iter()
+                    .filter_map(|p| p.strip_prefix(dataset).ok())
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect(),
+            })?;
+            written.extend(paths);
+        }
+        summary.fingerprint = Some(fingerprint);
+        files.push(summary);
     }
-    let written = writer.finish()?;
+    // Totals count what this ingest added: refused and skipped files add nothing.
+    let added = || {
+        files
+            .iter()
+            .filter(|f| f.refused.is_none() && f.skipped.is_none())
+    };
     Ok(IngestSummary {
         dataset: dataset.to_path_buf(),
-        lines: files.iter().map(|f| f.lines).sum(),
-        events: files.iter().map(|f| f.events).sum(),
-        rejected: files.iter().map(|f| f.rejected).sum(),
-        lost: files.iter().map(|f| f.lost).sum(),
+        lines: added().map(|f| f.lines).sum(),
+        events: added().map(|f| f.events).sum(),
+        rejected: added().map(|f| f.rejected).sum(),
+        lost: added().map(|f| f.lost).sum(),
         files,
         written,
     })
+}
+
+/// Expands arguments holding glob characters (for callers without a shell, such as cron or a
+/// Kubernetes Job); other arguments, and `-`, are taken as they are.
+fn expand_globs(inputs: &[String]) -> Result<Vec<String>, IngestError> {
+    let mut expanded = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        if input == "-" || !input.contains(['*', '?', '[']) {
+            expanded.push(input.clone());
+            continue;
+        }
+        let bad_pattern = |message: String| IngestError::Pattern {
+            pattern: input.clone(),
+            message,
+        };
+        let mut matched: Vec<String> = glob::glob(input)
+            .map_err(|e| bad_pattern(e.to_string()))?
+            .map(|entry| entry.map(|path| path.to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad_pattern(e.to_string()))?;
+        if matched.is_empty() {
+            return Err(bad_pattern("no file matches".into()));
+        }
+        matched.sort();
+        expanded.extend(matched);
+    }
+    Ok(expanded)
+}
+
+fn progress_bar(enabled: bool, path: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(path.to_owned());
+    bar
 }
 
 fn ingest_one(
     path: &str,
     format: Format,
     writer: &mut DatasetWriter,
-) -> Result<FileSummary, IngestError> {
+    progress: ProgressBar,
+) -> Result<(FileSummary, Input), IngestError> {
     let read_error = |source| IngestError::Read {
         path: path.to_owned(),
         source,
     };
-    let (mut reader, compression) = input::open(path).map_err(read_error)?;
+    let mut input = input::open(path, progress).map_err(read_error)?;
     let format = match format {
-        Format::Auto => match detect(&mut *reader).map_err(read_error)? {
+        Format::Auto => match detect(&mut *input.reader).map_err(read_error)? {
             Ok(format) => format,
-            Err(reason) => return Ok(FileSummary::refused(path, compression, reason)),
+            Err(reason) => {
+                return Ok((FileSummary::refused(path, input.compression, reason), input));
+            }
         },
         chosen => chosen,
     };
@@ -261,24 +383,27 @@ fn ingest_one(
         rejected: 0,
         first_rejections: Vec::new(),
     };
-    let (stats, refused) = match format.read(&mut *reader, &mut sink) {
+    let (stats, refused) = match format.read(&mut *input.reader, &mut sink) {
         Ok(Ok(stats)) => (stats, None),
         Ok(Err(reason)) => (ReadStats::default(), Some(reason)),
         Err(ReaderError::Io(source)) => return Err(read_error(source)),
         Err(ReaderError::Dataset(error)) => return Err(error.into()),
     };
-    Ok(FileSummary {
+    let summary = FileSummary {
         path: path.to_owned(),
         format: Some(format),
-        compression: compression.as_str(),
+        compression: input.compression.as_str(),
+        fingerprint: None,
         lines: stats.lines,
         events: sink.events,
         rejected: sink.rejected,
         lost: stats.lost,
         first_rejections: sink.first_rejections,
         refused,
+        skipped: None,
         warnings: stats.warnings,
-    })
+    };
+    Ok((summary, input))
 }
 
 /// Errors a reader cannot turn into a rejected line.

@@ -540,9 +540,12 @@ def render_rails(keys, rng):
     """A Rails production log: one process's requests, each a few Rails.cache.fetch calls."""
     pids = [4242 + 17 * n for n in range(6)]
     stream = workload(keys, rng, synchronous_sets=True)
+    last = 0  # a log file's lines are in time order
 
     def stamp(ts, severity, pid, request):
-        moment = datetime.datetime.fromtimestamp(ts / 1_000_000, datetime.timezone.utc)
+        nonlocal last
+        last = max(ts, last)
+        moment = datetime.datetime.fromtimestamp(last / 1_000_000, datetime.timezone.utc)
         return (f"{severity[0]}, [{moment.strftime('%Y-%m-%dT%H:%M:%S.%f')} #{pid}] "
                 f"{severity:>5} -- : [{request}] ")
 
@@ -553,11 +556,13 @@ def render_rails(keys, rng):
         page = rng.randrange(len(RAILS_PAGES))
         op, ts, conn, key, hit = next(stream)
         started = ts - 300
-        when = datetime.datetime.fromtimestamp(started // 1_000_000, datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(max(started, last) // 1_000_000,
+                                               datetime.timezone.utc)
         path = RAILS_PAGES[page].format(rng.randrange(1, 5000))
         yield (stamp(started, "INFO", pid, request) + f'Started GET "{path}" for '
                f"10.0.{conn % 4}.{conn + 20} at {when.strftime('%Y-%m-%d %H:%M:%S')} +0000\n")
-        yield stamp(started + 120, "INFO", pid, request) + f"Processing by {RAILS_ACTIONS[page]} as HTML\n"
+        yield (stamp(started + 120, "INFO", pid, request)
+               + f"Processing by {RAILS_ACTIONS[page]} as HTML\n")
         fetches = rng.randrange(2, 9)
         done = 0
         while True:
@@ -582,9 +587,10 @@ def render_rails(keys, rng):
                 break
             op, ts, conn, key, hit = next(stream)
         views = rng.randrange(2, 80)
-        yield (stamp(ts + 500, "INFO", pid, request) + f"Completed 200 OK in "
-               f"{(ts + 500 - started) // 1000 + views}ms (Views: {views}.{rng.randrange(10)}ms | "
-               f"ActiveRecord: {rng.randrange(0, 30)}.{rng.randrange(10)}ms | "
+        total_ms = (max(ts, last) + 500 - started) // 1000 + views
+        yield (stamp(ts + 500, "INFO", pid, request) + f"Completed 200 OK in {total_ms}ms "
+               f"(Views: {views}.{rng.randrange(10)}ms | ActiveRecord: "
+               f"{rng.randrange(0, 30)}.{rng.randrange(10)}ms | "
                f"Allocations: {rng.randrange(2000, 60000)})\n")
 
 

@@ -280,3 +280,16 @@ impl Zipf {
             .min(self.cumulative.len() - 1)
     }
 }
+
+/// Keys shaped like a Django and Rails app's: page fragments, sessions, model caches, and one
+/// in thirty with a space (valid for Redis and SQL caches, invalid for memcached).
+pub fn app_keys(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 10 {
+            0 => format!("views/products/{i}-20261120"),
+            1 => format!(":1:django.contrib.sessions.cache{i:08x}"),
+            2 if i % 30 == 2 => format!("report for user {i}"),
+            _ => format!("app:v2:item:{i}"),
+        })
+        .collect()
+}

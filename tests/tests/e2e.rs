@@ -10,26 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
-use cachewarm_tests::{MemcachedServer, RedisServer, Rng, Zipf, run_bin};
+use cachewarm_tests::{MemcachedServer, RedisServer, Rng, Zipf, app_keys, run_bin};
 use memcache::exp::{Get, Meta};
 use redis::Commands;
 use schemas::report::TargetReport;
 use schemas::{Manifest, Report};
 
 const TTL_S: u64 = 3600;
-
-/// The keys of the workload: Django- and Rails-shaped, a few with spaces (valid for Redis and
-/// SQL, invalid for memcached).
-fn workload_keys(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| match i % 10 {
-            0 => format!("views/products/{i}-20261120"),
-            1 => format!(":1:django.contrib.sessions.cache{i:08x}"),
-            2 if i % 30 == 2 => format!("report for user {i}"),
-            _ => format!("app:v2:item:{i}"),
-        })
-        .collect()
-}
 
 fn value_for(key: &str, rng: &mut Rng) -> String {
     let padding = 20 + (rng.next_u64() % 300) as usize;
@@ -113,7 +100,7 @@ fn logs_to_warm_stores_on_real_servers() {
     let memcached = MemcachedServer::start(64);
 
     // 1. A real workload against the replica, logged as the app would.
-    let keys = workload_keys(400);
+    let keys = app_keys(400);
     let reads = drive_workload(&replica, Path::new(&path("access.jsonl")), &keys, 3000);
 
     // 2. Ingest and rank under a budget that takes part of the keyspace.
@@ -305,7 +292,7 @@ fn manifest_from_workload(replica: &RedisServer, dir: &Path, keys: usize, budget
     drive_workload(
         replica,
         Path::new(&path("access.jsonl")),
-        &workload_keys(keys),
+        &app_keys(keys),
         800,
     );
     run_bin(

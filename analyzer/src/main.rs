@@ -159,6 +159,21 @@ fn print_ingest_summary(summary: &IngestSummary) {
             );
         }
     }
+    if summary.formats.len() > 1 {
+        for (format, totals) in &summary.formats {
+            println!(
+                "{format}: {} files, {} lines, {} events, {} rejected, {} lost",
+                totals.files, totals.lines, totals.events, totals.rejected, totals.lost
+            );
+        }
+    }
+    if summary.lost > 0 {
+        println!(
+            "warning: the logs say {} lines were dropped before they were written (data loss \
+             upstream)",
+            summary.lost
+        );
+    }
     println!(
         "ingested {} events from {} lines ({} rejected) into {}",
         summary.events,

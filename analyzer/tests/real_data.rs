@@ -89,6 +89,7 @@ fn memcached_watch_sample() {
     let path = real("real-servers/memcached-watch.log");
     let (summary, ops, _, _dir) = ingest_alone(&path);
     assert_eq!(summary.files[0].format, Some(Format::MemcachedWatch));
+    assert_eq!(summary.formats["memcached-watch"].events, summary.events);
     assert_eq!((summary.rejected, summary.lost), (0, 0));
     let stores = lines_containing(&path, "type=item_store");
     let gets = &ops["get"];

@@ -14,6 +14,7 @@ mod rails;
 mod redis_monitor;
 mod twitter;
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -190,6 +191,16 @@ impl FileSummary {
     }
 }
 
+/// Totals of the files of one format that an ingest added.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FormatTotals {
+    pub files: u64,
+    pub lines: u64,
+    pub events: u64,
+    pub rejected: u64,
+    pub lost: u64,
+}
+
 /// What an ingest did, per file, and in all over the files it added.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestSummary {
@@ -199,6 +210,8 @@ pub struct IngestSummary {
     pub events: u64,
     pub rejected: u64,
     pub lost: u64,
+    /// The same totals per format.
+    pub formats: BTreeMap<&'static str, FormatTotals>,
     /// Parquet files added to the dataset.
     pub written: Vec<PathBuf>,
 }
@@ -309,6 +322,16 @@ pub fn ingest(
         events: added().map(|f| f.events).sum(),
         rejected: added().map(|f| f.rejected).sum(),
         lost: added().map(|f| f.lost).sum(),
+        formats: added().fold(BTreeMap::new(), |mut formats, file| {
+            let format = file.format.map_or("unknown", Format::as_str);
+            let totals: &mut FormatTotals = formats.entry(format).or_default();
+            totals.files += 1;
+            totals.lines += file.lines;
+            totals.events += file.events;
+            totals.rejected += file.rejected;
+            totals.lost += file.lost;
+            formats
+        }),
         files,
         written,
     })

@@ -181,3 +181,43 @@ fn cachelib_samples_in_both_column_orders() {
         assert_eq!(ops.get("set").map_or(0, |s| s.requests), sets, "{name}");
     }
 }
+
+/// Rails, both forms, as ActiveSupport 6.1 itself writes them (`sample_data/real/rails`,
+/// produced by its `generate.rb`, which counted what its workload did in `counts.json`).
+#[test]
+fn rails_samples_from_active_support() {
+    let counts: HashMap<String, u64> =
+        serde_json::from_str(&std::fs::read_to_string(real("rails/counts.json")).unwrap()).unwrap();
+    let plain_misses = counts["plain_reads"] - counts["plain_read_hits"];
+
+    let (summary, ops, _, _dir) = ingest_alone(&real("rails/cache.log"));
+    assert_eq!(summary.files[0].format, Some(Format::Rails));
+    assert_eq!(
+        summary.rejected, 0,
+        "{:?}",
+        summary.files[0].first_rejections
+    );
+    let gets = &ops["get"];
+    assert_eq!(gets.requests, counts["reads"]);
+    assert_eq!((gets.hits, gets.misses), (counts["hits"], counts["misses"]));
+    assert_eq!(
+        gets.unknown, counts["plain_reads"],
+        "the log does not say whether a read hit"
+    );
+    assert_eq!(ops["set"].requests, counts["writes"]);
+    assert_eq!(ops["delete"].requests, counts["deletes"]);
+
+    let (summary, ops, _, _dir) = ingest_alone(&real("rails/events.jsonl"));
+    assert_eq!(summary.files[0].format, Some(Format::Rails));
+    assert_eq!(
+        summary.rejected, 0,
+        "{:?}",
+        summary.files[0].first_rejections
+    );
+    let gets = &ops["get"];
+    assert_eq!(gets.requests, counts["reads"]);
+    assert_eq!(gets.hits, counts["hits"] + counts["plain_read_hits"]);
+    assert_eq!(gets.misses, counts["misses"] + plain_misses);
+    assert_eq!(ops["set"].requests, counts["writes"]);
+    assert_eq!(ops["delete"].requests, counts["deletes"]);
+}

@@ -159,7 +159,7 @@ impl LogState {
             // An outcome without its read (the read line was cut off): not an event.
             "fetch_hit" | "generate" => {}
             "read_multi" => {
-                for key in list_keys(rest) {
+                for key in list_keys(rest)? {
                     sink.event(event(Op::Get, &key))?;
                 }
             }
@@ -169,7 +169,7 @@ impl LogState {
                 sink.event(write)?;
             }
             "write_multi" => {
-                for key in list_keys(rest) {
+                for key in list_keys(rest)? {
                     sink.event(event(Op::Set, &key))?;
                 }
             }
@@ -190,14 +190,20 @@ fn split_key(rest: &str) -> (&str, Option<&str>) {
 }
 
 /// The keys of `["a", "b"]` (read_multi / write_multi lines).
-fn list_keys(rest: &str) -> Vec<String> {
+fn list_keys(rest: &str) -> Result<Vec<String>, LineError> {
     let (list, _) = split_key(rest);
-    list.trim_start_matches('[')
-        .trim_end_matches(']')
+    let Some(list) = list.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
+        // ActiveSupport 6 logs `Cache read_multi: a/b/c`: keys hold `/` too, so they cannot
+        // be told apart.
+        return Err(LineError::Reject(
+            "the keys of a `/`-joined multi-key line cannot be told apart".into(),
+        ));
+    };
+    Ok(list
         .split(", ")
         .map(|key| key.trim().trim_matches('"').to_owned())
         .filter(|key| !key.is_empty())
-        .collect()
+        .collect())
 }
 
 /// `{:expires_in=>5 minutes}` or `{expires_in: 300}` → seconds.
@@ -304,7 +310,9 @@ mod tests {
             Cache read: views/c\n\
             Cache delete: views/c\n\
             Cache write: plain ({expires_in: 90})\n\
-            Cache read: \n";
+            Cache read: \n\
+            Cache read_multi: views/x/views/y ({:compress=>false})\n\
+            Cache read_multi: [\"m1\", \"m2\"]\n";
         let mut sink = VecSink::default();
         read(&mut text.as_bytes(), &mut sink).unwrap().unwrap();
         let events: Vec<(&str, Op, Option<bool>, Option<u32>)> = sink
@@ -321,14 +329,16 @@ mod tests {
                 ("views/c", Op::Get, None, None),
                 ("views/c", Op::Delete, None, None),
                 ("plain", Op::Set, None, Some(90)),
+                ("m1", Op::Get, None, None),
+                ("m2", Op::Get, None, None),
             ]
         );
         let expected_ts = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00.5Z")
             .unwrap()
             .timestamp_micros();
         assert!(sink.events.iter().all(|e| e.ts_us == expected_ts));
-        assert_eq!(sink.rejections.len(), 1);
-        assert_eq!(sink.rejections[0].line, 10);
+        let rejected: Vec<u64> = sink.rejections.iter().map(|r| r.line).collect();
+        assert_eq!(rejected, [10, 11]);
     }
 
     #[test]

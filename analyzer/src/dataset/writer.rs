@@ -155,7 +155,7 @@ impl Partition {
         properties: &WriterProperties,
     ) -> Result<Partition, DatasetError> {
         let date = DateTime::from_timestamp_micros(day * MICROS_PER_DAY)
-            .expect("a day number from an i64 timestamp is in range")
+            .expect("readers keep timestamps within 1970..=9999 (ingest::ts_from_parts)")
             .format("%Y-%m-%d")
             .to_string();
         let dir = super::partition_dir(root, &date);

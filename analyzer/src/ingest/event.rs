@@ -37,6 +37,22 @@ impl AccessEvent {
     }
 }
 
+/// The latest timestamp the dataset takes: the end of year 9999, where calendars (and
+/// chrono, which names the partitions) stop being useful.
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+/// Microseconds since the epoch from whole seconds and microseconds, for timestamps between
+/// 1970 and the end of year 9999; logs hold nothing outside that, so anything else is a
+/// broken line rather than a time to store.
+pub fn ts_from_parts(seconds: i64, micros: i64) -> Result<i64, String> {
+    if !(0..=MAX_SECONDS).contains(&seconds) || !(0..1_000_000).contains(&micros) {
+        return Err(format!(
+            "timestamp {seconds}.{micros:06} s is outside 1970-01-01 to 9999-12-31"
+        ));
+    }
+    Ok(seconds * 1_000_000 + micros)
+}
+
 /// Parses a timestamp: RFC 3339, or Unix seconds with an optional fraction (`1700000000.25`).
 /// Returns microseconds since the epoch.
 pub fn parse_ts(text: &str) -> Result<i64, String> {
@@ -47,9 +63,9 @@ pub fn parse_ts(text: &str) -> Result<i64, String> {
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return parse_unix_seconds(text);
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_micros())
-        .map_err(|e| format!("timestamp `{text}` is neither RFC 3339 nor Unix seconds: {e}"))
+    let t = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| format!("timestamp `{text}` is neither RFC 3339 nor Unix seconds: {e}"))?;
+    ts_from_parts(t.timestamp(), i64::from(t.timestamp_subsec_micros()))
 }
 
 /// Unix seconds with an optional decimal fraction, parsed exactly (no float rounding).
@@ -65,10 +81,7 @@ fn parse_unix_seconds(text: &str) -> Result<i64, String> {
     for (i, digit) in fraction.bytes().take(6).enumerate() {
         micros += i64::from(digit - b'0') * 10_i64.pow(5 - i as u32);
     }
-    seconds
-        .checked_mul(1_000_000)
-        .and_then(|us| us.checked_add(micros))
-        .ok_or_else(bad)
+    ts_from_parts(seconds, micros)
 }
 
 /// Parses a read outcome: `true`/`false`/`1`/`0` in any case; empty is unknown.
@@ -141,6 +154,10 @@ mod tests {
         assert_eq!(parse_ts("1700000000.1234567"), Ok(1_700_000_000_123_456));
         assert!(parse_ts("1.2.3").is_err());
         assert!(parse_ts(".5").is_err());
+        // Found by fuzzing: these overflowed the microsecond arithmetic.
+        assert!(parse_ts("9223372036854775807").is_err());
+        assert!(parse_ts("253402300800").is_err());
+        assert!(parse_ts("253402300799.999999").is_ok());
     }
 
     #[test]

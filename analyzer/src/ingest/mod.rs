@@ -25,7 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::dataset::{DatasetError, DatasetWriter, Ledger, LedgerEntry, LedgerError};
 use crate::input::{self, Compression, Input};
 
-pub use event::{AccessEvent, key_from_bytes, parse_hit, parse_op, parse_ts, parse_u32};
+pub use event::{
+    AccessEvent, key_from_bytes, parse_hit, parse_op, parse_ts, parse_u32, ts_from_parts,
+};
 
 /// How many rejected lines per file are reported by number and reason (all are counted).
 pub const REPORTED_REJECTIONS: usize = 10;

@@ -132,7 +132,7 @@ fn parse_record(record: &::csv::ByteRecord, columns: &Columns) -> Result<Vec<Acc
         (Some(u), None) => Some(text(u).to_owned()),
         _ => None,
     };
-    let mut base = AccessEvent::new(seconds * 1_000_000, key_from_bytes(key));
+    let mut base = AccessEvent::new(super::ts_from_parts(seconds, 0)?, key_from_bytes(key));
     base.namespace = namespace;
     let op_name = text(columns.op);
     let events = match op_name {

@@ -190,10 +190,7 @@ fn parse_watch_ts(text: &str) -> Result<i64, String> {
     let (seconds, micros) = text.split_once('.').unwrap_or((text, "0"));
     let seconds: i64 = seconds.parse().map_err(|_| bad())?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
-    if !(0..1_000_000).contains(&micros) {
-        return Err(bad());
-    }
-    Ok(seconds * 1_000_000 + micros)
+    super::ts_from_parts(seconds, micros)
 }
 
 /// memcached URI-encodes keys in watch output; invalid UTF-8 is escaped as `\xNN`.

@@ -233,7 +233,10 @@ fn logger_timestamp(line: &str) -> Option<i64> {
     let text = &line[start..end];
     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
         .ok()
-        .map(|t| t.and_utc().timestamp_micros())
+        .and_then(|t| {
+            let t = t.and_utc();
+            super::ts_from_parts(t.timestamp(), i64::from(t.timestamp_subsec_micros())).ok()
+        })
         .or_else(|| super::parse_ts(text).ok())
 }
 

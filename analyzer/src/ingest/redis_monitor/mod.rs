@@ -69,7 +69,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
         };
         // Reads older than the window can no longer be marked: settle them.
         while let Some(front) = pending.front() {
-            if front.event.ts_us + MISS_WINDOW_US >= command.ts_us {
+            if front.event.ts_us.saturating_add(MISS_WINDOW_US) >= command.ts_us {
                 break;
             }
             let read = pending.pop_front().expect("front exists");
@@ -271,11 +271,11 @@ fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
             need(3)?;
             let mut e = event(&args[0], Op::Set);
             let amount = number(&args[1])?;
-            e.ttl_s = Some(if name == "SETEX" {
+            e.ttl_s = Some(saturate(if name == "SETEX" {
                 amount
             } else {
                 amount.div_ceil(1000)
-            } as u32);
+            }));
             e.value_size = Some(args[2].len() as u32);
             vec![(e, Role::ReadThroughWrite)]
         }
@@ -332,15 +332,26 @@ fn set_event(mut event: AccessEvent, args: &[Vec<u8>], now_us: i64) -> Result<Ac
         match option.as_str() {
             "NX" => event.op = Op::Add,
             "XX" => event.op = Op::Replace,
-            "EX" => event.ttl_s = Some(amount()? as u32),
-            "PX" => event.ttl_s = Some(amount()?.div_ceil(1000) as u32),
-            "EXAT" => event.ttl_s = Some((amount()? as i64 - now_us / 1_000_000).max(0) as u32),
-            "PXAT" => event.ttl_s = Some(((amount()? as i64 - now_us / 1000).max(0) / 1000) as u32),
+            "EX" => event.ttl_s = Some(saturate(amount()?)),
+            "PX" => event.ttl_s = Some(saturate(amount()?.div_ceil(1000))),
+            "EXAT" => event.ttl_s = Some(saturate(remaining(amount()?, now_us / 1_000_000))),
+            "PXAT" => {
+                event.ttl_s = Some(saturate(remaining(amount()?, now_us / 1000).div_ceil(1000)))
+            }
             "GET" | "KEEPTTL" => {}
             other => return Err(format!("unknown SET option `{other}`")),
         }
     }
     Ok(event)
+}
+
+/// What is left from `now` until the absolute time `at` (same unit), 0 when `at` has passed.
+fn remaining(at: u64, now: i64) -> u64 {
+    at.saturating_sub(u64::try_from(now).unwrap_or(0))
+}
+
+fn saturate(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
 }
 
 fn number(arg: &[u8]) -> Result<u64, String> {

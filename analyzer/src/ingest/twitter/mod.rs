@@ -89,7 +89,7 @@ fn parse_line(line: &[u8]) -> Result<AccessEvent, String> {
         "append" | "prepend" => Op::Other,
         other => return Err(format!("unknown operation `{other}`")),
     };
-    let mut event = AccessEvent::new(seconds * 1_000_000, key_from_bytes(key));
+    let mut event = AccessEvent::new(super::ts_from_parts(seconds, 0)?, key_from_bytes(key));
     event.op = op;
     event.client = Some(text(client, "client")?.to_owned());
     match op {

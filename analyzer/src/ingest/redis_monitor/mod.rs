@@ -15,6 +15,7 @@
 //! other read command (`MGET`, `GETEX`, `GETDEL`, hash reads), keeps `hit` null: nothing can
 //! be inferred for them.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::BufRead;
 
@@ -49,7 +50,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     // (client, key). Indexes are absolute: `first` is the index of the queue's front.
     let mut pending: VecDeque<PendingRead> = VecDeque::new();
     let mut first = 0usize;
-    let mut by_client_key: HashMap<(String, String), usize> = HashMap::new();
+    let mut by_client_key = ClientKeyIndex::default();
     loop {
         buffer.clear();
         if input.read_until(b'\n', &mut buffer)? == 0 {
@@ -73,13 +74,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 break;
             }
             let read = pending.pop_front().expect("front exists");
-            let client_key = (
-                read.event.client.clone().unwrap_or_default(),
-                read.event.key.clone(),
-            );
-            if by_client_key.get(&client_key) == Some(&first) {
-                by_client_key.remove(&client_key);
-            }
+            by_client_key.remove_if(&read.event, first);
             first += 1;
             let mut event = read.event;
             event.hit = Some(!read.missed);
@@ -93,17 +88,16 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
             }
         };
         for (event, role) in events {
-            let client_key = (event.client.clone().unwrap_or_default(), event.key.clone());
             match role {
                 Role::ReadThroughGet => {
-                    by_client_key.insert(client_key, first + pending.len());
+                    by_client_key.insert(&event, first + pending.len());
                     pending.push_back(PendingRead {
                         event,
                         missed: false,
                     });
                 }
                 Role::ReadThroughWrite => {
-                    if let Some(index) = by_client_key.remove(&client_key) {
+                    if let Some(index) = by_client_key.take(&event) {
                         pending[index - first].missed = true;
                     }
                     sink.event(event)?;
@@ -124,13 +118,47 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     }))
 }
 
-/// One MONITOR line.
+/// Where the pending GET of each (client, key) is, found without allocating on lookup: this is
+/// looked up for every write of a busy log.
+#[derive(Debug, Default)]
+struct ClientKeyIndex(HashMap<String, HashMap<String, usize>>);
+
+impl ClientKeyIndex {
+    fn client(event: &AccessEvent) -> &str {
+        event.client.as_deref().unwrap_or("")
+    }
+
+    fn insert(&mut self, event: &AccessEvent, index: usize) {
+        let client = Self::client(event);
+        let keys = match self.0.get_mut(client) {
+            Some(keys) => keys,
+            None => self.0.entry(client.to_owned()).or_default(),
+        };
+        keys.insert(event.key.clone(), index);
+    }
+
+    /// Removes and returns the index of the pending GET of the event's client and key.
+    fn take(&mut self, event: &AccessEvent) -> Option<usize> {
+        self.0.get_mut(Self::client(event))?.remove(&event.key)
+    }
+
+    /// Forgets the entry of the event's client and key if it still points at `index`.
+    fn remove_if(&mut self, event: &AccessEvent, index: usize) {
+        if let Some(keys) = self.0.get_mut(Self::client(event))
+            && keys.get(&event.key) == Some(&index)
+        {
+            keys.remove(&event.key);
+        }
+    }
+}
+
+/// One MONITOR line; arguments without escapes borrow from the line.
 #[derive(Debug, PartialEq)]
-struct Command {
+struct Command<'a> {
     ts_us: i64,
-    db: String,
-    client: String,
-    args: Vec<Vec<u8>>,
+    db: &'a str,
+    client: &'a str,
+    args: Vec<Cow<'a, [u8]>>,
 }
 
 /// How an event takes part in hit inference.
@@ -141,38 +169,40 @@ enum Role {
     Plain,
 }
 
-fn parse_line(line: &[u8]) -> Result<Command, String> {
+fn parse_line(line: &[u8]) -> Result<Command<'_>, String> {
     let line = line.strip_prefix(b"+").unwrap_or(line);
-    let text = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_owned())?;
-    let (ts, rest) = text
-        .split_once(' ')
+    // `TIMESTAMP [DB CLIENT] ` is all text; the arguments may be long and are parsed as bytes.
+    let origin_end = memchr::memchr(b']', line)
         .ok_or_else(|| "expected `TIMESTAMP [DB CLIENT] \"COMMAND\" …`".to_owned())?;
-    let ts_us = super::parse_ts(ts)?;
-    let rest = rest
-        .strip_prefix('[')
+    let head = std::str::from_utf8(&line[..origin_end])
+        .map_err(|_| "timestamp or client is not UTF-8".to_owned())?;
+    let (ts, origin) = head
+        .split_once(" [")
         .ok_or_else(|| "expected `[DB CLIENT]` after the timestamp".to_owned())?;
-    let (origin, rest) = rest
-        .split_once("] ")
-        .ok_or_else(|| "unterminated `[DB CLIENT]`".to_owned())?;
+    let ts_us = super::parse_ts(ts)?;
     let (db, client) = origin.split_once(' ').unwrap_or((origin, ""));
     if db.parse::<u32>().is_err() {
         return Err(format!("database `{db}` is not a number"));
     }
-    let args = parse_args(rest.as_bytes())?;
+    let rest = line[origin_end + 1..]
+        .strip_prefix(b" ")
+        .ok_or_else(|| "expected a space after `[DB CLIENT]`".to_owned())?;
+    let args = parse_args(rest)?;
     if args.is_empty() {
         return Err("no command".into());
     }
     Ok(Command {
         ts_us,
-        db: db.to_owned(),
-        client: client.to_owned(),
+        db,
+        client,
         args,
     })
 }
 
-/// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`).
-fn parse_args(mut text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut args = Vec::new();
+/// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`). An argument
+/// without escapes, the common case and the long one (values), borrows from the line.
+fn parse_args(mut text: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, String> {
+    let mut args = Vec::with_capacity(4);
     loop {
         text = text.trim_ascii_start();
         let Some(rest) = text.strip_prefix(b"\"") else {
@@ -181,8 +211,15 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             }
             return Err("arguments must be double-quoted".into());
         };
-        let mut arg = Vec::new();
-        let mut i = 0;
+        let stop = memchr::memchr2(b'"', b'\\', rest)
+            .ok_or_else(|| "unterminated quoted argument".to_owned())?;
+        if rest[stop] == b'"' {
+            args.push(Cow::Borrowed(&rest[..stop]));
+            text = &rest[stop + 1..];
+            continue;
+        }
+        let mut arg = rest[..stop].to_vec();
+        let mut i = stop;
         loop {
             match rest.get(i) {
                 None => return Err("unterminated quoted argument".into()),
@@ -217,19 +254,28 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
                 }
             }
         }
-        args.push(arg);
+        args.push(Cow::Owned(arg));
         text = &rest[i + 1..];
     }
 }
 
 /// The events a command stands for; keyless commands (`PING`, `INFO`, …) stand for none.
 fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
-    let name = String::from_utf8_lossy(&command.args[0]).to_ascii_uppercase();
+    // Command names are short ASCII: upper-case them on the stack.
+    let mut upper = [0u8; 24];
+    let raw = &command.args[0];
+    let name = if raw.len() <= upper.len() {
+        upper[..raw.len()].copy_from_slice(raw);
+        upper[..raw.len()].make_ascii_uppercase();
+        std::str::from_utf8(&upper[..raw.len()]).unwrap_or("")
+    } else {
+        ""
+    };
     let args = &command.args[1..];
     let event = |key: &[u8], op: Op| {
         let mut event = AccessEvent::new(command.ts_us, key_from_bytes(key));
         event.op = op;
-        event.client = (!command.client.is_empty()).then(|| command.client.clone());
+        event.client = (!command.client.is_empty()).then(|| command.client.to_owned());
         event.namespace = Some(format!("db{}", command.db));
         event
     };
@@ -240,7 +286,7 @@ fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
             Ok(())
         }
     };
-    let events = match name.as_str() {
+    let events = match name {
         "GET" => {
             need(1)?;
             vec![(event(&args[0], Op::Get), Role::ReadThroughGet)]
@@ -318,7 +364,11 @@ fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
 }
 
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL]`.
-fn set_event(mut event: AccessEvent, args: &[Vec<u8>], now_us: i64) -> Result<AccessEvent, String> {
+fn set_event(
+    mut event: AccessEvent,
+    args: &[Cow<'_, [u8]>],
+    now_us: i64,
+) -> Result<AccessEvent, String> {
     event.value_size = Some(args[1].len() as u32);
     let mut options = args[2..].iter();
     while let Some(option) = options.next() {
@@ -377,11 +427,8 @@ mod tests {
         let command =
             parse_line(br#"+1.5 [3 10.0.0.1:5000] "SET" "k\"ey\\ \x41\n" "v" "PX" "1500""#)
                 .unwrap();
-        assert_eq!(command.args[1], b"k\"ey\\ A\n");
-        assert_eq!(
-            (command.db.as_str(), command.client.as_str()),
-            ("3", "10.0.0.1:5000")
-        );
+        assert_eq!(command.args[1].as_ref(), b"k\"ey\\ A\n");
+        assert_eq!((command.db, command.client), ("3", "10.0.0.1:5000"));
         let events = to_events(&command).unwrap();
         assert_eq!(events[0].0.ttl_s, Some(2));
         assert_eq!(events[0].0.namespace.as_deref(), Some("db3"));

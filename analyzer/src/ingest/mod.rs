@@ -323,7 +323,7 @@ pub fn ingest(
         lines: added().map(|f| f.lines).sum(),
         events: added().map(|f| f.events).sum(),
         rejected: added().map(|f| f.rejected).sum(),
-        lost: added().map(|f| f.lost).sum(),
+        lost: added().fold(0, |lost: u64, f| lost.saturating_add(f.lost)),
         formats: added().fold(BTreeMap::new(), |mut formats, file| {
             let format = file.format.map_or("unknown", Format::as_str);
             let totals: &mut FormatTotals = formats.entry(format).or_default();
@@ -331,7 +331,7 @@ pub fn ingest(
             totals.lines += file.lines;
             totals.events += file.events;
             totals.rejected += file.rejected;
-            totals.lost += file.lost;
+            totals.lost = totals.lost.saturating_add(file.lost);
             formats
         }),
         files,

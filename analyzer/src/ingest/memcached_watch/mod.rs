@@ -60,7 +60,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 .ok()
                 .and_then(|c| c.trim().parse::<u64>().ok())
             {
-                Some(count) => lost += count,
+                Some(count) => lost = lost.saturating_add(count),
                 None => sink.reject(line_number, "`skipped=` without a count".into()),
             }
             continue;

@@ -431,6 +431,47 @@ fn ingest_one(
     Ok((summary, input))
 }
 
+/// Feeds `each` every non-blank line of `input`, trimmed, with its 1-based number; returns how
+/// many lines were read. The line-oriented readers share this loop.
+fn for_each_line(
+    input: &mut dyn BufRead,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), ReaderError>,
+) -> Result<u64, ReaderError> {
+    let mut buffer = Vec::with_capacity(512);
+    let mut line_number = 0;
+    loop {
+        buffer.clear();
+        if input.read_until(b'\n', &mut buffer)? == 0 {
+            return Ok(line_number);
+        }
+        line_number += 1;
+        let line = buffer.trim_ascii();
+        if !line.is_empty() {
+            each(line_number, line)?;
+        }
+    }
+}
+
+/// A whole reader for formats where each line stands alone: `parse` turns a line into an
+/// event or the reason it is rejected.
+fn read_independent_lines(
+    input: &mut dyn BufRead,
+    sink: &mut dyn Sink,
+    parse: fn(&[u8]) -> Result<AccessEvent, String>,
+) -> Result<ReadOutcome, ReaderError> {
+    let lines = for_each_line(input, |line_number, line| {
+        match parse(line) {
+            Ok(event) => sink.event(event)?,
+            Err(reason) => sink.reject(line_number, reason),
+        }
+        Ok(())
+    })?;
+    Ok(Ok(ReadStats {
+        lines,
+        ..ReadStats::default()
+    }))
+}
+
 /// Errors a reader cannot turn into a rejected line.
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderError {

@@ -9,7 +9,7 @@ use std::io::BufRead;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{AccessEvent, ReadOutcome, ReadStats, ReaderError, Sink};
+use super::{AccessEvent, ReadOutcome, ReaderError, Sink};
 use super::{parse_op, parse_ts};
 
 #[derive(Debug, Deserialize)]
@@ -51,27 +51,7 @@ pub fn sniff(head: &[&str]) -> bool {
 
 /// Reads JSON lines from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
-    let mut buffer = Vec::with_capacity(512);
-    let mut line_number = 0;
-    loop {
-        buffer.clear();
-        if input.read_until(b'\n', &mut buffer)? == 0 {
-            break;
-        }
-        line_number += 1;
-        let text = buffer.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        match parse_line(text) {
-            Ok(event) => sink.event(event)?,
-            Err(reason) => sink.reject(line_number, reason),
-        }
-    }
-    Ok(Ok(ReadStats {
-        lines: line_number,
-        ..ReadStats::default()
-    }))
+    super::read_independent_lines(input, sink, parse_line)
 }
 
 fn parse_line(text: &[u8]) -> Result<AccessEvent, String> {

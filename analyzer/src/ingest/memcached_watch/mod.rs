@@ -39,22 +39,11 @@ pub fn sniff(head: &[&str]) -> bool {
 
 /// Reads watch output from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
-    let mut buffer = Vec::with_capacity(256);
-    let mut line_number = 0u64;
     let mut lost = 0u64;
     // The last `item_get` of each connection, held back until the connection's next line
     // says whether it was a set's own lookup.
     let mut pending: HashMap<u64, (AccessEvent, u64)> = HashMap::new();
-    loop {
-        buffer.clear();
-        if input.read_until(b'\n', &mut buffer)? == 0 {
-            break;
-        }
-        line_number += 1;
-        let line = buffer.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
+    let lines = super::for_each_line(input, |line_number, line| {
         if let Some(count) = line.strip_prefix(b"skipped=") {
             match std::str::from_utf8(count)
                 .ok()
@@ -63,13 +52,13 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 Some(count) => lost = lost.saturating_add(count),
                 None => sink.reject(line_number, "`skipped=` without a count".into()),
             }
-            continue;
+            return Ok(());
         }
         let parsed = match parse_line(line) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 sink.reject(line_number, reason);
-                continue;
+                return Ok(());
             }
         };
         let Some(Parsed {
@@ -78,7 +67,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
             is_get,
         }) = parsed
         else {
-            continue;
+            return Ok(());
         };
         if let Some((held, _)) = pending.remove(&connection) {
             let set_lookup = !is_get && event.op.is_write() && held.key == event.key;
@@ -91,7 +80,8 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
         } else {
             sink.event(event)?;
         }
-    }
+        Ok(())
+    })?;
     // What is still held was the last line of its connection: a read.
     let mut rest: Vec<(AccessEvent, u64)> = pending.into_values().collect();
     rest.sort_by_key(|(_, line)| *line);
@@ -99,7 +89,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
         sink.event(event)?;
     }
     Ok(Ok(ReadStats {
-        lines: line_number,
+        lines,
         lost,
         ..ReadStats::default()
     }))

@@ -57,21 +57,14 @@ fn find_cache_operation(line: &str) -> Option<(&str, &str)> {
 
 /// Reads Rails cache instrumentation from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
-    let mut buffer = Vec::with_capacity(512);
-    let mut line_number = 0u64;
     let mut state = LogState {
         last_ts: None,
         pending_read: None,
     };
-    loop {
-        buffer.clear();
-        if input.read_until(b'\n', &mut buffer)? == 0 {
-            break;
-        }
-        line_number += 1;
-        let Ok(line) = std::str::from_utf8(buffer.trim_ascii()) else {
+    let lines = super::for_each_line(input, |line_number, line| {
+        let Ok(line) = std::str::from_utf8(line) else {
             sink.reject(line_number, "line is not UTF-8".into());
-            continue;
+            return Ok(());
         };
         if line.starts_with('{') {
             match parse_json_event(line) {
@@ -82,26 +75,26 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 }
                 Err(reason) => sink.reject(line_number, reason),
             }
-            continue;
+            return Ok(());
         }
         if let Some(ts) = logger_timestamp(line) {
             state.last_ts = Some(ts);
         }
         let Some((operation, rest)) = find_cache_operation(line) else {
-            continue;
+            return Ok(());
         };
-        if let Err(reason) = state.log_line(operation, rest, sink) {
-            match reason {
-                LineError::Reject(reason) => sink.reject(line_number, reason),
-                LineError::Dataset(error) => return Err(error.into()),
-            }
+        match state.log_line(operation, rest, sink) {
+            Ok(()) => {}
+            Err(LineError::Reject(reason)) => sink.reject(line_number, reason),
+            Err(LineError::Dataset(error)) => return Err(error.into()),
         }
-    }
+        Ok(())
+    })?;
     if let Some(read) = state.pending_read.take() {
         sink.event(read)?;
     }
     Ok(Ok(ReadStats {
-        lines: line_number,
+        lines,
         ..ReadStats::default()
     }))
 }

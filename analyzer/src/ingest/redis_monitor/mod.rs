@@ -44,28 +44,20 @@ struct PendingRead {
 
 /// Reads MONITOR output from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
-    let mut buffer = Vec::with_capacity(512);
-    let mut line_number = 0u64;
     // GETs within the window of the newest line, oldest first, and where to find each by
     // (client, key). Indexes are absolute: `first` is the index of the queue's front.
     let mut pending: VecDeque<PendingRead> = VecDeque::new();
     let mut first = 0usize;
     let mut by_client_key = ClientKeyIndex::default();
-    loop {
-        buffer.clear();
-        if input.read_until(b'\n', &mut buffer)? == 0 {
-            break;
-        }
-        line_number += 1;
-        let line = buffer.trim_ascii();
-        if line.is_empty() || line == b"OK" {
-            continue;
+    let lines = super::for_each_line(input, |line_number, line| {
+        if line == b"OK" {
+            return Ok(());
         }
         let command = match parse_line(line) {
             Ok(command) => command,
             Err(reason) => {
                 sink.reject(line_number, reason);
-                continue;
+                return Ok(());
             }
         };
         // Reads older than the window can no longer be marked: settle them.
@@ -84,7 +76,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
             Ok(events) => events,
             Err(reason) => {
                 sink.reject(line_number, reason);
-                continue;
+                return Ok(());
             }
         };
         for (event, role) in events {
@@ -105,7 +97,8 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 Role::Plain => sink.event(event)?,
             }
         }
-    }
+        Ok(())
+    })?;
     // Reads within the window of the end: a miss is known, a hit cannot be inferred.
     for read in pending {
         let mut event = read.event;
@@ -113,7 +106,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
         sink.event(event)?;
     }
     Ok(Ok(ReadStats {
-        lines: line_number,
+        lines,
         ..ReadStats::default()
     }))
 }

@@ -14,7 +14,7 @@ use std::io::BufRead;
 
 use schemas::Op;
 
-use super::{AccessEvent, ReadOutcome, ReadStats, ReaderError, Sink, key_from_bytes};
+use super::{AccessEvent, ReadOutcome, ReaderError, Sink, key_from_bytes};
 
 /// Every line has at least seven comma-separated fields, numbers where numbers belong and a
 /// known operation.
@@ -24,27 +24,7 @@ pub fn sniff(head: &[&str]) -> bool {
 
 /// Reads a Twitter trace from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
-    let mut buffer = Vec::with_capacity(256);
-    let mut line_number = 0u64;
-    loop {
-        buffer.clear();
-        if input.read_until(b'\n', &mut buffer)? == 0 {
-            break;
-        }
-        line_number += 1;
-        let line = buffer.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        match parse_line(line) {
-            Ok(event) => sink.event(event)?,
-            Err(reason) => sink.reject(line_number, reason),
-        }
-    }
-    Ok(Ok(ReadStats {
-        lines: line_number,
-        ..ReadStats::default()
-    }))
+    super::read_independent_lines(input, sink, parse_line)
 }
 
 fn parse_line(line: &[u8]) -> Result<AccessEvent, String> {

@@ -230,6 +230,49 @@ pub fn run_bin(name: &str, args: &[&str], code: i32) -> Output {
     output
 }
 
+/// Runs the nightly job on `log`: `analyzer ingest LOG --out DIR/dataset --json`, then
+/// `analyzer rank` under `budget` into `DIR/MANIFEST`. Returns the ingest summary and the
+/// manifest's path.
+pub fn ingest_and_rank(
+    dir: &Path,
+    log: &Path,
+    budget: &str,
+    manifest: &str,
+) -> (serde_json::Value, PathBuf) {
+    let dataset = dir.join("dataset");
+    let manifest = dir.join(manifest);
+    let text = |path: &Path| path.to_str().expect("UTF-8 test paths").to_owned();
+    let ingest = run_bin(
+        "analyzer",
+        &["ingest", &text(log), "--out", &text(&dataset), "--json"],
+        0,
+    );
+    let summary = serde_json::from_slice(&ingest.stdout).expect("ingest --json prints JSON");
+    run_bin(
+        "analyzer",
+        &[
+            "rank",
+            "--data",
+            &text(&dataset),
+            "--budget",
+            budget,
+            "--out",
+            &text(&manifest),
+        ],
+        0,
+    );
+    (summary, manifest)
+}
+
+/// Reads a manifest written by `analyzer rank`, plain or zstd-compressed.
+pub fn read_manifest(path: &Path) -> schemas::Manifest {
+    let mut bytes = std::fs::read(path).expect("read the manifest");
+    if path.extension().is_some_and(|ext| ext == "zst") {
+        bytes = zstd::decode_all(bytes.as_slice()).expect("decompress the manifest");
+    }
+    serde_json::from_slice(&bytes).expect("a valid manifest")
+}
+
 /// A small deterministic random number generator (xorshift64*), so workloads are reproducible
 /// without a dependency.
 #[derive(Debug, Clone)]

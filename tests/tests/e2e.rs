@@ -10,11 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
-use cachewarm_tests::{MemcachedServer, RedisServer, Rng, Zipf, app_keys, run_bin};
+use cachewarm_tests::{
+    MemcachedServer, RedisServer, Rng, Zipf, app_keys, ingest_and_rank, read_manifest, run_bin,
+};
 use memcache::exp::{Get, Meta};
 use redis::Commands;
+use schemas::Report;
 use schemas::report::TargetReport;
-use schemas::{Manifest, Report};
 
 const TTL_S: u64 = 3600;
 
@@ -104,37 +106,17 @@ fn logs_to_warm_stores_on_real_servers() {
     let reads = drive_workload(&replica, Path::new(&path("access.jsonl")), &keys, 3000);
 
     // 2. Ingest and rank under a budget that takes part of the keyspace.
-    let ingest = run_bin(
-        "analyzer",
-        &[
-            "ingest",
-            &path("access.jsonl"),
-            "--out",
-            &path("dataset"),
-            "--json",
-        ],
-        0,
+    let (summary, manifest_path) = ingest_and_rank(
+        dir.path(),
+        Path::new(&path("access.jsonl")),
+        "40KiB",
+        "manifest.json",
     );
-    let summary: serde_json::Value = serde_json::from_slice(&ingest.stdout).unwrap();
     let total_reads: u64 = reads.values().sum();
     let misses = reads.len() as u64; // each key's first read misses, then it is set
     assert_eq!(summary["events"], total_reads + misses);
     assert_eq!(summary["rejected"], 0);
-    run_bin(
-        "analyzer",
-        &[
-            "rank",
-            "--data",
-            &path("dataset"),
-            "--budget",
-            "40KiB",
-            "--out",
-            &path("manifest.json"),
-        ],
-        0,
-    );
-    let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(path("manifest.json")).unwrap()).unwrap();
+    let manifest = read_manifest(&manifest_path);
     assert!(manifest.entries.len() > 20 && manifest.entries.len() < reads.len());
     for entry in &manifest.entries {
         assert_eq!(entry.requests, reads[&entry.key], "{}", entry.key);
@@ -295,25 +277,9 @@ fn manifest_from_workload(replica: &RedisServer, dir: &Path, keys: usize, budget
         &app_keys(keys),
         800,
     );
-    run_bin(
-        "analyzer",
-        &["ingest", &path("access.jsonl"), "--out", &path("dataset")],
-        0,
-    );
-    run_bin(
-        "analyzer",
-        &[
-            "rank",
-            "--data",
-            &path("dataset"),
-            "--budget",
-            budget,
-            "--out",
-            &path("manifest.json.zst"),
-        ],
-        0,
-    );
-    path("manifest.json.zst")
+    let log = dir.join("access.jsonl");
+    let (_, manifest) = ingest_and_rank(dir, &log, budget, "manifest.json.zst");
+    manifest.to_str().unwrap().to_owned()
 }
 
 /// A snapshot written from a warm Redis restores into a memcached that never saw the replica:
@@ -325,10 +291,7 @@ fn snapshot_from_redis_restores_into_memcached() {
     let replica = RedisServer::start(&[]);
     let memcached = MemcachedServer::start(64);
     let manifest_path = manifest_from_workload(&replica, dir.path(), 120, "1MiB");
-    let manifest: Manifest = serde_json::from_slice(
-        &zstd::decode_all(std::fs::read(&manifest_path).unwrap().as_slice()).unwrap(),
-    )
-    .unwrap();
+    let manifest = read_manifest(Path::new(&manifest_path));
 
     let out = run_bin(
         "warmer",

@@ -13,9 +13,13 @@
 //! - [`manifest`]: manifest v1, and the checksum of its entries.
 //! - [`report`]: report v1.
 //! - [`checkpoint`]: checkpoint v1.
+//! - [`config`]: the `cachewarm.toml` file.
+//! - [`keys`]: the key rules of each store kind.
 
 pub mod checkpoint;
+pub mod config;
 pub mod event;
+pub mod keys;
 pub mod manifest;
 pub mod report;
 
@@ -44,6 +48,10 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         (
             "checkpoint.v1.schema.json",
             render(schemars::schema_for!(Checkpoint)),
+        ),
+        (
+            "config.schema.json",
+            render(schemars::schema_for!(config::Config)),
         ),
     ]
 }

@@ -40,6 +40,19 @@ pub struct ManifestHeader {
     pub totals: Totals,
     /// Totals of the selected entries per category.
     pub categories: BTreeMap<String, CategoryTotals>,
+    /// How keys were scored; absent in manifests ranked by request count alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
+    /// Keys seen in the window but left out before packing, per reason: `invalid_key`,
+    /// `deleted` (the last operation was a delete), `write_only`, `not_read_in_window`,
+    /// `one_hit_wonder`, `category_disabled`, `not_selected` (by `--category` or `--key`),
+    /// `below_category_min_requests`.
+    #[serde(default)]
+    pub exclusions: BTreeMap<String, u64>,
+    /// What a backtest of this ranking predicts warming will achieve (`analyzer rank
+    /// --simulate`, see `analyzer simulate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
     /// Lowercase hex sha256 of the entries; see [`entries_sha256`].
     pub entries_sha256: String,
 }
@@ -62,13 +75,68 @@ pub struct Budget {
     pub bytes: u64,
     /// Where the figure came from, e.g. `--budget 64MiB`.
     pub source: String,
+    /// The capacity of the store the budget is a share of, when it was known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+}
+
+/// How `analyzer rank` scored keys: score = recency-weighted reads × miss cost / bytes, where
+/// bytes = key + value + `item_overhead`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scoring {
+    /// The half-life of a read's weight, in seconds; absent when every read weighs the same.
+    pub half_life_s: Option<f64>,
+    /// Whether the miss cost came from logged miss latencies (`miss_latency`) or was 1 for
+    /// every key (`uniform`).
+    pub miss_cost: String,
+    /// The store kind the keys were checked for (`redis`, `memcached`, `sql`), if any.
+    pub store: Option<String>,
+    /// Bytes counted per item beyond key and value, in the score and against the budget.
+    pub item_overhead: u64,
+}
+
+/// A backtest: the dataset split in time, the test window replayed through an LRU cache of the
+/// target's capacity, cold and pre-loaded with a manifest ranked from the train window only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prediction {
+    /// Events before this instant trained the ranking; those from it on were replayed.
+    pub split_at: DateTime<Utc>,
+    /// The simulated cache's capacity in bytes.
+    pub capacity_bytes: u64,
+    /// The budget the manifest and the oracle were packed into.
+    pub budget_bytes: u64,
+    /// Read requests in the test window.
+    pub test_requests: u64,
+    /// The early window: the first this many read requests of the test window.
+    pub first_requests: u64,
+    /// Hit rates over the first `first_requests` reads.
+    pub early: HitRates,
+    /// Hit rates over the whole test window.
+    pub whole: HitRates,
+    /// The manifest's extra early hits over a cold start as a share of the oracle's (1 = as
+    /// good as knowing the future); absent when the oracle gains nothing.
+    pub early_gain_vs_oracle: Option<f64>,
+}
+
+/// Hit rates of one stretch of replayed reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HitRates {
+    /// Starting from an empty cache.
+    pub cold: f64,
+    /// Starting with the manifest's keys loaded.
+    pub warmed: f64,
+    /// Starting with the best keys under the same budget chosen knowing the test window.
+    pub oracle: f64,
 }
 
 /// Totals of a manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Totals {
-    /// Distinct keys read in the window.
+    /// Distinct keys seen in the window (read or written).
     pub keys_seen: u64,
     /// Read requests in the window (sum of `count` over reads).
     pub requests_seen: u64,
@@ -76,9 +144,11 @@ pub struct Totals {
     pub keys_selected: u64,
     /// Read requests of the selected keys.
     pub requests_selected: u64,
-    /// Key + value bytes of the selected keys.
+    /// Bytes the selected keys take against the budget: key + value + the per-item overhead
+    /// of `scoring` each.
     pub bytes_selected: u64,
-    /// Keys read in the window but left out because the budget was full.
+    /// Keys that passed the exclusion rules but were left out because the budget (or their
+    /// category's share of it) was full.
     pub keys_over_budget: u64,
 }
 
@@ -89,6 +159,12 @@ pub struct CategoryTotals {
     pub keys: u64,
     pub requests: u64,
     pub bytes: u64,
+    /// The bytes of budget this category may take, when its rule limits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bytes: Option<u64>,
+    /// The TTL its rule gives the category's keys, in seconds (also in each entry's `ttl_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u32>,
 }
 
 /// One hot key.
@@ -111,7 +187,8 @@ pub struct ManifestEntry {
     pub misses: u64,
     /// Bytes the entry takes: key + typical value size.
     pub size_bytes: u64,
-    /// The TTL most often given on writes of the key, in seconds; absent when never logged.
+    /// The TTL to give the key, in seconds: its category's TTL when the rule sets one, else
+    /// the median TTL given on writes of the key; absent when neither is known.
     pub ttl_s: Option<u32>,
     /// The last time the key was accessed.
     pub last_seen: DateTime<Utc>,

@@ -141,6 +141,7 @@ mod tests {
                 budget: Budget {
                     bytes: 300,
                     source: "test".into(),
+                    capacity_bytes: None,
                 },
                 totals: Totals {
                     keys_seen: 3,
@@ -151,6 +152,9 @@ mod tests {
                     keys_over_budget: 0,
                 },
                 categories: Default::default(),
+                scoring: None,
+                exclusions: Default::default(),
+                prediction: None,
                 entries_sha256: entries_sha256(&entries),
             },
             entries,

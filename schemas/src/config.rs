@@ -1,0 +1,88 @@
+//! `cachewarm.toml`: the configuration file both programs read.
+//!
+//! Durations and sizes are strings in the units people write (`6h`, `90s`, `64MiB`); the
+//! programs parse them when they resolve their settings, so a bad value is refused with the file
+//! and the field named. Unknown keys are errors everywhere.
+//!
+//! ```toml
+//! [rank]
+//! half_life = "6h"          # recency weight of a read halves every 6 hours; "off" for none
+//! window = "7d"             # keys not read in the last 7 days of the dataset are left out
+//! min_requests = 2          # keys read fewer times are one-hit wonders, left out
+//! store = "memcached"       # the target store kind: key rules and per-item overhead
+//! max_budget_share = 0.5    # the budget never exceeds this share of a known capacity
+//! presets = ["django"]      # built-in category rules, tried after the file's own
+//!
+//! [[category]]
+//! name = "sessions"
+//! prefix = [":1:django.contrib.sessions.cache"]
+//! budget_share = 0.25       # at most a quarter of the budget
+//! ttl = "30m"               # the TTL the warmer gives these keys (unless the source has one)
+//! ```
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole file. Each program reads the sections it knows; every section is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How `analyzer rank` scores, excludes and packs keys.
+    #[serde(default)]
+    pub rank: RankConfig,
+    /// Category rules, tried in order: the first that matches a key names its category. Keys
+    /// no rule matches are in the category `default`.
+    #[serde(default, rename = "category")]
+    pub categories: Vec<CategoryRule>,
+}
+
+/// The `[rank]` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankConfig {
+    /// Half-life of the recency weight of a read (`6h`), or `off` to weigh every read alike.
+    /// Default: an eighth of the dataset's time span.
+    pub half_life: Option<String>,
+    /// Keys whose last read is older than this span before the dataset's last event are left
+    /// out (`7d`). Default: no limit.
+    pub window: Option<String>,
+    /// Keys read fewer times than this are one-hit wonders and left out. Default 2.
+    pub min_requests: Option<u64>,
+    /// The kind of store the manifest is for: `redis`, `memcached` or `sql`. Keys that store
+    /// cannot hold are left out, and its per-item overhead is counted. Default: taken from
+    /// `--capacity-from`, else none (only empty keys are invalid, overhead 50 bytes).
+    pub store: Option<String>,
+    /// Bytes a store spends per item beyond key and value; default by store kind.
+    pub item_overhead: Option<u64>,
+    /// The largest share of a known capacity the budget may take. Default 0.5.
+    pub max_budget_share: Option<f64>,
+    /// Built-in category rules to try after the file's own: `django`, `rails`.
+    #[serde(default)]
+    pub presets: Vec<String>,
+}
+
+/// One `[[category]]` rule: which keys it matches, and how the category is treated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryRule {
+    /// The category's name. With `regex` rules it may use the match's groups: `rails.${1}`.
+    pub name: String,
+    /// Keys starting with any of these.
+    #[serde(default)]
+    pub prefix: Vec<String>,
+    /// Keys matching any of these shell patterns (`*`, `?`, `[...]`).
+    #[serde(default)]
+    pub glob: Vec<String>,
+    /// Keys matching any of these regular expressions (Rust `regex` syntax, unanchored).
+    #[serde(default)]
+    pub regex: Vec<String>,
+    /// Whether keys of this category are warmed at all. Default true.
+    pub enabled: Option<bool>,
+    /// The largest share of the budget this category may take, from 0 to 1. Default: no
+    /// limit of its own.
+    pub budget_share: Option<f64>,
+    /// Keys of this category read fewer times are left out. Default: `[rank] min_requests`.
+    pub min_requests: Option<u64>,
+    /// The TTL the warmer gives this category's keys when the source has none (`30m`).
+    pub ttl: Option<String>,
+}

@@ -10,9 +10,14 @@
 //! - [`input`]: opening files or stdin, plain, gzip or zstd.
 //! - [`ingest`]: the readers, one folder per format, and the ingest summary.
 //! - [`dataset`]: the partitioned Parquet dataset.
-//! - [`rank`]: aggregation, ranking, packing, and writing the manifest.
+//! - [`rank`]: aggregation, scoring, categories, exclusions, packing into a budget, and
+//!   writing the manifest.
+//! - [`simulate`]: the backtest that predicts how much a manifest helps.
+//! - [`settings`]: flags and `cachewarm.toml`, resolved.
 
 pub mod dataset;
 pub mod ingest;
 pub mod input;
 pub mod rank;
+pub mod settings;
+pub mod simulate;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use analyzer::ingest::{self, Format, IngestOptions, IngestSummary};
 use analyzer::rank::{self, RankOptions};
+use analyzer::settings::{self, RankFlags};
+use analyzer::simulate::{self, SimulateOptions, Simulation, Split};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,7 @@ struct Cli {
 enum Command {
     Ingest(IngestArgs),
     Rank(RankArgs),
+    Simulate(SimulateArgs),
 }
 
 /// Read access logs into the Parquet dataset (`DATASET/date=YYYY-MM-DD/*.parquet`).
@@ -49,31 +52,55 @@ struct RankArgs {
     /// The dataset directory written by `analyzer ingest`.
     #[arg(long)]
     data: PathBuf,
-    /// Key + value bytes the manifest may hold: plain bytes or units (`512KiB`, `64MiB`, `1GB`).
-    #[arg(long, value_parser = parse_size)]
-    budget: Size,
     /// Where to write the manifest; a name ending in `.zst` is zstd-compressed.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    rank: RankFlags,
+    /// Also backtest the ranking (see `analyzer simulate`) and store its prediction in the
+    /// manifest header, where the warmer's report shows it beside what it measured.
+    #[arg(long)]
+    simulate: bool,
+    #[command(flatten)]
+    backtest: BacktestFlags,
 }
 
-/// A size as given on the command line, and its value in bytes.
-#[derive(Debug, Clone)]
-struct Size {
-    text: String,
-    bytes: u64,
+/// Backtest the ranking: rank from the older part of the dataset, replay the newer part through
+/// an LRU cache cold, warmed with that manifest, and warmed by a clairvoyant oracle.
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// The dataset directory written by `analyzer ingest`.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    rank: RankFlags,
+    #[command(flatten)]
+    backtest: BacktestFlags,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-fn parse_size(text: &str) -> Result<Size, String> {
-    text.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|size| Size {
-            text: text.trim().to_owned(),
-            bytes: size.as_u64(),
-        })
-        .map_err(|e| {
-            format!("`{text}` is not a size ({e}); use bytes or units like 512KiB, 64MiB, 1GB")
-        })
+/// How the backtest splits and replays the dataset.
+#[derive(Debug, clap::Args)]
+struct BacktestFlags {
+    /// The instant the test window starts (RFC 3339) [default: at 80% of the dataset's span].
+    #[arg(long, value_parser = settings::parse_instant)]
+    split: Option<chrono::DateTime<chrono::Utc>>,
+    /// The early window: the first N reads after the split [default: a tenth of the test reads].
+    #[arg(long)]
+    first: Option<u64>,
+}
+
+impl BacktestFlags {
+    fn options(&self, rank: RankOptions) -> SimulateOptions {
+        SimulateOptions {
+            capacity: None,
+            split: self.split.map_or(Split::Share(0.8), Split::At),
+            first: self.first,
+            rank,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -87,6 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => run_ingest(args),
         Command::Rank(args) => run_rank(args),
+        Command::Simulate(args) => run_simulate(args),
     };
     match result {
         Ok(code) => code,
@@ -95,7 +123,12 @@ fn main() -> ExitCode {
             for cause in error.chain().skip(1) {
                 eprintln!("  Caused by: {cause}");
             }
-            ExitCode::FAILURE
+            // Usage and configuration errors exit 2, like clap's own; the rest 1.
+            if error.downcast_ref::<settings::SettingsError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -184,28 +217,118 @@ fn print_ingest_summary(summary: &IngestSummary) {
 }
 
 fn run_rank(args: RankArgs) -> anyhow::Result<ExitCode> {
-    let options = RankOptions {
-        budget_bytes: args.budget.bytes,
-        budget_source: format!("--budget {}", args.budget.text),
-    };
-    let manifest = rank::rank(&args.data, &options)
+    let config = settings::load_config(args.rank.config.as_deref())?;
+    let options = settings::rank_options(&args.rank, &config)?;
+    let mut manifest = rank::rank(&args.data, &options)
         .with_context(|| format!("failed to rank `{}`", args.data.display()))?;
+    if args.simulate {
+        let simulation = simulate::simulate(&args.data, &args.backtest.options(options.clone()))
+            .with_context(|| format!("failed to backtest `{}`", args.data.display()))?;
+        manifest.header.prediction = Some(simulation.prediction);
+    }
     rank::write_manifest(&manifest, &args.out)?;
-    let totals = &manifest.header.totals;
-    let share = if totals.requests_seen == 0 {
-        0.0
-    } else {
-        100.0 * totals.requests_selected as f64 / totals.requests_seen as f64
-    };
+    let header = &manifest.header;
+    let totals = &header.totals;
     println!("manifest: {}", args.out.display());
     println!(
-        "{} of {} keys selected, carrying {:.1}% of {} read requests, {} of {} budget bytes",
+        "{} of {} keys selected, carrying {:.1}% of {} read requests, {} of {} budget bytes ({})",
         totals.keys_selected,
         totals.keys_seen,
-        share,
+        percent(totals.requests_selected, totals.requests_seen),
         totals.requests_seen,
         totals.bytes_selected,
-        manifest.header.budget.bytes
+        header.budget.bytes,
+        header.budget.source,
     );
+    if !header.exclusions.is_empty() {
+        let reasons: Vec<String> = header
+            .exclusions
+            .iter()
+            .map(|(reason, keys)| format!("{reason} {keys}"))
+            .collect();
+        println!("left out: {}", reasons.join(", "));
+    }
+    if header.categories.len() > 1 {
+        for (name, category) in &header.categories {
+            println!(
+                "  {name}: {} keys, {} requests, {} bytes{}",
+                category.keys,
+                category.requests,
+                category.bytes,
+                category
+                    .budget_bytes
+                    .map(|b| format!(" of {b} allowed"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(prediction) = &header.prediction {
+        print_prediction(prediction);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let config = settings::load_config(args.rank.config.as_deref())?;
+    let options = settings::rank_options(&args.rank, &config)?;
+    let simulation: Simulation = simulate::simulate(&args.data, &args.backtest.options(options))
+        .with_context(|| format!("failed to backtest `{}`", args.data.display()))?;
+    if args.json {
+        let document = serde_json::json!({
+            "prediction": simulation.prediction,
+            "train_manifest": {
+                "keys_selected": simulation.train_manifest.header.totals.keys_selected,
+                "bytes_selected": simulation.train_manifest.header.totals.bytes_selected,
+                "exclusions": simulation.train_manifest.header.exclusions,
+            },
+            "replay_requests_per_s": simulation.replay_requests_per_s,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        print_prediction(&simulation.prediction);
+        println!(
+            "replayed at {:.1} M requests/s",
+            simulation.replay_requests_per_s / 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_prediction(p: &schemas::manifest::Prediction) {
+    println!(
+        "backtest: trained before {}, replayed {} reads through a {}-byte LRU, budget {} bytes",
+        p.split_at.to_rfc3339(),
+        p.test_requests,
+        p.capacity_bytes,
+        p.budget_bytes
+    );
+    println!("  hit rate        cold  warmed  oracle");
+    println!(
+        "  first {:<9} {:>5.1}% {:>6.1}% {:>6.1}%",
+        p.first_requests,
+        100.0 * p.early.cold,
+        100.0 * p.early.warmed,
+        100.0 * p.early.oracle
+    );
+    println!(
+        "  whole window    {:>5.1}% {:>6.1}% {:>6.1}%",
+        100.0 * p.whole.cold,
+        100.0 * p.whole.warmed,
+        100.0 * p.whole.oracle
+    );
+    match p.early_gain_vs_oracle {
+        Some(share) => println!(
+            "  the manifest gets {:.1}% of the oracle's extra early hits",
+            100.0 * share
+        ),
+        None => println!("  the oracle gains nothing over a cold start here"),
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }

@@ -9,7 +9,9 @@ use std::io::Write;
 
 use analyzer::dataset;
 use analyzer::ingest::{Format, IngestOptions, ingest};
-use analyzer::rank::{RankOptions, aggregate, build_manifest, rank};
+use analyzer::rank::{
+    AggregateOptions, RankOptions, ResolvedBudget, aggregate, build_manifest, rank,
+};
 
 /// Writes a CSV (plain) and a JSON-lines (gzip) log over two UTC days; returns the reads per key.
 fn write_logs(dir: &std::path::Path) -> (Vec<String>, HashMap<String, u64>) {
@@ -88,37 +90,37 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
         .collect();
     assert_eq!(partitions, ["date=2025-11-20", "date=2025-11-21"]);
 
-    let everything = RankOptions {
-        budget_bytes: u64::MAX,
-        budget_source: "test".into(),
-    };
+    let mut everything = RankOptions::new(ResolvedBudget::bytes(u64::MAX));
+    everything.min_requests = 1;
     let manifest = rank(&data, &everything).unwrap();
     assert_eq!(
         manifest.entries.len(),
         reads.len(),
         "write-only keys are not ranked"
     );
+    assert_eq!(manifest.header.exclusions["write_only"], 1);
+    assert_eq!(manifest.header.totals.keys_seen, reads.len() as u64 + 1);
     for entry in &manifest.entries {
         assert_eq!(entry.requests, reads[&entry.key], "{}", entry.key);
         assert_eq!(entry.ttl_s, Some(600));
     }
+    // k:01, the most read and the most recent, comes first; then the score never rises.
     assert_eq!(manifest.entries[0].key, "k:01");
     assert!(
         manifest
             .entries
             .windows(2)
-            .all(|w| w[0].requests >= w[1].requests)
+            .all(|w| w[0].score >= w[1].score)
     );
     let k30 = manifest.entries.iter().find(|e| e.key == "k:30").unwrap();
     assert_eq!(k30.size_bytes, 4 + 300);
 
     // A budget that holds only some keys: the packed bytes stay within it.
-    let tight = RankOptions {
-        budget_bytes: 1000,
-        budget_source: "test".into(),
-    };
+    let mut tight = RankOptions::new(ResolvedBudget::bytes(1000));
+    tight.min_requests = 1;
     let packed = rank(&data, &tight).unwrap();
-    let bytes: u64 = packed.entries.iter().map(|e| e.size_bytes).sum();
+    let overhead = tight.item_overhead;
+    let bytes: u64 = packed.entries.iter().map(|e| e.size_bytes + overhead).sum();
     assert!(bytes <= 1000 && !packed.entries.is_empty());
     assert_eq!(packed.header.totals.bytes_selected, bytes);
     assert_eq!(
@@ -128,8 +130,9 @@ fn ingest_then_rank_counts_what_the_logs_hold() {
 
     // Deterministic: the same dataset and options give the same entries and checksum.
     let now = chrono::Utc::now();
-    let a = build_manifest(aggregate(&data).unwrap(), &tight, now);
-    let b = build_manifest(aggregate(&data).unwrap(), &tight, now);
+    let stats = || aggregate(&data, &AggregateOptions::default()).unwrap();
+    let a = build_manifest(&stats(), &tight, now).unwrap();
+    let b = build_manifest(&stats(), &tight, now).unwrap();
     assert_eq!(a, b);
 }
 
@@ -186,14 +189,9 @@ fn ingest_is_safe_to_repeat() {
             .contains("already ingested")
     );
     assert!(summary.files[1].skipped.is_none());
-    let manifest = rank(
-        &data,
-        &RankOptions {
-            budget_bytes: u64::MAX,
-            budget_source: "test".into(),
-        },
-    )
-    .unwrap();
+    let mut everything = RankOptions::new(ResolvedBudget::bytes(u64::MAX));
+    everything.min_requests = 1;
+    let manifest = rank(&data, &everything).unwrap();
     for entry in &manifest.entries {
         assert_eq!(entry.requests, reads[&entry.key], "{}", entry.key);
     }

@@ -1,23 +1,42 @@
 //! Rank: the dataset's hot keys, packed into a byte budget, as a manifest.
 //!
-//! polars aggregates the dataset per key (lazily, over every Parquet file), then the keys are
-//! ranked by read requests (ties broken by key, so the same dataset always gives the same
-//! manifest) and packed greedily: a key that does not fit is skipped and smaller keys after it
-//! may still fill the rest of the budget.
+//! polars aggregates the dataset per key (lazily, over every Parquet file); then each key is
+//! classified into a category, checked against the exclusion rules, scored, and the keys are
+//! packed greedily by score into the budget.
+//!
+//! The score is the value of a warmed byte: recency-weighted read requests (each read weighs
+//! `0.5^(age / half-life)`) × the cost of a miss (the key's mean logged miss latency, else the
+//! dataset's, else 1) ÷ the bytes the item takes in the store (key + value + per-item
+//! overhead). Packing by this density fills the budget with the entries expected to save the
+//! most miss time per byte; a key that does not fit is skipped and smaller keys after it may
+//! still fill the rest. Ties are broken by key, and weights are summed in fixed point, so the
+//! same dataset and config always give the same manifest.
 
 mod aggregate;
+pub mod budget;
+pub mod categories;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use schemas::manifest::{Budget, CategoryTotals, ObservationWindow, Totals, entries_sha256};
+use schemas::config::CategoryRule;
+use schemas::keys::{StoreKind, check_key};
+use schemas::manifest::{
+    Budget, CategoryTotals, ObservationWindow, Scoring, Totals, entries_sha256,
+};
 use schemas::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
 
-pub use aggregate::{DatasetStats, KeyStats, aggregate};
+pub use aggregate::{
+    AggregateOptions, DatasetStats, HalfLife, KeyStats, WEIGHT_SCALE, aggregate, dataset_files,
+    is_read, is_write, scan,
+};
+pub use budget::ResolvedBudget;
+pub use categories::Classifier;
 
-/// The category of every key until category rules are configured.
+/// The category of keys no rule matches.
 pub const DEFAULT_CATEGORY: &str = "default";
 
 /// Errors while ranking.
@@ -25,6 +44,8 @@ pub const DEFAULT_CATEGORY: &str = "default";
 pub enum RankError {
     #[error("dataset `{0}` holds no Parquet files")]
     EmptyDataset(PathBuf),
+    #[error("dataset `{0}` holds no events in the chosen time range")]
+    NoEvents(PathBuf),
     #[error("failed to list the dataset `{path}`")]
     List {
         path: PathBuf,
@@ -43,63 +64,252 @@ pub enum RankError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Rule(#[from] categories::RuleError),
 }
 
-/// What to rank and how.
+/// Bytes a store spends per item beyond key and value, when not configured.
+///
+/// Redis: a dict entry (24), the value object (16), the key and value sds headers and the
+/// expires dict entry (24), rounded up by jemalloc: about 70. Memcached: the item header (48)
+/// with its CAS (8): 56. A SQL cache row: the row header, the `expires` column, and the key a
+/// second time in the primary-key index, about 40 plus the key. Unknown stores: 50.
+pub fn default_item_overhead(store: Option<StoreKind>) -> u64 {
+    match store {
+        Some(StoreKind::Redis) => 70,
+        Some(StoreKind::Memcached) => 56,
+        Some(StoreKind::Sql) => 40,
+        None => 50,
+    }
+}
+
+/// What to rank and how: the flags and the config file, resolved.
 #[derive(Debug, Clone)]
 pub struct RankOptions {
-    /// Key + value bytes the manifest may hold.
-    pub budget_bytes: u64,
-    /// How the budget was given, for the manifest header (e.g. `--budget 64MiB`).
-    pub budget_source: String,
+    /// The budget the entries are packed into.
+    pub budget: ResolvedBudget,
+    /// How reads are weighted by age.
+    pub half_life: HalfLife,
+    /// Keys whose last read is older than this before the window's end are left out.
+    pub window: Option<Duration>,
+    /// Keys read fewer times are one-hit wonders, left out (unless their category says else).
+    pub min_requests: u64,
+    /// The target store kind: its key rules and overhead.
+    pub store: Option<StoreKind>,
+    /// The longest Redis key accepted, in bytes.
+    pub redis_max_key_bytes: usize,
+    /// Bytes counted per item beyond key and value.
+    pub item_overhead: u64,
+    /// Category rules, in the order they are tried (the config's, then presets').
+    pub categories: Vec<CategoryRule>,
+    /// Rank only keys of these categories (all when empty).
+    pub only_categories: Vec<String>,
+    /// Rank only keys matching one of these shell patterns (all when empty).
+    pub key_patterns: Vec<glob::Pattern>,
+    /// Rank only events before this instant (the train window of a backtest).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl RankOptions {
+    /// Options with the defaults of everything but the budget.
+    pub fn new(budget: ResolvedBudget) -> RankOptions {
+        RankOptions {
+            budget,
+            half_life: HalfLife::Auto,
+            window: None,
+            min_requests: 2,
+            store: None,
+            redis_max_key_bytes: schemas::keys::REDIS_DEFAULT_MAX_KEY_BYTES,
+            item_overhead: default_item_overhead(None),
+            categories: Vec::new(),
+            only_categories: Vec::new(),
+            key_patterns: Vec::new(),
+            until: None,
+        }
+    }
+
+    fn aggregate_options(&self) -> AggregateOptions {
+        AggregateOptions {
+            until: self.until,
+            half_life: self.half_life,
+        }
+    }
 }
 
 /// Builds the manifest of the dataset at `dataset`.
 pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
-    let stats = aggregate(dataset)?;
-    Ok(build_manifest(stats, options, Utc::now()))
+    let stats = aggregate(dataset, &options.aggregate_options())?;
+    build_manifest(&stats, options, generated_at())
 }
 
-/// Ranks and packs aggregated keys into a manifest.
+/// The manifest's `generated_at`: now, or `SOURCE_DATE_EPOCH` when set (the reproducible-builds
+/// convention), so a pipeline can ask for byte-identical manifests from the same inputs.
+pub fn generated_at() -> DateTime<Utc> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
+        .unwrap_or_else(Utc::now)
+}
+
+/// Why a key is left out before packing, in the order the rules are checked.
+fn exclusion(
+    key: &KeyStats,
+    category: &str,
+    rule: Option<&CategoryRule>,
+    options: &RankOptions,
+    window_end: DateTime<Utc>,
+) -> Option<&'static str> {
+    if let Some(store) = options.store
+        && check_key(store, &key.key, options.redis_max_key_bytes).is_err()
+    {
+        return Some("invalid_key");
+    }
+    if !options.only_categories.is_empty() && !options.only_categories.iter().any(|c| c == category)
+    {
+        return Some("not_selected");
+    }
+    if !options.key_patterns.is_empty() && !options.key_patterns.iter().any(|p| p.matches(&key.key))
+    {
+        return Some("not_selected");
+    }
+    if rule.and_then(|r| r.enabled) == Some(false) {
+        return Some("category_disabled");
+    }
+    if key.last_op == "delete" {
+        return Some("deleted");
+    }
+    if key.requests == 0 {
+        return Some("write_only");
+    }
+    if let Some(window) = options.window {
+        let cutoff =
+            window_end - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        if key.last_read.is_none_or(|read| read < cutoff) {
+            return Some("not_read_in_window");
+        }
+    }
+    match rule.and_then(|r| r.min_requests) {
+        Some(min) if key.requests < min => Some("below_category_min_requests"),
+        Some(_) => None,
+        None if key.requests < options.min_requests => Some("one_hit_wonder"),
+        None => None,
+    }
+}
+
+/// A key that passed the exclusion rules, with its score.
+struct Candidate<'a> {
+    stats: &'a KeyStats,
+    category: String,
+    rule: Option<usize>,
+    size: u64,
+    footprint: u64,
+    score: f64,
+}
+
+/// Classifies, excludes, scores and packs aggregated keys into a manifest.
 pub fn build_manifest(
-    stats: DatasetStats,
+    stats: &DatasetStats,
     options: &RankOptions,
     generated_at: DateTime<Utc>,
-) -> Manifest {
+) -> Result<Manifest, RankError> {
+    let classifier = Classifier::new(options.categories.clone())?;
+    let category_ttl = |rule: Option<usize>| -> Option<u32> {
+        let ttl = classifier.categories[rule?].ttl.as_deref()?;
+        humantime::parse_duration(ttl)
+            .ok()
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+    };
+    let (latency_sum, latency_n) = stats.keys.iter().fold((0u64, 0u64), |(sum, n), key| {
+        (sum + key.miss_latency_us, n + key.miss_latencies)
+    });
+    let dataset_miss_cost = (latency_n > 0).then(|| latency_sum as f64 / latency_n as f64);
+    let miss_cost = |key: &KeyStats| -> f64 {
+        if key.miss_latencies > 0 {
+            key.miss_latency_us as f64 / key.miss_latencies as f64
+        } else {
+            dataset_miss_cost.unwrap_or(1.0)
+        }
+    };
+
+    let mut exclusions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut candidates = Vec::with_capacity(stats.keys.len());
+    for key in &stats.keys {
+        let (category, rule) = classifier.classify(&key.key);
+        let reason = exclusion(
+            key,
+            &category,
+            rule.map(|r| &classifier.categories[r]),
+            options,
+            stats.window_end,
+        );
+        if let Some(reason) = reason {
+            *exclusions.entry(reason.to_owned()).or_default() += 1;
+            continue;
+        }
+        let size = key.key.len() as u64 + key.value_size.unwrap_or(stats.typical_value_size);
+        let footprint = size + options.item_overhead;
+        let score = key.weighted_requests as f64 / WEIGHT_SCALE * miss_cost(key) / footprint as f64;
+        candidates.push(Candidate {
+            stats: key,
+            category,
+            rule,
+            size,
+            footprint,
+            score,
+        });
+    }
+    candidates.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.stats.key.cmp(&b.stats.key))
+    });
+
+    let budget = options.budget.bytes;
+    let category_budget = |rule: Option<usize>| -> Option<u64> {
+        let share = classifier.categories[rule?].budget_share?;
+        Some((share * budget as f64).floor() as u64)
+    };
     let mut entries = Vec::new();
     let mut bytes_selected = 0u64;
     let mut keys_over_budget = 0u64;
     let mut categories: BTreeMap<String, CategoryTotals> = BTreeMap::new();
-    for key in &stats.keys {
-        let size = key.key.len() as u64 + key.value_size.unwrap_or(stats.typical_value_size);
-        if bytes_selected + size > options.budget_bytes {
-            keys_over_budget += 1;
-            continue;
-        }
-        bytes_selected += size;
+    for candidate in candidates {
         let totals = categories
-            .entry(DEFAULT_CATEGORY.to_owned())
-            .or_insert(CategoryTotals {
+            .entry(candidate.category.clone())
+            .or_insert_with(|| CategoryTotals {
                 keys: 0,
                 requests: 0,
                 bytes: 0,
+                budget_bytes: category_budget(candidate.rule),
+                ttl_s: category_ttl(candidate.rule),
             });
+        let over_category = totals
+            .budget_bytes
+            .is_some_and(|cap| totals.bytes + candidate.footprint > cap);
+        if over_category || bytes_selected + candidate.footprint > budget {
+            keys_over_budget += 1;
+            continue;
+        }
+        bytes_selected += candidate.footprint;
         totals.keys += 1;
-        totals.requests += key.requests;
-        totals.bytes += size;
+        totals.requests += candidate.stats.requests;
+        totals.bytes += candidate.footprint;
+        let key = candidate.stats;
         entries.push(ManifestEntry {
             rank: entries.len() as u64 + 1,
             key: key.key.clone(),
-            category: DEFAULT_CATEGORY.to_owned(),
-            score: key.requests as f64,
+            category: candidate.category,
+            score: candidate.score,
             requests: key.requests,
             hits: key.hits,
             misses: key.misses,
-            size_bytes: size,
-            ttl_s: key.ttl_s,
+            size_bytes: candidate.size,
+            ttl_s: totals.ttl_s.or(key.ttl_s),
             last_seen: key.last_seen,
         });
     }
+    categories.retain(|_, totals| totals.keys > 0 || totals.budget_bytes.is_some());
     let header = ManifestHeader {
         schema: MANIFEST_SCHEMA_ID.to_owned(),
         generator: format!("analyzer {}", env!("CARGO_PKG_VERSION")),
@@ -109,8 +319,9 @@ pub fn build_manifest(
             end: stats.window_end,
         },
         budget: Budget {
-            bytes: options.budget_bytes,
-            source: options.budget_source.clone(),
+            bytes: budget,
+            source: options.budget.source.clone(),
+            capacity_bytes: options.budget.capacity,
         },
         totals: Totals {
             keys_seen: stats.keys.len() as u64,
@@ -121,9 +332,21 @@ pub fn build_manifest(
             keys_over_budget,
         },
         categories,
+        scoring: Some(Scoring {
+            half_life_s: stats.half_life.map(|h| h.as_secs_f64()),
+            miss_cost: if dataset_miss_cost.is_some() {
+                "miss_latency".into()
+            } else {
+                "uniform".into()
+            },
+            store: options.store.map(|s| s.as_str().to_owned()),
+            item_overhead: options.item_overhead,
+        }),
+        exclusions,
+        prediction: None,
         entries_sha256: entries_sha256(&entries),
     };
-    Manifest { header, entries }
+    Ok(Manifest { header, entries })
 }
 
 /// Writes `manifest` to `path` (zstd-compressed when the name ends in `.zst`), atomically: a

@@ -231,13 +231,14 @@ pub fn run_bin(name: &str, args: &[&str], code: i32) -> Output {
 }
 
 /// Runs the nightly job on `log`: `analyzer ingest LOG --out DIR/dataset --json`, then
-/// `analyzer rank` under `budget` into `DIR/MANIFEST`. Returns the ingest summary and the
-/// manifest's path.
+/// `analyzer rank` under `budget` into `DIR/MANIFEST`, with `rank_args` added. Returns the
+/// ingest summary and the manifest's path.
 pub fn ingest_and_rank(
     dir: &Path,
     log: &Path,
     budget: &str,
     manifest: &str,
+    rank_args: &[&str],
 ) -> (serde_json::Value, PathBuf) {
     let dataset = dir.join("dataset");
     let manifest = dir.join(manifest);
@@ -248,19 +249,18 @@ pub fn ingest_and_rank(
         0,
     );
     let summary = serde_json::from_slice(&ingest.stdout).expect("ingest --json prints JSON");
-    run_bin(
-        "analyzer",
-        &[
-            "rank",
-            "--data",
-            &text(&dataset),
-            "--budget",
-            budget,
-            "--out",
-            &text(&manifest),
-        ],
-        0,
-    );
+    let mut args = vec![
+        "rank".to_owned(),
+        "--data".to_owned(),
+        text(&dataset),
+        "--budget".to_owned(),
+        budget.to_owned(),
+        "--out".to_owned(),
+        text(&manifest),
+    ];
+    args.extend(rank_args.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_bin("analyzer", &args, 0);
     (summary, manifest)
 }
 

@@ -111,6 +111,7 @@ fn logs_to_warm_stores_on_real_servers() {
         Path::new(&path("access.jsonl")),
         "40KiB",
         "manifest.json",
+        &[],
     );
     let total_reads: u64 = reads.values().sum();
     let misses = reads.len() as u64; // each key's first read misses, then it is set
@@ -278,7 +279,7 @@ fn manifest_from_workload(replica: &RedisServer, dir: &Path, keys: usize, budget
         800,
     );
     let log = dir.join("access.jsonl");
-    let (_, manifest) = ingest_and_rank(dir, &log, budget, "manifest.json.zst");
+    let (_, manifest) = ingest_and_rank(dir, &log, budget, "manifest.json.zst", &[]);
     manifest.to_str().unwrap().to_owned()
 }
 

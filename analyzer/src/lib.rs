@@ -16,3 +16,4 @@ pub mod dataset;
 pub mod ingest;
 pub mod input;
 pub mod rank;
+pub mod stats;

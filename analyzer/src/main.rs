@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use analyzer::ingest::{self, Format, IngestOptions, IngestSummary};
 use analyzer::rank::{self, RankOptions};
+use analyzer::stats::{self, GroupBy};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,7 @@ struct Cli {
 enum Command {
     Ingest(IngestArgs),
     Rank(RankArgs),
+    Stats(StatsArgs),
 }
 
 /// Read access logs into the Parquet dataset (`DATASET/date=YYYY-MM-DD/*.parquet`).
@@ -57,6 +59,29 @@ struct RankArgs {
     out: PathBuf,
 }
 
+/// Characterize the dataset's workload per group, with the columns of Twitter's published
+/// per-cluster table (miss ratio, sizes, request rate, frequency, one-hit wonders, TTL and
+/// operation mix, Zipf alpha).
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    /// The dataset directory written by `analyzer ingest`.
+    #[arg(long)]
+    data: PathBuf,
+    /// What a row is: one per `namespace` value (null namespace: `-`), or `none` (only the
+    /// overall row, which is always printed).
+    #[arg(long, value_enum, default_value = "namespace")]
+    by: StatsBy,
+    /// Print the stats as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StatsBy {
+    Namespace,
+    None,
+}
+
 /// A size as given on the command line, and its value in bytes.
 #[derive(Debug, Clone)]
 struct Size {
@@ -87,6 +112,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => run_ingest(args),
         Command::Rank(args) => run_rank(args),
+        Command::Stats(args) => run_stats(args),
     };
     match result {
         Ok(code) => code,
@@ -207,5 +233,20 @@ fn run_rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         totals.bytes_selected,
         manifest.header.budget.bytes
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let by = match args.by {
+        StatsBy::Namespace => GroupBy::Namespace,
+        StatsBy::None => GroupBy::None,
+    };
+    let stats = stats::stats(&args.data, &by)
+        .with_context(|| format!("failed to compute the stats of `{}`", args.data.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print!("{}", stats::render_table(&stats));
+    }
     Ok(ExitCode::SUCCESS)
 }

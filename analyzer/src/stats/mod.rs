@@ -95,7 +95,8 @@ impl std::fmt::Debug for GroupBy {
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
     #[error(
-        "dataset `{0}` holds no Parquet files\n  hint: write it first with `analyzer ingest LOGS --out {0}`"
+        "dataset `{0}` holds no Parquet files\n  hint: write it first with \
+         `analyzer ingest LOGS --out {0}`"
     )]
     EmptyDataset(PathBuf),
     #[error("failed to list the dataset `{path}`")]

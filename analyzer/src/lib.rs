@@ -21,3 +21,4 @@ pub mod input;
 pub mod rank;
 pub mod settings;
 pub mod simulate;
+pub mod stats;

@@ -8,6 +8,7 @@ use analyzer::ingest::{self, Format, IngestOptions, IngestSummary};
 use analyzer::rank::{self, RankOptions};
 use analyzer::settings::{self, RankFlags};
 use analyzer::simulate::{self, SimulateOptions, Simulation, Split};
+use analyzer::stats::{self, GroupBy};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,7 @@ enum Command {
     Ingest(IngestArgs),
     Rank(RankArgs),
     Simulate(SimulateArgs),
+    Stats(StatsArgs),
 }
 
 /// Read access logs into the Parquet dataset (`DATASET/date=YYYY-MM-DD/*.parquet`).
@@ -81,6 +83,38 @@ struct SimulateArgs {
     json: bool,
 }
 
+/// Characterize the dataset's workload per group, with the columns of Twitter's published
+/// per-cluster table (miss ratio, sizes, request rate, frequency, one-hit wonders, TTL and
+/// operation mix, Zipf alpha).
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    /// The dataset directory written by `analyzer ingest`.
+    #[arg(long)]
+    data: PathBuf,
+    /// What a row is: one per `namespace` value (null namespace: `-`), one per key category
+    /// (the config's `[[category]]` rules and presets, as `rank` classifies), or `none` (only
+    /// the overall row, which is always printed).
+    #[arg(long, value_enum, default_value = "namespace")]
+    by: StatsBy,
+    /// The config file whose category rules `--by category` uses [default: ./cachewarm.toml
+    /// when it exists].
+    #[arg(long, env = "CACHEWARM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Built-in category rules to add after the config's: `django`, `rails`.
+    #[arg(long = "preset", value_delimiter = ',')]
+    presets: Vec<String>,
+    /// Print the stats as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StatsBy {
+    Namespace,
+    Category,
+    None,
+}
+
 /// How the backtest splits and replays the dataset.
 #[derive(Debug, clap::Args)]
 struct BacktestFlags {
@@ -115,6 +149,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => run_ingest(args),
         Command::Rank(args) => run_rank(args),
         Command::Simulate(args) => run_simulate(args),
+        Command::Stats(args) => run_stats(args),
     };
     match result {
         Ok(code) => code,
@@ -331,4 +366,23 @@ fn percent(part: u64, whole: u64) -> f64 {
     } else {
         100.0 * part as f64 / whole as f64
     }
+}
+fn run_stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let by = match args.by {
+        StatsBy::Namespace => GroupBy::Namespace,
+        StatsBy::None => GroupBy::None,
+        StatsBy::Category => {
+            let config = settings::load_config(args.config.as_deref())?;
+            let classifier = settings::classifier(&config, &args.presets)?;
+            GroupBy::key("category", move |key| classifier.classify(key).0)
+        }
+    };
+    let stats = stats::stats(&args.data, &by)
+        .with_context(|| format!("failed to compute the stats of `{}`", args.data.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print!("{}", stats::render_table(&stats));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use schemas::config::Config;
+use schemas::config::{CategoryRule, Config};
 use schemas::keys::StoreKind;
 
 use crate::rank::budget::{self, BudgetSpec, Capacity, DEFAULT_MAX_BUDGET_SHARE};
@@ -197,26 +197,7 @@ pub fn rank_options(
         (None, None) => capacity.as_ref().and_then(|c| c.store),
     };
 
-    let mut rules = loaded.config.categories.clone();
-    let mut presets = file.presets.clone();
-    presets.extend(flags.presets.iter().cloned());
-    for name in presets {
-        let preset = categories::preset(&name).ok_or_else(|| {
-            loaded.error(format!(
-                "preset `{name}` is unknown; the presets are {}",
-                categories::PRESETS.join(", ")
-            ))
-        })?;
-        rules.extend(preset);
-    }
-    for (index, rule) in rules.iter().enumerate() {
-        if let Some(ttl) = rule.ttl.as_deref() {
-            parse_duration(ttl).map_err(|e| {
-                loaded.error(format!("category[{index}] `{}`: ttl: {e}", rule.name))
-            })?;
-        }
-    }
-    Classifier::new(rules.clone()).map_err(|e| loaded.error(e.to_string()))?;
+    let rules = category_rules(loaded, &flags.presets)?;
     let key_patterns = flags
         .keys
         .iter()
@@ -239,6 +220,42 @@ pub fn rank_options(
     options.only_categories = flags.categories.clone();
     options.key_patterns = key_patterns;
     Ok(options)
+}
+
+/// The config's category rules, then those of its presets and of `extra_presets`, checked.
+pub fn category_rules(
+    loaded: &LoadedConfig,
+    extra_presets: &[String],
+) -> Result<Vec<CategoryRule>, SettingsError> {
+    let mut rules = loaded.config.categories.clone();
+    let mut presets = loaded.config.rank.presets.clone();
+    presets.extend(extra_presets.iter().cloned());
+    for name in presets {
+        let preset = categories::preset(&name).ok_or_else(|| {
+            loaded.error(format!(
+                "preset `{name}` is unknown; the presets are {}",
+                categories::PRESETS.join(", ")
+            ))
+        })?;
+        rules.extend(preset);
+    }
+    for (index, rule) in rules.iter().enumerate() {
+        if let Some(ttl) = rule.ttl.as_deref() {
+            parse_duration(ttl).map_err(|e| {
+                loaded.error(format!("category[{index}] `{}`: ttl: {e}", rule.name))
+            })?;
+        }
+    }
+    Classifier::new(rules.clone()).map_err(|e| loaded.error(e.to_string()))?;
+    Ok(rules)
+}
+
+/// The classifier of [`category_rules`].
+pub fn classifier(
+    loaded: &LoadedConfig,
+    extra_presets: &[String],
+) -> Result<Classifier, SettingsError> {
+    Classifier::new(category_rules(loaded, extra_presets)?).map_err(|e| loaded.error(e.to_string()))
 }
 
 fn half_life(text: &str) -> Result<HalfLife, String> {

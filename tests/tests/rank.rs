@@ -394,3 +394,65 @@ fn deterministic_manifest_with_its_backtest() {
     assert!(stored.early.warmed >= stored.early.cold);
     assert!(stored.early.oracle >= stored.early.warmed);
 }
+
+/// `analyzer stats --by category` groups by the same rules `rank` classifies with: one row per
+/// category of the real Django and Rails keys, whose requests add up to the overall row.
+#[test]
+fn stats_by_category_uses_the_rank_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = ingest(
+        dir.path(),
+        &[
+            real("real-servers/memcached-watch.log"),
+            real("rails/cache.log"),
+        ],
+    );
+    let manifest = rank(
+        dir.path(),
+        &dataset,
+        "all.json",
+        &[
+            "--budget",
+            "1GiB",
+            "--min-requests",
+            "1",
+            "--preset",
+            "django,rails",
+        ],
+    );
+    let output = run_bin(
+        "analyzer",
+        &[
+            "stats",
+            "--data",
+            &text(&dataset),
+            "--by",
+            "category",
+            "--preset",
+            "django,rails",
+            "--json",
+        ],
+        0,
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats["by"], "category");
+    let groups: Vec<&str> = stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    for category in manifest.header.categories.keys() {
+        assert!(
+            groups.contains(&category.as_str()),
+            "{category} not in {groups:?}"
+        );
+    }
+    let sum: u64 = stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, stats["overall"]["requests"].as_u64().unwrap());
+}

@@ -1,14 +1,14 @@
 //! `warmer`: the deploy-step half of cachewarm. See the library's crate docs for the flow.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use warmer::run::{RunError, RunSettings};
-use warmer::source::{Source, write_snapshot};
+use warmer::source::{SnapshotWriter, Source};
 use warmer::store::{KeyLimits, StoreUrl};
 
 /// The embedded default target: a Django-style cache table in a local SQLite file.
@@ -243,29 +243,37 @@ async fn stop_signal() {
 async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
     let usage = |error: anyhow::Error| (error, ExitCode::from(2));
     let failure = |error: anyhow::Error| (error, ExitCode::FAILURE);
-    let manifest = warmer::manifest::load(&args.manifest).map_err(|e| usage(e.into()))?;
+    let manifest = warmer::manifest::open(&args.manifest).map_err(|e| usage(e.into()))?;
+    let manifest = Arc::new(manifest);
     let url = StoreUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
-    let keys: Vec<&str> = manifest.entries.iter().map(|e| e.key.as_str()).collect();
-    let wanted: HashSet<&str> = keys.iter().copied().collect();
-    let source = Source::open(&url, &wanted)
+    let source = Source::open(&url, &manifest)
         .await
         .map_err(|e| failure(e.into()))?;
-    let now = chrono::Utc::now();
-    let mut fetched = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(500) {
-        fetched.extend(source.fetch(chunk).await.map_err(|e| failure(e.into()))?);
-    }
-    let rows = keys
-        .iter()
-        .zip(&fetched)
-        .filter_map(|(key, value)| Some((*key, value.as_ref()?)));
-    let written = write_snapshot(&args.out, rows, now)
-        .with_context(|| format!("failed to write snapshot `{}`", args.out.display()))
+    let context = || format!("failed to write snapshot `{}`", args.out.display());
+    let mut writer = SnapshotWriter::create(&args.out, chrono::Utc::now())
+        .with_context(context)
         .map_err(failure)?;
+    // Streamed: one batch of values in memory at a time, rows in the manifest's rank order
+    // (the order a run reads them back in).
+    let mut batches = warmer::manifest::batches(&manifest, 500, 4);
+    while let Some(batch) = batches.recv().await {
+        let batch = batch.map_err(|e| failure(e.into()))?;
+        let keys: Vec<&str> = batch.iter().map(|e| e.key.as_str()).collect();
+        let fetched = source.fetch(&keys).await.map_err(|e| failure(e.into()))?;
+        for (key, value) in keys.iter().zip(&fetched) {
+            if let Some(value) = value {
+                writer
+                    .push(key, value)
+                    .with_context(context)
+                    .map_err(failure)?;
+            }
+        }
+    }
+    let written = writer.finish().with_context(context).map_err(failure)?;
     println!(
         "snapshot: {} ({written} of {} manifest keys found in {})",
         args.out.display(),
-        keys.len(),
+        manifest.entries,
         warmer::store::redact(&args.source)
     );
     Ok(ExitCode::SUCCESS)

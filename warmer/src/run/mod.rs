@@ -8,18 +8,19 @@
 mod coverage;
 mod target;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use schemas::report::{ManifestRef, Outcome, Timings};
-use schemas::{CHECKPOINT_SCHEMA_ID, Checkpoint, Manifest, REPORT_SCHEMA_ID, Report};
+use schemas::{CHECKPOINT_SCHEMA_ID, Checkpoint, REPORT_SCHEMA_ID, Report};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::manifest::{self, ManifestError};
+use crate::manifest::{self, Entry, ManifestError, ManifestFile};
 use crate::source::Source;
 use crate::store::{Fetched, KeyLimits, Role, Store, StoreUrl, UrlError, redact};
 use target::TargetRun;
@@ -81,20 +82,27 @@ pub enum RunError {
 const FINAL_PROBE_SHARE: f64 = 0.1;
 const FINAL_PROBE_MAX: Duration = Duration::from_secs(30);
 
-/// Batches in flight between the source reader and each target.
+/// Batches queued between the source reader and each target.
 const QUEUED_BATCHES: usize = 2;
+/// Manifest batches parsed ahead of the source reader.
+const PARSED_AHEAD: usize = 4;
+/// Source reads in flight at once. A replica answers one pipelined batch while the next is
+/// on the wire and the one before is being handed to the targets, so neither the warmer nor
+/// the replica waits for a round trip.
+const FETCHES_IN_FLIGHT: usize = 3;
 
-/// Values read from the source for entries `start..start + fetched.len()`.
+/// Entries `start..start + entries.len()` of the manifest and their values from the source.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub start: usize,
+    pub entries: Vec<Entry>,
     pub fetched: Vec<Option<Fetched>>,
 }
 
 /// Settings every target task reads.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub manifest: Manifest,
+    pub manifest: Arc<ManifestFile>,
     pub settings: RunSettings,
     /// Connecting, probing and writing stop by then; the final probe has until the timeout.
     pub deadline: Instant,
@@ -114,7 +122,10 @@ pub async fn run(
             .mul_f64(FINAL_PROBE_SHARE)
             .min(FINAL_PROBE_MAX);
 
-    let manifest = manifest::load(&settings.manifest)?;
+    let path = settings.manifest.clone();
+    let manifest = tokio::task::spawn_blocking(move || manifest::open(&path))
+        .await
+        .expect("manifest verification does not panic")?;
     let source_url = StoreUrl::parse(&settings.source)?;
     let target_urls = settings
         .targets
@@ -131,25 +142,24 @@ pub async fn run(
         path: run_dir.clone(),
         source,
     })?;
-    tracing::info!(
-        run_id,
-        entries = manifest.entries.len(),
-        "warm run starting"
-    );
-
-    let wanted: HashSet<&str> = manifest.entries.iter().map(|e| e.key.as_str()).collect();
-    let source = match tokio::time::timeout_at(deadline, Source::open(&source_url, &wanted)).await {
-        Ok(Ok(source)) => Ok(source),
-        Ok(Err(error)) => Err(format!("{error:#}")),
-        Err(_) => Err("timed out opening the source".to_owned()),
-    };
-    drop(wanted);
+    tracing::info!(run_id, entries = manifest.entries, "warm run starting");
 
     let shared = Arc::new(Shared {
-        manifest,
+        manifest: Arc::new(manifest),
         settings,
         deadline,
     });
+    let source = match tokio::time::timeout_at(
+        deadline,
+        Source::open(&source_url, &shared.manifest),
+    )
+    .await
+    {
+        Ok(Ok(source)) => Ok(Arc::new(source)),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(_) => Err("timed out opening the source".to_owned()),
+    };
+
     let mut targets = Vec::with_capacity(target_urls.len());
     for (text, url) in shared.settings.targets.iter().zip(&target_urls) {
         let store = tokio::time::timeout_at(deadline, Store::connect(url, Role::Target)).await;
@@ -188,7 +198,7 @@ pub async fn run(
         manifest: ManifestRef {
             path: shared.settings.manifest.display().to_string(),
             sha256: shared.manifest.header.entries_sha256.clone(),
-            entries: shared.manifest.entries.len() as u64,
+            entries: shared.manifest.entries,
         },
         environment: shared.settings.environment.clone(),
         source: redact(&shared.settings.source),
@@ -222,10 +232,18 @@ pub async fn run(
     Ok(RunResult { report, run_dir })
 }
 
+/// The manifest's entries in batches of `batch_size`, parsed ahead on a thread of their own.
+pub(crate) fn stream_entries(
+    shared: &Shared,
+    batch_size: usize,
+) -> mpsc::Receiver<Result<Vec<Entry>, ManifestError>> {
+    manifest::batches(&shared.manifest, batch_size, PARSED_AHEAD)
+}
+
 /// Reads the source in rank order and feeds every live target; returns the source's failure,
 /// if any, and how the run ended.
 async fn warm(
-    source: &Source,
+    source: &Arc<Source>,
     targets: &mut [TargetRun],
     shared: &Arc<Shared>,
     stop: watch::Receiver<bool>,
@@ -241,19 +259,57 @@ async fn warm(
         handles.push(tokio::spawn(worker.run(receiver, Arc::clone(shared))));
     }
 
-    let entries = &shared.manifest.entries;
     let mut source_error = None;
     let mut outcome = Outcome::Completed;
     if !senders.is_empty() {
-        for start in (0..entries.len()).step_by(shared.settings.batch_size.max(1)) {
-            if *stop.borrow() {
-                outcome = Outcome::Interrupted;
-                break;
+        let mut entries = stream_entries(shared, shared.settings.batch_size);
+        let mut fetches = InFlight::new(FETCHES_IN_FLIGHT);
+        let mut next_start = 0usize;
+        let mut reading = true;
+        loop {
+            // Keep FETCHES_IN_FLIGHT source reads going; hand the oldest on when it is back.
+            while reading && !fetches.is_full() {
+                if *stop.borrow() {
+                    outcome = Outcome::Interrupted;
+                    reading = false;
+                    break;
+                }
+                let batch = match entries.recv().await {
+                    Some(Ok(batch)) => batch,
+                    Some(Err(error)) => {
+                        tracing::error!(%error, "manifest unreadable; stopping");
+                        source_error = Some(format!("{error:#}"));
+                        reading = false;
+                        break;
+                    }
+                    None => {
+                        reading = false;
+                        break;
+                    }
+                };
+                let start = next_start;
+                next_start += batch.len();
+                let source = Arc::clone(source);
+                let deadline = shared.deadline;
+                fetches.push(async move {
+                    let fetched = {
+                        let keys: Vec<&str> = batch.iter().map(|e| e.key.as_str()).collect();
+                        tokio::time::timeout_at(deadline, source.fetch(&keys)).await
+                    };
+                    (start, batch, fetched)
+                });
             }
-            let end = (start + shared.settings.batch_size).min(entries.len());
-            let keys: Vec<&str> = entries[start..end].iter().map(|e| e.key.as_str()).collect();
-            let fetched = match tokio::time::timeout_at(shared.deadline, source.fetch(&keys)).await
-            {
+            let Some(done) = fetches.next().await else {
+                break;
+            };
+            let (start, batch_entries, fetched) = match done {
+                Ok(done) => done,
+                Err(error) => {
+                    source_error = Some(format!("source task failed: {error}"));
+                    break;
+                }
+            };
+            let fetched = match fetched {
                 Ok(Ok(fetched)) => fetched,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "source failed; stopping");
@@ -265,7 +321,11 @@ async fn warm(
                     break;
                 }
             };
-            let batch = Arc::new(Batch { start, fetched });
+            let batch = Arc::new(Batch {
+                start,
+                entries: batch_entries,
+                fetched,
+            });
             for sender in &senders {
                 // A target that failed has dropped its receiver; the others go on.
                 let _ = sender.send(Arc::clone(&batch)).await;
@@ -276,6 +336,8 @@ async fn warm(
                 break;
             }
         }
+        // Reads still in flight after a stop are dropped: their entries are not attempted.
+        fetches.abort().await;
     }
     drop(senders);
     for (handle, target) in handles
@@ -293,6 +355,53 @@ async fn warm(
         }
     }
     (source_error, outcome)
+}
+
+/// Up to `depth` tasks at once, their results taken in the order they were started: store
+/// calls overlap on the wire while every count is still made in rank order.
+#[derive(Debug)]
+pub(crate) struct InFlight<T> {
+    depth: usize,
+    tasks: VecDeque<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> InFlight<T> {
+    pub fn new(depth: usize) -> InFlight<T> {
+        InFlight {
+            depth: depth.max(1),
+            tasks: VecDeque::with_capacity(depth),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.tasks.len() >= self.depth
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    pub fn push(&mut self, task: impl Future<Output = T> + Send + 'static) {
+        self.tasks.push_back(tokio::spawn(task));
+    }
+
+    /// The oldest task's result; `None` when none is running. Cancel-safe (for `select!`):
+    /// the task leaves the queue only once its result is taken.
+    pub async fn next(&mut self) -> Option<Result<T, tokio::task::JoinError>> {
+        let result = self.tasks.front_mut()?.await;
+        self.tasks.pop_front();
+        Some(result)
+    }
+
+    /// Stops the tasks still running, and waits until they are gone (they may hold a store).
+    pub async fn abort(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Run ids sort by start time and stay unique across processes.
@@ -318,15 +427,4 @@ pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> Res
     file.write_all(&text).map_err(error)?;
     file.sync_all().map_err(error)?;
     std::fs::rename(&temp, path).map_err(error)
-}
-
-/// Requests of each category in the manifest, for per-category totals.
-pub(crate) fn category_entries(manifest: &Manifest) -> BTreeMap<String, (u64, u64)> {
-    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for entry in &manifest.entries {
-        let total = totals.entry(entry.category.clone()).or_default();
-        total.0 += 1;
-        total.1 += entry.requests;
-    }
-    totals
 }

@@ -9,8 +9,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::coverage::{self, Probe};
-use super::{Batch, Shared, category_entries};
-use crate::store::{Store, StoreUrl, WriteItem, WriteOutcome};
+use super::{Batch, InFlight, RunSettings, Shared};
+use crate::manifest::Entry;
+use crate::store::{Fetched, Store, StoreError, StoreUrl, WriteItem, WriteOutcome};
 
 /// Where one manifest entry ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,8 @@ enum Disposition {
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     counts: Counts,
-    categories: BTreeMap<String, Counts>,
+    /// Indexed like the manifest's categories.
+    categories: Vec<Counts>,
     failure_reasons: BTreeMap<String, u64>,
     bytes_written: u64,
     /// Entries before this index have all been handled.
@@ -36,11 +38,12 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, category: &str, disposition: Disposition) {
-        let category = match self.categories.get_mut(category) {
-            Some(counts) => counts,
-            None => self.categories.entry(category.to_owned()).or_default(),
-        };
+    fn record(&mut self, category: u32, disposition: Disposition) {
+        let index = category as usize;
+        if index >= self.categories.len() {
+            self.categories.resize(index + 1, Counts::default());
+        }
+        let category = &mut self.categories[index];
         for counts in [&mut self.counts, category] {
             let slot = match disposition {
                 Disposition::Written => &mut counts.written,
@@ -61,7 +64,7 @@ impl Tally {
 pub(crate) struct TargetRun {
     url: String,
     kind: &'static str,
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
     error: Option<String>,
     waiting: bool,
     tally: Tally,
@@ -76,7 +79,7 @@ pub(crate) struct TargetRun {
 /// The part of a target that runs in its own task during the warm phase.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    store: Store,
+    store: Arc<Store>,
     tally: Tally,
     budget: Option<u64>,
     budget_reached: bool,
@@ -91,7 +94,7 @@ impl TargetRun {
         url: String,
         parsed: &StoreUrl,
         store: Result<Store, String>,
-        shared: &Shared,
+        shared: &Arc<Shared>,
     ) -> TargetRun {
         let mut target = TargetRun {
             url,
@@ -108,7 +111,7 @@ impl TargetRun {
             next_entry: 0,
         };
         let store = match store {
-            Ok(store) => store,
+            Ok(store) => Arc::new(store),
             Err(error) => {
                 tracing::error!(target = target.url, error, "target unavailable");
                 target.error = Some(error);
@@ -172,7 +175,7 @@ impl TargetRun {
     }
 
     /// Measures the target after warming, within `deadline`.
-    pub async fn finish(&mut self, shared: &Shared, deadline: Instant) {
+    pub async fn finish(&mut self, shared: &Arc<Shared>, deadline: Instant) {
         let Some(store) = &self.store else {
             return;
         };
@@ -185,30 +188,33 @@ impl TargetRun {
 
     /// The target's section of the report.
     pub fn report(&self, shared: &Shared, warm_ms: u64) -> TargetReport {
-        let entries = shared.manifest.entries.len() as u64;
+        let entries = shared.manifest.entries;
         let mut counts = self.tally.counts.clone();
         counts.not_attempted = entries - counts.total();
-        let categories = category_entries(&shared.manifest)
-            .into_iter()
-            .map(|(name, (keys, _requests))| {
+        let categories = shared
+            .manifest
+            .categories
+            .iter()
+            .enumerate()
+            .map(|(index, category)| {
                 let mut counts = self
                     .tally
                     .categories
-                    .get(&name)
+                    .get(index)
                     .cloned()
                     .unwrap_or_default();
-                counts.not_attempted = keys - counts.total();
+                counts.not_attempted = category.keys - counts.total();
                 let coverage = |probe: &Option<Probe>| {
                     probe
                         .as_ref()
-                        .and_then(|p| p.categories.get(&name).cloned())
+                        .and_then(|p| p.categories.get(index).cloned())
                 };
                 let report = CategoryReport {
                     counts,
                     coverage_before: coverage(&self.before),
                     coverage_after: coverage(&self.after),
                 };
-                (name, report)
+                (category.name.clone(), report)
             })
             .collect();
         let handled = entries - counts.not_attempted;
@@ -239,6 +245,24 @@ impl TargetRun {
     }
 }
 
+/// Pipelined writes in flight per target. One batch on the wire while the next is being
+/// encoded and the one before is being counted keeps the store busy without a pause for each
+/// round trip; more only queues in the socket buffers.
+const WRITES_IN_FLIGHT: usize = 3;
+
+/// What one write call came back with.
+type WriteResult = Result<Result<Vec<WriteOutcome>, StoreError>, tokio::time::error::Elapsed>;
+
+/// A batch whose writes are on the wire: the decisions taken, waiting for the outcomes.
+#[derive(Debug)]
+struct Pending {
+    batch: Arc<Batch>,
+    decided: Vec<Option<Disposition>>,
+    /// (index in the batch, key + value bytes) of each item sent, in order.
+    sent: Vec<(usize, u64)>,
+    bytes: u64,
+}
+
 impl Worker {
     /// Writes every batch it receives until the channel closes.
     pub async fn run(
@@ -246,25 +270,97 @@ impl Worker {
         mut batches: mpsc::Receiver<Arc<Batch>>,
         shared: Arc<Shared>,
     ) -> Worker {
-        while let Some(batch) = batches.recv().await {
-            if self.error.is_some() || self.timed_out {
+        let store = Arc::clone(&self.store);
+        let mut writes: InFlight<(Pending, Option<WriteResult>)> = InFlight::new(WRITES_IN_FLIGHT);
+        let mut in_flight_bytes = 0u64;
+        let mut open = true;
+        while open || !writes.is_empty() {
+            enum Step {
+                Batch(Option<Arc<Batch>>),
+                Done(Option<Result<(Pending, Option<WriteResult>), tokio::task::JoinError>>),
+            }
+            // Take the next batch while fewer than WRITES_IN_FLIGHT are out, count finished
+            // writes otherwise (or when no batch is ready).
+            let step = tokio::select! {
+                biased;
+                batch = batches.recv(), if open && !writes.is_full() => Step::Batch(batch),
+                done = writes.next(), if !writes.is_empty() => Step::Done(done),
+            };
+            let batch = match step {
+                Step::Batch(Some(batch)) => batch,
+                Step::Batch(None) => {
+                    open = false;
+                    continue;
+                }
+                Step::Done(done) => {
+                    let Some(Ok((pending, result))) = done else {
+                        self.error = Some("a write task failed".to_owned());
+                        break;
+                    };
+                    in_flight_bytes -= pending.bytes;
+                    self.settle(pending, result);
+                    if self.stopped() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if let Some(budget) = self.budget {
+                let batch_bytes: u64 = batch
+                    .entries
+                    .iter()
+                    .zip(&batch.fetched)
+                    .filter_map(|(e, f)| Some((e.key.len() + f.as_ref()?.value.len()) as u64))
+                    .sum();
+                if self.tally.bytes_written + in_flight_bytes + batch_bytes > budget {
+                    // Near the stop line the budget needs what the writes in flight came to
+                    // (an entry already present takes no budget): settle them first, so the
+                    // line falls exactly where writing one batch at a time would put it.
+                    while !self.stopped()
+                        && let Some(Ok((pending, result))) = writes.next().await
+                    {
+                        in_flight_bytes -= pending.bytes;
+                        self.settle(pending, result);
+                    }
+                }
+            }
+            if self.stopped() {
                 // Stop taking work: the sender sees the channel close and moves on.
                 break;
             }
-            self.write_batch(&batch, &shared).await;
+            let pending = self.decide(batch, &shared, in_flight_bytes);
+            if pending.sent.is_empty() {
+                self.settle(pending, None);
+                continue;
+            }
+            in_flight_bytes += pending.bytes;
+            let store = Arc::clone(&store);
+            let shared = Arc::clone(&shared);
+            writes.push(async move {
+                let result = write(&store, &pending, &shared).await;
+                (pending, Some(result))
+            });
         }
+        drop(batches);
+        // After a failure or a timeout the writes still in flight are not counted: their
+        // entries stay `not_attempted`, after the last entry counted in order. (They share the
+        // deadline or the broken store, so they would not have come to more.)
+        writes.abort().await;
         self
     }
 
-    async fn write_batch(&mut self, batch: &Batch, shared: &Shared) {
+    fn stopped(&self) -> bool {
+        self.error.is_some() || self.timed_out
+    }
+
+    /// Decides every entry of `batch` that is not for the store to answer: invalid key,
+    /// source miss, near expiry, over budget. `in_flight_bytes` are taken as written.
+    fn decide(&mut self, batch: Arc<Batch>, shared: &Shared, in_flight_bytes: u64) -> Pending {
         let settings = &shared.settings;
-        let entries = &shared.manifest.entries[batch.start..batch.start + batch.fetched.len()];
-        let mut items = Vec::with_capacity(entries.len());
-        // (index in the batch, key + value bytes) of each item.
-        let mut pending = Vec::with_capacity(entries.len());
+        let mut decided = vec![None; batch.entries.len()];
+        let mut sent = Vec::with_capacity(batch.entries.len());
         let mut pending_bytes = 0u64;
-        let mut decided = vec![None; entries.len()];
-        for (i, (entry, fetched)) in entries.iter().zip(&batch.fetched).enumerate() {
+        for (i, (entry, fetched)) in batch.entries.iter().zip(&batch.fetched).enumerate() {
             if self
                 .store
                 .check_key(&entry.key, &settings.key_limits)
@@ -277,24 +373,14 @@ impl Worker {
                 decided[i] = Some(Disposition::SourceMiss);
                 continue;
             };
-            // TTL precedence: the source's remaining TTL, then the manifest's observed TTL,
-            // then the configured default.
-            let ttl = fetched.ttl.unwrap_or_else(|| {
-                entry
-                    .ttl_s
-                    .filter(|&secs| secs > 0)
-                    .map_or(settings.default_ttl, |secs| {
-                        Duration::from_secs(secs.into())
-                    })
-            });
-            if ttl < settings.min_ttl {
+            if ttl_of(entry, fetched, settings) < settings.min_ttl {
                 decided[i] = Some(Disposition::SkippedNearExpiry);
                 continue;
             }
             let size = (entry.key.len() + fetched.value.len()) as u64;
-            let over_budget = self
-                .budget
-                .is_some_and(|budget| self.tally.bytes_written + pending_bytes + size > budget);
+            let over_budget = self.budget.is_some_and(|budget| {
+                self.tally.bytes_written + in_flight_bytes + pending_bytes + size > budget
+            });
             if self.budget_reached || over_budget {
                 // The budget is a stop line: once reached, nothing later is written, so the
                 // warm keys are exactly the top of the ranking that fits.
@@ -303,53 +389,39 @@ impl Worker {
                 continue;
             }
             pending_bytes += size;
-            items.push(WriteItem {
-                key: &entry.key,
-                value: &fetched.value,
-                ttl,
-            });
-            pending.push((i, size));
+            sent.push((i, size));
         }
+        Pending {
+            batch,
+            decided,
+            sent,
+            bytes: pending_bytes,
+        }
+    }
 
-        if !items.is_empty() {
-            let outcomes = if settings.dry_run {
-                let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
-                self.store.contains(&keys).await.map(|present| {
-                    present
-                        .into_iter()
-                        .map(|p| {
-                            if p {
-                                WriteOutcome::AlreadyPresent
-                            } else {
-                                WriteOutcome::Written
-                            }
-                        })
-                        .collect()
-                })
-            } else {
-                match tokio::time::timeout_at(
-                    shared.deadline,
-                    self.store.write(&items, settings.overwrite),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => {
-                        // Entries of this batch stay unaccounted: they are `not_attempted`.
-                        self.timed_out = true;
-                        return;
-                    }
-                }
-            };
-            let outcomes = match outcomes {
-                Ok(outcomes) => outcomes,
-                Err(error) => {
+    /// Counts a batch once its writes are back (`None`: nothing was sent).
+    fn settle(&mut self, pending: Pending, result: Option<WriteResult>) {
+        let Pending {
+            batch,
+            mut decided,
+            sent,
+            ..
+        } = pending;
+        if let Some(result) = result {
+            let outcomes = match result {
+                Ok(Ok(outcomes)) => outcomes,
+                Ok(Err(error)) => {
                     tracing::error!(%error, "target failed; the other targets go on");
                     self.error = Some(error.to_string());
                     return;
                 }
+                Err(_) => {
+                    // Entries of this batch stay unaccounted: they are `not_attempted`.
+                    self.timed_out = true;
+                    return;
+                }
             };
-            for ((i, size), outcome) in pending.into_iter().zip(outcomes) {
+            for ((i, size), outcome) in sent.into_iter().zip(outcomes) {
                 decided[i] = Some(match outcome {
                     WriteOutcome::Written => {
                         self.tally.bytes_written += size;
@@ -363,12 +435,65 @@ impl Worker {
                 });
             }
         }
-        for (entry, disposition) in entries.iter().zip(decided) {
+        for (entry, disposition) in batch.entries.iter().zip(decided) {
             let disposition = disposition.unwrap_or(Disposition::Failed);
-            self.tally.record(&entry.category, disposition);
+            self.tally.record(entry.category, disposition);
         }
-        self.tally.next_entry = batch.start + entries.len();
+        self.tally.next_entry = batch.start + batch.entries.len();
     }
+}
+
+/// TTL precedence: the source's remaining TTL, then the manifest's observed TTL, then the
+/// configured default.
+fn ttl_of(entry: &Entry, fetched: &Fetched, settings: &RunSettings) -> Duration {
+    fetched.ttl.unwrap_or_else(|| {
+        entry
+            .ttl_s
+            .filter(|&secs| secs > 0)
+            .map_or(settings.default_ttl, |secs| {
+                Duration::from_secs(secs.into())
+            })
+    })
+}
+
+/// Sends the items of `pending` (a dry run asks which keys are present instead).
+async fn write(store: &Store, pending: &Pending, shared: &Shared) -> WriteResult {
+    let settings = &shared.settings;
+    let batch = &pending.batch;
+    if settings.dry_run {
+        let keys: Vec<&str> = pending
+            .sent
+            .iter()
+            .map(|&(i, _)| batch.entries[i].key.as_str())
+            .collect();
+        let present = tokio::time::timeout_at(shared.deadline, store.contains(&keys)).await?;
+        return Ok(present.map(|present| {
+            present
+                .into_iter()
+                .map(|p| {
+                    if p {
+                        WriteOutcome::AlreadyPresent
+                    } else {
+                        WriteOutcome::Written
+                    }
+                })
+                .collect()
+        }));
+    }
+    let items: Vec<WriteItem<'_>> = pending
+        .sent
+        .iter()
+        .filter_map(|&(i, _)| {
+            let entry = &batch.entries[i];
+            let fetched = batch.fetched[i].as_ref()?;
+            Some(WriteItem {
+                key: &entry.key,
+                value: &fetched.value,
+                ttl: ttl_of(entry, fetched, settings),
+            })
+        })
+        .collect();
+    tokio::time::timeout_at(shared.deadline, store.write(&items, settings.overwrite)).await
 }
 
 /// Runs `future` until `deadline`; `None` when it failed or ran out of time.

@@ -2,52 +2,73 @@
 
 mod snapshot;
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
+use crate::manifest::{ManifestError, ManifestFile};
 use crate::store::{Fetched, Role, Store, StoreError, StoreUrl};
 
-pub use snapshot::{Snapshot, SnapshotError, write_snapshot};
+pub use snapshot::{Snapshot, SnapshotError, SnapshotWriter, key_hash, write_snapshot};
 
 /// A value source.
 #[derive(Debug)]
 pub enum Source {
     /// A live store read in pipelined batches (value + remaining TTL).
     Replica(Store),
-    /// A Parquet snapshot, loaded for the keys the run needs.
-    Snapshot(Snapshot),
+    /// A Parquet snapshot, read in step with the manifest.
+    Snapshot(Arc<Snapshot>),
 }
 
-/// Why a source could not be opened.
+/// Why a source could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
 }
 
 impl Source {
-    /// Opens the source at `url`; a snapshot keeps only the entries of `wanted` keys.
-    pub async fn open(url: &StoreUrl, wanted: &HashSet<&str>) -> Result<Source, SourceError> {
+    /// Opens the source at `url` for the keys of `manifest`.
+    pub async fn open(url: &StoreUrl, manifest: &Arc<ManifestFile>) -> Result<Source, SourceError> {
         match url {
             StoreUrl::Snapshot { path } => {
                 let path = path.clone();
-                let wanted: HashSet<String> = wanted.iter().map(|k| (*k).to_owned()).collect();
-                let snapshot =
-                    tokio::task::spawn_blocking(move || Snapshot::load(&path, Some(&wanted)))
-                        .await
-                        .expect("snapshot loading does not panic")?;
-                Ok(Source::Snapshot(snapshot))
+                let manifest = Arc::clone(manifest);
+                let snapshot = tokio::task::spawn_blocking(move || {
+                    let mut keys = Vec::with_capacity(manifest.entries as usize);
+                    manifest.stream(8192, |batch| {
+                        keys.extend(batch.iter().map(|e| key_hash(&e.key)));
+                        true
+                    })?;
+                    keys.sort_unstable();
+                    keys.dedup();
+                    Ok::<_, SourceError>(Snapshot::open(&path, keys)?)
+                })
+                .await
+                .expect("snapshot opening does not panic")?;
+                Ok(Source::Snapshot(Arc::new(snapshot)))
             }
             store => Ok(Source::Replica(Store::connect(store, Role::Source).await?)),
         }
     }
 
     /// The live value and remaining TTL of each of `keys`.
-    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, SourceError> {
         match self {
-            Source::Replica(store) => store.fetch(keys).await,
-            Source::Snapshot(snapshot) => Ok(snapshot.fetch(keys, chrono::Utc::now())),
+            Source::Replica(store) => Ok(store.fetch(keys).await?),
+            Source::Snapshot(snapshot) => {
+                let snapshot = Arc::clone(snapshot);
+                let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+                let fetched = tokio::task::spawn_blocking(move || {
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    snapshot.fetch(&keys, chrono::Utc::now())
+                })
+                .await
+                .expect("snapshot reading does not panic")?;
+                Ok(fetched)
+            }
         }
     }
 }

@@ -22,10 +22,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// of large values; the run's deadline bounds every call anyway.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Memcached's limit on key length, in bytes.
-pub const MEMCACHED_MAX_KEY_BYTES: usize = 250;
-/// The `cache_key` column of Django's DatabaseCache is `varchar(255)`.
-pub const SQL_MAX_KEY_CHARS: usize = 255;
+pub use schemas::keys::{MEMCACHED_MAX_KEY_BYTES, SQL_MAX_KEY_CHARS};
 
 /// The kind of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +84,7 @@ pub struct KeyLimits {
 impl Default for KeyLimits {
     fn default() -> Self {
         KeyLimits {
-            redis_max_key_bytes: 64 * 1024,
+            redis_max_key_bytes: schemas::keys::REDIS_DEFAULT_MAX_KEY_BYTES,
         }
     }
 }
@@ -182,30 +179,15 @@ impl Store {
     }
 }
 
-/// The key rules of each store kind (see DESIGN.md, store semantics).
+/// The key rules of each store kind (see DESIGN.md, store semantics); the analyzer leaves out
+/// keys by the same rules (`schemas::keys`).
 pub fn check_key(kind: StoreKind, key: &str, limits: &KeyLimits) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("empty key".into());
-    }
-    match kind {
-        StoreKind::Redis if key.len() > limits.redis_max_key_bytes => Err(format!(
-            "key of {} bytes is longer than the configured Redis maximum of {}",
-            key.len(),
-            limits.redis_max_key_bytes
-        )),
-        StoreKind::Memcached if key.len() > MEMCACHED_MAX_KEY_BYTES => Err(format!(
-            "key of {} bytes is longer than memcached's {MEMCACHED_MAX_KEY_BYTES}",
-            key.len()
-        )),
-        StoreKind::Memcached if key.bytes().any(|b| b <= b' ' || b == 0x7f) => {
-            Err("memcached keys cannot hold whitespace or control characters".into())
-        }
-        StoreKind::Sqlite if key.chars().count() > SQL_MAX_KEY_CHARS => Err(format!(
-            "key of {} characters is longer than the cache table's {SQL_MAX_KEY_CHARS}",
-            key.chars().count()
-        )),
-        _ => Ok(()),
-    }
+    let kind = match kind {
+        StoreKind::Redis => schemas::keys::StoreKind::Redis,
+        StoreKind::Memcached => schemas::keys::StoreKind::Memcached,
+        StoreKind::Sqlite => schemas::keys::StoreKind::Sql,
+    };
+    schemas::keys::check_key(kind, key, limits.redis_max_key_bytes)
 }
 
 /// A remaining TTL in milliseconds as stores report it; negative values mean none.

@@ -13,6 +13,7 @@
 //! - [`rank`]: aggregation, scoring, categories, exclusions, packing into a budget, and
 //!   writing the manifest.
 //! - [`simulate`]: the backtest that predicts how much a manifest helps.
+//! - [`stats`]: workload characterization, with the columns of Twitter's published table.
 //! - [`settings`]: flags and `cachewarm.toml`, resolved.
 
 pub mod dataset;

@@ -38,31 +38,31 @@ fn rank(dir: &Path, dataset: &Path, name: &str, args: &[&str]) -> Manifest {
     read_manifest(&out)
 }
 
+/// The real Django- and Rails-shaped logs ingested, and ranked whole with both presets.
+fn django_and_rails_ranked(dir: &Path) -> (PathBuf, Manifest) {
+    let logs = [
+        real("real-servers/memcached-watch.log"),
+        real("rails/cache.log"),
+    ];
+    let dataset = ingest(dir, &logs);
+    let args = [
+        "--budget",
+        "1GiB",
+        "--min-requests",
+        "1",
+        "--preset",
+        "django,rails",
+    ];
+    let manifest = rank(dir, &dataset, "all.json", &args);
+    (dataset, manifest)
+}
+
 /// The Django- and Rails-shaped keys the real servers' logs hold, classified by the presets:
 /// every entry lands in the category its shape says.
 #[test]
 fn presets_classify_real_django_and_rails_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let dataset = ingest(
-        dir.path(),
-        &[
-            real("real-servers/memcached-watch.log"),
-            real("rails/cache.log"),
-        ],
-    );
-    let manifest = rank(
-        dir.path(),
-        &dataset,
-        "all.json",
-        &[
-            "--budget",
-            "1GiB",
-            "--min-requests",
-            "1",
-            "--preset",
-            "django,rails",
-        ],
-    );
+    let (_, manifest) = django_and_rails_ranked(dir.path());
     let expected = |key: &str| -> String {
         if key.starts_with(":1:django.contrib.sessions.cache") {
             "django.sessions".into()
@@ -400,26 +400,7 @@ fn deterministic_manifest_with_its_backtest() {
 #[test]
 fn stats_by_category_uses_the_rank_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let dataset = ingest(
-        dir.path(),
-        &[
-            real("real-servers/memcached-watch.log"),
-            real("rails/cache.log"),
-        ],
-    );
-    let manifest = rank(
-        dir.path(),
-        &dataset,
-        "all.json",
-        &[
-            "--budget",
-            "1GiB",
-            "--min-requests",
-            "1",
-            "--preset",
-            "django,rails",
-        ],
-    );
+    let (dataset, manifest) = django_and_rails_ranked(dir.path());
     let output = run_bin(
         "analyzer",
         &[

@@ -9,19 +9,9 @@ use schemas::event::columns;
 
 use super::{Mix, Object};
 
+/// The events of the dataset, as ranking scans them.
 fn scan(files: &[PathBuf]) -> PolarsResult<LazyFrame> {
-    let args = ScanArgsParquet {
-        hive_options: HiveOptions {
-            enabled: Some(false),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let frames = files
-        .iter()
-        .map(|path| LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy()), args.clone()))
-        .collect::<PolarsResult<Vec<_>>>()?;
-    concat(frames, UnionArgs::default())
+    crate::rank::scan(files, None)
 }
 
 fn requests() -> Expr {

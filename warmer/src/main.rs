@@ -108,8 +108,8 @@ struct RunArgs {
     keep_writing_on_evictions: bool,
     /// Continue an interrupted run: the run directory given, or without one the latest
     /// unfinished run of the same manifest and targets (a new run when there is none).
-    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "")]
-    resume: Option<PathBuf>,
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
+    resume: Option<Option<PathBuf>>,
     /// Run in the background (a new session, output to warmer.log in the run directory);
     /// prints the run directory and returns at once.
     #[arg(long)]
@@ -212,13 +212,9 @@ type Failure = (anyhow::Error, ExitCode);
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let usage = |error: anyhow::Error| (error, ExitCode::from(2));
     let detach = args.detach;
-    let resume = args.resume.map(|dir| {
-        if dir.as_os_str().is_empty() {
-            ResumeFrom::Latest
-        } else {
-            ResumeFrom::Dir(dir)
-        }
-    });
+    let resume = args
+        .resume
+        .map(|dir| dir.map_or(ResumeFrom::Latest, ResumeFrom::Dir));
     let flags = RunFlags {
         config: args.config,
         environment: args.environment,
@@ -256,13 +252,14 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         return detach_run(&settings).await;
     }
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let mut signals = StopSignals::new();
     tokio::spawn(async move {
-        stop_signal().await;
+        signals.next().await;
         tracing::warn!(
             "interrupted: finishing the batches in flight (a second signal stops at once)"
         );
         let _ = stop_sender.send(true);
-        stop_signal().await;
+        signals.next().await;
         eprintln!("warmer: stopped at once; the checkpoint is at most a batch behind");
         std::process::exit(130);
     });
@@ -473,29 +470,53 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what deploy systems and Kubernetes send). A signal
-/// that cannot be listened for never resolves, rather than stopping the run at once.
-async fn stop_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT (Ctrl-C) and SIGTERM (what deploy systems and Kubernetes send), listened for from
+/// start to end: a listener made after a signal arrived could report that same signal again.
+struct StopSignals {
     #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Resolves on the next signal. A signal that cannot be listened for never resolves,
+    /// rather than stopping the run at once.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn on(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = on(&mut self.interrupt) => {}
+                _ = on(&mut self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

@@ -370,10 +370,12 @@ pub async fn run(
     for target in &targets {
         shared.board.post(target.index, target.progress(&shared));
     }
-    // Finished means every entry was handled at every target; a target that failed leaves the
-    // run resumable for it.
-    let finished =
-        outcome == Outcome::Completed && report.targets.iter().all(|t| t.counts.not_attempted == 0);
+    // Finished means every entry was handled at every target; a target that failed (or stopped
+    // on evictions) leaves the run resumable for it.
+    let finished = report.source_error.is_none()
+        && targets
+            .iter()
+            .all(|t| t.is_ok() && t.next_entry as u64 >= shared.manifest.entries);
     let checkpoint = shared.board.checkpoint(finished, finished_at);
     write_json_atomically(&run_dir.join(progress::CHECKPOINT_FILE), &checkpoint)?;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
@@ -500,6 +502,10 @@ async fn warm(
         fetches.abort().await;
     }
     drop(senders);
+    if outcome == Outcome::Completed && *stop.borrow() {
+        // The targets stopped taking batches on the signal before the reader noticed it.
+        outcome = Outcome::Interrupted;
+    }
     for (handle, target) in handles
         .into_iter()
         .zip(targets.iter_mut().filter(|t| t.is_waiting()))

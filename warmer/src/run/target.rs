@@ -251,6 +251,11 @@ impl TargetRun {
         }
     }
 
+    /// Whether the target has not failed.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+
     /// Marks the target failed.
     pub fn fail(&mut self, error: String) {
         self.waiting = false;

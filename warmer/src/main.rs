@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     Snapshot(SnapshotArgs),
     Undo(UndoArgs),
     Status(StatusArgs),
@@ -188,7 +188,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Snapshot(args) => snapshot(args).await,
             Command::Undo(args) => undo(args).await,
             Command::Status(args) => status(args),

@@ -123,8 +123,11 @@ struct RunArgs {
 /// it wrote. Keys rewritten since, and keys that were there before the run, are kept.
 #[derive(Debug, clap::Args)]
 struct UndoArgs {
-    /// The run's directory.
-    run_dir: PathBuf,
+    /// The run's directory [default: the newest under --runs-dir].
+    run_dir: Option<PathBuf>,
+    /// Where run directories are [default: CACHEWARM_RUNS_DIR, else cachewarm-runs].
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
     /// A target URL with its password, for a target whose password the run's records hold
     /// redacted; repeat for several.
     #[arg(long = "target")]
@@ -434,10 +437,11 @@ fn child_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 }
 
 async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
-    let summary = warmer::undo::undo(&args.run_dir, &args.targets)
+    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
+    let summary = warmer::undo::undo(&run_dir, &args.targets)
         .await
         .map_err(|e| (e.into(), ExitCode::from(2)))?;
-    print!("{}", warmer::undo::summary_text(&summary, &args.run_dir));
+    print!("{}", warmer::undo::summary_text(&summary, &run_dir));
     Ok(if summary.ok() {
         ExitCode::SUCCESS
     } else {
@@ -445,20 +449,25 @@ async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
     })
 }
 
+/// The run directory given, else the newest under the runs directory.
+fn run_dir_or_latest(
+    run_dir: Option<PathBuf>,
+    runs_dir: Option<PathBuf>,
+) -> Result<PathBuf, Failure> {
+    if let Some(dir) = run_dir {
+        return Ok(dir);
+    }
+    let runs_dir = runs_dir
+        .or_else(|| settings::process_env(settings::env_vars::RUNS_DIR).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(settings::DEFAULT_RUNS_DIR));
+    warmer::status::latest_run(&runs_dir)
+        .with_context(|| format!("no run directory under `{}`", runs_dir.display()))
+        .map_err(|e| (e, ExitCode::from(2)))
+}
+
 fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     let usage = |error: anyhow::Error| (error, ExitCode::from(2));
-    let run_dir = match args.run_dir {
-        Some(dir) => dir,
-        None => {
-            let runs_dir = args
-                .runs_dir
-                .or_else(|| settings::process_env(settings::env_vars::RUNS_DIR).map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from(settings::DEFAULT_RUNS_DIR));
-            warmer::status::latest_run(&runs_dir)
-                .with_context(|| format!("no run directory under `{}`", runs_dir.display()))
-                .map_err(usage)?
-        }
-    };
+    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
     let status =
         warmer::status::status(&run_dir).map_err(|message| usage(anyhow::anyhow!(message)))?;
     if args.json {

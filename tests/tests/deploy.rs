@@ -312,6 +312,22 @@ fn killed_at_random_points_and_resumed_equals_one_run() {
         memcached_contents(&fresh_memcached, &setup.manifest)
     );
     assert_live_keys_untouched(&redis, &memcached, &setup.manifest);
+
+    // The written-keys logs survived the kills: undoing every run directory leaves exactly
+    // the keys that were live before.
+    for run in std::fs::read_dir(setup.path("runs")).unwrap().flatten() {
+        if run.path().join("checkpoint.json").is_file() {
+            let undo = ["undo".to_owned(), run.path().to_str().unwrap().to_owned()];
+            run_to_end(setup.dir.path(), &undo, "undo after kills");
+        }
+    }
+    let live: BTreeMap<String, String> = live_keys(&setup.manifest)
+        .into_iter()
+        .map(|key| (key, "kept".to_owned()))
+        .collect();
+    assert_eq!(redis_contents(&redis), live);
+    assert_eq!(memcached_contents(&memcached, &setup.manifest).len(), 2);
+    assert_live_keys_untouched(&redis, &memcached, &setup.manifest);
 }
 
 /// SIGTERM (what Kubernetes and deploy tools send) stops the run after its batches in flight:
@@ -601,4 +617,38 @@ fn detach_returns_and_status_follows_the_run() {
     );
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(status["state"], "finished");
+}
+
+/// A store that starts evicting while it is warmed (its memory was full of live data) is left
+/// alone from then on, and the report says why; the deploy is not failed.
+#[test]
+fn a_store_that_evicts_is_no_longer_written() {
+    let setup = Setup::new(240);
+    let redis = RedisServer::start(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
+    // Fill the store with the application's own data until it evicts.
+    let mut connection = redis.connection();
+    let filler = "f".repeat(1024);
+    for i in 0.. {
+        let _: () = connection.set(format!("live:{i}"), &filler).unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut connection)
+            .unwrap();
+        if !info.contains("evicted_keys:0") {
+            break;
+        }
+    }
+    let args = setup.run_args(
+        &[redis.url()],
+        "runs",
+        &["--rate", "40", "--batch-size", "4", "--max-fill", "100%"],
+    );
+    let output = run_to_end(setup.dir.path(), &args, "warm a full store");
+    let (report, _) = report_of(&output.stdout);
+    let target = &report.targets[0];
+    assert_eq!(target.status, schemas::report::TargetStatus::Failed);
+    let error = target.error.as_deref().unwrap();
+    assert!(error.contains("evicted"), "{error}");
+    assert!(target.counts.not_attempted > 0);
+    assert_eq!(target.counts.total(), report.manifest.entries);
 }

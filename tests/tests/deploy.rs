@@ -652,3 +652,42 @@ fn a_store_that_evicts_is_no_longer_written() {
     assert!(target.counts.not_attempted > 0);
     assert_eq!(target.counts.total(), report.manifest.entries);
 }
+
+/// Reports and checkpoints hold target URLs with the password redacted, so undo takes the
+/// real URL again (here from `CACHEWARM_TARGETS`, as a deploy passes it from a secret) and
+/// refuses, with a hint, to guess.
+#[test]
+fn undo_takes_the_password_again() {
+    let setup = Setup::new(30);
+    let redis = RedisServer::start(&["--requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}", redis.port);
+    let args = setup.run_args(std::slice::from_ref(&url), "runs", &[]);
+    let output = run_to_end(setup.dir.path(), &args, "warm");
+    let (report, run_dir) = report_of(&output.stdout);
+    assert!(!report.targets[0].url.contains("s3cret"));
+    let checkpoint = std::fs::read_to_string(run_dir.join("checkpoint.json")).unwrap();
+    assert!(!checkpoint.contains("s3cret"));
+
+    let undo = ["undo".to_owned(), run_dir.to_str().unwrap().to_owned()];
+    let output = check(
+        warmer(setup.dir.path(), &undo).output().unwrap(),
+        1,
+        "undo without the password",
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("hint"));
+    let output = check(
+        warmer(setup.dir.path(), &undo)
+            .env("CACHEWARM_TARGETS", &url)
+            .output()
+            .unwrap(),
+        0,
+        "undo with the password",
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 30"));
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut connection).unwrap();
+    assert_eq!(dbsize, 0);
+}

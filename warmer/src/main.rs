@@ -129,7 +129,7 @@ struct UndoArgs {
     #[arg(long)]
     runs_dir: Option<PathBuf>,
     /// A target URL with its password, for a target whose password the run's records hold
-    /// redacted; repeat for several.
+    /// redacted; repeat for several [default: CACHEWARM_TARGETS, separated by spaces].
     #[arg(long = "target")]
     targets: Vec<String>,
 }
@@ -438,7 +438,14 @@ fn child_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 
 async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
     let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
-    let summary = warmer::undo::undo(&run_dir, &args.targets)
+    let mut targets = args.targets;
+    if targets.is_empty()
+        && let Some(text) = settings::process_env(settings::env_vars::TARGETS)
+    {
+        // The deploy's own target list, where the URLs with passwords come from a secret.
+        targets = text.split_whitespace().map(str::to_owned).collect();
+    }
+    let summary = warmer::undo::undo(&run_dir, &targets)
         .await
         .map_err(|e| (e.into(), ExitCode::from(2)))?;
     print!("{}", warmer::undo::summary_text(&summary, &run_dir));

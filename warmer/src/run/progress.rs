@@ -172,6 +172,18 @@ pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
     }
 }
 
+/// Takes the lock of `run_dir`, waiting up to half a second for it: `warmer status` holds it
+/// for an instant to see whether a run is going on, and must not make a starting run fail.
+fn lock_for_run(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
+    for _ in 0..10 {
+        if let Some(lock) = try_lock(run_dir)? {
+            return Ok(Some(lock));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(None)
+}
+
 /// Reads a run directory's checkpoint.
 pub fn read_checkpoint(run_dir: &Path) -> Result<Checkpoint, String> {
     let path = run_dir.join(CHECKPOINT_FILE);
@@ -247,7 +259,7 @@ pub(crate) fn open_run_dir(
         move |source| RunError::Output { path, source }
     };
     if let Some((dir, checkpoint)) = resume_dir {
-        let lock = try_lock(&dir)
+        let lock = lock_for_run(&dir)
             .map_err(output(&dir))?
             .ok_or(RunError::Busy {
                 dir: dir.clone(),
@@ -269,7 +281,7 @@ pub(crate) fn open_run_dir(
         .unwrap_or_else(|| new_run_id(started_at));
     let dir = settings.runs_dir.join(run_id);
     std::fs::create_dir_all(&dir).map_err(output(&dir))?;
-    let lock = try_lock(&dir)
+    let lock = lock_for_run(&dir)
         .map_err(output(&dir))?
         .ok_or(RunError::Busy {
             dir: dir.clone(),

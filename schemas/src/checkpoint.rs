@@ -59,6 +59,9 @@ pub struct Checkpoint {
     /// The process that last wrote this checkpoint.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// A dry run's checkpoint: only a dry run resumes it.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Where one target stands.

@@ -327,6 +327,7 @@ async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
                 &settings.runs_dir,
                 &manifest.header.entries_sha256,
                 &targets,
+                settings.dry_run,
             )
             .unwrap_or_else(|| {
                 settings

@@ -252,6 +252,7 @@ pub async fn run(
             environment: settings.environment.clone(),
             targets: redacted_targets.clone(),
             resumed: invocation,
+            dry_run: settings.dry_run,
             categories: manifest.categories.iter().map(|c| c.name.clone()).collect(),
         },
         run_dir.join(progress::CHECKPOINT_FILE),

@@ -34,6 +34,7 @@ pub struct CheckpointBase {
     pub environment: Option<String>,
     pub targets: Vec<String>,
     pub resumed: u32,
+    pub dry_run: bool,
     /// The manifest's category names, sorted.
     pub categories: Vec<String>,
 }
@@ -113,6 +114,7 @@ impl Board {
             progress,
             resumed: self.base.resumed,
             pid: Some(std::process::id()),
+            dry_run: self.base.dry_run,
         }
     }
 
@@ -212,12 +214,15 @@ pub fn latest_unfinished(
     runs_dir: &Path,
     manifest_sha256: &str,
     targets: &[String],
+    dry_run: bool,
 ) -> Option<PathBuf> {
     run_dirs(runs_dir)
         .into_iter()
         .find_map(|dir| {
             let checkpoint = read_checkpoint(&dir).ok()?;
-            (checkpoint.manifest_sha256 == manifest_sha256 && checkpoint.targets == targets)
+            (checkpoint.manifest_sha256 == manifest_sha256
+                && checkpoint.targets == targets
+                && checkpoint.dry_run == dry_run)
                 .then_some((dir, checkpoint.finished))
         })
         .and_then(|(dir, finished)| (!finished).then_some(dir))
@@ -245,7 +250,12 @@ pub(crate) fn open_run_dir(
             Some((dir.clone(), checkpoint))
         }
         Some(ResumeFrom::Latest) => {
-            let latest = latest_unfinished(&settings.runs_dir, manifest_sha256, targets);
+            let latest = latest_unfinished(
+                &settings.runs_dir,
+                manifest_sha256,
+                targets,
+                settings.dry_run,
+            );
             if latest.is_none() {
                 tracing::info!(
                     "no unfinished run of this manifest and targets; starting a new run"
@@ -307,6 +317,16 @@ fn check_same_run(
                 checkpoint.manifest_path,
                 settings.manifest.display()
             ),
+        });
+    }
+    if checkpoint.dry_run != settings.dry_run {
+        return Err(RunError::Resume {
+            dir: dir.to_path_buf(),
+            message: if checkpoint.dry_run {
+                "it is a dry run; resume it with --dry-run, or start a real run".to_owned()
+            } else {
+                "it is a real run; a dry run cannot continue it".to_owned()
+            },
         });
     }
     if checkpoint.targets != targets {

@@ -114,6 +114,8 @@ pub(crate) struct TargetRun {
     hits_before: Option<HitCounters>,
     hits_after: Option<HitCounters>,
     evictions_before: Option<u64>,
+    /// Entries handled by earlier invocations of a resumed run.
+    handled_before: u64,
     pub next_entry: usize,
 }
 
@@ -157,6 +159,7 @@ impl TargetRun {
             error: None,
             waiting: false,
             next_entry: tally.next_entry,
+            handled_before: tally.counts.total(),
             tally,
             budget: None,
             before: None,
@@ -305,7 +308,8 @@ impl TargetRun {
                 (category.name.clone(), report)
             })
             .collect();
-        let handled = entries - counts.not_attempted;
+        // This invocation's own pace.
+        let handled = (entries - counts.not_attempted).saturating_sub(self.handled_before);
         TargetReport {
             url: self.url.clone(),
             kind: self.kind.to_owned(),

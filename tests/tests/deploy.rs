@@ -429,12 +429,15 @@ fn undo_deletes_only_what_the_run_wrote_and_nobody_changed() {
     let redis = RedisServer::start(&[]);
     let memcached = MemcachedServer::start(64);
     seed_live_keys(&redis, &memcached, &setup.manifest);
-    let args = setup.run_args(&[redis.url(), memcached.url()], "runs", &[]);
+    let sqlite_path = setup.path("cache.sqlite3");
+    let sqlite = format!("sqlite://{sqlite_path}?table=django_cache");
+    let args = setup.run_args(&[redis.url(), memcached.url(), sqlite], "runs", &[]);
     let output = run_to_end(setup.dir.path(), &args, "warm");
     let (report, run_dir) = report_of(&output.stdout);
     let redis_written = report.targets[0].counts.written;
     let memcached_written = report.targets[1].counts.written;
     assert!(redis_written > 100 && memcached_written > 100);
+    assert_eq!(report.targets[2].counts.written, 120);
 
     // The application rewrites one warmed key in each store.
     let live = live_keys(&setup.manifest);
@@ -452,6 +455,12 @@ fn undo_deletes_only_what_the_run_wrote_and_nobody_changed() {
         .ttl(memcache::exp::Ttl::secs(600))
         .send()
         .unwrap();
+    let db = rusqlite::Connection::open(&sqlite_path).unwrap();
+    db.execute(
+        "UPDATE django_cache SET value = 'new' WHERE cache_key = ?1",
+        [changed],
+    )
+    .unwrap();
 
     let output = run_to_end(
         setup.dir.path(),
@@ -467,6 +476,7 @@ fn undo_deletes_only_what_the_run_wrote_and_nobody_changed() {
         text.contains(&format!("deleted {}", memcached_written - 1)),
         "{text}"
     );
+    assert!(text.contains("deleted 119"), "{text}");
 
     // Left: the rewritten key and the keys live before the run.
     let mut expected: BTreeMap<String, String> = BTreeMap::new();
@@ -479,6 +489,14 @@ fn undo_deletes_only_what_the_run_wrote_and_nobody_changed() {
     assert_eq!(left.len(), 3);
     assert_eq!(left[changed.as_str()], b"new");
     assert_live_keys_untouched(&redis, &memcached, &setup.manifest);
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT cache_key, value FROM django_cache")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, vec![(changed.clone(), "new".to_owned())]);
 
     // Undo again: nothing more to delete.
     let output = run_to_end(

@@ -575,3 +575,26 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The background run gets the same command line minus what the parent decides for it.
+    #[test]
+    fn child_args_drop_detach_resume_and_run_id() {
+        let args = |text: &str| -> Vec<std::ffi::OsString> {
+            text.split_whitespace().map(Into::into).collect()
+        };
+        assert_eq!(
+            child_args(args(
+                "run --detach --resume runs/r1 --rate 5 --run-id x --target a"
+            )),
+            args("run --rate 5 --target a")
+        );
+        assert_eq!(
+            child_args(args("run --resume --target a --resume=runs/r2 --detach")),
+            args("run --target a")
+        );
+    }
+}

@@ -18,7 +18,22 @@
 //! prefix = [":1:django.contrib.sessions.cache"]
 //! budget_share = 0.25       # at most a quarter of the budget
 //! ttl = "30m"               # the TTL the warmer gives these keys (unless the source has one)
+//!
+//! [warmer]                  # `warmer run` in every environment
+//! manifest = "/data/cachewarm/manifest.json.zst"
+//! timeout = "5m"
+//! rate = 5000               # writes per second per target
+//!
+//! [env.production]          # layered over [warmer] when the environment is `production`
+//! source = "redis://old-primary:6379"
+//! targets = ["redis://new-primary:6379"]
+//! max_fill = "40%"
+//!
+//! [env.development]
+//! enabled = true            # development and test are off unless turned on
 //! ```
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,6 +49,53 @@ pub struct Config {
     /// no rule matches are in the category `default`.
     #[serde(default, rename = "category")]
     pub categories: Vec<CategoryRule>,
+    /// How `warmer run` warms, in every environment.
+    #[serde(default)]
+    pub warmer: WarmerConfig,
+    /// Per-environment settings (`[env.production]`), layered over `[warmer]` when the run's
+    /// environment profile has that name.
+    #[serde(default)]
+    pub env: BTreeMap<String, WarmerConfig>,
+}
+
+/// The `[warmer]` section, and each `[env.NAME]` section. Every field is optional; a field set
+/// in `[env.NAME]` wins over `[warmer]`, the `CACHEWARM_*` variables and flags over both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarmerConfig {
+    /// Whether `warmer run` warms at all. Default: true, except in the `development` and
+    /// `test` environments.
+    pub enabled: Option<bool>,
+    /// The manifest to warm from (`.json` or `.json.zst`).
+    pub manifest: Option<String>,
+    /// Where values come from: a store URL or a snapshot file.
+    pub source: Option<String>,
+    /// The stores to warm.
+    pub targets: Option<Vec<String>>,
+    /// The whole run ends by then (`5m`).
+    pub timeout: Option<String>,
+    /// Write batches in flight per target. Default 3.
+    pub concurrency: Option<u32>,
+    /// Writes per second per target. Default: no limit.
+    pub rate: Option<u64>,
+    /// Bytes (key + value) per second per target (`2MiB`). Default: no limit.
+    pub bandwidth: Option<String>,
+    /// The most of a target's capacity the run may fill (`50%`).
+    pub max_fill: Option<String>,
+    /// Only entries of these manifest categories are warmed. Default: every category.
+    pub categories: Option<Vec<String>>,
+    /// Entries per pipelined batch. Default 500.
+    pub batch_size: Option<u32>,
+    /// Entries with less time to live are skipped (`60s`).
+    pub min_ttl: Option<String>,
+    /// The TTL of entries neither the source nor the manifest gives one (`1h`).
+    pub default_ttl: Option<String>,
+    /// Where run directories are created. Default `cachewarm-runs`.
+    pub runs_dir: Option<String>,
+    /// Exit 1 when a store or the source failed.
+    pub strict: Option<bool>,
+    /// Stop writing to a target whose eviction counter grows during the run. Default true.
+    pub stop_on_evictions: Option<bool>,
 }
 
 /// The `[rank]` section.

@@ -14,9 +14,16 @@
 //! - [`source`]: value sources: replicas and snapshots.
 //! - [`run`]: the orchestration of a run, per-target writing, coverage probes.
 //! - [`report`]: the human summary of a report.
+//! - [`settings`]: flags, `CACHEWARM_*` variables and `cachewarm.toml` resolved into a run's
+//!   settings, with environment profiles.
+//! - [`undo`]: taking back what a run wrote.
+//! - [`status`]: where a run stands, from its run directory.
 
 pub mod manifest;
 pub mod report;
 pub mod run;
+pub mod settings;
 pub mod source;
+pub mod status;
 pub mod store;
+pub mod undo;

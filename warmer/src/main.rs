@@ -7,21 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use warmer::run::{RunError, RunSettings};
+use warmer::run::{ResumeFrom, RunError, RunSettings};
+use warmer::settings::{self, Resolved, RunFlags};
 use warmer::source::{SnapshotWriter, Source};
-use warmer::store::{KeyLimits, StoreUrl};
-
-/// The embedded default target: a Django-style cache table in a local SQLite file.
-const DEFAULT_TARGET: &str = "sqlite://cachewarm-cache.sqlite3?table=cachewarm_cache";
-
-/// Environment variables that name the environment profile, in order of precedence.
-const ENVIRONMENT_VARIABLES: [&str; 5] = [
-    "CACHEWARM_ENV",
-    "RAILS_ENV",
-    "RACK_ENV",
-    "DJANGO_ENV",
-    "APP_ENV",
-];
+use warmer::store::StoreUrl;
 
 /// Warms cache stores from a hot-key manifest, and reports what it did.
 #[derive(Debug, Parser)]
@@ -33,21 +22,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     Snapshot(SnapshotArgs),
+    Undo(UndoArgs),
+    Status(StatusArgs),
 }
 
 /// Warm the targets with the manifest's keys, most valuable first, never replacing a live
 /// entry. Store failures are reported and do not fail the run unless --strict.
+///
+/// Settings come from flags, then CACHEWARM_* variables, then cachewarm.toml ([env.NAME] over
+/// [warmer]), then the defaults shown.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// The config file [default: CACHEWARM_CONFIG, else ./cachewarm.toml when present].
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The manifest written by `analyzer rank` (`.json` or `.json.zst`).
     #[arg(long)]
-    manifest: PathBuf,
+    manifest: Option<PathBuf>,
     /// Where values come from: a replica store URL (redis://, memcached://, sqlite://) or a
     /// snapshot file (.parquet).
     #[arg(long)]
-    source: String,
+    source: Option<String>,
     /// A store to warm; repeat for several. Default: the embedded SQLite store
     /// `sqlite://cachewarm-cache.sqlite3` (table `cachewarm_cache`).
     #[arg(long = "target")]
@@ -58,36 +55,96 @@ struct RunArgs {
     /// Replace live entries too (the default keeps them).
     #[arg(long)]
     overwrite: bool,
-    /// Stop cleanly after this long (`90s`, `5m`); the report counts what was not reached.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    timeout: Duration,
-    /// Entries per pipelined batch.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    batch_size: u32,
-    /// Skip entries whose remaining TTL is shorter than this.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    min_ttl: Duration,
-    /// TTL for entries when neither the source nor the manifest gives one.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    default_ttl: Duration,
+    /// Stop cleanly after this long (`90s`, `5m`); the report counts what was not reached
+    /// [default: 5m].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Entries per pipelined batch [default: 500].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch_size: Option<u32>,
+    /// Write batches in flight per target [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    concurrency: Option<u32>,
+    /// At most this many writes per second per target [default: no limit].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+    /// At most this many key + value bytes per second per target (`4MiB`) [default: no limit].
+    #[arg(long, value_parser = parse_rate_size)]
+    bandwidth: Option<u64>,
+    /// Warm only entries of this manifest category; repeat for several [default: all].
+    #[arg(long = "category")]
+    categories: Vec<String>,
+    /// Skip entries whose remaining TTL is shorter than this [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    min_ttl: Option<Duration>,
+    /// TTL for entries when neither the source nor the manifest gives one [default: 1h].
+    #[arg(long, value_parser = parse_duration)]
+    default_ttl: Option<Duration>,
     /// The most of a target's capacity (Redis maxmemory, memcached limit_maxbytes) the run
-    /// may fill, as a percentage.
-    #[arg(long, default_value = "50%", value_parser = parse_percent)]
-    max_fill: f64,
-    /// Longest Redis key to write, in bytes.
-    #[arg(long, default_value_t = 65536)]
-    redis_max_key_bytes: usize,
-    /// Run directories (report, checkpoint) are created under this directory.
-    #[arg(long, default_value = "cachewarm-runs")]
-    runs_dir: PathBuf,
+    /// may fill, as a percentage [default: 50%].
+    #[arg(long, value_parser = parse_percent)]
+    max_fill: Option<f64>,
+    /// Longest Redis key to write, in bytes [default: 65536].
+    #[arg(long)]
+    redis_max_key_bytes: Option<usize>,
+    /// Run directories (report, checkpoint, written-keys logs) are created under this
+    /// directory [default: cachewarm-runs].
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
     /// The environment profile; default from CACHEWARM_ENV, RAILS_ENV, RACK_ENV, DJANGO_ENV,
-    /// APP_ENV.
+    /// APP_ENV. Warming is off in development and test unless turned on.
     #[arg(long = "env")]
     environment: Option<String>,
+    /// Turn warming on or off, whatever the environment and config say.
+    #[arg(long)]
+    enabled: Option<bool>,
     /// Exit 1 when a store or the source failed (by default the run exits 0 so a deploy never
     /// breaks because of warming).
     #[arg(long)]
     strict: bool,
+    /// Keep writing to a store whose eviction counter grows during the run (by default the
+    /// run stops writing to it and reports why).
+    #[arg(long)]
+    keep_writing_on_evictions: bool,
+    /// Continue an interrupted run: the run directory given, or without one the latest
+    /// unfinished run of the same manifest and targets (a new run when there is none).
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
+    resume: Option<Option<PathBuf>>,
+    /// Run in the background (a new session, output to warmer.log in the run directory);
+    /// prints the run directory and returns at once.
+    #[arg(long)]
+    detach: bool,
+    /// The new run's id (used by --detach).
+    #[arg(long, hide = true)]
+    run_id: Option<String>,
+}
+
+/// Take back what a run wrote: delete each key it wrote where the key still holds the value
+/// it wrote. Keys rewritten since, and keys that were there before the run, are kept.
+#[derive(Debug, clap::Args)]
+struct UndoArgs {
+    /// The run's directory [default: the newest under --runs-dir].
+    run_dir: Option<PathBuf>,
+    /// Where run directories are [default: CACHEWARM_RUNS_DIR, else cachewarm-runs].
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// A target URL with its password, for a target whose password the run's records hold
+    /// redacted; repeat for several [default: CACHEWARM_TARGETS, separated by spaces].
+    #[arg(long = "target")]
+    targets: Vec<String>,
+}
+
+/// Show where a run stands: running, finished, interrupted or killed; its progress and counts.
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The run's directory [default: the newest under --runs-dir].
+    run_dir: Option<PathBuf>,
+    /// Where run directories are [default: CACHEWARM_RUNS_DIR, else cachewarm-runs].
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Write a snapshot file (Parquet: key, value, expires_at) of the manifest's keys from a warm
@@ -106,18 +163,15 @@ struct SnapshotArgs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); use forms like 90s, 5m, 24h"))
+    settings::parse_duration(text).map_err(|e| format!("`{text}` is {e}"))
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
-    let number = text.trim().trim_end_matches('%');
-    match number.parse::<f64>() {
-        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
-        _ => Err(format!(
-            "`{text}` is not a percentage between 0 and 100 (like 50%)"
-        )),
-    }
+    settings::parse_percent(text).map_err(|e| format!("`{text}` is {e}"))
+}
+
+fn parse_rate_size(text: &str) -> Result<u64, String> {
+    settings::parse_rate_size(text).map_err(|e| format!("`{text}`: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -137,8 +191,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Snapshot(args) => snapshot(args).await,
+            Command::Undo(args) => undo(args).await,
+            Command::Status(args) => status(args),
         }
     });
     match result {
@@ -157,46 +213,76 @@ fn main() -> ExitCode {
 type Failure = (anyhow::Error, ExitCode);
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
-    let environment = args.environment.or_else(|| {
-        ENVIRONMENT_VARIABLES
-            .iter()
-            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-    });
-    let targets = if args.targets.is_empty() {
-        vec![DEFAULT_TARGET.to_owned()]
-    } else {
-        args.targets
-    };
-    let settings = RunSettings {
+    let usage = |error: anyhow::Error| (error, ExitCode::from(2));
+    let detach = args.detach;
+    let resume = args
+        .resume
+        .map(|dir| dir.map_or(ResumeFrom::Latest, ResumeFrom::Dir));
+    let flags = RunFlags {
+        config: args.config,
+        environment: args.environment,
+        enabled: args.enabled,
         manifest: args.manifest,
         source: args.source,
-        targets,
-        dry_run: args.dry_run,
-        overwrite: args.overwrite,
+        targets: args.targets,
         timeout: args.timeout,
-        batch_size: args.batch_size as usize,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        bandwidth: args.bandwidth,
+        max_fill: args.max_fill,
+        categories: args.categories,
+        batch_size: args.batch_size,
         min_ttl: args.min_ttl,
         default_ttl: args.default_ttl,
-        max_fill: args.max_fill,
-        key_limits: KeyLimits {
-            redis_max_key_bytes: args.redis_max_key_bytes,
-        },
         runs_dir: args.runs_dir,
-        environment,
+        strict: args.strict,
+        dry_run: args.dry_run,
+        overwrite: args.overwrite,
+        redis_max_key_bytes: args.redis_max_key_bytes,
+        keep_writing_on_evictions: args.keep_writing_on_evictions,
+        resume,
+        run_id: args.run_id,
     };
-    let (stop_sender, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        stop_signal().await;
-        tracing::warn!("interrupted: finishing the batches in flight");
-        let _ = stop_sender.send(true);
-    });
-    let result = warmer::run::run(settings, stop).await.map_err(|error| {
-        let code = match error {
-            RunError::Output { .. } => ExitCode::FAILURE,
-            _ => ExitCode::from(2),
+    let (settings, strict) =
+        match settings::resolve(flags, &settings::process_env).map_err(|e| usage(e.into()))? {
+            Resolved::Run { settings, strict } => (settings, strict),
+            Resolved::Disabled { reason } => {
+                println!("warmer: not warming: {reason}");
+                return Ok(ExitCode::SUCCESS);
+            }
         };
-        (anyhow::Error::new(error), code)
-    })?;
+    if detach {
+        return detach_run(&settings).await;
+    }
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let mut signals = StopSignals::new();
+    tokio::spawn(async move {
+        signals.next().await;
+        tracing::warn!(
+            "interrupted: finishing the batches in flight (a second signal stops at once)"
+        );
+        let _ = stop_sender.send(true);
+        signals.next().await;
+        eprintln!("warmer: stopped at once; the checkpoint is at most a batch behind");
+        std::process::exit(130);
+    });
+    let result = match warmer::run::run(settings, stop).await {
+        Ok(result) => result,
+        Err(RunError::Finished { dir }) => {
+            println!(
+                "warmer: run `{}` has finished already; nothing to resume",
+                dir.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => {
+            let code = match error {
+                RunError::Output { .. } => ExitCode::FAILURE,
+                _ => ExitCode::from(2),
+            };
+            return Err((anyhow::Error::new(error), code));
+        }
+    };
     print!(
         "{}",
         warmer::report::summary(&result.report, &result.run_dir)
@@ -207,36 +293,247 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             .targets
             .iter()
             .any(|t| t.status == schemas::report::TargetStatus::Failed);
-    Ok(if failed && args.strict {
+    Ok(if failed && strict {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what deploy systems and Kubernetes send). A signal
-/// that cannot be listened for never resolves, rather than stopping the run at once.
-async fn stop_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Starts this same command again in the background, in a session of its own (through
+/// `setsid` where it is installed, else in a process group of its own: the workspace forbids
+/// the unsafe code a direct `setsid()` call needs), with its output in the run directory's
+/// `warmer.log`; prints the run directory and returns.
+async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
+    use std::os::unix::process::CommandExt;
+    let failure = |error: anyhow::Error| (error, ExitCode::FAILURE);
+    let usage = |error: anyhow::Error| (error, ExitCode::from(2));
+    // The background run must land in a directory known now, so the one to resume is picked
+    // here, and a new run gets its id here.
+    let run_dir = match &settings.resume {
+        Some(ResumeFrom::Dir(dir)) => dir.clone(),
+        Some(ResumeFrom::Latest) => {
+            let path = settings.manifest.clone();
+            let manifest = tokio::task::spawn_blocking(move || warmer::manifest::open(&path))
+                .await
+                .expect("manifest verification does not panic")
+                .map_err(|e| usage(e.into()))?;
+            let targets: Vec<String> = settings
+                .targets
+                .iter()
+                .map(|t| warmer::store::redact(t))
+                .collect();
+            warmer::run::progress::latest_unfinished(
+                &settings.runs_dir,
+                &manifest.header.entries_sha256,
+                &targets,
+                settings.dry_run,
+            )
+            .unwrap_or_else(|| {
+                settings
+                    .runs_dir
+                    .join(warmer::run::new_run_id(chrono::Utc::now()))
+            })
+        }
+        None => settings.runs_dir.join(
+            settings
+                .run_id
+                .clone()
+                .unwrap_or_else(|| warmer::run::new_run_id(chrono::Utc::now())),
+        ),
+    };
+    let resuming = run_dir
+        .join(warmer::run::progress::CHECKPOINT_FILE)
+        .is_file();
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("failed to create `{}`", run_dir.display()))
+        .map_err(failure)?;
+    let log_path = run_dir.join("warmer.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("failed to open `{}`", log_path.display()))
+        .map_err(failure)?;
+    let exe = std::env::current_exe()
+        .context("cannot find the warmer executable")
+        .map_err(failure)?;
+    let mut child_args = child_args(std::env::args_os().skip(1).collect());
+    if resuming {
+        child_args.push("--resume".into());
+        child_args.push(run_dir.clone().into_os_string());
+    } else {
+        child_args.push("--run-id".into());
+        child_args.push(run_id.into());
+    }
+    let setsid = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("setsid"))
+        .find(|path| path.is_file());
+    let mut command = match &setsid {
+        Some(setsid) => {
+            let mut command = std::process::Command::new(setsid);
+            command.arg(&exe);
+            command
+        }
+        None => {
+            let mut command = std::process::Command::new(&exe);
+            command.process_group(0);
+            command
         }
     };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
+    let stderr = log
+        .try_clone()
+        .with_context(|| format!("failed to open `{}`", log_path.display()))
+        .map_err(failure)?;
+    let child = command
+        .args(&child_args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("failed to start `{}` in the background", exe.display()))
+        .map_err(failure)?;
+    let absolute = std::path::absolute(&run_dir).unwrap_or(run_dir);
+    println!("{}", absolute.display());
+    eprintln!(
+        "warmer: running in the background (pid {}); log {}; see `warmer status {}`",
+        child.id(),
+        absolute.join("warmer.log").display(),
+        absolute.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The command line for the background run: this one without `--detach`, `--resume [DIR]`
+/// and `--run-id ID` (the caller adds what the background run must do).
+fn child_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--detach" || text.starts_with("--resume=") || text.starts_with("--run-id=") {
+            continue;
+        }
+        if text == "--resume" {
+            // clap takes the next word as the directory unless it looks like a flag.
+            if args
+                .peek()
+                .is_some_and(|next| !next.to_string_lossy().starts_with('-'))
+            {
+                args.next();
             }
-            Err(_) => std::future::pending::<()>().await,
+            continue;
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
+        if text == "--run-id" {
+            args.next();
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
+async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
+    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
+    let mut targets = args.targets;
+    if targets.is_empty()
+        && let Some(text) = settings::process_env(settings::env_vars::TARGETS)
+    {
+        // The deploy's own target list, where the URLs with passwords come from a secret.
+        targets = text.split_whitespace().map(str::to_owned).collect();
+    }
+    let summary = warmer::undo::undo(&run_dir, &targets)
+        .await
+        .map_err(|e| (e.into(), ExitCode::from(2)))?;
+    print!("{}", warmer::undo::summary_text(&summary, &run_dir));
+    Ok(if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The run directory given, else the newest under the runs directory.
+fn run_dir_or_latest(
+    run_dir: Option<PathBuf>,
+    runs_dir: Option<PathBuf>,
+) -> Result<PathBuf, Failure> {
+    if let Some(dir) = run_dir {
+        return Ok(dir);
+    }
+    let runs_dir = runs_dir
+        .or_else(|| settings::process_env(settings::env_vars::RUNS_DIR).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(settings::DEFAULT_RUNS_DIR));
+    warmer::status::latest_run(&runs_dir)
+        .with_context(|| format!("no run directory under `{}`", runs_dir.display()))
+        .map_err(|e| (e, ExitCode::from(2)))
+}
+
+fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
+    let usage = |error: anyhow::Error| (error, ExitCode::from(2));
+    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
+    let status =
+        warmer::status::status(&run_dir).map_err(|message| usage(anyhow::anyhow!(message)))?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&status).expect("a status serializes");
+        println!("{text}");
+    } else {
+        print!("{}", warmer::status::text(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (what deploy systems and Kubernetes send), listened for from
+/// start to end: a listener made after a signal arrived could report that same signal again.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Resolves on the next signal. A signal that cannot be listened for never resolves,
+    /// rather than stopping the run at once.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn on(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = on(&mut self.interrupt) => {}
+                _ = on(&mut self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -246,7 +543,7 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
     let manifest = warmer::manifest::open(&args.manifest).map_err(|e| usage(e.into()))?;
     let manifest = Arc::new(manifest);
     let url = StoreUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
-    let source = Source::open(&url, &manifest)
+    let source = Source::open(&url, &manifest, 0)
         .await
         .map_err(|e| failure(e.into()))?;
     let context = || format!("failed to write snapshot `{}`", args.out.display());
@@ -277,4 +574,27 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
         warmer::store::redact(&args.source)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The background run gets the same command line minus what the parent decides for it.
+    #[test]
+    fn child_args_drop_detach_resume_and_run_id() {
+        let args = |text: &str| -> Vec<std::ffi::OsString> {
+            text.split_whitespace().map(Into::into).collect()
+        };
+        assert_eq!(
+            child_args(args(
+                "run --detach --resume runs/r1 --rate 5 --run-id x --target a"
+            )),
+            args("run --rate 5 --target a")
+        );
+        assert_eq!(
+            child_args(args("run --resume --target a --resume=runs/r2 --detach")),
+            args("run --target a")
+        );
+    }
 }

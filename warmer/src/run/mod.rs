@@ -4,9 +4,18 @@
 //! of its own, so a slow target does not hold the others back and reading overlaps writing.
 //! The run stops cleanly at its deadline or on a stop signal, between batches: what was not
 //! reached is counted as `not_attempted`, so the report always accounts for every entry.
+//!
+//! A run lives in its run directory: `checkpoint.json` (rewritten as batches finish, see
+//! [`progress`]), `report.json`, the written-keys logs ([`written`]) that `warmer undo` reads,
+//! and a `lock` file held while a process works on it. A resumed run
+//! ([`RunSettings::resume`]) continues in the same directory: each target skips the entries it
+//! had handled, and its counts and bytes carry over.
 
 mod coverage;
+mod pace;
+pub mod progress;
 mod target;
+pub mod written;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -14,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use schemas::checkpoint::TargetProgress;
 use schemas::report::{ManifestRef, Outcome, Timings};
-use schemas::{CHECKPOINT_SCHEMA_ID, Checkpoint, REPORT_SCHEMA_ID, Report};
+use schemas::{REPORT_SCHEMA_ID, Report};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,6 +33,7 @@ use tokio::time::Instant;
 use crate::manifest::{self, Entry, ManifestError, ManifestFile};
 use crate::source::Source;
 use crate::store::{Fetched, KeyLimits, Role, Store, StoreUrl, UrlError, redact};
+use progress::Board;
 use target::TargetRun;
 
 /// Everything a run needs, resolved from flags and defaults before any work starts.
@@ -49,6 +60,30 @@ pub struct RunSettings {
     /// Run directories are created under this one.
     pub runs_dir: PathBuf,
     pub environment: Option<String>,
+    /// Write batches in flight per target.
+    pub concurrency: usize,
+    /// Writes per second per target, when limited.
+    pub rate: Option<u64>,
+    /// Key + value bytes per second per target, when limited.
+    pub bandwidth: Option<u64>,
+    /// Only entries of these categories are written, when given.
+    pub categories: Option<Vec<String>>,
+    /// Stop writing to a target whose eviction counter grows during the run.
+    pub stop_on_evictions: bool,
+    /// Continue an earlier run instead of starting one.
+    pub resume: Option<ResumeFrom>,
+    /// The new run's id (`--detach` picks it before starting the run in the background).
+    pub run_id: Option<String>,
+}
+
+/// Which run `--resume` continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// This run directory.
+    Dir(PathBuf),
+    /// The latest unfinished run of the same manifest and targets under the runs directory;
+    /// a new run when there is none.
+    Latest,
 }
 
 /// A finished run: its report and where its outputs are.
@@ -74,6 +109,17 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot resume `{dir}`: {message}")]
+    Resume { dir: PathBuf, message: String },
+    #[error("run `{dir}` has finished already; there is nothing to resume")]
+    Finished { dir: PathBuf },
+    #[error(
+        "run `{dir}` is being worked on by another warmer process{}",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Busy { dir: PathBuf, pid: Option<u32> },
+    #[error("{0}")]
+    Categories(String),
 }
 
 /// The share of the timeout kept for the final probe of the targets (at most
@@ -106,6 +152,15 @@ pub(crate) struct Shared {
     pub settings: RunSettings,
     /// Connecting, probing and writing stop by then; the final probe has until the timeout.
     pub deadline: Instant,
+    pub run_dir: PathBuf,
+    /// 0 for a new run, then 1 for its first resume, and so on.
+    pub invocation: u32,
+    /// Where workers post their progress for the checkpoint.
+    pub board: Board,
+    /// Turns true on SIGINT/SIGTERM.
+    pub stop: watch::Receiver<bool>,
+    /// Indexed like the manifest's categories: whether the run writes that category.
+    pub category_enabled: Vec<bool>,
 }
 
 /// Runs the warm described by `settings`; `stop` turning true interrupts it between batches.
@@ -135,23 +190,106 @@ pub async fn run(
             url => Ok(url),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let category_enabled = match &settings.categories {
+        None => vec![true; manifest.categories.len()],
+        Some(names) => {
+            if let Some(unknown) = names
+                .iter()
+                .find(|name| !manifest.categories.iter().any(|c| &c.name == *name))
+            {
+                let known: Vec<&str> = manifest
+                    .categories
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                return Err(RunError::Categories(format!(
+                    "category `{unknown}` is not in manifest `{}`; its categories are: {}",
+                    settings.manifest.display(),
+                    known.join(", ")
+                )));
+            }
+            manifest
+                .categories
+                .iter()
+                .map(|c| names.contains(&c.name))
+                .collect()
+        }
+    };
+    let redacted_targets: Vec<String> = settings.targets.iter().map(|t| redact(t)).collect();
 
-    let run_id = new_run_id(started_at);
-    let run_dir = settings.runs_dir.join(&run_id);
-    std::fs::create_dir_all(&run_dir).map_err(|source| RunError::Output {
-        path: run_dir.clone(),
-        source,
-    })?;
+    let (run_dir, lock, previous) = progress::open_run_dir(
+        &settings,
+        &manifest.header.entries_sha256,
+        &redacted_targets,
+        started_at,
+    )?;
+    let run_id = previous
+        .as_ref()
+        .map(|c| c.run_id.clone())
+        .unwrap_or_else(|| {
+            run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    let invocation = previous.as_ref().map_or(0, |c| c.resumed + 1);
+    let resumed_progress: Vec<TargetProgress> = previous
+        .as_ref()
+        .map(|c| c.progress.clone())
+        .unwrap_or_default();
+    if previous.is_some() {
+        tracing::info!(run_id, invocation, "resuming");
+    }
     tracing::info!(run_id, entries = manifest.entries, "warm run starting");
 
+    let manifest = Arc::new(manifest);
+    let board = Board::new(
+        progress::CheckpointBase {
+            run_id: run_id.clone(),
+            manifest_sha256: manifest.header.entries_sha256.clone(),
+            manifest_path: settings.manifest.display().to_string(),
+            manifest_entries: manifest.entries,
+            environment: settings.environment.clone(),
+            targets: redacted_targets.clone(),
+            resumed: invocation,
+            dry_run: settings.dry_run,
+            categories: manifest.categories.iter().map(|c| c.name.clone()).collect(),
+        },
+        run_dir.join(progress::CHECKPOINT_FILE),
+        redacted_targets
+            .iter()
+            .enumerate()
+            .map(|(i, _)| resumed_progress.get(i).cloned().unwrap_or_default())
+            .collect(),
+    );
+    // The checkpoint exists from the start, so even a run killed before its first batch can
+    // be resumed (and found by `--resume`).
+    board.write_now()?;
+
     let shared = Arc::new(Shared {
-        manifest: Arc::new(manifest),
+        manifest,
         settings,
         deadline,
+        run_dir: run_dir.clone(),
+        invocation,
+        board,
+        stop: stop.clone(),
+        category_enabled,
     });
+    let resume_from = resumed_progress
+        .iter()
+        .map(|p| p.next_entry)
+        .chain(std::iter::repeat_n(
+            0,
+            redacted_targets
+                .len()
+                .saturating_sub(resumed_progress.len()),
+        ))
+        .min()
+        .unwrap_or(0);
     let source = match tokio::time::timeout_at(
         deadline,
-        Source::open(&source_url, &shared.manifest),
+        Source::open(&source_url, &shared.manifest, resume_from),
     )
     .await
     {
@@ -161,19 +299,30 @@ pub async fn run(
     };
 
     let mut targets = Vec::with_capacity(target_urls.len());
-    for (text, url) in shared.settings.targets.iter().zip(&target_urls) {
+    for (index, (text, url)) in shared.settings.targets.iter().zip(&target_urls).enumerate() {
         let store = tokio::time::timeout_at(deadline, Store::connect(url, Role::Target)).await;
         let store = match store {
             Ok(Ok(store)) => Ok(store),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("timed out connecting".to_owned()),
         };
-        targets.push(TargetRun::prepare(redact(text), url, store, &shared).await);
+        targets.push(
+            TargetRun::prepare(
+                index,
+                redact(text),
+                url,
+                store,
+                &shared,
+                resumed_progress.get(index),
+            )
+            .await,
+        );
     }
 
+    let checkpointer = tokio::spawn(progress::keep_writing(Arc::clone(&shared)));
     let warm_start = Instant::now();
     let (source_error, outcome) = match &source {
-        Ok(source) => warm(source, &mut targets, &shared, stop).await,
+        Ok(source) => warm(source, &mut targets, &shared, resume_from, stop).await,
         Err(error) => {
             tracing::error!(error, "source failed; nothing will be written");
             let outcome = if Instant::now() >= deadline {
@@ -185,9 +334,15 @@ pub async fn run(
         }
     };
     let warm_ms = warm_start.elapsed().as_millis() as u64;
+    shared.board.close();
+    let _ = checkpointer.await;
 
-    for target in &mut targets {
-        target.finish(&shared, end).await;
+    // An interrupted run exits promptly: a deploy system that sent SIGTERM waits only a grace
+    // period, so the final coverage probe (a pass over every manifest key) is left out.
+    if outcome != Outcome::Interrupted {
+        for target in &mut targets {
+            target.finish(&shared, end).await;
+        }
     }
 
     let finished_at = Utc::now();
@@ -213,22 +368,19 @@ pub async fn run(
         },
         targets: targets.iter().map(|t| t.report(&shared, warm_ms)).collect(),
     };
-    let checkpoint = Checkpoint {
-        schema: CHECKPOINT_SCHEMA_ID.to_owned(),
-        run_id,
-        manifest_sha256: shared.manifest.header.entries_sha256.clone(),
-        targets: report.targets.iter().map(|t| t.url.clone()).collect(),
-        next_entry: targets
+    for target in &targets {
+        shared.board.post(target.index, target.progress(&shared));
+    }
+    // Finished means every entry was handled at every target; a target that failed (or stopped
+    // on evictions) leaves the run resumable for it.
+    let finished = report.source_error.is_none()
+        && targets
             .iter()
-            .map(|t| t.next_entry as u64)
-            .min()
-            .unwrap_or(0),
-        counts: report.targets.iter().map(|t| t.counts.clone()).collect(),
-        finished: outcome == Outcome::Completed,
-        updated_at: finished_at,
-    };
-    write_json_atomically(&run_dir.join("checkpoint.json"), &checkpoint)?;
+            .all(|t| t.is_ok() && t.next_entry as u64 >= shared.manifest.entries);
+    let checkpoint = shared.board.checkpoint(finished, finished_at);
+    write_json_atomically(&run_dir.join(progress::CHECKPOINT_FILE), &checkpoint)?;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
+    drop(lock);
     Ok(RunResult { report, run_dir })
 }
 
@@ -246,12 +398,13 @@ async fn warm(
     source: &Arc<Source>,
     targets: &mut [TargetRun],
     shared: &Arc<Shared>,
+    resume_from: u64,
     stop: watch::Receiver<bool>,
 ) -> (Option<String>, Outcome) {
     let mut senders = Vec::new();
     let mut handles = Vec::new();
     for target in targets.iter_mut() {
-        let Some(worker) = target.take_worker() else {
+        let Some(worker) = target.take_worker(shared) else {
             continue;
         };
         let (sender, receiver) = mpsc::channel::<Arc<Batch>>(QUEUED_BATCHES);
@@ -287,8 +440,18 @@ async fn warm(
                         break;
                     }
                 };
-                let start = next_start;
+                let mut batch = batch;
+                let mut start = next_start;
                 next_start += batch.len();
+                // A resumed run reads from the first entry some target has not handled.
+                if next_start as u64 <= resume_from {
+                    continue;
+                }
+                if (start as u64) < resume_from {
+                    let skip = resume_from as usize - start;
+                    batch.drain(..skip);
+                    start += skip;
+                }
                 let source = Arc::clone(source);
                 let deadline = shared.deadline;
                 fetches.push(async move {
@@ -340,6 +503,10 @@ async fn warm(
         fetches.abort().await;
     }
     drop(senders);
+    if outcome == Outcome::Completed && *stop.borrow() {
+        // The targets stopped taking batches on the signal before the reader noticed it.
+        outcome = Outcome::Interrupted;
+    }
     for (handle, target) in handles
         .into_iter()
         .zip(targets.iter_mut().filter(|t| t.is_waiting()))
@@ -405,7 +572,7 @@ impl<T: Send + 'static> InFlight<T> {
 }
 
 /// Run ids sort by start time and stay unique across processes.
-fn new_run_id(started_at: chrono::DateTime<Utc>) -> String {
+pub fn new_run_id(started_at: chrono::DateTime<Utc>) -> String {
     format!(
         "{}-{}",
         started_at.format("%Y%m%dT%H%M%S%3fZ"),

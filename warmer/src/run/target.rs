@@ -4,14 +4,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemas::checkpoint::TargetProgress;
 use schemas::report::{CategoryReport, Counts, HitCounters, TargetReport, TargetStatus};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::coverage::{self, Probe};
+use super::pace::Pace;
+use super::progress::categories_by_name;
+use super::written::{self, Record, WrittenLog};
 use super::{Batch, InFlight, RunSettings, Shared};
 use crate::manifest::Entry;
-use crate::store::{Fetched, Store, StoreError, StoreUrl, WriteItem, WriteOutcome};
+use crate::store::{Fetched, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, value_hash};
+
+/// How often a worker reads the store's eviction counter.
+const EVICTION_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Where one manifest entry ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +33,7 @@ enum Disposition {
 }
 
 /// What a target's writes came to so far.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
     counts: Counts,
     /// Indexed like the manifest's categories.
@@ -35,6 +42,8 @@ pub(crate) struct Tally {
     bytes_written: u64,
     /// Entries before this index have all been handled.
     next_entry: usize,
+    /// The byte budget stopped writing.
+    budget_reached: bool,
 }
 
 impl Tally {
@@ -57,11 +66,42 @@ impl Tally {
             *slot += 1;
         }
     }
+
+    /// Takes up where a checkpoint left off.
+    fn restore(progress: &TargetProgress, names: &[String]) -> Tally {
+        let mut tally = Tally {
+            next_entry: progress.next_entry as usize,
+            bytes_written: progress.bytes_written,
+            budget_reached: progress.budget_reached,
+            failure_reasons: progress.failure_reasons.clone(),
+            categories: vec![Counts::default(); names.len()],
+            ..Tally::default()
+        };
+        for (name, counts) in &progress.categories {
+            if let Some(index) = names.iter().position(|n| n == name) {
+                tally.categories[index] = counts.clone();
+            }
+            tally.counts.add(counts);
+        }
+        tally
+    }
+
+    fn progress(&self, names: &[String]) -> TargetProgress {
+        TargetProgress {
+            next_entry: self.next_entry as u64,
+            bytes_written: self.bytes_written,
+            budget_reached: self.budget_reached,
+            categories: categories_by_name(names, &self.categories),
+            failure_reasons: self.failure_reasons.clone(),
+        }
+    }
 }
 
 /// A target's state for the whole run.
 #[derive(Debug)]
 pub(crate) struct TargetRun {
+    /// The target's place in the run's target list.
+    pub index: usize,
     url: String,
     kind: &'static str,
     store: Option<Arc<Store>>,
@@ -73,42 +113,60 @@ pub(crate) struct TargetRun {
     after: Option<Probe>,
     hits_before: Option<HitCounters>,
     hits_after: Option<HitCounters>,
+    evictions_before: Option<u64>,
+    /// Entries handled by earlier invocations of a resumed run.
+    handled_before: u64,
     pub next_entry: usize,
 }
 
 /// The part of a target that runs in its own task during the warm phase.
 #[derive(Debug)]
 pub(crate) struct Worker {
+    index: usize,
     store: Arc<Store>,
     tally: Tally,
     budget: Option<u64>,
-    budget_reached: bool,
     error: Option<String>,
     pub timed_out: bool,
+    /// Where the run records what it sends and writes (none in a dry run).
+    log: Option<WrittenLog>,
+    ops_pace: Option<Pace>,
+    bytes_pace: Option<Pace>,
+    /// The store's eviction counter when the run began, and when it was last read.
+    evictions_before: Option<u64>,
+    evictions_checked: Instant,
 }
 
 impl TargetRun {
     /// Takes a target's connection result and measures it before warming: read counters,
     /// capacity (hence the byte budget), and coverage.
     pub async fn prepare(
+        index: usize,
         url: String,
         parsed: &StoreUrl,
         store: Result<Store, String>,
         shared: &Arc<Shared>,
+        resumed: Option<&TargetProgress>,
     ) -> TargetRun {
+        let tally = resumed.map_or_else(Tally::default, |progress| {
+            Tally::restore(progress, shared.board.categories())
+        });
         let mut target = TargetRun {
+            index,
             url,
             kind: parsed.kind(),
             store: None,
             error: None,
             waiting: false,
-            tally: Tally::default(),
+            next_entry: tally.next_entry,
+            handled_before: tally.counts.total(),
+            tally,
             budget: None,
             before: None,
             after: None,
             hits_before: None,
             hits_after: None,
-            next_entry: 0,
+            evictions_before: None,
         };
         let store = match store {
             Ok(store) => Arc::new(store),
@@ -120,6 +178,9 @@ impl TargetRun {
         };
         let deadline = shared.deadline;
         target.hits_before = within(deadline, store.hit_counters()).await.flatten();
+        if shared.settings.stop_on_evictions {
+            target.evictions_before = within(deadline, store.evictions()).await.flatten();
+        }
         match within(deadline, store.capacity()).await {
             Some(Some(capacity)) => {
                 target.budget = Some((capacity as f64 * shared.settings.max_fill) as u64);
@@ -136,20 +197,45 @@ impl TargetRun {
     }
 
     /// Hands the store to a worker task, unless the target already failed.
-    pub fn take_worker(&mut self) -> Option<Worker> {
+    pub fn take_worker(&mut self, shared: &Shared) -> Option<Worker> {
         if self.error.is_some() {
             return None;
         }
+        let log = if shared.settings.dry_run {
+            None
+        } else {
+            let path = written::log_path(&shared.run_dir, self.index);
+            match WrittenLog::open(path) {
+                Ok(log) => Some(log),
+                Err(error) => {
+                    // Without the log `warmer undo` could not take the writes back: write
+                    // nothing rather than something that cannot be undone.
+                    self.error = Some(format!("cannot open the written-keys log: {error}"));
+                    return None;
+                }
+            }
+        };
         let store = self.store.take()?;
         self.waiting = true;
+        let settings = &shared.settings;
         Some(Worker {
+            index: self.index,
             store,
             tally: std::mem::take(&mut self.tally),
             budget: self.budget,
-            budget_reached: false,
             error: None,
             timed_out: false,
+            log,
+            ops_pace: settings.rate.map(Pace::new),
+            bytes_pace: settings.bandwidth.map(Pace::new),
+            evictions_before: self.evictions_before,
+            evictions_checked: Instant::now(),
         })
+    }
+
+    /// The target's progress, for the checkpoint.
+    pub fn progress(&self, shared: &Shared) -> TargetProgress {
+        self.tally.progress(shared.board.categories())
     }
 
     /// Whether a worker task has this target's store.
@@ -166,6 +252,11 @@ impl TargetRun {
         if worker.error.is_some() {
             self.error = worker.error;
         }
+    }
+
+    /// Whether the target has not failed.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
     }
 
     /// Marks the target failed.
@@ -217,7 +308,8 @@ impl TargetRun {
                 (category.name.clone(), report)
             })
             .collect();
-        let handled = entries - counts.not_attempted;
+        // This invocation's own pace.
+        let handled = (entries - counts.not_attempted).saturating_sub(self.handled_before);
         TargetReport {
             url: self.url.clone(),
             kind: self.kind.to_owned(),
@@ -245,11 +337,6 @@ impl TargetRun {
     }
 }
 
-/// Pipelined writes in flight per target. One batch on the wire while the next is being
-/// encoded and the one before is being counted keeps the store busy without a pause for each
-/// round trip; more only queues in the socket buffers.
-const WRITES_IN_FLIGHT: usize = 3;
-
 /// What one write call came back with.
 type WriteResult = Result<Result<Vec<WriteOutcome>, StoreError>, tokio::time::error::Elapsed>;
 
@@ -261,6 +348,8 @@ struct Pending {
     /// (index in the batch, key + value bytes) of each item sent, in order.
     sent: Vec<(usize, u64)>,
     bytes: u64,
+    /// Leading entries this target had handled before a resume: not counted again.
+    skip: usize,
 }
 
 impl Worker {
@@ -271,7 +360,9 @@ impl Worker {
         shared: Arc<Shared>,
     ) -> Worker {
         let store = Arc::clone(&self.store);
-        let mut writes: InFlight<(Pending, Option<WriteResult>)> = InFlight::new(WRITES_IN_FLIGHT);
+        let mut writes: InFlight<(Pending, Option<WriteResult>)> =
+            InFlight::new(shared.settings.concurrency);
+        let mut stop = shared.stop.clone();
         let mut in_flight_bytes = 0u64;
         let mut open = true;
         while open || !writes.is_empty() {
@@ -281,8 +372,13 @@ impl Worker {
             }
             // Take the next batch while fewer than WRITES_IN_FLIGHT are out, count finished
             // writes otherwise (or when no batch is ready).
+            if open && *stop.borrow() {
+                // Interrupted: finish the writes in flight, take no more batches.
+                open = false;
+            }
             let step = tokio::select! {
                 biased;
+                _ = stop.changed(), if open => continue,
                 batch = batches.recv(), if open && !writes.is_full() => Step::Batch(batch),
                 done = writes.next(), if !writes.is_empty() => Step::Done(done),
             };
@@ -298,7 +394,8 @@ impl Worker {
                         break;
                     };
                     in_flight_bytes -= pending.bytes;
-                    self.settle(pending, result);
+                    self.settle(pending, result, &shared);
+                    self.check_evictions().await;
                     if self.stopped() {
                         break;
                     }
@@ -320,7 +417,7 @@ impl Worker {
                         && let Some(Ok((pending, result))) = writes.next().await
                     {
                         in_flight_bytes -= pending.bytes;
-                        self.settle(pending, result);
+                        self.settle(pending, result, &shared);
                     }
                 }
             }
@@ -330,8 +427,17 @@ impl Worker {
             }
             let pending = self.decide(batch, &shared, in_flight_bytes);
             if pending.sent.is_empty() {
-                self.settle(pending, None);
+                self.settle(pending, None, &shared);
                 continue;
+            }
+            if !self.pace(&pending, &shared).await {
+                // The deadline comes before the rate lets this batch go.
+                self.timed_out = true;
+                break;
+            }
+            if let Err(error) = self.log_sent(&pending, &shared) {
+                self.error = Some(format!("cannot append to the written-keys log: {error}"));
+                break;
             }
             in_flight_bytes += pending.bytes;
             let store = Arc::clone(&store);
@@ -353,6 +459,68 @@ impl Worker {
         self.error.is_some() || self.timed_out
     }
 
+    /// Waits until the rate limits let `pending` go; false when that is past the deadline.
+    async fn pace(&mut self, pending: &Pending, shared: &Shared) -> bool {
+        let ops = self
+            .ops_pace
+            .as_mut()
+            .map(|p| p.book(pending.sent.len() as u64));
+        let bytes = self.bytes_pace.as_mut().map(|p| p.book(pending.bytes));
+        let Some(at) = ops.into_iter().chain(bytes).max() else {
+            return true;
+        };
+        if at > shared.deadline {
+            return false;
+        }
+        tokio::time::sleep_until(at).await;
+        true
+    }
+
+    /// Records the keys of `pending` and their value hashes before they are sent.
+    fn log_sent(&mut self, pending: &Pending, shared: &Shared) -> std::io::Result<()> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
+        let batch = &pending.batch;
+        let (keys, hashes) = pending
+            .sent
+            .iter()
+            .filter_map(|&(i, _)| {
+                let value = &batch.fetched[i].as_ref()?.value;
+                Some((batch.entries[i].key.clone(), value_hash(value)))
+            })
+            .unzip();
+        log.append(&Record::Sent {
+            run: shared.invocation,
+            start: batch.start as u64,
+            keys,
+            hashes,
+        })
+    }
+
+    /// Stops writing when the store has evicted keys since the run began: warming on would
+    /// push out entries live traffic is using.
+    async fn check_evictions(&mut self) {
+        let Some(before) = self.evictions_before else {
+            return;
+        };
+        if self.evictions_checked.elapsed() < EVICTION_CHECK_EVERY {
+            return;
+        }
+        self.evictions_checked = Instant::now();
+        let now = tokio::time::timeout(EVICTION_CHECK_EVERY, self.store.evictions()).await;
+        if let Ok(Ok(Some(now))) = now
+            && now > before
+        {
+            let evicted = now - before;
+            tracing::warn!(evicted, "the store is evicting; stopped writing to it");
+            self.error = Some(format!(
+                "stopped writing: the store evicted {evicted} keys during the run (its memory \
+                 is full; warming on would push out live entries)"
+            ));
+        }
+    }
+
     /// Decides every entry of `batch` that is not for the store to answer: invalid key,
     /// source miss, near expiry, over budget. `in_flight_bytes` are taken as written.
     fn decide(&mut self, batch: Arc<Batch>, shared: &Shared, in_flight_bytes: u64) -> Pending {
@@ -360,7 +528,22 @@ impl Worker {
         let mut decided = vec![None; batch.entries.len()];
         let mut sent = Vec::with_capacity(batch.entries.len());
         let mut pending_bytes = 0u64;
+        // A resumed target skips what it handled before (another target may be behind it).
+        let skip = self
+            .tally
+            .next_entry
+            .saturating_sub(batch.start)
+            .min(batch.entries.len());
         for (i, (entry, fetched)) in batch.entries.iter().zip(&batch.fetched).enumerate() {
+            if i < skip
+                || !shared
+                    .category_enabled
+                    .get(entry.category as usize)
+                    .copied()
+                    .unwrap_or(true)
+            {
+                continue;
+            }
             if self
                 .store
                 .check_key(&entry.key, &settings.key_limits)
@@ -381,10 +564,10 @@ impl Worker {
             let over_budget = self.budget.is_some_and(|budget| {
                 self.tally.bytes_written + in_flight_bytes + pending_bytes + size > budget
             });
-            if self.budget_reached || over_budget {
+            if self.tally.budget_reached || over_budget {
                 // The budget is a stop line: once reached, nothing later is written, so the
                 // warm keys are exactly the top of the ranking that fits.
-                self.budget_reached = true;
+                self.tally.budget_reached = true;
                 decided[i] = Some(Disposition::SkippedBudget);
                 continue;
             }
@@ -396,17 +579,21 @@ impl Worker {
             decided,
             sent,
             bytes: pending_bytes,
+            skip,
         }
     }
 
     /// Counts a batch once its writes are back (`None`: nothing was sent).
-    fn settle(&mut self, pending: Pending, result: Option<WriteResult>) {
+    fn settle(&mut self, pending: Pending, result: Option<WriteResult>, shared: &Shared) {
         let Pending {
             batch,
             mut decided,
             sent,
+            skip,
             ..
         } = pending;
+        let mut written_indexes = Vec::new();
+        let was_sent = result.is_some();
         if let Some(result) = result {
             let outcomes = match result {
                 Ok(Ok(outcomes)) => outcomes,
@@ -421,10 +608,11 @@ impl Worker {
                     return;
                 }
             };
-            for ((i, size), outcome) in sent.into_iter().zip(outcomes) {
+            for (n, ((i, size), outcome)) in sent.into_iter().zip(outcomes).enumerate() {
                 decided[i] = Some(match outcome {
                     WriteOutcome::Written => {
                         self.tally.bytes_written += size;
+                        written_indexes.push(n as u32);
                         Disposition::Written
                     }
                     WriteOutcome::AlreadyPresent => Disposition::AlreadyPresent,
@@ -435,11 +623,36 @@ impl Worker {
                 });
             }
         }
-        for (entry, disposition) in batch.entries.iter().zip(decided) {
+        if let Some(log) = &mut self.log
+            && was_sent
+        {
+            let record = Record::Written {
+                run: shared.invocation,
+                start: batch.start as u64,
+                written: written_indexes,
+            };
+            if let Err(error) = log.append(&record) {
+                // The sent line is there: undo still finds these keys, as unconfirmed.
+                tracing::warn!(%error, path = %log.path().display(), "cannot append to the written-keys log");
+            }
+        }
+        for (i, (entry, disposition)) in batch.entries.iter().zip(decided).enumerate() {
+            if i < skip
+                || !shared
+                    .category_enabled
+                    .get(entry.category as usize)
+                    .copied()
+                    .unwrap_or(true)
+            {
+                continue;
+            }
             let disposition = disposition.unwrap_or(Disposition::Failed);
             self.tally.record(entry.category, disposition);
         }
-        self.tally.next_entry = batch.start + batch.entries.len();
+        self.tally.next_entry = self.tally.next_entry.max(batch.start + batch.entries.len());
+        shared
+            .board
+            .post(self.index, self.tally.progress(shared.board.categories()));
     }
 }
 

@@ -30,16 +30,28 @@ pub enum SourceError {
 }
 
 impl Source {
-    /// Opens the source at `url` for the keys of `manifest`.
-    pub async fn open(url: &StoreUrl, manifest: &Arc<ManifestFile>) -> Result<Source, SourceError> {
+    /// Opens the source at `url` for the keys of `manifest` from entry `from` on (a resumed
+    /// run reads no earlier entry: a snapshot skips their rows instead of keeping them aside).
+    pub async fn open(
+        url: &StoreUrl,
+        manifest: &Arc<ManifestFile>,
+        from: u64,
+    ) -> Result<Source, SourceError> {
         match url {
             StoreUrl::Snapshot { path } => {
                 let path = path.clone();
                 let manifest = Arc::clone(manifest);
                 let snapshot = tokio::task::spawn_blocking(move || {
-                    let mut keys = Vec::with_capacity(manifest.entries as usize);
+                    let mut keys =
+                        Vec::with_capacity(manifest.entries.saturating_sub(from) as usize);
+                    let mut index = 0u64;
                     manifest.stream(8192, |batch| {
-                        keys.extend(batch.iter().map(|e| key_hash(&e.key)));
+                        for entry in batch {
+                            if index >= from {
+                                keys.push(key_hash(&entry.key));
+                            }
+                            index += 1;
+                        }
                         true
                     })?;
                     keys.sort_unstable();

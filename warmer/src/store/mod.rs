@@ -65,6 +65,28 @@ pub enum WriteOutcome {
     Refused(String),
 }
 
+/// What became of one compare-and-delete (`warmer undo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UndoOutcome {
+    /// The key still held the value the run wrote, and was deleted.
+    Deleted,
+    /// The key holds another value now (rewritten since): kept.
+    Changed,
+    /// The key is gone already (expired, evicted or deleted).
+    Missing,
+}
+
+/// The hash a run records of each value it writes, and `warmer undo` compares: the first 16
+/// bytes of the value's SHA-256, in hex. 128 bits make a collision between a value the run
+/// wrote and the value found later practically impossible, at half the size of the full hash.
+pub fn value_hash(value: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(value)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A store that failed as a whole: unreachable, or a broken connection.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} store `{url}`: {message}")]
@@ -157,6 +179,31 @@ impl Store {
             Store::Redis(store) => store.write(items, overwrite).await,
             Store::Memcached(store) => store.write(items, overwrite).await,
             Store::Sqlite(store) => store.write(items, overwrite).await,
+        }
+    }
+
+    /// Deletes each `(key, value hash)` only where the key still holds a value with that hash,
+    /// atomically per key: the value is read, its hash compared, and the delete is made
+    /// conditional on the exact value read (Redis: a Lua compare-and-delete; memcached: the
+    /// item's CAS; SQLite: `DELETE … WHERE value = ?`), so a write that lands in between is
+    /// never deleted.
+    pub async fn delete_if_unchanged(
+        &self,
+        items: &[(&str, &str)],
+    ) -> Result<Vec<UndoOutcome>, StoreError> {
+        match self {
+            Store::Redis(store) => store.delete_if_unchanged(items).await,
+            Store::Memcached(store) => store.delete_if_unchanged(items).await,
+            Store::Sqlite(store) => store.delete_if_unchanged(items).await,
+        }
+    }
+
+    /// The store's cumulative count of evicted items, where it keeps one.
+    pub async fn evictions(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Redis(store) => store.evictions().await.map(Some),
+            Store::Memcached(store) => store.evictions().await.map(Some),
+            Store::Sqlite(_) => Ok(None),
         }
     }
 

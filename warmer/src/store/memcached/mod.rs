@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
-use memcache::exp::{AsyncMetaClient, Get, Meta, MutationStatus, Set, Ttl};
+use memcache::exp::{AsyncMetaClient, Delete, Get, Meta, MutationStatus, Set, Ttl};
 use schemas::report::HitCounters;
 
-use super::{CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, WriteItem, WriteOutcome};
+use super::{
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
+    value_hash,
+};
 
 pub struct MemcachedStore {
     url: String,
@@ -112,6 +115,56 @@ impl MemcachedStore {
                 Err(e) => WriteOutcome::Refused(e.to_string()),
             })
             .collect())
+    }
+
+    /// `mg <key> v c` for the value and its CAS; where the value's hash matches,
+    /// `md <key> C<cas>`, which deletes only if nothing changed the item since it was read.
+    pub async fn delete_if_unchanged(
+        &self,
+        items: &[(&str, &str)],
+    ) -> Result<Vec<UndoOutcome>, StoreError> {
+        let results = self
+            .client
+            .run_many(
+                items
+                    .iter()
+                    .map(|(key, _)| Get::new(key).meta(Meta::NONE.cas())),
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut outcomes = vec![UndoOutcome::Missing; items.len()];
+        let mut deletes = Vec::new();
+        for (i, (result, (key, hash))) in results.into_iter().zip(items).enumerate() {
+            let Some(result) = result.ok().filter(|r| r.hit()) else {
+                continue;
+            };
+            match (result.value, result.item.cas) {
+                (Some(value), Some(cas)) if value_hash(&value) == *hash => {
+                    deletes.push((i, Delete::new(key).compare_cas(cas)));
+                }
+                _ => outcomes[i] = UndoOutcome::Changed,
+            }
+        }
+        let (indexes, deletes): (Vec<usize>, Vec<Delete>) = deletes.into_iter().unzip();
+        let results = self
+            .client
+            .run_many(deletes)
+            .await
+            .map_err(|e| self.error(e))?;
+        for (i, result) in indexes.into_iter().zip(results) {
+            outcomes[i] = match result {
+                Ok(r) if r.status == MutationStatus::Applied => UndoOutcome::Deleted,
+                Ok(r) if r.status == MutationStatus::NotFound => UndoOutcome::Missing,
+                _ => UndoOutcome::Changed,
+            };
+        }
+        Ok(outcomes)
+    }
+
+    /// `evictions` summed over the servers.
+    pub async fn evictions(&self) -> Result<u64, StoreError> {
+        let stats = self.stats().await?;
+        Ok(sum(&stats, "evictions"))
     }
 
     /// Reads `stats` from every server with the crate's classic client (the meta client has

@@ -9,9 +9,18 @@ use redis::{AsyncConnectionConfig, RedisResult, Value};
 use schemas::report::HitCounters;
 
 use super::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, WriteItem, WriteOutcome,
-    duration_from_millis, redact,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
+    duration_from_millis, redact, value_hash,
 };
+
+/// Compare-and-delete: deletes KEYS[1] only if it holds exactly ARGV[1]. Returns 1 when
+/// deleted, 0 when the key holds another value, -1 when it is gone.
+const DELETE_IF_EQUAL: &str = r"
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if current == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -133,6 +142,79 @@ impl RedisStore {
                 Err(e) => WriteOutcome::Refused(e.to_string()),
             })
             .collect())
+    }
+
+    /// `GET` each key, compare its value's hash, then run [`DELETE_IF_EQUAL`] with the value
+    /// read, pipelined by its SHA (`EVALSHA`); a server that does not know the script yet gets
+    /// it through `Script::invoke_async`, which loads it.
+    pub async fn delete_if_unchanged(
+        &self,
+        items: &[(&str, &str)],
+    ) -> Result<Vec<UndoOutcome>, StoreError> {
+        let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in &keys {
+            pipe.cmd("GET").arg(*key);
+        }
+        let values = self.pipeline(&pipe).await?;
+        let mut outcomes = vec![UndoOutcome::Missing; items.len()];
+        let mut candidates = Vec::new();
+        for (i, (value, (_, hash))) in values.into_iter().zip(items).enumerate() {
+            match value {
+                Ok(Value::BulkString(value)) if value_hash(&value) == *hash => {
+                    candidates.push((i, value));
+                }
+                Ok(Value::Nil) => {}
+                _ => outcomes[i] = UndoOutcome::Changed,
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(outcomes);
+        }
+        let script = redis::Script::new(DELETE_IF_EQUAL);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (i, value) in &candidates {
+            pipe.cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(1)
+                .arg(items[*i].0)
+                .arg(value.as_slice());
+        }
+        let replies = self.pipeline(&pipe).await?;
+        for ((i, value), reply) in candidates.iter().zip(replies) {
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    let mut connection = self.connection.clone();
+                    script
+                        .key(items[*i].0)
+                        .arg(value.as_slice())
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(|e| self.error(e))?
+                }
+                Err(e) => return Err(self.error(e)),
+            };
+            outcomes[*i] = match reply {
+                Value::Int(1) => UndoOutcome::Deleted,
+                Value::Int(0) => UndoOutcome::Changed,
+                _ => UndoOutcome::Missing,
+            };
+        }
+        Ok(outcomes)
+    }
+
+    /// `evicted_keys` from INFO stats.
+    pub async fn evictions(&self) -> Result<u64, StoreError> {
+        let info = self.info("stats").await?;
+        Ok(info
+            .get("evicted_keys")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     async fn info(&self, section: &str) -> Result<HashMap<String, String>, StoreError> {

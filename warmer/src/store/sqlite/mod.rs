@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Fetched, Role, StoreError, WriteItem, WriteOutcome};
+use super::{Fetched, Role, StoreError, UndoOutcome, WriteItem, WriteOutcome, value_hash};
 
 const EXPIRES_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
@@ -153,6 +153,54 @@ impl SqliteStore {
                         WriteOutcome::Written
                     } else {
                         WriteOutcome::AlreadyPresent
+                    });
+                }
+            }
+            transaction.commit()?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    /// In one transaction: read each live row, compare its value's hash, and delete it on the
+    /// condition that the value is still the one read.
+    pub async fn delete_if_unchanged(
+        &self,
+        items: &[(&str, &str)],
+    ) -> Result<Vec<UndoOutcome>, StoreError> {
+        let items: Vec<(String, String)> = items
+            .iter()
+            .map(|(key, hash)| ((*key).to_owned(), (*hash).to_owned()))
+            .collect();
+        self.with_connection(move |connection, table| {
+            let now = Utc::now();
+            let transaction = connection.transaction()?;
+            let mut outcomes = Vec::with_capacity(items.len());
+            {
+                let mut select = transaction.prepare_cached(&format!(
+                    "SELECT value, expires FROM \"{table}\" WHERE cache_key = ?1"
+                ))?;
+                let mut delete = transaction.prepare_cached(&format!(
+                    "DELETE FROM \"{table}\" WHERE cache_key = ?1 AND value = ?2"
+                ))?;
+                for (key, hash) in &items {
+                    let row: Option<(String, String)> = select
+                        .query_row(params![key], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?;
+                    let Some(value) = row.and_then(|(value, expires)| live(value, &expires, now))
+                    else {
+                        outcomes.push(UndoOutcome::Missing);
+                        continue;
+                    };
+                    if value_hash(&value.value) != *hash {
+                        outcomes.push(UndoOutcome::Changed);
+                        continue;
+                    }
+                    let value = String::from_utf8_lossy(&value.value).into_owned();
+                    outcomes.push(if delete.execute(params![key, value])? > 0 {
+                        UndoOutcome::Deleted
+                    } else {
+                        UndoOutcome::Changed
                     });
                 }
             }

@@ -1,0 +1,711 @@
+//! `warmer run` in a deploy, on real servers: killed and resumed, stopped by SIGTERM and
+//! resumed, undone, switched off by the environment profile, detached and watched with
+//! `warmer status`.
+
+// A failed step should stop the test where it failed.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cachewarm_tests::{MemcachedServer, RedisServer, Rng, app_keys, bin, ingest_and_rank};
+use memcache::exp::{Get, Meta};
+use redis::Commands;
+use schemas::report::Outcome;
+use schemas::{Checkpoint, Report};
+
+/// Variables that would change the runs' environment profile or settings.
+const ENVIRONMENT: [&str; 7] = [
+    "CACHEWARM_ENV",
+    "RAILS_ENV",
+    "RACK_ENV",
+    "DJANGO_ENV",
+    "APP_ENV",
+    "CACHEWARM_CONFIG",
+    "CACHEWARM_ENABLED",
+];
+
+/// The longest a test waits for a background run before it gives up (a bound against hanging,
+/// not a timing assertion).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn value_for(key: &str) -> String {
+    format!(
+        "{{\"key\":\"{key}\",\"data\":\"{}\"}}",
+        "v".repeat(40 + key.len() % 90)
+    )
+}
+
+/// A deploy's setting: a replica holding a value for every key, and a manifest of those keys.
+struct Setup {
+    dir: tempfile::TempDir,
+    replica: RedisServer,
+    manifest: schemas::Manifest,
+    manifest_path: String,
+}
+
+impl Setup {
+    /// `keys` keys, each read a few times in a canonical access log, ranked into a manifest
+    /// that takes them all; the replica holds each one's value with an hour to live.
+    fn new(keys: usize) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = app_keys(keys);
+        let log = dir.path().join("access.jsonl");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        for (i, key) in keys.iter().enumerate() {
+            for read in 0..2 + (keys.len() - i) % 7 {
+                let ts = 1_763_700_000.0 + i as f64 + read as f64 * 0.001;
+                writeln!(
+                    out,
+                    r#"{{"ts": {ts:.3}, "key": {}, "op": "get", "hit": true, "value_size": {}}}"#,
+                    serde_json::to_string(key).unwrap(),
+                    value_for(key).len()
+                )
+                .unwrap();
+            }
+        }
+        out.flush().unwrap();
+        drop(out);
+        let (_, manifest_path) = ingest_and_rank(dir.path(), &log, "4MiB", "manifest.json", &[]);
+        let manifest = cachewarm_tests::read_manifest(&manifest_path);
+        assert_eq!(manifest.entries.len(), keys.len());
+        let replica = RedisServer::start(&[]);
+        let mut connection = replica.connection();
+        for key in &keys {
+            let _: () = connection.set_ex(key, value_for(key), 3600).unwrap();
+        }
+        Setup {
+            manifest_path: manifest_path.to_str().unwrap().to_owned(),
+            dir,
+            replica,
+            manifest,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    /// `warmer run` from the replica into `targets`, with runs under `runs`.
+    fn run_args(&self, targets: &[String], runs: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "--manifest",
+            &self.manifest_path,
+            "--source",
+            &self.replica.url(),
+            "--runs-dir",
+            &self.path(runs),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for target in targets {
+            args.push("--target".into());
+            args.push(target.clone());
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+}
+
+/// The warmer, with no profile or config from the test's own environment, working in `dir`.
+fn warmer(dir: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(bin("warmer"));
+    command.args(args).current_dir(dir);
+    for name in ENVIRONMENT {
+        command.env_remove(name);
+    }
+    command
+}
+
+fn check(output: Output, code: i32, what: &str) -> Output {
+    if output.status.code() != Some(code) {
+        panic!(
+            "{what}: exited with {:?}, expected {code}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+fn run_to_end(dir: &Path, args: &[String], what: &str) -> Output {
+    check(warmer(dir, args).output().unwrap(), 0, what)
+}
+
+fn report_of(stdout: &[u8]) -> (Report, PathBuf) {
+    let text = String::from_utf8_lossy(stdout);
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
+    let path = PathBuf::from(path.trim());
+    let report = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (report, path.parent().unwrap().to_path_buf())
+}
+
+fn checkpoint_of(run_dir: &Path) -> Option<Checkpoint> {
+    serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint.json")).ok()?).ok()
+}
+
+/// Every string key in a Redis and its value.
+fn redis_contents(redis: &RedisServer) -> BTreeMap<String, String> {
+    let mut connection = redis.connection();
+    let keys: Vec<String> = connection.keys("*").unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let value: String = connection.get(&key).unwrap();
+            (key, value)
+        })
+        .collect()
+}
+
+/// The manifest's keys a memcached holds, with their values.
+fn memcached_contents(
+    memcached: &MemcachedServer,
+    manifest: &schemas::Manifest,
+) -> BTreeMap<String, Vec<u8>> {
+    let client = memcached.client();
+    manifest
+        .entries
+        .iter()
+        .filter(|e| !e.key.contains(' '))
+        .filter_map(|e| {
+            let result = client.run(Get::new(&e.key)).unwrap();
+            result
+                .hit()
+                .then(|| (e.key.clone(), result.value.unwrap_or_default()))
+        })
+        .collect()
+}
+
+fn memcached_get(memcached: &MemcachedServer, key: &str) -> Option<(Vec<u8>, i64)> {
+    let result = memcached
+        .client()
+        .run(Get::new(key).meta(Meta::NONE.ttl()))
+        .unwrap();
+    result.hit().then(|| {
+        (
+            result.value.unwrap_or_default(),
+            result.item.ttl.unwrap_or(0),
+        )
+    })
+}
+
+/// Keys live in a target before the run: two manifest keys (valid for every store) and one of
+/// the application's own.
+fn live_keys(manifest: &schemas::Manifest) -> Vec<String> {
+    let mut keys: Vec<String> = manifest
+        .entries
+        .iter()
+        .map(|e| e.key.clone())
+        .filter(|key| !key.contains(' '))
+        .step_by(7)
+        .take(2)
+        .collect();
+    keys.push("app:own".to_owned());
+    keys
+}
+
+fn seed_live_keys(redis: &RedisServer, memcached: &MemcachedServer, manifest: &schemas::Manifest) {
+    let mut connection = redis.connection();
+    let client = memcached.client();
+    for key in &live_keys(manifest) {
+        let _: () = connection.set_ex(key, "kept", 7200).unwrap();
+        client
+            .set(key, "kept")
+            .ttl(memcache::exp::Ttl::secs(7200))
+            .send()
+            .unwrap();
+    }
+}
+
+/// The keys live before the run still hold their own value, with their own TTL (7200 s when
+/// set, so above 7000 unless the test ran for minutes).
+fn assert_live_keys_untouched(
+    redis: &RedisServer,
+    memcached: &MemcachedServer,
+    manifest: &schemas::Manifest,
+) {
+    let mut connection = redis.connection();
+    for key in &live_keys(manifest) {
+        let value: Option<String> = connection.get(key).unwrap();
+        assert_eq!(value.as_deref(), Some("kept"), "redis {key}");
+        let ttl: i64 = connection.ttl(key).unwrap();
+        assert!(ttl > 7000, "redis {key}: TTL changed to {ttl}");
+        let (value, ttl) = memcached_get(memcached, key).unwrap();
+        assert_eq!(value, b"kept", "memcached {key}");
+        assert!(ttl > 7000, "memcached {key}: TTL changed to {ttl}");
+    }
+}
+
+/// A deploy's warm step killed with SIGKILL at a dozen random points, and resumed each time
+/// with `--resume`, leaves the stores exactly as one uninterrupted run leaves fresh stores;
+/// keys live before the run keep their value and TTL. (After a kill the checkpoint trails the
+/// stores by a batch or so: the resumed run sends those writes again, and add semantics find
+/// them present.)
+#[test]
+fn killed_at_random_points_and_resumed_equals_one_run() {
+    let setup = Setup::new(240);
+    let redis = RedisServer::start(&[]);
+    let memcached = MemcachedServer::start(64);
+    let fresh_redis = RedisServer::start(&[]);
+    let fresh_memcached = MemcachedServer::start(64);
+    seed_live_keys(&redis, &memcached, &setup.manifest);
+    seed_live_keys(&fresh_redis, &fresh_memcached, &setup.manifest);
+
+    // Slow enough (60 writes/s per target in batches of 4) that a kill lands mid-run.
+    let slow = ["--rate", "60", "--batch-size", "4", "--resume"];
+    let args = setup.run_args(&[redis.url(), memcached.url()], "runs", &slow);
+    let mut rng = Rng::new(5);
+    let mut killed_mid_run = 0;
+    for _ in 0..12 {
+        let mut child = warmer(setup.dir.path(), &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + rng.next_u64() % 900));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let runs = std::fs::read_dir(setup.path("runs"));
+        for run in runs.into_iter().flatten().flatten() {
+            if let Some(checkpoint) = checkpoint_of(&run.path())
+                && !checkpoint.finished
+                && checkpoint.next_entry > 0
+            {
+                killed_mid_run += 1;
+            }
+        }
+    }
+    let checkpoints: Vec<Checkpoint> = std::fs::read_dir(setup.path("runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|run| checkpoint_of(&run.path()))
+        .collect();
+    assert!(
+        killed_mid_run > 0,
+        "no kill landed in the middle of a run: {checkpoints:#?}"
+    );
+    let output = run_to_end(setup.dir.path(), &args, "final resume");
+    let (report, run_dir) = report_of(&output.stdout);
+    assert_eq!(report.outcome, Outcome::Completed);
+    let checkpoint = checkpoint_of(&run_dir).unwrap();
+    assert!(checkpoint.finished);
+    assert!(
+        checkpoint.resumed > 0,
+        "the last run did not resume a killed one"
+    );
+
+    let reference = setup.run_args(&[fresh_redis.url(), fresh_memcached.url()], "fresh", &[]);
+    run_to_end(setup.dir.path(), &reference, "uninterrupted run");
+
+    assert_eq!(redis_contents(&redis), redis_contents(&fresh_redis));
+    assert_eq!(
+        memcached_contents(&memcached, &setup.manifest),
+        memcached_contents(&fresh_memcached, &setup.manifest)
+    );
+    assert_live_keys_untouched(&redis, &memcached, &setup.manifest);
+
+    // The written-keys logs survived the kills: undoing every run directory leaves exactly
+    // the keys that were live before.
+    for run in std::fs::read_dir(setup.path("runs")).unwrap().flatten() {
+        if run.path().join("checkpoint.json").is_file() {
+            let undo = ["undo".to_owned(), run.path().to_str().unwrap().to_owned()];
+            run_to_end(setup.dir.path(), &undo, "undo after kills");
+        }
+    }
+    let live: BTreeMap<String, String> = live_keys(&setup.manifest)
+        .into_iter()
+        .map(|key| (key, "kept".to_owned()))
+        .collect();
+    assert_eq!(redis_contents(&redis), live);
+    assert_eq!(memcached_contents(&memcached, &setup.manifest).len(), 2);
+    assert_live_keys_untouched(&redis, &memcached, &setup.manifest);
+}
+
+/// SIGTERM (what Kubernetes and deploy tools send) stops the run after its batches in flight:
+/// it exits 0 with the checkpoint and a report saying `interrupted`; `--resume RUN_DIR`
+/// finishes the job, and the counts of both invocations add up to what the store holds.
+#[test]
+fn sigterm_stops_cleanly_and_resume_completes() {
+    let setup = Setup::new(200);
+    let redis = RedisServer::start(&[]);
+    let args = setup.run_args(
+        &[redis.url()],
+        "runs",
+        &["--rate", "50", "--batch-size", "5"],
+    );
+    let child = warmer(setup.dir.path(), &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run has written something, then ask it to stop.
+    let started = Instant::now();
+    loop {
+        let progressed = std::fs::read_dir(setup.path("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|run| checkpoint_of(&run.path()))
+            .any(|c| c.next_entry > 0);
+        if progressed {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the run never progressed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = check(child.wait_with_output().unwrap(), 0, "interrupted run");
+    let (report, run_dir) = report_of(&output.stdout);
+    assert_eq!(
+        report.outcome,
+        Outcome::Interrupted,
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let first = &report.targets[0].counts;
+    assert!(first.not_attempted > 0, "the run ended before the signal");
+    assert_eq!(first.total(), report.manifest.entries);
+    let checkpoint = checkpoint_of(&run_dir).unwrap();
+    assert!(!checkpoint.finished);
+    assert_eq!(checkpoint.counts[0].written, first.written);
+    let status = run_to_end(
+        setup.dir.path(),
+        &["status".to_owned(), run_dir.to_str().unwrap().to_owned()],
+        "status",
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("interrupted"));
+
+    let mut resume = args.clone();
+    resume.extend(["--resume".to_owned(), run_dir.to_str().unwrap().to_owned()]);
+    let output = run_to_end(setup.dir.path(), &resume, "resume");
+    let (report, resumed_dir) = report_of(&output.stdout);
+    assert_eq!(resumed_dir, run_dir);
+    assert_eq!(report.outcome, Outcome::Completed);
+    let counts = &report.targets[0].counts;
+    assert_eq!(counts.not_attempted, 0);
+    assert_eq!(counts.total(), report.manifest.entries);
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap();
+    assert_eq!(counts.written + counts.already_present, dbsize);
+    assert!(checkpoint_of(&run_dir).unwrap().finished);
+
+    // Resuming a finished run does nothing and says so.
+    let output = run_to_end(setup.dir.path(), &resume, "resume of a finished run");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("finished already"));
+    // Resuming against other targets is refused, naming the run and what differs.
+    let mut wrong_targets = resume.clone();
+    let at = wrong_targets.iter().position(|a| a == "--target").unwrap();
+    wrong_targets[at + 1] = setup.replica.url();
+    let output = check(
+        warmer(setup.dir.path(), &wrong_targets).output().unwrap(),
+        2,
+        "resume against other targets",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot resume") && stderr.contains("targets"),
+        "{stderr}"
+    );
+}
+
+/// `warmer undo` deletes what the run wrote, except a key rewritten since (compare-and-delete
+/// on Redis, CAS on memcached), and never a key that was live before the run.
+#[test]
+fn undo_deletes_only_what_the_run_wrote_and_nobody_changed() {
+    let setup = Setup::new(120);
+    let redis = RedisServer::start(&[]);
+    let memcached = MemcachedServer::start(64);
+    seed_live_keys(&redis, &memcached, &setup.manifest);
+    let sqlite_path = setup.path("cache.sqlite3");
+    let sqlite = format!("sqlite://{sqlite_path}?table=django_cache");
+    let args = setup.run_args(&[redis.url(), memcached.url(), sqlite], "runs", &[]);
+    let output = run_to_end(setup.dir.path(), &args, "warm");
+    let (report, run_dir) = report_of(&output.stdout);
+    let redis_written = report.targets[0].counts.written;
+    let memcached_written = report.targets[1].counts.written;
+    assert!(redis_written > 100 && memcached_written > 100);
+    assert_eq!(report.targets[2].counts.written, 120);
+
+    // The application rewrites one warmed key in each store.
+    let live = live_keys(&setup.manifest);
+    let changed = &setup
+        .manifest
+        .entries
+        .iter()
+        .find(|e| !e.key.contains(' ') && !live.contains(&e.key))
+        .unwrap()
+        .key;
+    let _: () = redis.connection().set_ex(changed, "new", 600).unwrap();
+    memcached
+        .client()
+        .set(changed, "new")
+        .ttl(memcache::exp::Ttl::secs(600))
+        .send()
+        .unwrap();
+    let db = rusqlite::Connection::open(&sqlite_path).unwrap();
+    db.execute(
+        "UPDATE django_cache SET value = 'new' WHERE cache_key = ?1",
+        [changed],
+    )
+    .unwrap();
+
+    let output = run_to_end(
+        setup.dir.path(),
+        &["undo".to_owned(), run_dir.to_str().unwrap().to_owned()],
+        "undo",
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("deleted {}", redis_written - 1)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("deleted {}", memcached_written - 1)),
+        "{text}"
+    );
+    assert!(text.contains("deleted 119"), "{text}");
+
+    // Left: the rewritten key and the keys live before the run.
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    expected.insert(changed.clone(), "new".to_owned());
+    for key in live {
+        expected.insert(key, "kept".to_owned());
+    }
+    assert_eq!(redis_contents(&redis), expected);
+    let left = memcached_contents(&memcached, &setup.manifest);
+    assert_eq!(left.len(), 3);
+    assert_eq!(left[changed.as_str()], b"new");
+    assert_live_keys_untouched(&redis, &memcached, &setup.manifest);
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT cache_key, value FROM django_cache")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, vec![(changed.clone(), "new".to_owned())]);
+
+    // Undo again: nothing more to delete.
+    let output = run_to_end(
+        setup.dir.path(),
+        &["undo".to_owned(), run_dir.to_str().unwrap().to_owned()],
+        "second undo",
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 0"));
+}
+
+/// In development warming is off: the run exits 0, writes nothing and says why; the config
+/// turns it on per environment; a bad config value exits 2 naming the file, field and value.
+#[test]
+fn environment_profiles_switch_warming() {
+    let setup = Setup::new(40);
+    let redis = RedisServer::start(&[]);
+    let args = setup.run_args(&[redis.url()], "runs", &[]);
+    let output = check(
+        warmer(setup.dir.path(), &args)
+            .env("RAILS_ENV", "development")
+            .output()
+            .unwrap(),
+        0,
+        "development run",
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("development") && text.contains("RAILS_ENV"),
+        "{text}"
+    );
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap();
+    assert_eq!(dbsize, 0);
+    assert!(!Path::new(&setup.path("runs")).exists());
+
+    // cachewarm.toml in the working directory turns development on.
+    std::fs::write(
+        setup.dir.path().join("cachewarm.toml"),
+        "[env.development]\nenabled = true\nbatch_size = 7\n",
+    )
+    .unwrap();
+    let output = check(
+        warmer(setup.dir.path(), &args)
+            .env("RAILS_ENV", "development")
+            .output()
+            .unwrap(),
+        0,
+        "development run, turned on",
+    );
+    let (report, _) = report_of(&output.stdout);
+    assert_eq!(report.environment.as_deref(), Some("development"));
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap();
+    assert_eq!(report.targets[0].counts.written, dbsize);
+    assert!(dbsize > 0);
+
+    // production off by config; a flag wins over it.
+    let config = setup.path("cachewarm-prod.toml");
+    std::fs::write(&config, "[env.production]\nenabled = false\n").unwrap();
+    let mut with_config = args.clone();
+    with_config.extend(["--config".to_owned(), config.clone()]);
+    let output = check(
+        warmer(setup.dir.path(), &with_config)
+            .env("CACHEWARM_ENV", "production")
+            .output()
+            .unwrap(),
+        0,
+        "production, turned off",
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("env.production.enabled = false"));
+
+    std::fs::write(&config, "[env.production]\ntimeout = \"soon\"\n").unwrap();
+    let output = check(
+        warmer(setup.dir.path(), &with_config)
+            .env("CACHEWARM_ENV", "production")
+            .output()
+            .unwrap(),
+        2,
+        "bad config",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cachewarm-prod.toml")
+            && stderr.contains("env.production.timeout")
+            && stderr.contains("soon"),
+        "{stderr}"
+    );
+}
+
+/// `--detach` returns at once with the run directory; `warmer status` follows the background
+/// run until it has finished.
+#[test]
+fn detach_returns_and_status_follows_the_run() {
+    let setup = Setup::new(100);
+    let redis = RedisServer::start(&[]);
+    let args = setup.run_args(
+        &[redis.url()],
+        "runs",
+        &["--detach", "--rate", "100", "--batch-size", "10"],
+    );
+    let output = run_to_end(setup.dir.path(), &args, "detach");
+    let run_dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        Path::new(&run_dir).is_dir(),
+        "not a run directory: {run_dir}"
+    );
+    let status_args = ["status".to_owned(), run_dir.clone()];
+    let started = Instant::now();
+    let text = loop {
+        let output = warmer(setup.dir.path(), &status_args).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() && text.contains(": finished") {
+            break text;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the detached run did not finish: {text}\n{}",
+            std::fs::read_to_string(Path::new(&run_dir).join("warmer.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("100 of 100 entries"), "{text}");
+    let log = std::fs::read_to_string(Path::new(&run_dir).join("warmer.log")).unwrap();
+    assert!(log.contains("completed"), "{log}");
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap();
+    assert_eq!(dbsize, 100);
+
+    // Without a run directory, status shows the newest run.
+    let output = run_to_end(
+        setup.dir.path(),
+        &[
+            "status".to_owned(),
+            "--runs-dir".to_owned(),
+            setup.path("runs"),
+            "--json".to_owned(),
+        ],
+        "status --json",
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["state"], "finished");
+}
+
+/// A store that starts evicting while it is warmed (its memory was full of live data) is left
+/// alone from then on, and the report says why; the deploy is not failed.
+#[test]
+fn a_store_that_evicts_is_no_longer_written() {
+    let setup = Setup::new(240);
+    let redis = RedisServer::start(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
+    // Fill the store with the application's own data until it evicts.
+    let mut connection = redis.connection();
+    let filler = "f".repeat(1024);
+    for i in 0.. {
+        let _: () = connection.set(format!("live:{i}"), &filler).unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut connection)
+            .unwrap();
+        if !info.contains("evicted_keys:0") {
+            break;
+        }
+    }
+    let args = setup.run_args(
+        &[redis.url()],
+        "runs",
+        &["--rate", "40", "--batch-size", "4", "--max-fill", "100%"],
+    );
+    let output = run_to_end(setup.dir.path(), &args, "warm a full store");
+    let (report, _) = report_of(&output.stdout);
+    let target = &report.targets[0];
+    assert_eq!(target.status, schemas::report::TargetStatus::Failed);
+    let error = target.error.as_deref().unwrap();
+    assert!(error.contains("evicted"), "{error}");
+    assert!(target.counts.not_attempted > 0);
+    assert_eq!(target.counts.total(), report.manifest.entries);
+}
+
+/// Reports and checkpoints hold target URLs with the password redacted, so undo takes the
+/// real URL again (here from `CACHEWARM_TARGETS`, as a deploy passes it from a secret) and
+/// refuses, with a hint, to guess.
+#[test]
+fn undo_takes_the_password_again() {
+    let setup = Setup::new(30);
+    let redis = RedisServer::start(&["--requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}", redis.port);
+    let args = setup.run_args(std::slice::from_ref(&url), "runs", &[]);
+    let output = run_to_end(setup.dir.path(), &args, "warm");
+    let (report, run_dir) = report_of(&output.stdout);
+    assert!(!report.targets[0].url.contains("s3cret"));
+    let checkpoint = std::fs::read_to_string(run_dir.join("checkpoint.json")).unwrap();
+    assert!(!checkpoint.contains("s3cret"));
+
+    let undo = ["undo".to_owned(), run_dir.to_str().unwrap().to_owned()];
+    let output = check(
+        warmer(setup.dir.path(), &undo).output().unwrap(),
+        1,
+        "undo without the password",
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("hint"));
+    let output = check(
+        warmer(setup.dir.path(), &undo)
+            .env("CACHEWARM_TARGETS", &url)
+            .output()
+            .unwrap(),
+        0,
+        "undo with the password",
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 30"));
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut connection).unwrap();
+    assert_eq!(dbsize, 0);
+}

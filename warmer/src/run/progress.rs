@@ -1,0 +1,343 @@
+//! The run directory, its lock, and the checkpoint kept up to date while the run goes.
+//!
+//! Each target's worker posts its progress to the [`Board`] after every batch it settles (after
+//! that batch's written-keys line is in the log). A task rewrites the checkpoint from the
+//! board whenever something was posted; posts that arrive while a write is under way are
+//! coalesced into the next write. So the checkpoint trails the stores by about one batch per
+//! target, never leads them, and costs one small atomic file write per batch at most.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use schemas::checkpoint::TargetProgress;
+use schemas::report::Counts;
+use schemas::{CHECKPOINT_SCHEMA_ID, Checkpoint};
+use tokio::sync::Notify;
+
+use super::{ResumeFrom, RunError, RunSettings, Shared, new_run_id, write_json_atomically};
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+pub const REPORT_FILE: &str = "report.json";
+/// Held (`flock`) by the process working on the run; the kernel lets go when it dies.
+pub const LOCK_FILE: &str = "lock";
+
+/// What every checkpoint of a run says besides the progress.
+#[derive(Debug, Clone)]
+pub struct CheckpointBase {
+    pub run_id: String,
+    pub manifest_sha256: String,
+    pub manifest_path: String,
+    pub manifest_entries: u64,
+    pub environment: Option<String>,
+    pub targets: Vec<String>,
+    pub resumed: u32,
+    pub dry_run: bool,
+    /// The manifest's category names, sorted.
+    pub categories: Vec<String>,
+}
+
+/// The latest progress of every target, and the checkpoint file it goes to.
+#[derive(Debug)]
+pub struct Board {
+    base: CheckpointBase,
+    path: PathBuf,
+    state: Mutex<BoardState>,
+    posted: Notify,
+}
+
+#[derive(Debug)]
+struct BoardState {
+    progress: Vec<TargetProgress>,
+    closed: bool,
+}
+
+impl Board {
+    pub fn new(base: CheckpointBase, path: PathBuf, progress: Vec<TargetProgress>) -> Board {
+        Board {
+            base,
+            path,
+            state: Mutex::new(BoardState {
+                progress,
+                closed: false,
+            }),
+            posted: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BoardState> {
+        // A poisoned lock only means a worker panicked mid-post; the data is still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records target `index`'s progress.
+    pub fn post(&self, index: usize, progress: TargetProgress) {
+        if let Some(slot) = self.state().progress.get_mut(index) {
+            *slot = progress;
+        }
+        self.posted.notify_one();
+    }
+
+    /// Stops the writing task (the run writes the last checkpoint itself).
+    pub fn close(&self) {
+        self.state().closed = true;
+        self.posted.notify_one();
+    }
+
+    /// The checkpoint as of now.
+    pub fn checkpoint(&self, finished: bool, now: DateTime<Utc>) -> Checkpoint {
+        let progress = self.state().progress.clone();
+        let counts = progress
+            .iter()
+            .map(|p| {
+                let mut total = Counts::default();
+                for counts in p.categories.values() {
+                    total.add(counts);
+                }
+                total
+            })
+            .collect();
+        Checkpoint {
+            schema: CHECKPOINT_SCHEMA_ID.to_owned(),
+            run_id: self.base.run_id.clone(),
+            manifest_sha256: self.base.manifest_sha256.clone(),
+            targets: self.base.targets.clone(),
+            next_entry: progress.iter().map(|p| p.next_entry).min().unwrap_or(0),
+            counts,
+            finished,
+            updated_at: now,
+            manifest_path: self.base.manifest_path.clone(),
+            manifest_entries: self.base.manifest_entries,
+            environment: self.base.environment.clone(),
+            progress,
+            resumed: self.base.resumed,
+            pid: Some(std::process::id()),
+            dry_run: self.base.dry_run,
+        }
+    }
+
+    /// Writes the checkpoint as of now.
+    pub fn write_now(&self) -> Result<(), RunError> {
+        write_json_atomically(&self.path, &self.checkpoint(false, Utc::now()))
+    }
+
+    /// The manifest's category names, indexed like its categories.
+    pub fn categories(&self) -> &[String] {
+        &self.base.categories
+    }
+}
+
+/// Rewrites the checkpoint each time progress is posted, until the board is closed.
+pub(crate) async fn keep_writing(shared: Arc<Shared>) {
+    loop {
+        shared.board.posted.notified().await;
+        if shared.board.state().closed {
+            return;
+        }
+        let shared_for_write = Arc::clone(&shared);
+        let written = tokio::task::spawn_blocking(move || shared_for_write.board.write_now()).await;
+        if let Ok(Err(error)) = written {
+            tracing::warn!(%error, "could not update the checkpoint");
+        }
+    }
+}
+
+/// Per-category counts keyed by name, from counts indexed like the manifest's categories.
+pub fn categories_by_name(names: &[String], counts: &[Counts]) -> BTreeMap<String, Counts> {
+    names
+        .iter()
+        .zip(counts)
+        .filter(|(_, c)| c.total() > 0)
+        .map(|(name, c)| (name.clone(), c.clone()))
+        .collect()
+}
+
+/// The lock on a run directory, held until dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes the lock of `run_dir`; `None` when another process holds it.
+pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(run_dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => Err(error),
+    }
+}
+
+/// Takes the lock of `run_dir`, waiting up to half a second for it: `warmer status` holds it
+/// for an instant to see whether a run is going on, and must not make a starting run fail.
+fn lock_for_run(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
+    for _ in 0..10 {
+        if let Some(lock) = try_lock(run_dir)? {
+            return Ok(Some(lock));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(None)
+}
+
+/// Reads a run directory's checkpoint.
+pub fn read_checkpoint(run_dir: &Path) -> Result<Checkpoint, String> {
+    let path = run_dir.join(CHECKPOINT_FILE);
+    let text =
+        std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| format!("`{}` is not a checkpoint: {e}", path.display()))
+}
+
+/// The run directories under `runs_dir`, newest first (run ids sort by start time).
+pub fn run_dirs(runs_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join(CHECKPOINT_FILE).is_file())
+        .collect();
+    dirs.sort_by(|a, b| b.file_name().cmp(&a.file_name()));
+    dirs
+}
+
+/// The latest run under `runs_dir` of this manifest and these targets, if it has not
+/// finished: what `--resume` without a directory continues.
+pub fn latest_unfinished(
+    runs_dir: &Path,
+    manifest_sha256: &str,
+    targets: &[String],
+    dry_run: bool,
+) -> Option<PathBuf> {
+    run_dirs(runs_dir)
+        .into_iter()
+        .find_map(|dir| {
+            let checkpoint = read_checkpoint(&dir).ok()?;
+            (checkpoint.manifest_sha256 == manifest_sha256
+                && checkpoint.targets == targets
+                && checkpoint.dry_run == dry_run)
+                .then_some((dir, checkpoint.finished))
+        })
+        .and_then(|(dir, finished)| (!finished).then_some(dir))
+}
+
+/// Picks the run directory: a new one, or the one to resume (checked against the manifest and
+/// targets). Returns it locked, with the checkpoint of the run being resumed.
+pub(crate) fn open_run_dir(
+    settings: &RunSettings,
+    manifest_sha256: &str,
+    targets: &[String],
+    started_at: DateTime<Utc>,
+) -> Result<(PathBuf, RunLock, Option<Checkpoint>), RunError> {
+    let resume_dir = match &settings.resume {
+        None => None,
+        Some(ResumeFrom::Dir(dir)) => {
+            let checkpoint = read_checkpoint(dir).map_err(|message| RunError::Resume {
+                dir: dir.clone(),
+                message: format!("{message}\nhint: a run killed before it began has nothing to resume; start a new run"),
+            })?;
+            check_same_run(dir, &checkpoint, settings, manifest_sha256, targets)?;
+            if checkpoint.finished {
+                return Err(RunError::Finished { dir: dir.clone() });
+            }
+            Some((dir.clone(), checkpoint))
+        }
+        Some(ResumeFrom::Latest) => {
+            let latest = latest_unfinished(
+                &settings.runs_dir,
+                manifest_sha256,
+                targets,
+                settings.dry_run,
+            );
+            if latest.is_none() {
+                tracing::info!(
+                    "no unfinished run of this manifest and targets; starting a new run"
+                );
+            }
+            latest.and_then(|dir| Some((dir.clone(), read_checkpoint(&dir).ok()?)))
+        }
+    };
+    let output = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Output { path, source }
+    };
+    if let Some((dir, checkpoint)) = resume_dir {
+        let lock = lock_for_run(&dir)
+            .map_err(output(&dir))?
+            .ok_or(RunError::Busy {
+                dir: dir.clone(),
+                pid: checkpoint.pid,
+            })?;
+        // Read again under the lock: the process that held it may have moved it on.
+        let checkpoint = read_checkpoint(&dir).map_err(|message| RunError::Resume {
+            dir: dir.clone(),
+            message,
+        })?;
+        if checkpoint.finished {
+            return Err(RunError::Finished { dir });
+        }
+        return Ok((dir, lock, Some(checkpoint)));
+    }
+    let run_id = settings
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id(started_at));
+    let dir = settings.runs_dir.join(run_id);
+    std::fs::create_dir_all(&dir).map_err(output(&dir))?;
+    let lock = lock_for_run(&dir)
+        .map_err(output(&dir))?
+        .ok_or(RunError::Busy {
+            dir: dir.clone(),
+            pid: None,
+        })?;
+    Ok((dir, lock, None))
+}
+
+fn check_same_run(
+    dir: &Path,
+    checkpoint: &Checkpoint,
+    settings: &RunSettings,
+    manifest_sha256: &str,
+    targets: &[String],
+) -> Result<(), RunError> {
+    if checkpoint.manifest_sha256 != manifest_sha256 {
+        return Err(RunError::Resume {
+            dir: dir.to_path_buf(),
+            message: format!(
+                "it warmed the manifest with entries_sha256 {} (`{}`), but `{}` has {manifest_sha256}\n\
+                 hint: resume with the run's own manifest, or start a new run without --resume",
+                checkpoint.manifest_sha256,
+                checkpoint.manifest_path,
+                settings.manifest.display()
+            ),
+        });
+    }
+    if checkpoint.dry_run != settings.dry_run {
+        return Err(RunError::Resume {
+            dir: dir.to_path_buf(),
+            message: if checkpoint.dry_run {
+                "it is a dry run; resume it with --dry-run, or start a real run".to_owned()
+            } else {
+                "it is a real run; a dry run cannot continue it".to_owned()
+            },
+        });
+    }
+    if checkpoint.targets != targets {
+        return Err(RunError::Resume {
+            dir: dir.to_path_buf(),
+            message: format!(
+                "it warmed the targets {:?}, but this run is given {targets:?}\n\
+                 hint: resume with the same --target list in the same order, or start a new run",
+                checkpoint.targets
+            ),
+        });
+    }
+    Ok(())
+}

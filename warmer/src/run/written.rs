@@ -1,0 +1,214 @@
+//! The written-keys log: what a run wrote, so `warmer undo` can take it back.
+//!
+//! One file per target in the run directory, `written-<target index>.jsonl`, appended to by
+//! the run and by every resume of it. Two kinds of line, both compact JSON:
+//!
+//! - `{"op":"sent","run":R,"start":S,"keys":[…],"hashes":[…]}` before a batch goes to the
+//!   store: its keys and the hash of each value ([`value_hash`](crate::store::value_hash)),
+//!   `R` counting the run's invocations (0, then 1 for the first resume…) and `S` the batch's
+//!   first manifest index.
+//! - `{"op":"written","run":R,"start":S,"written":[i…]}` once the store answered: which of the
+//!   batch's keys were written (rather than found present, refused…).
+//!
+//! A `sent` line without its `written` line is a batch whose answer the run never saw (a
+//! `kill -9` while it was on the wire): undo treats each of its keys as possibly written, and
+//! still deletes only where the key holds the value the run would have written. Lines are
+//! flushed to the file before the batch is sent and before the checkpoint moves past it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Record {
+    Sent {
+        run: u32,
+        start: u64,
+        keys: Vec<String>,
+        hashes: Vec<String>,
+    },
+    Written {
+        run: u32,
+        start: u64,
+        written: Vec<u32>,
+    },
+}
+
+/// The log file of target `index` in `run_dir`.
+pub fn log_path(run_dir: &Path, index: usize) -> PathBuf {
+    run_dir.join(format!("written-{index}.jsonl"))
+}
+
+/// Appends records to one target's log.
+#[derive(Debug)]
+pub struct WrittenLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl WrittenLog {
+    /// Opens the log for appending. A torn last line (a process killed mid-write) is ended
+    /// first, so the next record starts a line of its own.
+    pub fn open(path: PathBuf) -> std::io::Result<WrittenLog> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        let length = file.metadata()?.len();
+        if length > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(length - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(WrittenLog { path, file })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `record` and hands it to the OS (which keeps it through a `kill -9`).
+    pub fn append(&mut self, record: &Record) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        // One write call per line: a kill can tear only the line being written.
+        self.file.write_all(&line)
+    }
+}
+
+/// Whether the run saw a key written, or only sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Certainty {
+    Written,
+    /// Sent, answer never seen.
+    Unconfirmed,
+}
+
+/// The keys a target's log says the run wrote (or may have), each with the hash of the last
+/// value sent for it, in the order first sent.
+pub fn read_log(path: &Path) -> std::io::Result<Vec<(String, String, Certainty)>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut sent: BTreeMap<(u32, u64), (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut written: HashMap<(u32, u64), Vec<u32>> = HashMap::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A torn last line (the process died mid-write) is skipped: its batch was not sent.
+        let Ok(record) = serde_json::from_str::<Record>(&line) else {
+            continue;
+        };
+        match record {
+            Record::Sent {
+                run,
+                start,
+                keys,
+                hashes,
+            } => {
+                sent.insert((run, start), (keys, hashes));
+            }
+            Record::Written {
+                run,
+                start,
+                written: indexes,
+            } => {
+                written.insert((run, start), indexes);
+            }
+        }
+    }
+    let mut keys: Vec<(String, String, Certainty)> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (id, (batch_keys, hashes)) in sent {
+        let mut add = |key: &String, hash: &String, certainty: Certainty| match seen.get(key) {
+            Some(&at) => {
+                let slot = &mut keys[at];
+                slot.1.clone_from(hash);
+                if certainty == Certainty::Written {
+                    slot.2 = Certainty::Written;
+                }
+            }
+            None => {
+                seen.insert(key.clone(), keys.len());
+                keys.push((key.clone(), hash.clone(), certainty));
+            }
+        };
+        match written.get(&id) {
+            Some(indexes) => {
+                for &i in indexes {
+                    if let (Some(key), Some(hash)) =
+                        (batch_keys.get(i as usize), hashes.get(i as usize))
+                    {
+                        add(key, hash, Certainty::Written);
+                    }
+                }
+            }
+            None => {
+                for (key, hash) in batch_keys.iter().zip(&hashes) {
+                    add(key, hash, Certainty::Unconfirmed);
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A batch answered lists only its written keys; one never answered lists all its keys;
+    /// a torn last line is ignored.
+    #[test]
+    fn reads_written_and_unconfirmed_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), 0);
+        let mut log = WrittenLog::open(path.clone()).unwrap();
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        log.append(&Record::Sent {
+            run: 0,
+            start: 0,
+            keys: strings(&["a", "b"]),
+            hashes: strings(&["ha", "hb"]),
+        })
+        .unwrap();
+        log.append(&Record::Written {
+            run: 0,
+            start: 0,
+            written: vec![1],
+        })
+        .unwrap();
+        log.append(&Record::Sent {
+            run: 0,
+            start: 2,
+            keys: strings(&["c"]),
+            hashes: strings(&["hc"]),
+        })
+        .unwrap();
+        drop(log);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"op\":\"sent\",\"run\":1,\"sta").unwrap();
+        let keys = read_log(&path).unwrap();
+        assert_eq!(
+            keys,
+            vec![
+                ("b".to_owned(), "hb".to_owned(), Certainty::Written),
+                ("c".to_owned(), "hc".to_owned(), Certainty::Unconfirmed),
+            ]
+        );
+    }
+}

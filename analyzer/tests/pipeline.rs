@@ -231,3 +231,40 @@ fn glob_inputs() {
     let error = ingest(&[nothing], &IngestOptions::default(), &data).unwrap_err();
     assert!(error.to_string().contains("nothing-*.log"), "{error}");
 }
+
+/// Exclusions are counted per reason: a key deleted after its reads, a key written and never
+/// read, a key read once, a key whose last read is older than the window; only the key read
+/// often and lately is ranked.
+#[test]
+fn exclusions_are_counted_per_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("log.csv");
+    let t0 = 1_763_596_800u64;
+    let mut text = String::from("ts,key,op\n");
+    for n in 0..5 {
+        text.push_str(&format!("{},deleted,get\n", t0 + n));
+        text.push_str(&format!("{},stale,get\n", t0 + n));
+        text.push_str(&format!("{},hot,get\n", t0 + 86_000 + n));
+    }
+    text.push_str(&format!("{},deleted,delete\n", t0 + 10));
+    text.push_str(&format!("{},written,set\n", t0 + 20));
+    text.push_str(&format!("{},once,get\n", t0 + 30));
+    std::fs::write(&csv, text).unwrap();
+    let data = dir.path().join("dataset");
+    let inputs = vec![csv.to_str().unwrap().to_owned()];
+    ingest(&inputs, &IngestOptions::default(), &data).unwrap();
+
+    let mut options = RankOptions::new(ResolvedBudget::bytes(1 << 20));
+    options.window = Some(std::time::Duration::from_secs(3600));
+    let manifest = rank(&data, &options).unwrap();
+    let keys: Vec<&str> = manifest.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["hot"]);
+    let exclusions = &manifest.header.exclusions;
+    assert_eq!(exclusions["deleted"], 1);
+    assert_eq!(exclusions["write_only"], 1);
+    assert_eq!(
+        exclusions["not_read_in_window"], 2,
+        "stale and once: {exclusions:?}"
+    );
+    assert_eq!(exclusions.values().sum::<u64>(), 4);
+}

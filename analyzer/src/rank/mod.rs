@@ -176,7 +176,7 @@ fn exclusion(
     if rule.and_then(|r| r.enabled) == Some(false) {
         return Some("category_disabled");
     }
-    if key.last_op == "delete" {
+    if key.deleted_last {
         return Some("deleted");
     }
     if key.requests == 0 {

@@ -148,7 +148,7 @@ fn evaluate(workload: &Workload, seed: u64) -> Vec<(f64, Gains)> {
         .collect();
     let keyspace_bytes: u64 = sizes.iter().sum();
     let popularity = workload.popularity_at(TRAIN_SPAN_US);
-    let raw_stats = rank::aggregate(
+    let mut raw_stats = rank::aggregate(
         &data,
         &AggregateOptions {
             until: None,
@@ -156,6 +156,9 @@ fn evaluate(workload: &Workload, seed: u64) -> Vec<(f64, Gains)> {
         },
     )
     .unwrap();
+    raw_stats
+        .keys
+        .sort_by(|a, b| b.requests.cmp(&a.requests).then(a.key.cmp(&b.key)));
 
     BUDGETS
         .iter()

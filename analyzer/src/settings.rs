@@ -61,13 +61,15 @@ pub fn load_config(path: Option<&Path>) -> Result<LoadedConfig, SettingsError> {
         None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
         None => return Ok(LoadedConfig::default()),
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let config: Config = toml::from_str(&text).map_err(|e| SettingsError::Config {
-        path: path.clone(),
-        message: e.to_string().trim_end().to_owned(),
+    let config = schemas::config::read(&path).map_err(|e| match e {
+        schemas::config::ReadError::Io(source) => SettingsError::Read {
+            path: path.clone(),
+            source,
+        },
+        schemas::config::ReadError::Invalid(message) => SettingsError::Config {
+            path: path.clone(),
+            message,
+        },
     })?;
     Ok(LoadedConfig {
         config,

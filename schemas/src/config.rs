@@ -35,8 +35,26 @@
 
 use std::collections::BTreeMap;
 
+use std::path::Path;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// Why a config file could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// It is not a valid config; the message names the field, line and column.
+    Invalid(String),
+}
+
+/// Reads and parses the config file at `path`. Both programs read it this way, so a file one
+/// accepts the other accepts too.
+pub fn read(path: &Path) -> Result<Config, ReadError> {
+    let text = std::fs::read_to_string(path).map_err(ReadError::Io)?;
+    toml::from_str(&text).map_err(|e| ReadError::Invalid(e.to_string().trim_end().to_owned()))
+}
 
 /// The whole file. Each program reads the sections it knows; every section is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

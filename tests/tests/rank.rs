@@ -201,43 +201,19 @@ enabled = false
     // A bad config is refused with the file and the field named, exit 2.
     std::fs::write(&config, "[rank]\nhalf_life = \"soon\"\n").unwrap();
     let out = dir.path().join("bad.json");
-    let output = run_bin(
-        "analyzer",
-        &[
-            "rank",
-            "--data",
-            &text(&dataset),
-            "--out",
-            &text(&out),
-            "--budget",
-            "1MiB",
-            "--config",
-            &config_text,
-        ],
-        2,
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused = || {
+        let args = ["rank", "--data", &text(&dataset), "--out", &text(&out)];
+        let more = ["--budget", "1MiB", "--config", &config_text];
+        let output = run_bin("analyzer", &[&args[..], &more[..]].concat(), 2);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused();
     assert!(
         stderr.contains("cachewarm.toml") && stderr.contains("rank.half_life"),
         "{stderr}"
     );
     std::fs::write(&config, "[rank]\nhalf_lfe = \"6h\"\n").unwrap();
-    let output = run_bin(
-        "analyzer",
-        &[
-            "rank",
-            "--data",
-            &text(&dataset),
-            "--out",
-            &text(&out),
-            "--budget",
-            "1MiB",
-            "--config",
-            &config_text,
-        ],
-        2,
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused();
     assert!(stderr.contains("half_lfe"), "{stderr}");
     assert!(!out.exists());
 }

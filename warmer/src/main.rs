@@ -35,6 +35,7 @@ struct Cli {
 enum Command {
     Run(RunArgs),
     Snapshot(SnapshotArgs),
+    Report(ReportArgs),
 }
 
 /// Warm the targets with the manifest's keys, most valuable first, never replacing a live
@@ -88,6 +89,35 @@ struct RunArgs {
     /// breaks because of warming).
     #[arg(long)]
     strict: bool,
+    /// Measure the hit rate of live traffic over this long before warming and again after
+    /// (`60s`, `5m`), from the targets' own read counters; the run takes this twice longer.
+    #[arg(long, value_parser = parse_duration)]
+    observe: Option<Duration>,
+    /// Compare the window after warming with this hit rate (`0.82` or `82%`) instead of
+    /// measuring a window before warming.
+    #[arg(long, value_parser = parse_rate)]
+    baseline_hit_rate: Option<f64>,
+    /// Write Prometheus metrics of the run to this file (for node_exporter's textfile
+    /// collector; written atomically).
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// Push the run's metrics to this Prometheus Pushgateway (`http://pushgateway:9091`).
+    #[arg(long)]
+    pushgateway: Option<String>,
+    /// Do not append the run to the run history (`RUNS_DIR/runs.parquet`).
+    #[arg(long)]
+    no_history: bool,
+}
+
+/// Render the trend page over the run history (`runs.parquet`) into a directory.
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// The run history, `runs.parquet` beside the run directories.
+    #[arg(long)]
+    history: PathBuf,
+    /// The directory to write `trend.html` into (created when missing).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Write a snapshot file (Parquet: key, value, expires_at) of the manifest's keys from a warm
@@ -108,6 +138,20 @@ struct SnapshotArgs {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("`{text}` is not a duration ({e}); use forms like 90s, 5m, 24h"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let rate = match trimmed.strip_suffix('%') {
+        Some(number) => number.trim().parse::<f64>().map(|p| p / 100.0),
+        None => trimmed.parse::<f64>(),
+    };
+    match rate {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a hit rate; use a fraction between 0 and 1 (0.82) or a percentage (82%)"
+        )),
+    }
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -139,6 +183,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Snapshot(args) => snapshot(args).await,
+            Command::Report(args) => report(args),
         }
     });
     match result {
@@ -180,6 +225,13 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         max_fill: args.max_fill,
         key_limits: KeyLimits {
             redis_max_key_bytes: args.redis_max_key_bytes,
+        },
+        report: warmer::report::ReportSettings {
+            observe: args.observe.filter(|d| !d.is_zero()),
+            baseline_hit_rate: args.baseline_hit_rate,
+            history: (!args.no_history).then(|| args.runs_dir.join("runs.parquet")),
+            metrics_file: args.metrics_file,
+            pushgateway: args.pushgateway,
         },
         runs_dir: args.runs_dir,
         environment,
@@ -238,6 +290,24 @@ async fn stop_signal() {
         _ = interrupt => {}
         _ = terminate => {}
     }
+}
+
+fn report(args: ReportArgs) -> Result<ExitCode, Failure> {
+    let rows = warmer::report::history::read(&args.history).map_err(|e| (e, ExitCode::from(2)))?;
+    let failure = |error: warmer::run::RunError| (anyhow::Error::new(error), ExitCode::FAILURE);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("failed to create `{}`", args.out.display()))
+        .map_err(|e| (e, ExitCode::FAILURE))?;
+    let page = args.out.join("trend.html");
+    warmer::report::write_atomically(&page, &warmer::report::html::render_trend(&rows))
+        .map_err(failure)?;
+    println!(
+        "trend: {} ({} rows from {})",
+        page.display(),
+        rows.len(),
+        args.history.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {

@@ -1,10 +1,171 @@
-//! The human summary of a run's report, printed to stdout at the end of a run.
+//! What a run leaves for people and machines: the summary printed at its end, `report.md` and
+//! a self-contained `report.html` in its run directory, a row per target in the run history
+//! (`runs.parquet`), and Prometheus metrics.
+//!
+//! # Layout
+//!
+//! - [`markdown`] renders `report.md`.
+//! - [`html`] renders `report.html` and the trend page over the history, with inline SVG
+//!   charts (`svg`).
+//! - [`history`] reads and appends the Parquet run history.
+//! - [`metrics`] renders the Prometheus textfile and pushes to a Pushgateway.
+
+pub mod history;
+pub mod html;
+pub mod markdown;
+pub mod metrics;
+mod svg;
 
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use schemas::Report;
-use schemas::report::{Coverage, Outcome, TargetStatus};
+use schemas::report::{Coverage, HitWindow, Outcome, RankPoint, TargetReport, TargetStatus};
+
+use crate::manifest::ManifestFile;
+use crate::run::RunError;
+
+/// What to observe around a warm, and where a run's outputs beyond its run directory go.
+#[derive(Debug, Clone, Default)]
+pub struct ReportSettings {
+    /// The length of the live-traffic windows before and after warming (`--observe`).
+    pub observe: Option<Duration>,
+    /// The hit rate to compare with instead of a window before warming.
+    pub baseline_hit_rate: Option<f64>,
+    /// The run history to append to; none to keep no history.
+    pub history: Option<PathBuf>,
+    /// The Prometheus textfile to write (`--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
+    /// The Pushgateway to push the metrics to (`--pushgateway`).
+    pub pushgateway: Option<String>,
+}
+
+/// Writes `report.md` and `report.html` into `run_dir`, appends the run to the history, and
+/// writes and pushes the metrics. Only the run directory's files can fail the run: a history
+/// or metrics failure is logged, so monitoring never breaks a deploy.
+pub fn write_outputs(
+    report: &Report,
+    run_dir: &Path,
+    settings: &ReportSettings,
+) -> Result<(), RunError> {
+    write_atomically(&run_dir.join("report.md"), &markdown::render(report))?;
+    write_atomically(&run_dir.join("report.html"), &html::render(report))?;
+    if let Some(path) = &settings.history
+        && let Err(error) = history::append(path, report)
+    {
+        tracing::warn!(error = format!("{error:#}"), "run history not updated");
+    }
+    if let Some(path) = &settings.metrics_file {
+        let text = metrics::render(report, metrics::last_success(path, report));
+        if let Err(source) = write_atomically(path, &text) {
+            tracing::warn!(error = %source, path = %path.display(), "metrics file not written");
+        }
+    }
+    if let Some(url) = &settings.pushgateway {
+        let text = metrics::render(report, metrics::success_time(report));
+        if let Err(error) = metrics::push(url, report, &text) {
+            tracing::warn!(error = format!("{error:#}"), "metrics not pushed");
+        }
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path`: temp file, fsync, rename.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), RunError> {
+    use std::io::Write;
+    let error = |source| RunError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+    temp_name.push(".tmp");
+    let temp = path.with_file_name(temp_name);
+    let mut file = std::fs::File::create(&temp).map_err(error)?;
+    file.write_all(text.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::rename(&temp, path).map_err(error)
+}
+
+/// Points of the cumulative request weight along the manifest's ranks: every rank of the
+/// first 100, then about 400 evenly spaced, and the last.
+pub async fn rank_curve(manifest: &Arc<ManifestFile>) -> Vec<RankPoint> {
+    let total = manifest.entries.max(1);
+    let step = (total / 400).max(1);
+    let mut points = Vec::new();
+    let mut entries = crate::manifest::batches(manifest, 5000, 2);
+    let mut rank = 0u64;
+    let mut requests = 0u64;
+    while let Some(batch) = entries.recv().await {
+        let Ok(batch) = batch else {
+            return Vec::new();
+        };
+        for entry in batch {
+            rank += 1;
+            requests += entry.requests;
+            if rank <= 100 || rank.is_multiple_of(step) || rank == manifest.entries {
+                points.push(RankPoint { rank, requests });
+            }
+        }
+    }
+    points
+}
+
+/// A share as a percentage with one decimal.
+pub(crate) fn pct(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+/// A window's hit rate, or why there is none.
+pub(crate) fn window_rate(window: Option<&HitWindow>) -> String {
+    match window {
+        Some(HitWindow {
+            hit_rate: Some(rate),
+            ..
+        }) => pct(*rate),
+        Some(_) => "no reads".to_owned(),
+        None => "not measured".to_owned(),
+    }
+}
+
+/// The hit rate to compare the window after warming with: the window before, else the
+/// baseline given on the command line.
+pub(crate) fn rate_before(report: &Report, target: &TargetReport) -> Option<f64> {
+    target
+        .window_before
+        .as_ref()
+        .and_then(|w| w.hit_rate)
+        .or_else(|| report.observation.as_ref()?.baseline_hit_rate)
+}
+
+/// Bytes in binary units.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Why an entry was not warmed, in words.
+pub(crate) fn reason_text(reason: &str) -> &str {
+    match reason {
+        "source_miss" => "the source had no value",
+        "invalid_key" => "key not valid for this store",
+        "skipped_budget" => "over the byte budget",
+        "skipped_near_expiry" => "about to expire",
+        "failed" => "the store refused the write",
+        other => other,
+    }
+}
 
 /// A few lines that say what the run did and where its report is.
 pub fn summary(report: &Report, run_dir: &Path) -> String {
@@ -60,6 +221,17 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
             percent(target.coverage_before.as_ref()),
             percent(target.coverage_after.as_ref())
         );
+        if target.window_before.is_some() || target.window_after.is_some() {
+            let before = match &target.window_before {
+                Some(_) => window_rate(target.window_before.as_ref()),
+                None => rate_before(report, target).map_or("not measured".into(), pct),
+            };
+            let _ = writeln!(
+                out,
+                "    hit rate of live traffic: {before} before, {} after warming",
+                window_rate(target.window_after.as_ref())
+            );
+        }
         if c.written == 0 && c.already_present > 0 && !report.dry_run {
             let _ = writeln!(
                 out,
@@ -72,6 +244,8 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
     // Absolute, so the line means the same thing in a deploy log whatever the working directory.
     let report_path = std::path::absolute(&report_path).unwrap_or(report_path);
     let _ = writeln!(out, "report: {}", report_path.display());
+    let html_path = report_path.with_file_name("report.html");
+    let _ = writeln!(out, "html report: {}", html_path.display());
     out
 }
 

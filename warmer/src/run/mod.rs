@@ -6,6 +6,7 @@
 //! reached is counted as `not_attempted`, so the report always accounts for every entry.
 
 mod coverage;
+mod observe;
 mod target;
 
 use std::collections::VecDeque;
@@ -49,6 +50,8 @@ pub struct RunSettings {
     /// Run directories are created under this one.
     pub runs_dir: PathBuf,
     pub environment: Option<String>,
+    /// Live-traffic observation and the report's outputs.
+    pub report: crate::report::ReportSettings,
 }
 
 /// A finished run: its report and where its outputs are.
@@ -144,6 +147,18 @@ pub async fn run(
     })?;
     tracing::info!(run_id, entries = manifest.entries, "warm run starting");
 
+    let observer = observe::Observer::connect(
+        settings.report.observe,
+        settings.report.baseline_hit_rate,
+        &target_urls,
+        stop.clone(),
+    )
+    .await;
+    let observing = Instant::now();
+    let window_before = observer.before().await;
+    // The timeout bounds the warm, not the observation window before it.
+    let (end, deadline) = (end + observing.elapsed(), deadline + observing.elapsed());
+
     let shared = Arc::new(Shared {
         manifest: Arc::new(manifest),
         settings,
@@ -191,7 +206,7 @@ pub async fn run(
     }
 
     let finished_at = Utc::now();
-    let report = Report {
+    let mut report = Report {
         schema: REPORT_SCHEMA_ID.to_owned(),
         run_id: run_id.clone(),
         generator: format!("warmer {}", env!("CARGO_PKG_VERSION")),
@@ -212,6 +227,9 @@ pub async fn run(
             warm_ms,
         },
         targets: targets.iter().map(|t| t.report(&shared, warm_ms)).collect(),
+        observation: None,
+        prediction: None,
+        rank_curve: Vec::new(),
     };
     let checkpoint = Checkpoint {
         schema: CHECKPOINT_SCHEMA_ID.to_owned(),
@@ -229,6 +247,12 @@ pub async fn run(
     };
     write_json_atomically(&run_dir.join("checkpoint.json"), &checkpoint)?;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
+    // The warm's report is on disk before the window after it: a deploy that kills the run
+    // while it observes still has it.
+    observer.after(&mut report, window_before, &shared).await;
+    report.rank_curve = crate::report::rank_curve(&shared.manifest).await;
+    write_json_atomically(&run_dir.join("report.json"), &report)?;
+    crate::report::write_outputs(&report, &run_dir, &shared.settings.report)?;
     Ok(RunResult { report, run_dir })
 }
 

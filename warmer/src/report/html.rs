@@ -20,7 +20,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:12px
 svg.chart{width:100%;height:auto;max-width:720px;display:block;margin:.5rem 0}
 svg .grid{stroke:#edf2f7}svg .tick{font-size:11px;fill:#4a5568}svg .axis{font-size:12px;fill:#2d3748}
 svg .label{font-size:12px;fill:#2d3748}svg .marker line{stroke:#c53030;stroke-dasharray:4 3}svg .marker text{font-size:11px;fill:#c53030}
-.failed{color:#c53030;font-weight:600}figcaption{color:#4a5568;font-size:13px}
+.failed{color:#c53030;font-weight:600}.scroll{overflow-x:auto}figcaption{color:#4a5568;font-size:13px}
 ";
 
 /// The run's report as one HTML page.
@@ -133,10 +133,17 @@ fn hit_rates(out: &mut String, report: &Report) {
         _ => "No live traffic was observed (run with --observe to measure hit rates).".to_owned(),
     };
     let _ = write!(out, "<figcaption>{}</figcaption></figure>", esc(&caption));
-    out.push_str(
-        "<table><tr><th>target</th><th>window</th><th>from</th><th>to</th>\
-         <th class=\"n\">hits</th><th class=\"n\">misses</th><th class=\"n\">hit rate</th></tr>",
-    );
+    let measured = report
+        .targets
+        .iter()
+        .any(|t| t.window_before.is_some() || t.window_after.is_some());
+    if measured {
+        out.push_str(
+            "<table><tr><th>target</th><th>window</th><th>from</th><th>to</th>\
+             <th class=\"n\">hits</th><th class=\"n\">misses</th><th class=\"n\">hit rate</th>\
+             </tr>",
+        );
+    }
     for target in &report.targets {
         for (phase, window) in [
             ("before warming", &target.window_before),
@@ -156,7 +163,9 @@ fn hit_rates(out: &mut String, report: &Report) {
             );
         }
     }
-    out.push_str("</table>");
+    if measured {
+        out.push_str("</table>");
+    }
     if let Some(p) = &report.prediction {
         let _ = write!(
             out,
@@ -249,7 +258,7 @@ fn cost(out: &mut String, report: &Report) {
     ));
     out.push_str("</figure>");
     out.push_str(
-        "<table><tr><th>target</th><th>status</th><th class=\"n\">written</th>\
+        "<div class=\"scroll\"><table><tr><th>target</th><th>status</th><th class=\"n\">written</th>\
          <th class=\"n\">already present</th><th class=\"n\">source miss</th>\
          <th class=\"n\">invalid key</th><th class=\"n\">over budget</th>\
          <th class=\"n\">near expiry</th><th class=\"n\">failed</th>\
@@ -286,7 +295,7 @@ fn cost(out: &mut String, report: &Report) {
             t.keys_per_s
         );
     }
-    out.push_str("</table>");
+    out.push_str("</table></div>");
     for t in &report.targets {
         if t.failure_reasons.is_empty() {
             continue;
@@ -428,10 +437,11 @@ pub fn render_trend(rows: &[Row]) -> String {
     for (id, title, lines) in [
         (
             "chart-trend-hit-rate",
-            "Hit rate after warming (and before) per run",
+            "Hit rate after warming, before it (or the baseline given), per run",
             [
                 series(&|r| r.hit_rate_after, "after"),
                 series(&|r| r.hit_rate_before, "before"),
+                series(&|r| r.baseline_hit_rate, "baseline"),
             ]
             .concat(),
         ),

@@ -105,6 +105,7 @@ pub fn line_chart(
         if line.points.is_empty() {
             continue;
         }
+        let colour = COLOURS[(i + 1) % COLOURS.len()];
         let mut d = String::new();
         for (j, &(x, y)) in line.points.iter().enumerate() {
             let _ = write!(
@@ -117,10 +118,20 @@ pub fn line_chart(
         }
         let _ = write!(
             svg,
-            r#"<path class="series" d="{d}" fill="none" stroke="{}" stroke-width="2"><title>{}</title></path>"#,
-            COLOURS[(i + 1) % COLOURS.len()],
+            r#"<path class="series" d="{d}" fill="none" stroke="{colour}" stroke-width="2"><title>{}</title></path>"#,
             esc(line.name)
         );
+        // Dots for sparse lines (a run history), where a lone point draws no line.
+        if line.points.len() <= 60 {
+            for &(x, y) in &line.points {
+                let _ = write!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                    sx(x),
+                    sy(y)
+                );
+            }
+        }
     }
     svg.push_str("</svg>");
     svg
@@ -147,22 +158,32 @@ pub fn bar_chart(
     let bar_h = 14.0;
     let gap = 10.0;
     let group_h = bar_h * series.len() as f64 + gap;
-    let legend_h = 22.0;
+    // Legend entries flow into rows across the plot's width.
+    let mut legend = Vec::with_capacity(series.len());
+    let (mut x, mut row) = (label_w, 0.0);
+    for name in series {
+        let w = 24.0 + 6.5 * name.chars().count() as f64;
+        if x + w > WIDTH - RIGHT && x > label_w {
+            x = label_w;
+            row += 1.0;
+        }
+        legend.push((x, TOP + 16.0 * row));
+        x += w;
+    }
+    let legend_h = 22.0 + 16.0 * row;
     let height = TOP + legend_h + group_h * groups.len().max(1) as f64 + 8.0;
     let plot_w = WIDTH - label_w - RIGHT - 70.0;
     let max = if max > 0.0 { max } else { 1.0 };
     let mut svg = open(id, title, height);
-    let mut x = label_w;
-    for (s, name) in series.iter().enumerate() {
+    for (s, (name, (x, y))) in series.iter().zip(legend).enumerate() {
         let _ = write!(
             svg,
-            r#"<rect x="{x:.1}" y="{TOP}" width="10" height="10" fill="{}"/><text class="tick" x="{:.1}" y="{:.1}">{}</text>"#,
+            r#"<rect x="{x:.1}" y="{y:.1}" width="10" height="10" fill="{}"/><text class="tick" x="{:.1}" y="{:.1}">{}</text>"#,
             COLOURS[s % COLOURS.len()],
             x + 14.0,
-            TOP + 9.0,
+            y + 9.0,
             esc(name)
         );
-        x += 24.0 + 7.0 * name.len() as f64;
     }
     for (g, group) in groups.iter().enumerate() {
         let y0 = TOP + legend_h + group_h * g as f64;

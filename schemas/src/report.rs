@@ -101,7 +101,7 @@ pub enum Outcome {
 pub struct Timings {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    /// Wall time of the whole run, milliseconds.
+    /// Wall time of the whole run, observation windows included, milliseconds.
     pub total_ms: u64,
     /// Wall time spent writing (after the coverage probe, before the final probe), milliseconds.
     pub warm_ms: u64,
@@ -320,4 +320,26 @@ pub struct CategoryReport {
     pub counts: Counts,
     pub coverage_before: Option<Coverage>,
     pub coverage_after: Option<Coverage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(hits: u64, misses: u64) -> HitCounters {
+        HitCounters { hits, misses }
+    }
+
+    /// A window is the difference of the counters; no reads is no rate, not 0; a counter
+    /// that went down (a restart) gives no window rather than a wrapped one.
+    #[test]
+    fn hit_window_between_counters() {
+        let t = Utc::now();
+        let window = HitWindow::between(&counters(10, 5), &counters(40, 15), t, t).unwrap();
+        assert_eq!((window.hits, window.misses), (30, 10));
+        assert_eq!(window.hit_rate, Some(0.75));
+        let idle = HitWindow::between(&counters(10, 5), &counters(10, 5), t, t).unwrap();
+        assert_eq!(idle.hit_rate, None);
+        assert!(HitWindow::between(&counters(10, 5), &counters(3, 9), t, t).is_none());
+    }
 }

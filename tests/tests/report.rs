@@ -307,6 +307,12 @@ fn measured_hit_rates_equal_the_reads_the_test_counted() {
         assert!(after[t].rate() > before[t].rate(), "{}", target.url);
         assert!(window_after.started_at >= report.timings.started_at);
     }
+    // The run took observe + warm + observe, and says so.
+    assert!(report.timings.total_ms >= 2 * OBSERVE.as_millis() as u64);
+    assert_eq!(
+        report.observation.as_ref().unwrap().observe_ms,
+        OBSERVE.as_millis() as u64
+    );
     assert_eq!(report.prediction, manifest.header.prediction);
     let last = report.rank_curve.last().unwrap();
     assert_eq!(last.rank, manifest.entries.len() as u64);

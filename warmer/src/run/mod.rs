@@ -250,6 +250,8 @@ pub async fn run(
     // The warm's report is on disk before the window after it: a deploy that kills the run
     // while it observes still has it.
     observer.after(&mut report, window_before, &shared).await;
+    report.timings.finished_at = Utc::now();
+    report.timings.total_ms = start.elapsed().as_millis() as u64;
     report.rank_curve = crate::report::rank_curve(&shared.manifest).await;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
     crate::report::write_outputs(&report, &run_dir, &shared.settings.report)?;

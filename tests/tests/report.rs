@@ -510,6 +510,95 @@ fn history_trend_and_baseline() {
     assert_eq!(rows.as_u64(), Some(3));
 }
 
+/// Monitoring must see a warmer that stopped working: after a run whose target is down, the
+/// textfile and the Pushgateway say the run failed and still hold the last success.
+#[test]
+fn a_failed_run_keeps_the_last_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let replica = RedisServer::start(&[]);
+    let redis = RedisServer::start(&["--maxmemory", "16mb"]);
+    let pushgateway = Pushgateway::start();
+    drive_workload(
+        &replica,
+        Path::new(&path("access.jsonl")),
+        &app_keys(50),
+        400,
+    );
+    let (_, manifest) = ingest_and_rank(
+        dir.path(),
+        Path::new(&path("access.jsonl")),
+        "1MiB",
+        "manifest.json",
+        &[],
+    );
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!(
+            "redis://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        )
+    };
+    let metrics = path("cachewarm.prom");
+    let sample = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.rsplit(' ').next()?.parse().ok())
+    };
+    let mut last_success = Vec::new();
+    for target in [redis.url(), dead.clone()] {
+        cachewarm_tests::run_bin(
+            "warmer",
+            &[
+                "run",
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--source",
+                &replica.url(),
+                "--target",
+                &target,
+                "--runs-dir",
+                &path("runs"),
+                "--env",
+                "prod",
+                "--metrics-file",
+                &metrics,
+                "--pushgateway",
+                &pushgateway.url(),
+            ],
+            0,
+        );
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        last_success.push(sample(
+            &text,
+            "cachewarm_run_last_success_timestamp_seconds ",
+        ));
+        let success = sample(&text, "cachewarm_run_success ");
+        assert_eq!(
+            success,
+            Some(if target == dead { 0.0 } else { 1.0 }),
+            "{text}"
+        );
+    }
+    assert!(last_success[0].is_some());
+    assert_eq!(last_success[1], last_success[0]);
+
+    let scraped = pushgateway.scrape();
+    let pushed = |name: &str| -> Option<f64> {
+        scraped.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            rest.contains("job=\"cachewarm\"")
+                .then(|| rest.rsplit(' ').next()?.parse().ok())
+                .flatten()
+        })
+    };
+    assert_eq!(pushed("cachewarm_run_success"), Some(0.0), "{scraped}");
+    let pushed_success = pushed("cachewarm_run_last_success_timestamp_seconds").unwrap();
+    assert!(
+        (pushed_success - last_success[0].unwrap()).abs() < 1e-3,
+        "{scraped}"
+    );
+}
+
 /// The error detector itself: a page with a script error, a console error and an external
 /// resource is caught, so a clean report page means something.
 #[test]

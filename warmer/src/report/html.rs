@@ -166,6 +166,38 @@ fn hit_rates(out: &mut String, report: &Report) {
     if measured {
         out.push_str("</table>");
     }
+    let counted: Vec<_> = report
+        .targets
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t,
+                t.hit_counters_before.as_ref()?,
+                t.hit_counters_after.as_ref()?,
+            ))
+        })
+        .collect();
+    if !counted.is_empty() {
+        out.push_str(
+            "<p>The stores' cumulative read counters when warming started and ended (the \
+             difference includes the warmer's own probes):</p><table><tr><th>target</th>\
+             <th class=\"n\">hits before</th><th class=\"n\">misses before</th>\
+             <th class=\"n\">hits after</th><th class=\"n\">misses after</th></tr>",
+        );
+        for (target, before, after) in counted {
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&target.url),
+                before.hits,
+                before.misses,
+                after.hits,
+                after.misses
+            );
+        }
+        out.push_str("</table>");
+    }
     if let Some(p) = &report.prediction {
         let _ = write!(
             out,

@@ -124,6 +124,37 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    let counted: Vec<_> = report
+        .targets
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t,
+                t.hit_counters_before.as_ref()?,
+                t.hit_counters_after.as_ref()?,
+            ))
+        })
+        .collect();
+    if !counted.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+The stores' cumulative read counters when warming started and ended (the \
+             difference includes the warmer's own probes):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| target | hits before | misses before | hits after | misses after |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        for (target, before, after) in counted {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                target.url, before.hits, before.misses, after.hits, after.misses
+            );
+        }
+    }
 
     if let Some(p) = &report.prediction {
         let _ = writeln!(out, "\n## Predicted vs measured\n");

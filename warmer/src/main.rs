@@ -89,8 +89,9 @@ struct RunArgs {
     /// breaks because of warming).
     #[arg(long)]
     strict: bool,
-    /// Measure the hit rate of live traffic over this long before warming and again after
-    /// (`60s`, `5m`), from the targets' own read counters; the run takes this twice longer.
+    /// Measure the hit rate of live traffic over this long just before warming and again
+    /// just after (`60s`, `5m`), from the targets' own read counters. The run takes the
+    /// window, the warm, then the window again; --timeout bounds the warm only.
     #[arg(long, value_parser = parse_duration)]
     observe: Option<Duration>,
     /// Compare the window after warming with this hit rate (`0.82` or `82%`) instead of

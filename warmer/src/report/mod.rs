@@ -252,3 +252,108 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
 fn percent(coverage: Option<&Coverage>) -> String {
     coverage.map_or("unknown".to_owned(), |c| format!("{:.1}%", c.share * 100.0))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use schemas::Report;
+
+    /// A report with one target, a window after warming and a hostile key.
+    pub fn sample() -> Report {
+        serde_json::from_value(serde_json::json!({
+            "schema": "cachewarm.report/v1",
+            "run_id": "20261121T000000000Z-1",
+            "generator": "warmer test",
+            "manifest": {"path": "m.json", "sha256": "ab".repeat(32), "entries": 3},
+            "environment": "prod",
+            "source": "redis://replica:6379",
+            "source_error": null,
+            "dry_run": false,
+            "outcome": "completed",
+            "timings": {
+                "started_at": "2026-11-21T00:00:00Z",
+                "finished_at": "2026-11-21T00:00:09Z",
+                "total_ms": 9000,
+                "warm_ms": 1000
+            },
+            "targets": [{
+                "url": "redis://new:6379",
+                "kind": "redis",
+                "status": "ok",
+                "error": null,
+                "counts": {"written": 1, "already_present": 0, "source_miss": 0,
+                    "invalid_key": 0, "skipped_budget": 1, "skipped_near_expiry": 0,
+                    "failed": 1, "not_attempted": 0},
+                "bytes_written": 100,
+                "budget_bytes": 150,
+                "keys_per_s": 3.0,
+                "coverage_before": null,
+                "coverage_after": {"share": 0.5, "requests_present": 5,
+                    "requests_total": 10, "keys_present": 1},
+                "hit_counters_before": {"hits": 1, "misses": 2},
+                "hit_counters_after": {"hits": 3, "misses": 4},
+                "failure_reasons": {"OOM": 1},
+                "categories": {"default": {"counts": {"written": 1, "already_present": 0,
+                    "source_miss": 0, "invalid_key": 0, "skipped_budget": 1,
+                    "skipped_near_expiry": 0, "failed": 1, "not_attempted": 0},
+                    "coverage_before": null, "coverage_after": null}},
+                "window_after": {"started_at": "2026-11-21T00:00:05Z",
+                    "finished_at": "2026-11-21T00:00:09Z", "hits": 3, "misses": 1,
+                    "hit_rate": 0.75},
+                "budget_cut_rank": 2,
+                "not_warmed": [
+                    {"rank": 2, "key": "<script>alert(1)</script>", "category": "default",
+                     "requests": 3, "reason": "skipped_budget"},
+                    {"rank": 3, "key": "a|b", "category": "default", "requests": 2,
+                     "reason": "failed", "detail": "OOM"}
+                ]
+            }],
+            "observation": {"observe_ms": 4000, "baseline_hit_rate": 0.25},
+            "rank_curve": [{"rank": 1, "requests": 5}, {"rank": 3, "requests": 10}]
+        }))
+        .expect("a valid report")
+    }
+
+    /// The page is self-contained and inert: no script, nothing fetched, keys escaped, every
+    /// chart present.
+    #[test]
+    fn html_is_self_contained_and_escaped() {
+        let html = super::html::render(&sample());
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        for needle in ["src=", "href=", "url(", "@import"] {
+            assert!(!html.contains(needle), "{needle} in the page");
+        }
+        for id in [
+            "chart-hit-rate",
+            "chart-coverage-by-rank",
+            "chart-budget",
+            "chart-categories",
+        ] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+        }
+        assert!(html.contains("budget cut at rank 2"));
+    }
+
+    /// Markdown tables survive keys with pipes; the baseline stands in for the window before.
+    #[test]
+    fn markdown_compares_with_the_baseline() {
+        let md = super::markdown::render(&sample());
+        assert!(md.contains("a\\|b"), "{md}");
+        assert!(md.contains("| 25.0% | 75.0% | +50.0 pts |"), "{md}");
+    }
+
+    /// The history appends and reads back what it was given.
+    #[test]
+    fn history_round_trip() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("runs.parquet");
+        let report = sample();
+        super::history::append(&path, &report).expect("first append");
+        super::history::append(&path, &report).expect("second append");
+        let rows = super::history::read(&path).expect("read back");
+        let expected = super::history::Row::from_report(&report);
+        assert_eq!(rows, [expected.clone(), expected].concat());
+        assert_eq!(rows[0].hit_rate_after, Some(0.75));
+        assert_eq!(rows[0].baseline_hit_rate, Some(0.25));
+    }
+}

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::Prediction;
+
 /// The schema id of report v1, stored in `schema`.
 pub const REPORT_SCHEMA_ID: &str = "cachewarm.report/v1";
 
@@ -35,6 +37,40 @@ pub struct Report {
     pub timings: Timings,
     /// One section per target store, in the order they were given.
     pub targets: Vec<TargetReport>,
+    /// How live traffic was observed around the warm (`--observe`, `--baseline-hit-rate`);
+    /// absent when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<Observation>,
+    /// The analyzer's backtest of the manifest (its header's `prediction`), to set beside the
+    /// measured hit rates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
+    /// How much request weight the manifest's first N entries carry, sampled along the ranks
+    /// (first and last rank included), for the coverage-by-rank chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rank_curve: Vec<RankPoint>,
+}
+
+/// How live traffic was observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    /// The length of each observation window asked for (`--observe`), milliseconds; 0 when
+    /// only a baseline was given.
+    pub observe_ms: u64,
+    /// The hit rate given on the command line (`--baseline-hit-rate`) to compare the window
+    /// after warming with, instead of measuring a window before warming.
+    pub baseline_hit_rate: Option<f64>,
+}
+
+/// One point of the cumulative request weight along the manifest's ranks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankPoint {
+    /// A rank, from 1.
+    pub rank: u64,
+    /// The sum of `requests` of the entries ranked 1 to `rank`.
+    pub requests: u64,
 }
 
 /// Which manifest a report is about.
@@ -65,7 +101,7 @@ pub enum Outcome {
 pub struct Timings {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    /// Wall time of the whole run, milliseconds.
+    /// Wall time of the whole run, observation windows included, milliseconds.
     pub total_ms: u64,
     /// Wall time spent writing (after the coverage probe, before the final probe), milliseconds.
     pub warm_ms: u64,
@@ -105,6 +141,80 @@ pub struct TargetReport {
     pub failure_reasons: BTreeMap<String, u64>,
     /// The counts and coverage per manifest category.
     pub categories: BTreeMap<String, CategoryReport>,
+    /// The store's read counters over a window of live traffic just before warming
+    /// (`--observe`); absent when not observed or the store keeps no counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_before: Option<HitWindow>,
+    /// The same over the window just after warming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_after: Option<HitWindow>,
+    /// The rank of the first entry left out because the byte budget was reached; absent when
+    /// the budget was never reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_cut_rank: Option<u64>,
+    /// The most valuable entries (lowest ranks, at most [`NOT_WARMED_LISTED`]) that this run
+    /// handled but that are not in the store after it, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_warmed: Vec<NotWarmed>,
+}
+
+/// How many entries [`TargetReport::not_warmed`] lists at most.
+pub const NOT_WARMED_LISTED: usize = 25;
+
+/// A store's read counters over a window of live traffic: the difference of its cumulative
+/// counters between the window's start and end. The warmer itself does not read the store
+/// during a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HitWindow {
+    /// When the counters were read at the start (after the reply).
+    pub started_at: DateTime<Utc>,
+    /// When they were read at the end (before the request).
+    pub finished_at: DateTime<Utc>,
+    /// Reads that hit during the window.
+    pub hits: u64,
+    /// Reads that missed during the window.
+    pub misses: u64,
+    /// `hits / (hits + misses)`; absent when there were no reads.
+    pub hit_rate: Option<f64>,
+}
+
+impl HitWindow {
+    /// The window between two readings of a store's counters. A counter that went down (the
+    /// store restarted, or `CONFIG RESETSTAT`) gives no window.
+    pub fn between(
+        start: &HitCounters,
+        end: &HitCounters,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+    ) -> Option<HitWindow> {
+        let hits = end.hits.checked_sub(start.hits)?;
+        let misses = end.misses.checked_sub(start.misses)?;
+        let reads = hits + misses;
+        Some(HitWindow {
+            started_at,
+            finished_at,
+            hits,
+            misses,
+            hit_rate: (reads > 0).then(|| hits as f64 / reads as f64),
+        })
+    }
+}
+
+/// A manifest entry that is not in the store after the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotWarmed {
+    pub rank: u64,
+    pub key: String,
+    pub category: String,
+    /// The entry's read requests in the manifest.
+    pub requests: u64,
+    /// Why: `source_miss`, `invalid_key`, `skipped_budget`, `skipped_near_expiry` or `failed`.
+    pub reason: String,
+    /// The store's reason, for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Whether a target stayed usable.
@@ -210,4 +320,26 @@ pub struct CategoryReport {
     pub counts: Counts,
     pub coverage_before: Option<Coverage>,
     pub coverage_after: Option<Coverage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(hits: u64, misses: u64) -> HitCounters {
+        HitCounters { hits, misses }
+    }
+
+    /// A window is the difference of the counters; no reads is no rate, not 0; a counter
+    /// that went down (a restart) gives no window rather than a wrapped one.
+    #[test]
+    fn hit_window_between_counters() {
+        let t = Utc::now();
+        let window = HitWindow::between(&counters(10, 5), &counters(40, 15), t, t).unwrap();
+        assert_eq!((window.hits, window.misses), (30, 10));
+        assert_eq!(window.hit_rate, Some(0.75));
+        let idle = HitWindow::between(&counters(10, 5), &counters(10, 5), t, t).unwrap();
+        assert_eq!(idle.hit_rate, None);
+        assert!(HitWindow::between(&counters(10, 5), &counters(3, 9), t, t).is_none());
+    }
 }

@@ -5,7 +5,9 @@
 //! source (a replica store or a snapshot file); [`run`] reads values in rank-ordered batches
 //! and hands them to one task per target [`store`], which writes with add semantics (never
 //! replacing a live entry), within the byte budget and the run's deadline; finally every
-//! target is probed again and the report and checkpoint are written into the run directory.
+//! target is probed again and the report and checkpoint are written into the run directory. With
+//! `--observe`, a window of live traffic before and after the warm is measured on the targets'
+//! own hit counters (`run::observe`).
 //!
 //! # Layout
 //!
@@ -13,7 +15,8 @@
 //! - [`store`]: one folder per store kind (Redis, memcached, SQLite), and store URLs.
 //! - [`source`]: value sources: replicas and snapshots.
 //! - [`run`]: the orchestration of a run, per-target writing, coverage probes.
-//! - [`report`]: the human summary of a report.
+//! - [`report`]: what a run leaves behind beyond `report.json`: the summary, `report.md`,
+//!   `report.html`, the run history (`runs.parquet`) and Prometheus metrics.
 //! - [`settings`]: flags, `CACHEWARM_*` variables and `cachewarm.toml` resolved into a run's
 //!   settings, with environment profiles.
 //! - [`undo`]: taking back what a run wrote.

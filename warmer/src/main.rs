@@ -26,6 +26,7 @@ enum Command {
     Snapshot(SnapshotArgs),
     Undo(UndoArgs),
     Status(StatusArgs),
+    Report(ReportArgs),
 }
 
 /// Warm the targets with the manifest's keys, most valuable first, never replacing a live
@@ -117,6 +118,25 @@ struct RunArgs {
     /// The new run's id (used by --detach).
     #[arg(long, hide = true)]
     run_id: Option<String>,
+    /// Measure the hit rate of live traffic over this long just before warming and again
+    /// just after (`60s`, `5m`), from the targets' own read counters. The run takes the
+    /// window, the warm, then the window again; --timeout bounds the warm only.
+    #[arg(long, value_parser = parse_duration)]
+    observe: Option<Duration>,
+    /// Compare the window after warming with this hit rate (`0.82` or `82%`) instead of
+    /// measuring a window before warming.
+    #[arg(long, value_parser = parse_rate)]
+    baseline_hit_rate: Option<f64>,
+    /// Write Prometheus metrics of the run to this file (for node_exporter's textfile
+    /// collector; written atomically).
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// Push the run's metrics to this Prometheus Pushgateway (`http://pushgateway:9091`).
+    #[arg(long)]
+    pushgateway: Option<String>,
+    /// Do not append the run to the run history (`RUNS_DIR/runs.parquet`).
+    #[arg(long)]
+    no_history: bool,
 }
 
 /// Take back what a run wrote: delete each key it wrote where the key still holds the value
@@ -147,6 +167,17 @@ struct StatusArgs {
     json: bool,
 }
 
+/// Render the trend page over the run history (`runs.parquet`) into a directory.
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// The run history, `runs.parquet` beside the run directories.
+    #[arg(long)]
+    history: PathBuf,
+    /// The directory to write `trend.html` into (created when missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// Write a snapshot file (Parquet: key, value, expires_at) of the manifest's keys from a warm
 /// store, to restore later with `warmer run --source FILE.parquet`.
 #[derive(Debug, clap::Args)]
@@ -164,6 +195,20 @@ struct SnapshotArgs {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     settings::parse_duration(text).map_err(|e| format!("`{text}` is {e}"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let rate = match trimmed.strip_suffix('%') {
+        Some(number) => number.trim().parse::<f64>().map(|p| p / 100.0),
+        None => trimmed.parse::<f64>(),
+    };
+    match rate {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a hit rate; use a fraction between 0 and 1 (0.82) or a percentage (82%)"
+        )),
+    }
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -195,6 +240,7 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => snapshot(args).await,
             Command::Undo(args) => undo(args).await,
             Command::Status(args) => status(args),
+            Command::Report(args) => report(args),
         }
     });
     match result {
@@ -234,6 +280,11 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         batch_size: args.batch_size,
         min_ttl: args.min_ttl,
         default_ttl: args.default_ttl,
+        observe: args.observe.filter(|d| !d.is_zero()),
+        baseline_hit_rate: args.baseline_hit_rate,
+        metrics_file: args.metrics_file,
+        pushgateway: args.pushgateway,
+        no_history: args.no_history,
         runs_dir: args.runs_dir,
         strict: args.strict,
         dry_run: args.dry_run,
@@ -535,6 +586,24 @@ impl StopSignals {
             }
         }
     }
+}
+
+fn report(args: ReportArgs) -> Result<ExitCode, Failure> {
+    let rows = warmer::report::history::read(&args.history).map_err(|e| (e, ExitCode::from(2)))?;
+    let failure = |error: warmer::run::RunError| (anyhow::Error::new(error), ExitCode::FAILURE);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("failed to create `{}`", args.out.display()))
+        .map_err(|e| (e, ExitCode::FAILURE))?;
+    let page = args.out.join("trend.html");
+    warmer::report::write_atomically(&page, &warmer::report::html::render_trend(&rows))
+        .map_err(failure)?;
+    println!(
+        "trend: {} ({} rows from {})",
+        page.display(),
+        rows.len(),
+        args.history.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {

@@ -113,6 +113,13 @@ pub struct RunFlags {
     pub keep_writing_on_evictions: bool,
     pub resume: Option<ResumeFrom>,
     pub run_id: Option<String>,
+    /// Live-traffic observation windows and the report's outputs.
+    pub observe: Option<Duration>,
+    pub baseline_hit_rate: Option<f64>,
+    pub metrics_file: Option<PathBuf>,
+    pub pushgateway: Option<String>,
+    /// Do not append the run to `RUNS_DIR/runs.parquet`.
+    pub no_history: bool,
 }
 
 /// What the settings came to.
@@ -379,7 +386,6 @@ pub fn resolve(
             .map_or_else(KeyLimits::default, |bytes| KeyLimits {
                 redis_max_key_bytes: bytes,
             }),
-        runs_dir,
         environment,
         concurrency: concurrency as usize,
         rate,
@@ -388,6 +394,14 @@ pub fn resolve(
         stop_on_evictions,
         resume: flags.resume,
         run_id: flags.run_id,
+        report: crate::report::ReportSettings {
+            observe: flags.observe,
+            baseline_hit_rate: flags.baseline_hit_rate,
+            history: (!flags.no_history).then(|| runs_dir.join("runs.parquet")),
+            metrics_file: flags.metrics_file,
+            pushgateway: flags.pushgateway,
+        },
+        runs_dir,
     };
     Ok(Resolved::Run { settings, strict })
 }

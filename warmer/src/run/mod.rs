@@ -12,6 +12,7 @@
 //! had handled, and its counts and bytes carry over.
 
 mod coverage;
+mod observe;
 mod pace;
 pub mod progress;
 mod target;
@@ -74,6 +75,8 @@ pub struct RunSettings {
     pub resume: Option<ResumeFrom>,
     /// The new run's id (`--detach` picks it before starting the run in the background).
     pub run_id: Option<String>,
+    /// Live-traffic observation and the report's outputs.
+    pub report: crate::report::ReportSettings,
 }
 
 /// Which run `--resume` continues.
@@ -265,6 +268,17 @@ pub async fn run(
     // The checkpoint exists from the start, so even a run killed before its first batch can
     // be resumed (and found by `--resume`).
     board.write_now()?;
+    let observer = observe::Observer::connect(
+        settings.report.observe,
+        settings.report.baseline_hit_rate,
+        &target_urls,
+        stop.clone(),
+    )
+    .await;
+    let observing = Instant::now();
+    let window_before = observer.before().await;
+    // The timeout bounds the warm, not the observation window before it.
+    let (end, deadline) = (end + observing.elapsed(), deadline + observing.elapsed());
 
     let shared = Arc::new(Shared {
         manifest,
@@ -346,7 +360,7 @@ pub async fn run(
     }
 
     let finished_at = Utc::now();
-    let report = Report {
+    let mut report = Report {
         schema: REPORT_SCHEMA_ID.to_owned(),
         run_id: run_id.clone(),
         generator: format!("warmer {}", env!("CARGO_PKG_VERSION")),
@@ -367,6 +381,9 @@ pub async fn run(
             warm_ms,
         },
         targets: targets.iter().map(|t| t.report(&shared, warm_ms)).collect(),
+        observation: None,
+        prediction: None,
+        rank_curve: Vec::new(),
     };
     for target in &targets {
         shared.board.post(target.index, target.progress(&shared));
@@ -380,6 +397,14 @@ pub async fn run(
     let checkpoint = shared.board.checkpoint(finished, finished_at);
     write_json_atomically(&run_dir.join(progress::CHECKPOINT_FILE), &checkpoint)?;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
+    // The warm's report is on disk before the window after it: a deploy that kills the run
+    // while it observes still has it.
+    observer.after(&mut report, window_before, &shared).await;
+    report.timings.finished_at = Utc::now();
+    report.timings.total_ms = start.elapsed().as_millis() as u64;
+    report.rank_curve = crate::report::rank_curve(&shared.manifest).await;
+    write_json_atomically(&run_dir.join("report.json"), &report)?;
+    crate::report::write_outputs(&report, &run_dir, &shared.settings.report)?;
     drop(lock);
     Ok(RunResult { report, run_dir })
 }

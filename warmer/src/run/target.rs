@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schemas::checkpoint::TargetProgress;
-use schemas::report::{CategoryReport, Counts, HitCounters, TargetReport, TargetStatus};
+use schemas::report::{
+    CategoryReport, Counts, HitCounters, NOT_WARMED_LISTED, NotWarmed, TargetReport, TargetStatus,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -44,9 +46,38 @@ pub(crate) struct Tally {
     next_entry: usize,
     /// The byte budget stopped writing.
     budget_reached: bool,
+    /// The rank of the first entry skipped for the budget.
+    budget_cut_rank: Option<u64>,
+    /// The first entries not warmed, in rank order.
+    not_warmed: Vec<NotWarmed>,
 }
 
 impl Tally {
+    /// Remembers an entry not warmed, while fewer than [`NOT_WARMED_LISTED`] are listed.
+    fn note(
+        &mut self,
+        rank: u64,
+        entry: &Entry,
+        reason: &str,
+        detail: Option<String>,
+        shared: &Shared,
+    ) {
+        if reason == "skipped_budget" && self.budget_cut_rank.is_none() {
+            self.budget_cut_rank = Some(rank);
+        }
+        if self.not_warmed.len() < NOT_WARMED_LISTED {
+            let category = shared.manifest.categories.get(entry.category as usize);
+            self.not_warmed.push(NotWarmed {
+                rank,
+                key: entry.key.clone(),
+                category: category.map_or_else(String::new, |c| c.name.clone()),
+                requests: entry.requests,
+                reason: reason.to_owned(),
+                detail,
+            });
+        }
+    }
+
     fn record(&mut self, category: u32, disposition: Disposition) {
         let index = category as usize;
         if index >= self.categories.len() {
@@ -333,6 +364,10 @@ impl TargetRun {
             hit_counters_after: self.hits_after.clone(),
             failure_reasons: self.tally.failure_reasons.clone(),
             categories,
+            window_before: None,
+            window_after: None,
+            budget_cut_rank: self.tally.budget_cut_rank,
+            not_warmed: self.tally.not_warmed.clone(),
         }
     }
 }
@@ -594,6 +629,7 @@ impl Worker {
         } = pending;
         let mut written_indexes = Vec::new();
         let was_sent = result.is_some();
+        let mut refused = Vec::new();
         if let Some(result) = result {
             let outcomes = match result {
                 Ok(Ok(outcomes)) => outcomes,
@@ -617,7 +653,12 @@ impl Worker {
                     }
                     WriteOutcome::AlreadyPresent => Disposition::AlreadyPresent,
                     WriteOutcome::Refused(reason) => {
-                        *self.tally.failure_reasons.entry(reason).or_default() += 1;
+                        *self
+                            .tally
+                            .failure_reasons
+                            .entry(reason.clone())
+                            .or_default() += 1;
+                        refused.push((i, reason));
                         Disposition::Failed
                     }
                 });
@@ -648,6 +689,22 @@ impl Worker {
             }
             let disposition = disposition.unwrap_or(Disposition::Failed);
             self.tally.record(entry.category, disposition);
+            let reason = match disposition {
+                Disposition::Written | Disposition::AlreadyPresent => None,
+                Disposition::SourceMiss => Some("source_miss"),
+                Disposition::InvalidKey => Some("invalid_key"),
+                Disposition::SkippedBudget => Some("skipped_budget"),
+                Disposition::SkippedNearExpiry => Some("skipped_near_expiry"),
+                Disposition::Failed => Some("failed"),
+            };
+            if let Some(reason) = reason {
+                let detail = refused
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, r)| r.clone());
+                let rank = (batch.start + i + 1) as u64;
+                self.tally.note(rank, entry, reason, detail, shared);
+            }
         }
         self.tally.next_entry = self.tally.next_entry.max(batch.start + batch.entries.len());
         shared

@@ -188,7 +188,14 @@ fn assert_valid(name: &str, instance: &Path) {
                            for e in cls(schema).iter_errors(json.load(open(sys.argv[2])))]\n\
                  print(cls.__name__)\n\
                  sys.exit('\\n'.join(errors) if errors else 0)\n";
-    let out = Command::new("python3")
+    // Debian's interpreter, where python3-jsonschema installs; another `python3` may come
+    // first on PATH (pyenv) without the package.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let out = Command::new(python)
         .args(["-c", check])
         .arg(&schema)
         .arg(instance)

@@ -16,7 +16,7 @@ use crate::rank::categories::{self, Classifier};
 use crate::rank::{HalfLife, RankOptions, default_item_overhead};
 
 /// The config file read when none is named.
-pub const DEFAULT_CONFIG_FILE: &str = "cachewarm.toml";
+pub use schemas::config::DEFAULT_FILE as DEFAULT_CONFIG_FILE;
 
 /// A config or flag value that cannot be used, with where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -56,25 +56,11 @@ impl LoadedConfig {
 
 /// Reads the config at `path`; without one, `./cachewarm.toml` when it exists.
 pub fn load_config(path: Option<&Path>) -> Result<LoadedConfig, SettingsError> {
-    let path = match path {
-        Some(path) => path.to_path_buf(),
-        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
-        None => return Ok(LoadedConfig::default()),
-    };
-    let config = schemas::config::read(&path).map_err(|e| match e {
-        schemas::config::ReadError::Io(source) => SettingsError::Read {
-            path: path.clone(),
-            source,
-        },
-        schemas::config::ReadError::Invalid(message) => SettingsError::Config {
-            path: path.clone(),
-            message,
-        },
+    let (config, path) = schemas::config::load(path).map_err(|(path, e)| match e {
+        schemas::config::ReadError::Io(source) => SettingsError::Read { path, source },
+        schemas::config::ReadError::Invalid(message) => SettingsError::Config { path, message },
     })?;
-    Ok(LoadedConfig {
-        config,
-        path: Some(path),
-    })
+    Ok(LoadedConfig { config, path })
 }
 
 /// The flags shared by `rank` and `simulate`: what to rank and how.

@@ -35,7 +35,10 @@
 
 use std::collections::BTreeMap;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The config file read when none is named, in the working directory.
+pub const DEFAULT_FILE: &str = "cachewarm.toml";
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,20 @@ pub enum ReadError {
     Io(std::io::Error),
     /// It is not a valid config; the message names the field, line and column.
     Invalid(String),
+}
+
+/// Reads the config at `path`, or without one `./cachewarm.toml` when it exists; the
+/// defaults, and no path, when there is none. An error comes with the file it is about.
+pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), (PathBuf, ReadError)> {
+    let path = match path {
+        Some(path) => path.to_path_buf(),
+        None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
+        None => return Ok((Config::default(), None)),
+    };
+    match read(&path) {
+        Ok(config) => Ok((config, Some(path))),
+        Err(error) => Err((path, error)),
+    }
 }
 
 /// Reads and parses the config file at `path`. Both programs read it this way, so a file one

@@ -51,7 +51,7 @@ pub const PROFILE_VARIABLES: [&str; 5] = [
 const OFF_BY_DEFAULT: [&str; 2] = ["development", "test"];
 
 /// The config file read when none is named.
-pub const DEFAULT_CONFIG_FILE: &str = "cachewarm.toml";
+pub use schemas::config::DEFAULT_FILE as DEFAULT_CONFIG_FILE;
 /// The embedded default target: a Django-style cache table in a local SQLite file.
 pub const DEFAULT_TARGET: &str = "sqlite://cachewarm-cache.sqlite3?table=cachewarm_cache";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -145,28 +145,14 @@ pub fn load_config(
     flag: Option<&Path>,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedConfig, SettingsError> {
-    let path = match flag
+    let path = flag
         .map(Path::to_path_buf)
-        .or_else(|| var(env_vars::CONFIG).map(PathBuf::from))
-    {
-        Some(path) => path,
-        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
-        None => return Ok(LoadedConfig::default()),
-    };
-    let config = schemas::config::read(&path).map_err(|e| match e {
-        schemas::config::ReadError::Io(source) => SettingsError::Read {
-            path: path.clone(),
-            source,
-        },
-        schemas::config::ReadError::Invalid(message) => SettingsError::Config {
-            path: path.clone(),
-            message,
-        },
+        .or_else(|| var(env_vars::CONFIG).map(PathBuf::from));
+    let (config, path) = schemas::config::load(path.as_deref()).map_err(|(path, e)| match e {
+        schemas::config::ReadError::Io(source) => SettingsError::Read { path, source },
+        schemas::config::ReadError::Invalid(message) => SettingsError::Config { path, message },
     })?;
-    Ok(LoadedConfig {
-        config,
-        path: Some(path),
-    })
+    Ok(LoadedConfig { config, path })
 }
 
 /// The process's environment, for [`resolve`].

@@ -1,6 +1,6 @@
 //! `warmer run` in a deploy, on real servers: killed and resumed, stopped by SIGTERM and
 //! resumed, undone, switched off by the environment profile, detached and watched with
-//! `warmer status`.
+//! `warmer status`, and a target that dies mid-run.
 
 // A failed step should stop the test where it failed.
 #![allow(clippy::unwrap_used)]
@@ -708,4 +708,90 @@ fn undo_takes_the_password_again() {
         .unwrap();
     let dbsize: u64 = redis::cmd("DBSIZE").query(&mut connection).unwrap();
     assert_eq!(dbsize, 0);
+}
+
+/// A target that dies mid-run does not fail the deploy: the Redis target is killed while the
+/// run is going, the memcached target is still warmed with every valid key, the report names
+/// the Redis failure, and the exit code is 0 — 1 with `--strict`.
+#[test]
+fn a_target_that_dies_mid_run_leaves_the_others_warmed() {
+    let setup = Setup::new(200);
+    let valid_for_memcached: Vec<&schemas::ManifestEntry> = setup
+        .manifest
+        .entries
+        .iter()
+        .filter(|e| !e.key.contains(' '))
+        .collect();
+    for strict in [false, true] {
+        let mut redis = RedisServer::start(&[]);
+        let memcached = MemcachedServer::start(64);
+        let runs = if strict { "runs-strict" } else { "runs" };
+        let mut extra = vec!["--rate", "100", "--batch-size", "5"];
+        if strict {
+            extra.push("--strict");
+        }
+        let args = setup.run_args(&[redis.url(), memcached.url()], runs, &extra);
+        let child = warmer(setup.dir.path(), &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kill the Redis target once the run has written something.
+        let started = Instant::now();
+        loop {
+            let progressed = std::fs::read_dir(setup.path(runs))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|run| checkpoint_of(&run.path()))
+                .any(|c| c.next_entry > 0);
+            if progressed {
+                break;
+            }
+            assert!(started.elapsed() < PATIENCE, "the run never progressed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis.stop();
+        let output = check(
+            child.wait_with_output().unwrap(),
+            if strict { 1 } else { 0 },
+            "a run whose Redis target died",
+        );
+        let (report, _) = report_of(&output.stdout);
+        let redis_report = &report.targets[0];
+        assert_eq!(
+            redis_report.status,
+            schemas::report::TargetStatus::Failed,
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(redis_report.error.is_some());
+        assert!(
+            redis_report.counts.written < report.manifest.entries,
+            "Redis died before the run ended"
+        );
+        let memcached_report = &report.targets[1];
+        assert_eq!(
+            memcached_report.status,
+            schemas::report::TargetStatus::Ok,
+            "{:?}",
+            memcached_report.error
+        );
+        assert_eq!(
+            memcached_report.counts.written,
+            valid_for_memcached.len() as u64
+        );
+        let held = memcached_contents(&memcached, &setup.manifest);
+        assert_eq!(held.len(), valid_for_memcached.len());
+        for entry in &valid_for_memcached {
+            assert_eq!(
+                held[&entry.key],
+                value_for(&entry.key).into_bytes(),
+                "{}",
+                entry.key
+            );
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("FAILED"), "{stdout}");
+    }
 }

@@ -149,6 +149,24 @@ fn report_of(stdout: &[u8]) -> (Report, PathBuf) {
     (report, path.parent().unwrap().to_path_buf())
 }
 
+/// Waits until a run under `runs_dir` has checkpointed progress.
+fn wait_for_progress(runs_dir: &str) {
+    let started = Instant::now();
+    loop {
+        let progressed = std::fs::read_dir(runs_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|run| checkpoint_of(&run.path()))
+            .any(|c| c.next_entry > 0);
+        if progressed {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "the run never progressed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn checkpoint_of(run_dir: &Path) -> Option<Checkpoint> {
     serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint.json")).ok()?).ok()
 }
@@ -348,20 +366,7 @@ fn sigterm_stops_cleanly_and_resume_completes() {
         .spawn()
         .unwrap();
     // Wait until the run has written something, then ask it to stop.
-    let started = Instant::now();
-    loop {
-        let progressed = std::fs::read_dir(setup.path("runs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|run| checkpoint_of(&run.path()))
-            .any(|c| c.next_entry > 0);
-        if progressed {
-            break;
-        }
-        assert!(started.elapsed() < PATIENCE, "the run never progressed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_progress(&setup.path("runs"));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -737,20 +742,7 @@ fn a_target_that_dies_mid_run_leaves_the_others_warmed() {
             .spawn()
             .unwrap();
         // Kill the Redis target once the run has written something.
-        let started = Instant::now();
-        loop {
-            let progressed = std::fs::read_dir(setup.path(runs))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|run| checkpoint_of(&run.path()))
-                .any(|c| c.next_entry > 0);
-            if progressed {
-                break;
-            }
-            assert!(started.elapsed() < PATIENCE, "the run never progressed");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_progress(&setup.path(runs));
         redis.stop();
         let output = check(
             child.wait_with_output().unwrap(),

@@ -166,17 +166,7 @@ fn hit_rates(out: &mut String, report: &Report) {
     if measured {
         out.push_str("</table>");
     }
-    let counted: Vec<_> = report
-        .targets
-        .iter()
-        .filter_map(|t| {
-            Some((
-                t,
-                t.hit_counters_before.as_ref()?,
-                t.hit_counters_after.as_ref()?,
-            ))
-        })
-        .collect();
+    let counted = super::counted_targets(report);
     if !counted.is_empty() {
         out.push_str(
             "<p>The stores' cumulative read counters when warming started and ended (the \

@@ -124,17 +124,7 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
-    let counted: Vec<_> = report
-        .targets
-        .iter()
-        .filter_map(|t| {
-            Some((
-                t,
-                t.hit_counters_before.as_ref()?,
-                t.hit_counters_after.as_ref()?,
-            ))
-        })
-        .collect();
+    let counted = super::counted_targets(report);
     if !counted.is_empty() {
         let _ = writeln!(
             out,

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schemas::Report;
-use schemas::report::{Coverage, HitWindow, Outcome, RankPoint, TargetReport, TargetStatus};
+use schemas::report::{
+    Coverage, HitCounters, HitWindow, Outcome, RankPoint, TargetReport, TargetStatus,
+};
 
 use crate::manifest::ManifestFile;
 use crate::run::RunError;
@@ -140,6 +142,21 @@ pub(crate) fn rate_before(report: &Report, target: &TargetReport) -> Option<f64>
 }
 
 /// Bytes in binary units.
+/// The targets whose read counters were read when warming started and ended, with both.
+pub(crate) fn counted_targets(report: &Report) -> Vec<(&TargetReport, &HitCounters, &HitCounters)> {
+    report
+        .targets
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t,
+                t.hit_counters_before.as_ref()?,
+                t.hit_counters_after.as_ref()?,
+            ))
+        })
+        .collect()
+}
+
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;

@@ -91,22 +91,7 @@ pub fn aggregate(dataset: &Path, options: &AggregateOptions) -> Result<DatasetSt
         source,
     };
     let events = || scan(&files, options.until);
-    let window = events()
-        .and_then(|events| {
-            events
-                .select([
-                    col(columns::TS).min().cast(DataType::Int64).alias("start"),
-                    col(columns::TS).max().cast(DataType::Int64).alias("end"),
-                ])
-                .collect()
-        })
-        .map_err(polars_error)?;
-    let micros =
-        |name: &str| -> PolarsResult<Option<i64>> { Ok(window.column(name)?.i64()?.get(0)) };
-    let (Some(start), Some(end)) = (
-        micros("start").map_err(polars_error)?,
-        micros("end").map_err(polars_error)?,
-    ) else {
+    let Some((start, end)) = time_span(&files, options.until).map_err(polars_error)? else {
         return Err(RankError::NoEvents(dataset.to_path_buf()));
     };
     let half_life = match options.half_life {
@@ -167,6 +152,23 @@ pub fn scan(files: &[PathBuf], until: Option<DateTime<Utc>>) -> PolarsResult<Laz
         ),
         None => events,
     })
+}
+
+/// The first and last event's timestamps in µs (those before `until` only, when given);
+/// `None` when there are no events.
+pub fn time_span(
+    files: &[PathBuf],
+    until: Option<DateTime<Utc>>,
+) -> PolarsResult<Option<(i64, i64)>> {
+    let window = scan(files, until)?
+        .select([
+            col(columns::TS).min().cast(DataType::Int64).alias("start"),
+            col(columns::TS).max().cast(DataType::Int64).alias("end"),
+        ])
+        .collect()?;
+    let micros =
+        |name: &str| -> PolarsResult<Option<i64>> { Ok(window.column(name)?.i64()?.get(0)) };
+    Ok(micros("start")?.zip(micros("end")?))
 }
 
 /// Whether an event is a read.

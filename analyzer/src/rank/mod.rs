@@ -31,7 +31,7 @@ use schemas::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
 
 pub use aggregate::{
     AggregateOptions, DatasetStats, HalfLife, KeyStats, WEIGHT_SCALE, aggregate, dataset_files,
-    is_read, is_write, scan,
+    is_read, scan, time_span,
 };
 pub use budget::ResolvedBudget;
 pub use categories::Classifier;

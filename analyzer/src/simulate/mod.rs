@@ -247,7 +247,11 @@ pub fn simulate(dataset: &Path, options: &SimulateOptions) -> Result<Simulation,
         path: dataset.to_path_buf(),
         source,
     };
-    let (start, end) = time_span(&files).map_err(polars_error)?;
+    let instant = |micros| DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    let (start, end) = rank::time_span(&files, None)
+        .map_err(polars_error)?
+        .map(|(start, end)| (instant(start), instant(end)))
+        .ok_or_else(|| RankError::NoEvents(dataset.to_path_buf()))?;
     let split = match options.split {
         Split::At(at) => at,
         Split::Share(share) => start + (end - start) * ((share * 1e6).round() as i32) / 1_000_000,
@@ -354,20 +358,6 @@ fn typical(sizes: &[Option<u64>]) -> u64 {
     let mut known: Vec<u64> = sizes.iter().flatten().copied().collect();
     known.sort_unstable();
     known.get(known.len() / 2).copied().unwrap_or(0)
-}
-
-fn time_span(files: &[PathBuf]) -> PolarsResult<(DateTime<Utc>, DateTime<Utc>)> {
-    let window = rank::scan(files, None)?
-        .select([
-            col(columns::TS).min().cast(DataType::Int64).alias("start"),
-            col(columns::TS).max().cast(DataType::Int64).alias("end"),
-        ])
-        .collect()?;
-    let instant = |name: &str| -> PolarsResult<DateTime<Utc>> {
-        let micros = window.column(name)?.i64()?.get(0).unwrap_or(0);
-        Ok(DateTime::from_timestamp_micros(micros).unwrap_or_default())
-    };
-    Ok((instant("start")?, instant("end")?))
 }
 
 /// The events from `split` on, in time order (events at the same instant in dataset order).

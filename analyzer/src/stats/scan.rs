@@ -8,6 +8,7 @@ use polars::prelude::*;
 use schemas::event::columns;
 
 use super::{Mix, Object};
+use crate::rank::is_read;
 
 /// The events of the dataset, as ranking scans them.
 fn scan(files: &[PathBuf]) -> PolarsResult<LazyFrame> {
@@ -25,7 +26,6 @@ fn requests_where(condition: Expr) -> Expr {
 
 /// Calls `each` with every object of the dataset.
 pub(super) fn objects(files: &[PathBuf], mut each: impl FnMut(Object<'_>)) -> PolarsResult<()> {
-    let is_read = || col(columns::OP).eq(lit("get"));
     let frame = scan(files)?
         .group_by([col(columns::NAMESPACE), col(columns::KEY)])
         .agg([

@@ -131,6 +131,32 @@ pub struct WarmerConfig {
     pub strict: Option<bool>,
     /// Stop writing to a target whose eviction counter grows during the run. Default true.
     pub stop_on_evictions: Option<bool>,
+    /// Never push a target's used memory (live data included) past this share of its
+    /// capacity (`90%`). Default 90%.
+    pub high_water: Option<String>,
+    /// Times a failed store call is made again, with exponential backoff and jitter, before
+    /// its batch counts as failed. Default 4.
+    pub retries: Option<u32>,
+    /// Slow writing down (AIMD on the write rate) when the store's latency rises above this
+    /// multiple of its latency before warming (`1.5`), or `"off"`. Default 1.5.
+    pub latency_multiple: Option<LatencyMultiple>,
+}
+
+/// A latency multiple, or `"off"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LatencyMultiple {
+    Multiple(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for LatencyMultiple {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LatencyMultiple::Multiple(m) => write!(f, "{m}"),
+            LatencyMultiple::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 /// The `[rank]` section.

@@ -156,6 +156,40 @@ pub struct TargetReport {
     /// handled but that are not in the store after it, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_warmed: Vec<NotWarmed>,
+    /// What stopped writing before the end of the manifest, when a capacity limit did:
+    /// `max_fill` (the run's byte budget, a share of the store's capacity) or `high_water`
+    /// (the store's used memory, live data included, reached the high-water mark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+    /// How the run held back to keep the store's latency near what it was before warming;
+    /// absent when adaptive throttling was off or the store has no latency to measure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleReport>,
+    /// Store calls that failed and were made again (with backoff), over the whole target.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Adaptive throttling of one target (AIMD on its write rate, driven by the latency of a
+/// separate probe connection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleReport {
+    /// The store's round-trip latency before warming (median of the probes), in µs.
+    pub baseline_us: u64,
+    /// The latency above which the run slowed down, in µs.
+    pub threshold_us: u64,
+    /// The highest median latency seen during the warm, in µs.
+    pub peak_us: u64,
+    /// How many times the write rate was cut.
+    pub backoffs: u64,
+    /// The lowest write rate the run fell to (writes/s); absent when it never slowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lowest_rate: Option<u64>,
 }
 
 /// How many entries [`TargetReport::not_warmed`] lists at most.

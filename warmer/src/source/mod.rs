@@ -68,8 +68,23 @@ impl Source {
 
     /// The live value and remaining TTL of each of `keys`.
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, SourceError> {
+        self.fetch_retrying(keys, 0).await
+    }
+
+    /// [`fetch`](Self::fetch), with a replica's transient failures retried `retries` times
+    /// with backoff (see `run::faults`).
+    pub async fn fetch_retrying(
+        &self,
+        keys: &[&str],
+        retries: u32,
+    ) -> Result<Vec<Option<Fetched>>, SourceError> {
         match self {
-            Source::Replica(store) => Ok(store.fetch(keys).await?),
+            Source::Replica(store) => {
+                let retried = std::sync::Arc::default();
+                let fetched =
+                    crate::run::faults::retrying(retries, &retried, || store.fetch(keys)).await;
+                Ok(fetched?)
+            }
             Source::Snapshot(snapshot) => {
                 let snapshot = Arc::clone(snapshot);
                 let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();

@@ -94,6 +94,10 @@ pub struct StoreError {
     pub kind: &'static str,
     pub url: String,
     pub message: String,
+    /// Whether the same call may succeed if made again (a dropped connection, a timeout, a
+    /// server still loading): the run retries those with backoff. A refused password or a
+    /// protocol error is not retried.
+    pub transient: bool,
 }
 
 /// Key limits that depend on configuration rather than the store kind.
@@ -134,6 +138,7 @@ impl Store {
                 kind: "snapshot",
                 url: path.display().to_string(),
                 message: "a snapshot file can be a source, not a target".into(),
+                transient: false,
             }),
         }
     }
@@ -213,6 +218,25 @@ impl Store {
             Store::Redis(store) => store.capacity().await,
             Store::Memcached(store) => store.capacity().await,
             Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// The bytes the store holds now, where it says (Redis `used_memory`, memcached `bytes`).
+    pub async fn used_memory(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Redis(store) => store.used_memory().await.map(Some),
+            Store::Memcached(store) => store.used_memory().await.map(Some),
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// One round trip that does no work (Redis `PING`, memcached `mn`), to measure the
+    /// store's latency; false where the store has none to measure (SQLite is in-process).
+    pub async fn ping(&self) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(store) => store.ping().await.map(|()| true),
+            Store::Memcached(store) => store.ping().await.map(|()| true),
+            Store::Sqlite(_) => Ok(false),
         }
     }
 

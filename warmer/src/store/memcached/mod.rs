@@ -34,6 +34,7 @@ impl MemcachedStore {
             kind: "memcached",
             url: url.clone(),
             message: e.to_string(),
+            transient: true,
         };
         let client = AsyncMetaClient::builder()
             .connect_timeout(Some(CONNECT_TIMEOUT))
@@ -50,11 +51,14 @@ impl MemcachedStore {
         })
     }
 
+    /// A whole-call failure: with memcached that is the connection (a refused write comes
+    /// back per key), so it is worth retrying.
     fn error(&self, message: impl ToString) -> StoreError {
         StoreError {
             kind: "memcached",
             url: self.url.clone(),
             message: message.to_string(),
+            transient: true,
         }
     }
 
@@ -188,6 +192,17 @@ impl MemcachedStore {
     pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
         let stats = self.stats().await?;
         Ok(Some(sum(&stats, "limit_maxbytes")).filter(|&bytes| bytes > 0))
+    }
+
+    /// The sum of `bytes` (what the items take) over the servers.
+    pub async fn used_memory(&self) -> Result<u64, StoreError> {
+        let stats = self.stats().await?;
+        Ok(sum(&stats, "bytes"))
+    }
+
+    /// One `mn` to every server, for the store's latency as a client sees it.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client.noop().await.map_err(|e| self.error(e))
     }
 
     pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {

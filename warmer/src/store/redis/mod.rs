@@ -1,11 +1,15 @@
 //! Redis: one multiplexed connection, one pipeline per batch.
 //!
+//! The connection is the crate's `ConnectionManager`: when a Redis restarts or a connection
+//! drops mid-run, the call in flight fails (and the run retries it with backoff) while the
+//! manager dials again, so a store that comes back within the retries is warmed to the end.
+//!
 //! Add is `SET key value NX PX ttl` (replace drops `NX`); a source read is `GET` + `PTTL`.
 
 use std::collections::HashMap;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisResult, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Value};
 use schemas::report::HitCounters;
 
 use super::{
@@ -25,7 +29,7 @@ return 0
 #[derive(Clone)]
 pub struct RedisStore {
     url: String,
-    connection: MultiplexedConnection,
+    connection: ConnectionManager,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -39,17 +43,18 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
         let redacted = redact(url);
-        let error = |e: redis::RedisError| StoreError {
-            kind: "redis",
-            url: redacted.clone(),
-            message: e.to_string(),
-        };
+        let error = |e: redis::RedisError| store_error(&redacted, &e);
         let client = redis::Client::open(url).map_err(error)?;
-        let config = AsyncConnectionConfig::new()
+        // The manager's own reconnect attempts are few and quick: the run's retries (with
+        // backoff and jitter, see `run::faults`) decide how long a store may stay away.
+        let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT));
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(std::time::Duration::from_millis(50))
+            .set_max_delay(std::time::Duration::from_millis(500));
         let connection = client
-            .get_multiplexed_async_connection_with_config(&config)
+            .get_connection_manager_with_config(config)
             .await
             .map_err(error)?;
         Ok(RedisStore {
@@ -59,11 +64,7 @@ impl RedisStore {
     }
 
     fn error(&self, e: redis::RedisError) -> StoreError {
-        StoreError {
-            kind: "redis",
-            url: self.url.clone(),
-            message: e.to_string(),
-        }
+        store_error(&self.url, &e)
     }
 
     async fn pipeline(
@@ -240,6 +241,24 @@ impl RedisStore {
             .filter(|&bytes| bytes > 0))
     }
 
+    /// `used_memory` from INFO: what the server holds now, in bytes.
+    pub async fn used_memory(&self) -> Result<u64, StoreError> {
+        let info = self.info("memory").await?;
+        Ok(info
+            .get("used_memory")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// One `PING`, for the store's latency as a client sees it.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
     pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {
         let info = self.info("stats").await?;
         let counter = |name: &str| info.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -247,5 +266,20 @@ impl RedisStore {
             hits: counter("keyspace_hits"),
             misses: counter("keyspace_misses"),
         })
+    }
+}
+
+/// A Redis failure as a store error; transient where the crate says a retry may succeed (a
+/// dropped or refused connection, a timeout, `LOADING`, `BUSY`, `TRYAGAIN`), but never a
+/// refused password.
+fn store_error(url: &str, e: &redis::RedisError) -> StoreError {
+    let transient = e.is_timeout()
+        || (e.kind() != redis::ErrorKind::AuthenticationFailed
+            && !matches!(e.retry_method(), redis::RetryMethod::NoRetry));
+    StoreError {
+        kind: "redis",
+        url: url.to_owned(),
+        message: e.to_string(),
+        transient,
     }
 }

@@ -32,6 +32,7 @@ impl SqliteStore {
             kind: "sqlite",
             url: url.clone(),
             message,
+            transient: false,
         };
         let path: PathBuf = path.to_path_buf();
         let table_name = table.to_owned();
@@ -54,10 +55,13 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let connection = Arc::clone(&self.connection);
         let table = self.table.clone();
+        // SQLite waits out a busy database itself (busy_timeout): what reaches here is not
+        // worth retrying.
         let error = |message: String| StoreError {
             kind: "sqlite",
             url: self.url.clone(),
             message,
+            transient: false,
         };
         tokio::task::spawn_blocking(move || {
             let mut connection = connection

@@ -1,0 +1,153 @@
+//! Store faults during a run: retries with backoff, and a circuit breaker per target.
+//!
+//! A store call that fails as a whole (a dropped connection, a timeout, a server still
+//! loading) is made again after an exponentially growing pause with jitter, so a Redis that
+//! restarts or fails over mid-run is warmed to the end, and many warmers hitting one store do
+//! not retry in step. Add semantics make a re-sent write harmless: a key the failed attempt
+//! did store comes back as already present. (It is then counted `already_present`, not
+//! `written`; its value is the run's, and `warmer undo` still finds it in the sent log.)
+//!
+//! A batch whose retries run out counts as failed. When [`BREAKER_THRESHOLD`] batches in a row
+//! fail, or a failure is not worth retrying (a refused password), the target's breaker opens:
+//! the run stops calling that store and leaves the rest of its entries `not_attempted`, so a
+//! store that is down costs the deploy a few seconds, not its whole timeout, and `--resume`
+//! takes the target up again later.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::store::StoreError;
+
+/// Failed batches in a row that open a target's breaker.
+pub(crate) const BREAKER_THRESHOLD: u32 = 3;
+
+/// The first pause before a retry; each later pause doubles, up to [`MAX_DELAY`].
+const MIN_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Makes `call` until it succeeds, fails for good, or `retries` retries have failed; counts
+/// each retry in `retried`.
+pub(crate) async fn retrying<T, F, Fut>(
+    retries: u32,
+    retried: &Arc<AtomicU64>,
+    call: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    // Full backoff with jitter: each pause is its exponential step plus a random part of it.
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_factor(2.0)
+        .with_max_times(retries as usize)
+        .with_jitter();
+    call.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|error: &StoreError| error.transient)
+        .notify(|error: &StoreError, pause: Duration| {
+            retried.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, ?pause, "store call failed; retrying");
+        })
+        .await
+}
+
+/// Counts failed batches in a row for one target.
+#[derive(Debug, Default)]
+pub(crate) struct Breaker {
+    failed_in_a_row: u32,
+}
+
+impl Breaker {
+    /// A batch came back from the store.
+    pub fn succeeded(&mut self) {
+        self.failed_in_a_row = 0;
+    }
+
+    /// A batch failed after its retries; the reason to stop calling the store, when the
+    /// breaker opens.
+    pub fn failed(&mut self, error: &StoreError) -> Option<String> {
+        self.failed_in_a_row += 1;
+        if !error.transient {
+            return Some(error.to_string());
+        }
+        (self.failed_in_a_row >= BREAKER_THRESHOLD).then(|| {
+            format!(
+                "{error} (circuit breaker open after {} failed batches in a row; the rest \
+                 of the run left this store alone)",
+                self.failed_in_a_row
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(transient: bool) -> StoreError {
+        StoreError {
+            kind: "redis",
+            url: "redis://127.0.0.1:1".into(),
+            message: "connection refused".into(),
+            transient,
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_on_the_third_failure_in_a_row() {
+        let mut breaker = Breaker::default();
+        assert!(breaker.failed(&error(true)).is_none());
+        assert!(breaker.failed(&error(true)).is_none());
+        breaker.succeeded();
+        assert!(breaker.failed(&error(true)).is_none());
+        assert!(breaker.failed(&error(true)).is_none());
+        let reason = breaker.failed(&error(true)).unwrap();
+        assert!(reason.contains("circuit breaker open after 3"), "{reason}");
+        assert!(Breaker::default().failed(&error(false)).is_some());
+    }
+
+    /// Transient failures are retried until the call succeeds; others are not retried.
+    #[tokio::test]
+    async fn retries_transient_failures_only() {
+        let retried = Arc::new(AtomicU64::new(0));
+        let mut calls = 0;
+        let result = retrying(4, &retried, || {
+            calls += 1;
+            let attempt = calls;
+            async move {
+                if attempt < 3 {
+                    Err(error(true))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+        assert_eq!(retried.load(Ordering::Relaxed), 2);
+
+        let mut calls = 0;
+        let result: Result<(), _> = retrying(4, &retried, || {
+            calls += 1;
+            async { Err(error(false)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1);
+
+        let mut calls = 0;
+        let result: Result<(), _> = retrying(2, &retried, || {
+            calls += 1;
+            async { Err(error(true)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 3, "one call and two retries");
+    }
+}

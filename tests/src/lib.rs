@@ -72,6 +72,25 @@ impl Drop for Process {
 pub struct RedisServer {
     process: Process,
     pub port: u16,
+    extra: Vec<String>,
+}
+
+fn spawn_redis(port: u16, dir: &Path, log: &Path, extra: &[String]) -> Child {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(log)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server (is it installed? scripts/test installs it)");
+    wait_for_port(port, &mut child, log);
+    child
 }
 
 impl RedisServer {
@@ -80,20 +99,8 @@ impl RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let log = dir.path().join("redis.log");
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (is it installed? scripts/test installs it)");
-        wait_for_port(port, &mut child, &log);
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        let child = spawn_redis(port, dir.path(), &log, &extra);
         RedisServer {
             process: Process {
                 name: "redis-server",
@@ -102,7 +109,16 @@ impl RedisServer {
                 log,
             },
             port,
+            extra,
         }
+    }
+
+    /// Kills the server and starts it again, empty, on the same port (a restart, as a
+    /// deploy or a crash makes one).
+    pub fn restart(&mut self) {
+        self.process.stop();
+        let process = &mut self.process;
+        process.child = spawn_redis(self.port, process.dir.path(), &process.log, &self.extra);
     }
 
     pub fn url(&self) -> String {

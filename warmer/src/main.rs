@@ -107,6 +107,19 @@ struct RunArgs {
     /// run stops writing to it and reports why).
     #[arg(long)]
     keep_writing_on_evictions: bool,
+    /// Never push a target's used memory (live data included) past this share of its
+    /// capacity [default: 90%].
+    #[arg(long, value_parser = parse_percent)]
+    high_water: Option<f64>,
+    /// Retries of a failed store call, with exponential backoff and jitter, before its batch
+    /// counts as failed; three failed batches in a row open the store's circuit breaker
+    /// [default: 4].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
+    retries: Option<u32>,
+    /// Slow writing down when the store's latency rises above this multiple of its latency
+    /// before warming, or `off` [default: 1.5].
+    #[arg(long, value_parser = |t: &str| warmer::settings::parse_latency_multiple(t).map(Off))]
+    latency_multiple: Option<Off<f64>>,
     /// Continue an interrupted run: the run directory given, or without one the latest
     /// unfinished run of the same manifest and targets (a new run when there is none).
     #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
@@ -211,6 +224,11 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A setting that may be `off` (clap reads `Option<Option<T>>` as a flag with an optional
+/// value, so the inner option needs a type of its own).
+#[derive(Debug, Clone, Copy)]
+struct Off<T>(Option<T>);
+
 fn parse_percent(text: &str) -> Result<f64, String> {
     settings::parse_percent(text).map_err(|e| format!("`{text}` is {e}"))
 }
@@ -291,6 +309,9 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         overwrite: args.overwrite,
         redis_max_key_bytes: args.redis_max_key_bytes,
         keep_writing_on_evictions: args.keep_writing_on_evictions,
+        high_water: args.high_water,
+        retries: args.retries,
+        latency_multiple: args.latency_multiple.map(|Off(m)| m),
         resume,
         run_id: args.run_id,
     };

@@ -36,6 +36,9 @@ pub mod env_vars {
     pub const DEFAULT_TTL: &str = "CACHEWARM_DEFAULT_TTL";
     pub const RUNS_DIR: &str = "CACHEWARM_RUNS_DIR";
     pub const STRICT: &str = "CACHEWARM_STRICT";
+    pub const HIGH_WATER: &str = "CACHEWARM_HIGH_WATER";
+    pub const RETRIES: &str = "CACHEWARM_RETRIES";
+    pub const LATENCY_MULTIPLE: &str = "CACHEWARM_LATENCY_MULTIPLE";
 }
 
 /// Environment variables that name the environment profile, in order of precedence.
@@ -63,6 +66,14 @@ pub const DEFAULT_CONCURRENCY: u32 = 3;
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_DEFAULT_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_FILL: f64 = 0.5;
+/// A store's used memory is never pushed past this share of its capacity: what warming adds
+/// must leave the live data room to grow without evictions.
+pub const DEFAULT_HIGH_WATER: f64 = 0.9;
+/// Retries of a failed store call: with backoff from 100 ms doubling (and jitter), four
+/// retries wait out about 1.5–3 s, long enough for a restarting Redis or a failover.
+pub const DEFAULT_RETRIES: u32 = 4;
+/// The latency multiple above which the run slows down: the goal for live readers.
+pub const DEFAULT_LATENCY_MULTIPLE: f64 = 1.5;
 pub const DEFAULT_RUNS_DIR: &str = "cachewarm-runs";
 
 /// A setting that cannot be used, naming where it came from.
@@ -111,6 +122,10 @@ pub struct RunFlags {
     pub overwrite: bool,
     pub redis_max_key_bytes: Option<usize>,
     pub keep_writing_on_evictions: bool,
+    pub high_water: Option<f64>,
+    pub retries: Option<u32>,
+    /// `Some(None)`: adaptive throttling off.
+    pub latency_multiple: Option<Option<f64>>,
     pub resume: Option<ResumeFrom>,
     pub run_id: Option<String>,
     /// Live-traffic observation windows and the report's outputs.
@@ -355,6 +370,36 @@ pub fn resolve(
         };
     let stop_on_evictions = !flags.keep_writing_on_evictions
         && layers.get(|c| c.stop_on_evictions).is_none_or(|(s, _)| s);
+    let high_water = layered(
+        flags.high_water,
+        var,
+        env_vars::HIGH_WATER,
+        &layers,
+        "high_water",
+        |c| c.high_water.clone(),
+        parse_percent,
+    )?
+    .unwrap_or(DEFAULT_HIGH_WATER);
+    let retries = layered(
+        flags.retries.map(u64::from),
+        var,
+        env_vars::RETRIES,
+        &layers,
+        "retries",
+        |c| as_text(c.retries.map(u64::from)),
+        |t| parse_count(t, 0, 20),
+    )?
+    .map_or(DEFAULT_RETRIES, |n| n as u32);
+    let latency_multiple = layered(
+        flags.latency_multiple,
+        var,
+        env_vars::LATENCY_MULTIPLE,
+        &layers,
+        "latency_multiple",
+        |c| c.latency_multiple.as_ref().map(ToString::to_string),
+        parse_latency_multiple,
+    )?
+    .unwrap_or(Some(DEFAULT_LATENCY_MULTIPLE));
 
     let settings = RunSettings {
         manifest,
@@ -378,6 +423,9 @@ pub fn resolve(
         bandwidth,
         categories,
         stop_on_evictions,
+        high_water,
+        retries,
+        latency_multiple,
         resume: flags.resume,
         run_id: flags.run_id,
         report: crate::report::ReportSettings {
@@ -487,6 +535,18 @@ pub fn parse_percent(text: &str) -> Result<f64, String> {
     match text.trim().trim_end_matches('%').parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
         _ => Err("not a percentage between 0 and 100 (like 50%)".to_owned()),
+    }
+}
+
+/// A latency multiple (at least 1, like `1.5`), or `off`.
+pub fn parse_latency_multiple(text: &str) -> Result<Option<f64>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(m) if m >= 1.0 && m.is_finite() => Ok(Some(m)),
+        _ => Err("not a latency multiple of at least 1 (like 1.5), or `off`".to_owned()),
     }
 }
 

@@ -249,6 +249,37 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
                 window_rate(target.window_after.as_ref())
             );
         }
+        match target.stopped_by.as_deref() {
+            Some("high_water") => {
+                let _ = writeln!(
+                    out,
+                    "    stopped at the high-water mark: the store's used memory reached the \
+                     share of its capacity warming may push it to"
+                );
+            }
+            Some(_) => {
+                let _ = writeln!(
+                    out,
+                    "    stopped at max_fill: the run's byte budget ({} bytes) was spent",
+                    target.budget_bytes.unwrap_or(0)
+                );
+            }
+            None => {}
+        }
+        if let Some(throttle) = &target.throttle {
+            let lowest = throttle
+                .lowest_rate
+                .map_or(String::new(), |rate| format!(", down to {rate} writes/s"));
+            let _ = writeln!(
+                out,
+                "    store latency {} µs before warming, peak median {} µs (limit {} µs); \
+                 slowed down {} times{lowest}",
+                throttle.baseline_us, throttle.peak_us, throttle.threshold_us, throttle.backoffs
+            );
+        }
+        if target.retries > 0 {
+            let _ = writeln!(out, "    store calls retried: {}", target.retries);
+        }
         if c.written == 0 && c.already_present > 0 && !report.dry_run {
             let _ = writeln!(
                 out,

@@ -12,10 +12,12 @@
 //! had handled, and its counts and bytes carry over.
 
 mod coverage;
+pub(crate) mod faults;
 mod observe;
 mod pace;
 pub mod progress;
 mod target;
+mod throttle;
 pub mod written;
 
 use std::collections::VecDeque;
@@ -71,6 +73,12 @@ pub struct RunSettings {
     pub categories: Option<Vec<String>>,
     /// Stop writing to a target whose eviction counter grows during the run.
     pub stop_on_evictions: bool,
+    /// A target's used memory is never pushed past this share of its capacity.
+    pub high_water: f64,
+    /// Retries of a failed store call, with exponential backoff and jitter.
+    pub retries: u32,
+    /// Slow down when the store's latency exceeds this multiple of its baseline; `None`: off.
+    pub latency_multiple: Option<f64>,
     /// Continue an earlier run instead of starting one.
     pub resume: Option<ResumeFrom>,
     /// The new run's id (`--detach` picks it before starting the run in the background).
@@ -479,10 +487,12 @@ async fn warm(
                 }
                 let source = Arc::clone(source);
                 let deadline = shared.deadline;
+                let retries = shared.settings.retries;
                 fetches.push(async move {
                     let fetched = {
                         let keys: Vec<&str> = batch.iter().map(|e| e.key.as_str()).collect();
-                        tokio::time::timeout_at(deadline, source.fetch(&keys)).await
+                        let fetch = source.fetch_retrying(&keys, retries);
+                        tokio::time::timeout_at(deadline, fetch).await
                     };
                     (start, batch, fetched)
                 });

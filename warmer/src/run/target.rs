@@ -2,25 +2,41 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use schemas::checkpoint::TargetProgress;
 use schemas::report::{
     CategoryReport, Counts, HitCounters, NOT_WARMED_LISTED, NotWarmed, TargetReport, TargetStatus,
+    ThrottleReport,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::coverage::{self, Probe};
+use super::faults::{self, Breaker};
 use super::pace::Pace;
 use super::progress::categories_by_name;
+use super::throttle::Throttle;
 use super::written::{self, Record, WrittenLog};
 use super::{Batch, InFlight, RunSettings, Shared};
 use crate::manifest::Entry;
-use crate::store::{Fetched, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, value_hash};
+use crate::store::{
+    Fetched, Role, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, value_hash,
+};
 
-/// How often a worker reads the store's eviction counter.
-const EVICTION_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker reads the store's eviction counter and used memory.
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Within this many bytes of the high-water mark, used memory is read this often.
+const NEAR_MARK_BYTES: u64 = 1 << 20;
+const NEAR_MARK_CHECK_EVERY: Duration = Duration::from_millis(20);
+/// What an entry takes in a store beyond its key and value, at least, for the high-water
+/// estimate between readings of used memory. A Redis string with a TTL takes two dict entries,
+/// an object header, allocator rounding, and its share of table growth on top of its key and
+/// value: Redis 7 grew by about 230 bytes per 100–200-byte entry in the deploy tests;
+/// memcached's item header is about 50. Each reading measures it again (see `check_store`),
+/// upwards only.
+const ITEM_OVERHEAD: u64 = 256;
 
 /// Where one manifest entry ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +66,8 @@ pub(crate) struct Tally {
     budget_cut_rank: Option<u64>,
     /// The first entries not warmed, in rank order.
     not_warmed: Vec<NotWarmed>,
+    /// Which limit stopped writing: `max_fill` or `high_water`.
+    stopped_by: Option<&'static str>,
 }
 
 impl Tally {
@@ -145,6 +163,14 @@ pub(crate) struct TargetRun {
     hits_before: Option<HitCounters>,
     hits_after: Option<HitCounters>,
     evictions_before: Option<u64>,
+    /// The used-memory line writing never crosses (`high_water` of the capacity), and what
+    /// the store held before warming.
+    high_water: Option<u64>,
+    used_before: Option<u64>,
+    throttle: Option<Throttle>,
+    throttle_report: Option<ThrottleReport>,
+    /// Store calls made again after a failure.
+    retried: Arc<AtomicU64>,
     /// Entries handled by earlier invocations of a resumed run.
     handled_before: u64,
     pub next_entry: usize,
@@ -165,7 +191,19 @@ pub(crate) struct Worker {
     bytes_pace: Option<Pace>,
     /// The store's eviction counter when the run began, and when it was last read.
     evictions_before: Option<u64>,
-    evictions_checked: Instant,
+    store_checked: Instant,
+    /// The used-memory line and the last reading of used memory, with the bytes written by
+    /// then: between readings the run adds what it wrote since.
+    high_water: Option<u64>,
+    used: u64,
+    written_at_reading: u64,
+    items_at_reading: u64,
+    item_overhead: u64,
+    breaker: Breaker,
+    retried: Arc<AtomicU64>,
+    throttle: Option<Throttle>,
+    /// The adaptive write-rate limit, when the throttle set one.
+    throttle_pace: Option<Pace>,
 }
 
 impl TargetRun {
@@ -198,6 +236,11 @@ impl TargetRun {
             hits_before: None,
             hits_after: None,
             evictions_before: None,
+            high_water: None,
+            used_before: None,
+            throttle: None,
+            throttle_report: None,
+            retried: Arc::default(),
         };
         let store = match store {
             Ok(store) => Arc::new(store),
@@ -215,9 +258,24 @@ impl TargetRun {
         match within(deadline, store.capacity()).await {
             Some(Some(capacity)) => {
                 target.budget = Some((capacity as f64 * shared.settings.max_fill) as u64);
+                target.high_water = Some((capacity as f64 * shared.settings.high_water) as u64);
+                target.used_before = within(deadline, store.used_memory()).await.flatten();
             }
             Some(None) => {}
             None => tracing::warn!(target = target.url, "could not read the store's capacity"),
+        }
+        if let Some(multiple) = shared.settings.latency_multiple
+            && !shared.settings.dry_run
+        {
+            // The throttle's probes need a connection of their own (see `throttle`).
+            let probe = tokio::time::timeout_at(deadline, Store::connect(parsed, Role::Target));
+            if let Ok(Ok(probe)) = probe.await {
+                target.throttle =
+                    tokio::time::timeout_at(deadline, Throttle::start(probe, multiple))
+                        .await
+                        .ok()
+                        .flatten();
+            }
         }
         match coverage::probe(&store, shared, deadline).await {
             Ok(probe) => target.before = Some(probe),
@@ -260,7 +318,16 @@ impl TargetRun {
             ops_pace: settings.rate.map(Pace::new),
             bytes_pace: settings.bandwidth.map(Pace::new),
             evictions_before: self.evictions_before,
-            evictions_checked: Instant::now(),
+            store_checked: Instant::now(),
+            high_water: self.high_water,
+            used: self.used_before.unwrap_or(0),
+            written_at_reading: self.tally.bytes_written,
+            items_at_reading: self.tally.counts.written,
+            item_overhead: ITEM_OVERHEAD,
+            breaker: Breaker::default(),
+            retried: Arc::clone(&self.retried),
+            throttle: self.throttle.take(),
+            throttle_pace: None,
         })
     }
 
@@ -278,6 +345,7 @@ impl TargetRun {
     pub fn put_worker(&mut self, worker: Worker) {
         self.waiting = false;
         self.store = Some(worker.store);
+        self.throttle_report = worker.throttle.as_ref().map(Throttle::report);
         self.tally = worker.tally;
         self.next_entry = self.tally.next_entry;
         if worker.error.is_some() {
@@ -368,6 +436,9 @@ impl TargetRun {
             window_after: None,
             budget_cut_rank: self.tally.budget_cut_rank,
             not_warmed: self.tally.not_warmed.clone(),
+            stopped_by: self.tally.stopped_by.map(str::to_owned),
+            throttle: self.throttle_report.clone(),
+            retries: self.retried.load(Ordering::Relaxed),
         }
     }
 }
@@ -399,6 +470,11 @@ impl Worker {
             InFlight::new(shared.settings.concurrency);
         let mut stop = shared.stop.clone();
         let mut in_flight_bytes = 0u64;
+        let mut in_flight_items = 0u64;
+        // The first reading of used memory is taken now that every connection of the run is
+        // open (each holds buffers in the store's memory too).
+        self.store_checked = Instant::now() - STORE_CHECK_EVERY;
+        self.check_store().await;
         let mut open = true;
         while open || !writes.is_empty() {
             enum Step {
@@ -429,22 +505,26 @@ impl Worker {
                         break;
                     };
                     in_flight_bytes -= pending.bytes;
+                    in_flight_items -= pending.sent.len() as u64;
                     self.settle(pending, result, &shared);
-                    self.check_evictions().await;
+                    self.check_store().await;
                     if self.stopped() {
                         break;
                     }
                     continue;
                 }
             };
-            if let Some(budget) = self.budget {
-                let batch_bytes: u64 = batch
+            {
+                let (batch_bytes, batch_items) = batch
                     .entries
                     .iter()
                     .zip(&batch.fetched)
                     .filter_map(|(e, f)| Some((e.key.len() + f.as_ref()?.value.len()) as u64))
-                    .sum();
-                if self.tally.bytes_written + in_flight_bytes + batch_bytes > budget {
+                    .fold((0, 0), |(bytes, items), size| (bytes + size, items + 1));
+                if self
+                    .limit_crossed(in_flight_bytes + batch_bytes, in_flight_items + batch_items)
+                    .is_some()
+                {
                     // Near the stop line the budget needs what the writes in flight came to
                     // (an entry already present takes no budget): settle them first, so the
                     // line falls exactly where writing one batch at a time would put it.
@@ -452,17 +532,24 @@ impl Worker {
                         && let Some(Ok((pending, result))) = writes.next().await
                     {
                         in_flight_bytes -= pending.bytes;
+                        in_flight_items -= pending.sent.len() as u64;
                         self.settle(pending, result, &shared);
                     }
+                    self.check_store().await;
                 }
             }
             if self.stopped() {
                 // Stop taking work: the sender sees the channel close and moves on.
                 break;
             }
-            let pending = self.decide(batch, &shared, in_flight_bytes);
+            let pending = self.decide(batch, &shared, in_flight_bytes, in_flight_items);
             if pending.sent.is_empty() {
                 self.settle(pending, None, &shared);
+                // Past a stop line the store is still watched: evictions are reported.
+                self.check_store().await;
+                if self.stopped() {
+                    break;
+                }
                 continue;
             }
             if !self.pace(&pending, &shared).await {
@@ -475,10 +562,17 @@ impl Worker {
                 break;
             }
             in_flight_bytes += pending.bytes;
+            in_flight_items += pending.sent.len() as u64;
+            if let Some(throttle) = &mut self.throttle
+                && let Some(limit) = throttle.sent(pending.sent.len() as u64).await
+            {
+                self.throttle_pace = limit.map(|rate| Pace::new(rate as u64));
+            }
             let store = Arc::clone(&store);
             let shared = Arc::clone(&shared);
+            let retried = Arc::clone(&self.retried);
             writes.push(async move {
-                let result = write(&store, &pending, &shared).await;
+                let result = write(&store, &pending, &shared, &retried).await;
                 (pending, Some(result))
             });
         }
@@ -494,6 +588,22 @@ impl Worker {
         self.error.is_some() || self.timed_out
     }
 
+    /// Which limit writing `bytes` (key + value) in `items` more entries would cross, writes in
+    /// flight included in both: the budget (`max_fill`), or the high-water mark on used memory
+    /// (`high_water`: the last reading of used memory, plus what was written since, each entry
+    /// with [`ITEM_OVERHEAD`] added, since that is what it takes in the store).
+    fn limit_crossed(&self, bytes: u64, items: u64) -> Option<&'static str> {
+        if let Some(budget) = self.budget
+            && self.tally.bytes_written + bytes > budget
+        {
+            return Some("max_fill");
+        }
+        let line = self.high_water?;
+        let since = (self.tally.bytes_written - self.written_at_reading)
+            + (self.tally.counts.written - self.items_at_reading) * self.item_overhead;
+        (self.used + since + bytes + items * self.item_overhead > line).then_some("high_water")
+    }
+
     /// Waits until the rate limits let `pending` go; false when that is past the deadline.
     async fn pace(&mut self, pending: &Pending, shared: &Shared) -> bool {
         let ops = self
@@ -501,7 +611,11 @@ impl Worker {
             .as_mut()
             .map(|p| p.book(pending.sent.len() as u64));
         let bytes = self.bytes_pace.as_mut().map(|p| p.book(pending.bytes));
-        let Some(at) = ops.into_iter().chain(bytes).max() else {
+        let adaptive = self
+            .throttle_pace
+            .as_mut()
+            .map(|p| p.book(pending.sent.len() as u64));
+        let Some(at) = ops.into_iter().chain(bytes).chain(adaptive).max() else {
             return true;
         };
         if at > shared.deadline {
@@ -533,17 +647,44 @@ impl Worker {
         })
     }
 
-    /// Stops writing when the store has evicted keys since the run began: warming on would
-    /// push out entries live traffic is using.
-    async fn check_evictions(&mut self) {
+    /// Reads the store's eviction counter and used memory, at most every
+    /// [`STORE_CHECK_EVERY`]. Stops writing when the store has evicted keys since the run
+    /// began: warming on would push out entries live traffic is using.
+    async fn check_store(&mut self) {
+        // Near the high-water mark the estimate between readings (bytes written plus a
+        // per-entry overhead) is not to be trusted for long: the store's own growth (tables,
+        // buffers) varies. There, used memory is read again after every batch, up to every
+        // NEAR_MARK_CHECK_EVERY.
+        let near_mark = self.limit_crossed(NEAR_MARK_BYTES, 0) == Some("high_water");
+        let every = if near_mark {
+            NEAR_MARK_CHECK_EVERY
+        } else {
+            STORE_CHECK_EVERY
+        };
+        if self.store_checked.elapsed() < every {
+            return;
+        }
+        self.store_checked = Instant::now();
+        if self.high_water.is_some() {
+            let used = tokio::time::timeout(STORE_CHECK_EVERY, self.store.used_memory()).await;
+            if let Ok(Ok(Some(used))) = used {
+                // Live traffic's own writes (and the store's true overhead per item) show up
+                // here. They make the measured overhead larger, which errs on the safe side.
+                let items = self.tally.counts.written - self.items_at_reading;
+                let bytes = self.tally.bytes_written - self.written_at_reading;
+                let grown = used.saturating_sub(self.used).saturating_sub(bytes);
+                if let Some(per_item) = grown.checked_div(items) {
+                    self.item_overhead = self.item_overhead.max(per_item);
+                }
+                self.used = used;
+                self.written_at_reading = self.tally.bytes_written;
+                self.items_at_reading = self.tally.counts.written;
+            }
+        }
         let Some(before) = self.evictions_before else {
             return;
         };
-        if self.evictions_checked.elapsed() < EVICTION_CHECK_EVERY {
-            return;
-        }
-        self.evictions_checked = Instant::now();
-        let now = tokio::time::timeout(EVICTION_CHECK_EVERY, self.store.evictions()).await;
+        let now = tokio::time::timeout(STORE_CHECK_EVERY, self.store.evictions()).await;
         if let Ok(Ok(Some(now))) = now
             && now > before
         {
@@ -558,7 +699,13 @@ impl Worker {
 
     /// Decides every entry of `batch` that is not for the store to answer: invalid key,
     /// source miss, near expiry, over budget. `in_flight_bytes` are taken as written.
-    fn decide(&mut self, batch: Arc<Batch>, shared: &Shared, in_flight_bytes: u64) -> Pending {
+    fn decide(
+        &mut self,
+        batch: Arc<Batch>,
+        shared: &Shared,
+        in_flight_bytes: u64,
+        in_flight_items: u64,
+    ) -> Pending {
         let settings = &shared.settings;
         let mut decided = vec![None; batch.entries.len()];
         let mut sent = Vec::with_capacity(batch.entries.len());
@@ -596,12 +743,17 @@ impl Worker {
                 continue;
             }
             let size = (entry.key.len() + fetched.value.len()) as u64;
-            let over_budget = self.budget.is_some_and(|budget| {
-                self.tally.bytes_written + in_flight_bytes + pending_bytes + size > budget
-            });
-            if self.tally.budget_reached || over_budget {
+            let crossed = self.limit_crossed(
+                in_flight_bytes + pending_bytes + size,
+                in_flight_items + sent.len() as u64 + 1,
+            );
+            if self.tally.budget_reached || crossed.is_some() {
                 // The budget is a stop line: once reached, nothing later is written, so the
-                // warm keys are exactly the top of the ranking that fits.
+                // warm keys are exactly the top of the ranking that fits. The high-water mark
+                // is one too.
+                if !self.tally.budget_reached {
+                    self.tally.stopped_by = crossed;
+                }
                 self.tally.budget_reached = true;
                 decided[i] = Some(Disposition::SkippedBudget);
                 continue;
@@ -632,12 +784,26 @@ impl Worker {
         let mut refused = Vec::new();
         if let Some(result) = result {
             let outcomes = match result {
-                Ok(Ok(outcomes)) => outcomes,
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "target failed; the other targets go on");
-                    self.error = Some(error.to_string());
-                    return;
+                Ok(Ok(outcomes)) => {
+                    self.breaker.succeeded();
+                    outcomes
                 }
+                Ok(Err(error)) => match self.breaker.failed(&error) {
+                    Some(open) => {
+                        // The batch stays unaccounted, like the ones after it: `--resume`
+                        // takes them up when the store is back.
+                        tracing::error!(%error, "target failed; the other targets go on");
+                        self.error = Some(open);
+                        return;
+                    }
+                    None => {
+                        tracing::warn!(%error, "batch failed after its retries; going on");
+                        let reason = error.message.clone();
+                        sent.iter()
+                            .map(|_| WriteOutcome::Refused(reason.clone()))
+                            .collect()
+                    }
+                },
                 Err(_) => {
                     // Entries of this batch stay unaccounted: they are `not_attempted`.
                     self.timed_out = true;
@@ -726,8 +892,14 @@ fn ttl_of(entry: &Entry, fetched: &Fetched, settings: &RunSettings) -> Duration 
     })
 }
 
-/// Sends the items of `pending` (a dry run asks which keys are present instead).
-async fn write(store: &Store, pending: &Pending, shared: &Shared) -> WriteResult {
+/// Sends the items of `pending` (a dry run asks which keys are present instead), retrying
+/// transient failures (see [`faults`]) until the deadline.
+async fn write(
+    store: &Store,
+    pending: &Pending,
+    shared: &Shared,
+    retried: &Arc<AtomicU64>,
+) -> WriteResult {
     let settings = &shared.settings;
     let batch = &pending.batch;
     if settings.dry_run {
@@ -736,7 +908,11 @@ async fn write(store: &Store, pending: &Pending, shared: &Shared) -> WriteResult
             .iter()
             .map(|&(i, _)| batch.entries[i].key.as_str())
             .collect();
-        let present = tokio::time::timeout_at(shared.deadline, store.contains(&keys)).await?;
+        let present = tokio::time::timeout_at(
+            shared.deadline,
+            faults::retrying(settings.retries, retried, || store.contains(&keys)),
+        )
+        .await?;
         return Ok(present.map(|present| {
             present
                 .into_iter()
@@ -763,7 +939,13 @@ async fn write(store: &Store, pending: &Pending, shared: &Shared) -> WriteResult
             })
         })
         .collect();
-    tokio::time::timeout_at(shared.deadline, store.write(&items, settings.overwrite)).await
+    tokio::time::timeout_at(
+        shared.deadline,
+        faults::retrying(settings.retries, retried, || {
+            store.write(&items, settings.overwrite)
+        }),
+    )
+    .await
 }
 
 /// Runs `future` until `deadline`; `None` when it failed or ran out of time.

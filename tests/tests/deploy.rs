@@ -123,6 +123,29 @@ fn warmer(dir: &Path, args: &[String]) -> Command {
     command
 }
 
+/// The warmer started in the background with its output captured, for a test that acts on the
+/// stores while it runs.
+fn spawn_warmer(dir: &Path, args: &[String]) -> std::process::Child {
+    warmer(dir, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Flags of the eviction tests: slow, small batches, and neither max_fill nor the high-water
+/// mark in the way, so that only evictions stop the run.
+const UNTIL_EVICTIONS: [&str; 8] = [
+    "--rate",
+    "40",
+    "--batch-size",
+    "4",
+    "--max-fill",
+    "100%",
+    "--high-water",
+    "100%",
+];
+
 fn check(output: Output, code: i32, what: &str) -> Output {
     if output.status.code() != Some(code) {
         panic!(
@@ -361,11 +384,7 @@ fn sigterm_stops_cleanly_and_resume_completes() {
         "runs",
         &["--rate", "50", "--batch-size", "5"],
     );
-    let child = warmer(setup.dir.path(), &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_warmer(setup.dir.path(), &args);
     // Wait until the run has written something, then ask it to stop.
     wait_for_progress(&setup.path("runs"));
     let status = Command::new("kill")
@@ -651,26 +670,8 @@ fn a_store_that_evicts_is_no_longer_written() {
     let redis = RedisServer::start(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
     let mut connection = redis.connection();
     let filler = "f".repeat(1024);
-    // The high-water mark at 100%, so that only evictions stop the run.
-    let args = setup.run_args(
-        &[redis.url()],
-        "runs",
-        &[
-            "--rate",
-            "40",
-            "--batch-size",
-            "4",
-            "--max-fill",
-            "100%",
-            "--high-water",
-            "100%",
-        ],
-    );
-    let child = warmer(setup.dir.path(), &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = setup.run_args(&[redis.url()], "runs", &UNTIL_EVICTIONS);
+    let child = spawn_warmer(setup.dir.path(), &args);
     wait_for_progress(&setup.path("runs"));
     // The application's own writes fill the store at once, until it evicts.
     let mut pipe = redis::pipe();
@@ -753,11 +754,7 @@ fn a_target_that_dies_mid_run_leaves_the_others_warmed() {
             extra.push("--strict");
         }
         let args = setup.run_args(&[redis.url(), memcached.url()], runs, &extra);
-        let child = warmer(setup.dir.path(), &args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn_warmer(setup.dir.path(), &args);
         // Kill the Redis target once the run has written something.
         wait_for_progress(&setup.path(runs));
         redis.stop();
@@ -828,11 +825,7 @@ fn a_redis_that_restarts_mid_run_is_warmed_to_the_end() {
             "off",
         ],
     );
-    let child = warmer(setup.dir.path(), &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_warmer(setup.dir.path(), &args);
     wait_for_progress(&setup.path("runs"));
     redis.restart();
     let output = check(
@@ -991,26 +984,9 @@ fn a_memcached_that_evicts_is_no_longer_written() {
             i += 1;
         }
     }
-    let args = setup.run_args(
-        &[memcached.url()],
-        "runs",
-        &[
-            "--rate",
-            "40",
-            "--batch-size",
-            "4",
-            "--max-fill",
-            "100%",
-            "--high-water",
-            "100%",
-        ],
-    );
+    let args = setup.run_args(&[memcached.url()], "runs", &UNTIL_EVICTIONS);
     // Live traffic keeps writing while the run goes on, as it would in production.
-    let child = warmer(setup.dir.path(), &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_warmer(setup.dir.path(), &args);
     wait_for_progress(&setup.path("runs"));
     for _ in 0..2000 {
         client

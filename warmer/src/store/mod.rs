@@ -115,6 +115,7 @@ impl Default for KeyLimits {
 #[derive(Debug)]
 pub enum Store {
     Redis(redis::RedisStore),
+    RedisCluster(redis::RedisClusterStore),
     Memcached(memcached::MemcachedStore),
     Sqlite(sqlite::SqliteStore),
 }
@@ -124,6 +125,9 @@ impl Store {
     pub async fn connect(url: &StoreUrl, role: Role) -> Result<Store, StoreError> {
         match url {
             StoreUrl::Redis { url } => redis::RedisStore::connect(url).await.map(Store::Redis),
+            StoreUrl::RedisCluster { url, nodes } => redis::RedisClusterStore::connect(url, nodes)
+                .await
+                .map(Store::RedisCluster),
             StoreUrl::Memcached { servers } => memcached::MemcachedStore::connect(servers)
                 .await
                 .map(Store::Memcached),
@@ -140,7 +144,8 @@ impl Store {
 
     pub fn kind(&self) -> StoreKind {
         match self {
-            Store::Redis(_) => StoreKind::Redis,
+            // A cluster takes the keys a server takes: the same rules.
+            Store::Redis(_) | Store::RedisCluster(_) => StoreKind::Redis,
             Store::Memcached(_) => StoreKind::Memcached,
             Store::Sqlite(_) => StoreKind::Sqlite,
         }
@@ -155,6 +160,7 @@ impl Store {
     pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         match self {
             Store::Redis(store) => store.contains(keys).await,
+            Store::RedisCluster(store) => store.contains(keys).await,
             Store::Memcached(store) => store.contains(keys).await,
             Store::Sqlite(store) => store.contains(keys).await,
         }
@@ -164,6 +170,7 @@ impl Store {
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         match self {
             Store::Redis(store) => store.fetch(keys).await,
+            Store::RedisCluster(store) => store.fetch(keys).await,
             Store::Memcached(store) => store.fetch(keys).await,
             Store::Sqlite(store) => store.fetch(keys).await,
         }
@@ -177,6 +184,7 @@ impl Store {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         match self {
             Store::Redis(store) => store.write(items, overwrite).await,
+            Store::RedisCluster(store) => store.write(items, overwrite).await,
             Store::Memcached(store) => store.write(items, overwrite).await,
             Store::Sqlite(store) => store.write(items, overwrite).await,
         }
@@ -193,6 +201,7 @@ impl Store {
     ) -> Result<Vec<UndoOutcome>, StoreError> {
         match self {
             Store::Redis(store) => store.delete_if_unchanged(items).await,
+            Store::RedisCluster(store) => store.delete_if_unchanged(items).await,
             Store::Memcached(store) => store.delete_if_unchanged(items).await,
             Store::Sqlite(store) => store.delete_if_unchanged(items).await,
         }
@@ -202,6 +211,7 @@ impl Store {
     pub async fn evictions(&self) -> Result<Option<u64>, StoreError> {
         match self {
             Store::Redis(store) => store.evictions().await.map(Some),
+            Store::RedisCluster(store) => store.evictions().await.map(Some),
             Store::Memcached(store) => store.evictions().await.map(Some),
             Store::Sqlite(_) => Ok(None),
         }
@@ -211,6 +221,7 @@ impl Store {
     pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
         match self {
             Store::Redis(store) => store.capacity().await,
+            Store::RedisCluster(store) => store.capacity().await,
             Store::Memcached(store) => store.capacity().await,
             Store::Sqlite(_) => Ok(None),
         }
@@ -220,6 +231,7 @@ impl Store {
     pub async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
         match self {
             Store::Redis(store) => store.hit_counters().await.map(Some),
+            Store::RedisCluster(store) => store.hit_counters().await.map(Some),
             Store::Memcached(store) => store.hit_counters().await.map(Some),
             Store::Sqlite(_) => Ok(None),
         }

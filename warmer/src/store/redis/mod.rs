@@ -1,6 +1,10 @@
 //! Redis: one multiplexed connection, one pipeline per batch.
 //!
 //! Add is `SET key value NX PX ttl` (replace drops `NX`); a source read is `GET` + `PTTL`.
+//! A Redis Cluster (`cluster`) sends the same commands and reads the replies with the same
+//! functions, below the store.
+
+mod cluster;
 
 use std::collections::HashMap;
 
@@ -12,6 +16,8 @@ use super::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
     duration_from_millis, redact, value_hash,
 };
+
+pub use cluster::RedisClusterStore;
 
 /// Compare-and-delete: deletes KEYS[1] only if it holds exactly ARGV[1]. Returns 1 when
 /// deleted, 0 when the key holds another value, -1 when it is gone.

@@ -1,0 +1,305 @@
+//! Redis Cluster targets and sources on a real 3-node cluster: warmed from a single Redis
+//! replica, read as a replica and as a snapshot source, undone, and budgeted by the capacity of
+//! its primaries.
+
+// A failed step should stop the test where it failed.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cachewarm_tests::{RedisCluster, RedisServer, app_keys, ingest_and_rank, run_bin};
+use redis::{Commands, ConnectionLike};
+use schemas::Report;
+
+/// A value of `size` bytes that names its key, so a value found under the wrong key shows.
+fn value_for(key: &str, size: usize) -> String {
+    let head = format!("{{\"key\":{}}}", serde_json::to_string(key).unwrap());
+    format!("{head}{}", "v".repeat(size.saturating_sub(head.len())))
+}
+
+/// A remaining TTL for the `i`th key: spread from 20 minutes to about 2 hours, so a TTL copied
+/// from the wrong key shows.
+fn ttl_for(i: usize) -> u64 {
+    1200 + (i as u64 * 37) % 6000
+}
+
+/// A manifest of `keys` (each read a few times in a canonical access log, ranked under a budget
+/// that takes them all) in `dir`.
+fn manifest_of(dir: &Path, keys: &[String], value_size: usize) -> String {
+    let log = dir.join("access.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+    for (i, key) in keys.iter().enumerate() {
+        for read in 0..2 + i % 5 {
+            let ts = 1_763_700_000.0 + i as f64 + read as f64 * 0.001;
+            writeln!(
+                out,
+                r#"{{"ts": {ts:.3}, "key": {}, "op": "get", "hit": true, "value_size": {value_size}}}"#,
+                serde_json::to_string(key).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+    out.flush().unwrap();
+    drop(out);
+    let (_, manifest) = ingest_and_rank(dir, &log, "256MiB", "manifest.json", &[]);
+    assert_eq!(
+        cachewarm_tests::read_manifest(&manifest).entries.len(),
+        keys.len()
+    );
+    manifest.to_str().unwrap().to_owned()
+}
+
+/// Stores each key's value with its TTL through `connection` (a server's or a cluster's).
+fn fill(connection: &mut impl ConnectionLike, keys: &[String], value_size: usize) {
+    for (i, key) in keys.iter().enumerate() {
+        let _: () = connection
+            .set_ex(key, value_for(key, value_size), ttl_for(i))
+            .unwrap();
+    }
+}
+
+/// Each key's value and remaining TTL in milliseconds, where live.
+fn contents(
+    connection: &mut impl ConnectionLike,
+    keys: &[String],
+) -> BTreeMap<String, (String, i64)> {
+    keys.iter()
+        .filter_map(|key| {
+            let value: Option<String> = connection.get(key).unwrap();
+            let pttl: i64 = connection.pttl(key).unwrap();
+            value.map(|value| (key.clone(), (value, pttl)))
+        })
+        .collect()
+}
+
+/// The target holds exactly the source's values, each with a TTL within a few seconds of the
+/// source's (the warmer copies the remaining TTL it read; both count down alike since).
+fn assert_same_contents(
+    source: &BTreeMap<String, (String, i64)>,
+    target: &BTreeMap<String, (String, i64)>,
+) {
+    assert_eq!(
+        source.keys().collect::<Vec<_>>(),
+        target.keys().collect::<Vec<_>>()
+    );
+    for (key, (value, pttl)) in source {
+        let (target_value, target_pttl) = &target[key];
+        assert_eq!(target_value, value, "{key}");
+        assert!(
+            (pttl - target_pttl).abs() < 5_000,
+            "{key}: TTL {target_pttl} ms in the target, {pttl} ms in the source"
+        );
+    }
+}
+
+/// Keys per node, by DBSIZE on each node's own connection.
+fn keys_per_node(cluster: &RedisCluster) -> Vec<u64> {
+    cluster
+        .nodes
+        .iter()
+        .map(|node| redis::cmd("DBSIZE").query(&mut node.connection()).unwrap())
+        .collect()
+}
+
+fn warm(dir: &Path, manifest: &str, source: &str, target: &str, extra: &[&str]) -> Report {
+    let runs = dir.join("runs");
+    let mut args = vec![
+        "run",
+        "--manifest",
+        manifest,
+        "--source",
+        source,
+        "--target",
+        target,
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let output = run_bin("warmer", &args, 0);
+    report_of(&output.stdout).0
+}
+
+/// The report `warmer run` printed the path of, and its run directory.
+fn report_of(stdout: &[u8]) -> (Report, PathBuf) {
+    let text = String::from_utf8_lossy(stdout);
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
+    let path = PathBuf::from(path.trim());
+    let report = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (report, path.parent().unwrap().to_path_buf())
+}
+
+/// Warming a cluster from a single Redis replica: every key lands on the primary that owns its
+/// slot (all three hold some), with the replica's value and remaining TTL; a key the cluster
+/// held before the run keeps its own value and TTL (add semantics); coverage is probed on the
+/// cluster too.
+#[test]
+fn a_replica_warms_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = app_keys(300);
+    let manifest = manifest_of(dir.path(), &keys, 200);
+    let replica = RedisServer::start(&[]);
+    fill(&mut replica.connection(), &keys, 200);
+    let cluster = RedisCluster::start(&[]);
+    let mut connection = cluster.connection();
+    let live = &keys[5];
+    let _: () = connection.set_ex(live, "kept", 7200).unwrap();
+
+    let report = warm(dir.path(), &manifest, &replica.url(), &cluster.url(), &[]);
+    let target = &report.targets[0];
+    assert_eq!(target.kind, "redis-cluster");
+    assert_eq!(target.counts.written, keys.len() as u64 - 1);
+    assert_eq!(target.counts.already_present, 1);
+    assert_eq!(
+        target.coverage_after.as_ref().unwrap().keys_present,
+        keys.len() as u64
+    );
+
+    let mut expected = contents(&mut replica.connection(), &keys);
+    expected.remove(live);
+    let mut warmed = contents(&mut connection, &keys);
+    let (value, pttl) = warmed.remove(live).unwrap();
+    assert_eq!(value, "kept");
+    assert!(pttl > 7_000_000, "the live key's TTL changed to {pttl} ms");
+    assert_same_contents(&expected, &warmed);
+    let per_node = keys_per_node(&cluster);
+    assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
+    assert_eq!(per_node.iter().sum::<u64>(), keys.len() as u64);
+}
+
+/// A cluster as the source: a single Redis is warmed with its values and TTLs, read from all
+/// three primaries; and a snapshot taken from the cluster restores the same into another.
+#[test]
+fn a_cluster_is_a_source_and_a_snapshot_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = app_keys(300);
+    let manifest = manifest_of(dir.path(), &keys, 200);
+    let cluster = RedisCluster::start(&[]);
+    // A tenth of the manifest is missing from the source.
+    let stored: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 3)
+        .map(|(_, key)| key.clone())
+        .collect();
+    fill(&mut cluster.connection(), &stored, 200);
+    assert!(keys_per_node(&cluster).iter().all(|&n| n > 0));
+
+    let target = RedisServer::start(&[]);
+    let report = warm(dir.path(), &manifest, &cluster.url(), &target.url(), &[]);
+    let counts = &report.targets[0].counts;
+    assert_eq!(counts.written, stored.len() as u64);
+    assert_eq!(counts.source_miss, (keys.len() - stored.len()) as u64);
+    let source = contents(&mut cluster.connection(), &keys);
+    assert_same_contents(&source, &contents(&mut target.connection(), &keys));
+
+    let snapshot = dir.path().join("snap.parquet");
+    let snapshot = snapshot.to_str().unwrap();
+    let out = run_bin(
+        "warmer",
+        &[
+            "snapshot",
+            "--manifest",
+            &manifest,
+            "--source",
+            &cluster.url(),
+            "--out",
+            snapshot,
+        ],
+        0,
+    );
+    let found = format!("{} of {}", stored.len(), keys.len());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&found));
+    let restored = RedisServer::start(&[]);
+    warm(dir.path(), &manifest, snapshot, &restored.url(), &[]);
+    assert_same_contents(&source, &contents(&mut restored.connection(), &keys));
+}
+
+/// `warmer undo` on a cluster deletes what the run wrote, on every primary, except a key
+/// rewritten since and a key that was there before the run.
+#[test]
+fn undo_on_a_cluster_deletes_only_what_the_run_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = app_keys(200);
+    let manifest = manifest_of(dir.path(), &keys, 200);
+    let replica = RedisServer::start(&[]);
+    fill(&mut replica.connection(), &keys, 200);
+    let cluster = RedisCluster::start(&[]);
+    let mut connection = cluster.connection();
+    let (live, changed) = (&keys[3], &keys[8]);
+    let _: () = connection.set_ex(live, "kept", 7200).unwrap();
+
+    let runs = dir.path().join("runs");
+    let output = run_bin(
+        "warmer",
+        &[
+            "run",
+            "--manifest",
+            &manifest,
+            "--source",
+            &replica.url(),
+            "--target",
+            &cluster.url(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ],
+        0,
+    );
+    let (report, run_dir) = report_of(&output.stdout);
+    let written = report.targets[0].counts.written;
+    assert_eq!(written, keys.len() as u64 - 1);
+    let _: () = connection.set_ex(changed, "new", 600).unwrap();
+
+    let output = run_bin("warmer", &["undo", run_dir.to_str().unwrap()], 0);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("deleted {}, kept (changed since) 1", written - 1)),
+        "{text}"
+    );
+    let left: BTreeMap<String, String> = contents(&mut connection, &keys)
+        .into_iter()
+        .map(|(key, (value, _))| (key, value))
+        .collect();
+    let expected = BTreeMap::from([
+        (live.clone(), "kept".to_owned()),
+        (changed.clone(), "new".to_owned()),
+    ]);
+    assert_eq!(left, expected);
+    assert_eq!(keys_per_node(&cluster).iter().sum::<u64>(), 2);
+}
+
+/// The budget on a cluster is `max_fill` of the primaries' `maxmemory` together: the run stops
+/// there, and what it wrote fits.
+#[test]
+fn the_budget_is_a_share_of_the_primaries_maxmemory() {
+    const MAXMEMORY: u64 = 4 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    // 4 MB of values against a budget of a quarter of 12 MiB.
+    let keys = app_keys(1000);
+    let manifest = manifest_of(dir.path(), &keys, 4000);
+    let replica = RedisServer::start(&[]);
+    fill(&mut replica.connection(), &keys, 4000);
+    let cluster = RedisCluster::start(&["--maxmemory", &MAXMEMORY.to_string()]);
+
+    let report = warm(
+        dir.path(),
+        &manifest,
+        &replica.url(),
+        &cluster.url(),
+        &["--max-fill", "25%"],
+    );
+    let target = &report.targets[0];
+    let budget = 3 * MAXMEMORY / 4;
+    assert_eq!(target.budget_bytes, Some(budget));
+    assert!(target.bytes_written <= budget, "{}", target.bytes_written);
+    assert!(target.counts.written > 0);
+    assert!(target.counts.skipped_budget > 0);
+    assert_eq!(
+        keys_per_node(&cluster).iter().sum::<u64>(),
+        target.counts.written
+    );
+}

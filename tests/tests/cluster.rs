@@ -303,3 +303,113 @@ fn the_budget_is_a_share_of_the_primaries_maxmemory() {
         target.counts.written
     );
 }
+
+/// Slots that move while the cluster is warmed (`redis-cli --cluster reshard`, which migrates
+/// their keys and answers ASK, then MOVED) lose no key: a primary's pipeline that meets a
+/// redirect is resent key by key through the crate's routing. The nodes' error counters show
+/// the run did meet redirects. (Keys written while the crate chased a redirect for a whole
+/// pipeline can count as already present, so only the sum of the two counts is exact.)
+#[test]
+fn slots_moving_during_the_run_lose_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = app_keys(400);
+    let manifest = manifest_of(dir.path(), &keys, 200);
+    let replica = RedisServer::start(&[]);
+    fill(&mut replica.connection(), &keys, 200);
+    let cluster = RedisCluster::start(&[]);
+    let runs = dir.path().join("runs");
+    let run = std::process::Command::new(cachewarm_tests::bin("warmer"))
+        .args(["run", "--manifest", &manifest, "--source", &replica.url()])
+        .args([
+            "--target",
+            &cluster.url(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ])
+        // About 8 s of writes in batches of 5, for the reshard to land in the middle.
+        .args(["--rate", "50", "--batch-size", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_progress(&runs);
+
+    let id = |node: &RedisServer| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut node.connection())
+            .unwrap()
+    };
+    let (from, to) = (id(&cluster.nodes[0]), id(&cluster.nodes[1]));
+    let reshard = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard"])
+        .arg(format!("127.0.0.1:{}", cluster.nodes[2].port))
+        .args(["--cluster-from", &from, "--cluster-to", &to])
+        .args(["--cluster-slots", "3000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        reshard.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reshard.stdout)
+    );
+
+    let output = run.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (report, _) = report_of(&output.stdout);
+    let target = &report.targets[0];
+    assert_eq!(target.error, None);
+    let counts = &target.counts;
+    assert_eq!(counts.written + counts.already_present, keys.len() as u64);
+    assert_same_contents(
+        &contents(&mut replica.connection(), &keys),
+        &contents(&mut cluster.connection(), &keys),
+    );
+    let redirects: u64 = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let info: String = redis::cmd("INFO")
+                .arg("errorstats")
+                .query(&mut node.connection())
+                .unwrap();
+            ["errorstat_MOVED:count=", "errorstat_ASK:count="]
+                .iter()
+                .filter_map(|name| {
+                    let rest = &info[info.find(name)? + name.len()..];
+                    rest.split([',', '\r', '\n']).next()?.parse::<u64>().ok()
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(
+        redirects > 0,
+        "the run met no redirect: the test proves nothing"
+    );
+}
+
+/// Waits until a run under `runs` has checkpointed progress.
+fn wait_for_progress(runs: &Path) {
+    let start = std::time::Instant::now();
+    loop {
+        let progressed = std::fs::read_dir(runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|run| std::fs::read(run.path().join("checkpoint.json")).ok())
+            .filter_map(|bytes| serde_json::from_slice::<schemas::Checkpoint>(&bytes).ok())
+            .any(|checkpoint| checkpoint.next_entry > 0);
+        if progressed {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the run never progressed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

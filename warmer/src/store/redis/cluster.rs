@@ -205,14 +205,18 @@ impl RedisClusterStore {
         }
         if !redirected.is_empty() {
             self.refresh_owners().await?;
-            for index in redirected {
-                for &i in &shares[index] {
-                    let mut pipe = redis::pipe();
-                    push(&mut pipe, i);
-                    let resent = self.one_by_one(&pipe).await?;
-                    for (reply, resent) in replies[i * per_key..].iter_mut().zip(resent) {
-                        *reply = resent;
-                    }
+            let resend: Vec<usize> = redirected
+                .into_iter()
+                .flat_map(|index| shares[index].iter().copied())
+                .collect();
+            let mut pipe = redis::pipe();
+            for &i in &resend {
+                push(&mut pipe, i);
+            }
+            let mut resent = self.one_by_one(&pipe).await?.into_iter();
+            for i in resend {
+                for reply in &mut replies[i * per_key..(i + 1) * per_key] {
+                    *reply = resent.next().unwrap_or(Ok(Value::Nil));
                 }
             }
         }

@@ -94,6 +94,29 @@ fn assert_same_contents(
     }
 }
 
+/// Each node's own `keyspace_hits` and `keyspace_misses`.
+fn read_counters_per_node(cluster: &RedisCluster) -> Vec<(u64, u64)> {
+    cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let info: String = redis::cmd("INFO")
+                .arg("stats")
+                .query(&mut node.connection())
+                .unwrap();
+            let counter = |name: &str| -> u64 {
+                info.lines()
+                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            };
+            (counter("keyspace_hits"), counter("keyspace_misses"))
+        })
+        .collect()
+}
+
 /// Keys per node, by DBSIZE on each node's own connection.
 fn keys_per_node(cluster: &RedisCluster) -> Vec<u64> {
     cluster
@@ -136,7 +159,7 @@ fn report_of(stdout: &[u8]) -> (Report, PathBuf) {
 /// Warming a cluster from a single Redis replica: every key lands on the primary that owns its
 /// slot (all three hold some), with the replica's value and remaining TTL; a key the cluster
 /// held before the run keeps its own value and TTL (add semantics); coverage is probed on the
-/// cluster too.
+/// cluster too, and the read counters are those of all three primaries.
 #[test]
 fn a_replica_warms_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,10 +171,22 @@ fn a_replica_warms_a_cluster() {
     let mut connection = cluster.connection();
     let live = &keys[5];
     let _: () = connection.set_ex(live, "kept", 7200).unwrap();
+    // The application's reads before the deploy: one hit, and misses on every primary.
+    let reads = &keys[..30];
+    for key in reads {
+        let _: Option<String> = connection.get(key).unwrap();
+    }
+    let per_node = read_counters_per_node(&cluster);
+    assert!(
+        per_node.iter().all(|&(_, misses)| misses > 0),
+        "{per_node:?}"
+    );
 
     let report = warm(dir.path(), &manifest, &replica.url(), &cluster.url(), &[]);
     let target = &report.targets[0];
     assert_eq!(target.kind, "redis-cluster");
+    let before = target.hit_counters_before.as_ref().unwrap();
+    assert_eq!((before.hits, before.misses), (1, reads.len() as u64 - 1));
     assert_eq!(target.counts.written, keys.len() as u64 - 1);
     assert_eq!(target.counts.already_present, 1);
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Redis Cluster targets and sources on a real 3-node cluster: warmed from a single Redis
-//! replica, read as a replica and as a snapshot source, undone, and budgeted by the capacity of
-//! its primaries.
+//! replica, read as a replica and as a snapshot source, undone, budgeted by the capacity of its
+//! primaries, stopped by their evictions, and warmed while its slots move.
 
 // A failed step should stop the test where it failed.
 #![allow(clippy::unwrap_used)]
@@ -447,4 +447,47 @@ fn wait_for_progress(runs: &Path) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// A cluster whose primaries start evicting while it is warmed (they were full of live data)
+/// is left alone from then on, and the report says why: the eviction counter is the primaries'
+/// together.
+#[test]
+fn a_cluster_that_evicts_is_no_longer_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = app_keys(240);
+    let manifest = manifest_of(dir.path(), &keys, 200);
+    let replica = RedisServer::start(&[]);
+    fill(&mut replica.connection(), &keys, 200);
+    let cluster = RedisCluster::start(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
+    // The application's own data, until every primary has evicted some.
+    let mut connection = cluster.connection();
+    let filler = "f".repeat(1024);
+    let evicted = |node: &RedisServer| {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut node.connection())
+            .unwrap();
+        !info.contains("evicted_keys:0")
+    };
+    for i in 0.. {
+        let _: () = connection.set(format!("live:{i}"), &filler).unwrap();
+        if i % 100 == 0 && cluster.nodes.iter().all(evicted) {
+            break;
+        }
+    }
+
+    let report = warm(
+        dir.path(),
+        &manifest,
+        &replica.url(),
+        &cluster.url(),
+        &["--rate", "40", "--batch-size", "4", "--max-fill", "100%"],
+    );
+    let target = &report.targets[0];
+    assert_eq!(target.status, schemas::report::TargetStatus::Failed);
+    let error = target.error.as_deref().unwrap();
+    assert!(error.contains("evicted"), "{error}");
+    assert!(target.counts.not_attempted > 0);
+    assert_eq!(target.counts.total(), keys.len() as u64);
 }

@@ -31,7 +31,7 @@ use schemas::report::HitCounters;
 
 use super::{
     DELETE_IF_EQUAL, counter, exists, fetched, hit_counters, parse_info, push_delete_if_equal,
-    push_set, undo_candidate, undo_outcome, write_outcome,
+    push_set, settle_undo, undo_candidates, write_outcome,
 };
 use crate::store::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
@@ -295,45 +295,28 @@ impl RedisClusterStore {
                 pipe.cmd("GET").arg(keys[i]);
             })
             .await?;
-        let mut outcomes = vec![UndoOutcome::Missing; items.len()];
-        let mut candidates = Vec::new();
-        let mut candidate_keys = Vec::new();
-        for (i, (value, (key, hash))) in values.into_iter().zip(items).enumerate() {
-            match undo_candidate(value, hash) {
-                Ok(value) => {
-                    candidates.push((i, value));
-                    candidate_keys.push(*key);
-                }
-                Err(outcome) => outcomes[i] = outcome,
-            }
-        }
+        let (mut outcomes, candidates) = undo_candidates(values, items);
         if candidates.is_empty() {
             return Ok(outcomes);
         }
+        let candidate_keys: Vec<&str> = candidates.iter().map(|(i, _)| keys[*i]).collect();
         let script = redis::Script::new(DELETE_IF_EQUAL);
         let replies = self
             .pipeline(&candidate_keys, 1, |pipe, c| {
                 push_delete_if_equal(pipe, &script, candidate_keys[c], &candidates[c].1);
             })
             .await?;
-        for ((i, value), reply) in candidates.iter().zip(replies) {
-            let reply = match reply {
-                Ok(reply) => reply,
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    let mut connection = self.connection.clone();
-                    script
-                        .key(items[*i].0)
-                        .arg(value.as_slice())
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(|e| self.error(e))?
-                }
-                Err(e) => return Err(self.error(e)),
-            };
-            outcomes[*i] = undo_outcome(&reply);
-        }
+        let mut connection = self.connection.clone();
+        settle_undo(
+            &mut outcomes,
+            &candidates,
+            replies,
+            items,
+            &script,
+            &mut connection,
+        )
+        .await
+        .map_err(|e| self.error(e))?;
         Ok(outcomes)
     }
 

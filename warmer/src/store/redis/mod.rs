@@ -128,15 +128,7 @@ impl RedisStore {
         for key in &keys {
             pipe.cmd("GET").arg(*key);
         }
-        let values = self.pipeline(&pipe).await?;
-        let mut outcomes = vec![UndoOutcome::Missing; items.len()];
-        let mut candidates = Vec::new();
-        for (i, (value, (_, hash))) in values.into_iter().zip(items).enumerate() {
-            match undo_candidate(value, hash) {
-                Ok(value) => candidates.push((i, value)),
-                Err(outcome) => outcomes[i] = outcome,
-            }
-        }
+        let (mut outcomes, candidates) = undo_candidates(self.pipeline(&pipe).await?, items);
         if candidates.is_empty() {
             return Ok(outcomes);
         }
@@ -147,24 +139,17 @@ impl RedisStore {
             push_delete_if_equal(&mut pipe, &script, items[*i].0, value);
         }
         let replies = self.pipeline(&pipe).await?;
-        for ((i, value), reply) in candidates.iter().zip(replies) {
-            let reply = match reply {
-                Ok(reply) => reply,
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    let mut connection = self.connection.clone();
-                    script
-                        .key(items[*i].0)
-                        .arg(value.as_slice())
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(|e| self.error(e))?
-                }
-                Err(e) => return Err(self.error(e)),
-            };
-            outcomes[*i] = undo_outcome(&reply);
-        }
+        let mut connection = self.connection.clone();
+        settle_undo(
+            &mut outcomes,
+            &candidates,
+            replies,
+            items,
+            &script,
+            &mut connection,
+        )
+        .await
+        .map_err(|e| self.error(e))?;
         Ok(outcomes)
     }
 
@@ -244,14 +229,25 @@ fn write_outcome(reply: RedisResult<Value>) -> WriteOutcome {
     }
 }
 
-/// Undo's first step, from the reply of `GET key`: the value to compare-and-delete when its
-/// hash is the one the run wrote, else what became of the key.
-fn undo_candidate(value: RedisResult<Value>, hash: &str) -> Result<Vec<u8>, UndoOutcome> {
-    match value {
-        Ok(Value::BulkString(value)) if value_hash(&value) == hash => Ok(value),
-        Ok(Value::Nil) => Err(UndoOutcome::Missing),
-        _ => Err(UndoOutcome::Changed),
+/// Undo's first step, from the replies of `GET key` for each `(key, hash)`: each item's
+/// outcome, and the items to compare-and-delete (index and value read): those that still hold
+/// a value with the hash the run wrote. Their outcome is settled by [`settle_undo`].
+fn undo_candidates(
+    values: Vec<RedisResult<Value>>,
+    items: &[(&str, &str)],
+) -> (Vec<UndoOutcome>, Vec<(usize, Vec<u8>)>) {
+    let mut outcomes = vec![UndoOutcome::Missing; items.len()];
+    let mut candidates = Vec::new();
+    for (i, (value, (_, hash))) in values.into_iter().zip(items).enumerate() {
+        match value {
+            Ok(Value::BulkString(value)) if value_hash(&value) == *hash => {
+                candidates.push((i, value));
+            }
+            Ok(Value::Nil) => {}
+            _ => outcomes[i] = UndoOutcome::Changed,
+        }
     }
+    (outcomes, candidates)
 }
 
 /// `EVALSHA` of [`DELETE_IF_EQUAL`] on `key` with the value read.
@@ -263,13 +259,36 @@ fn push_delete_if_equal(pipe: &mut Pipeline, script: &redis::Script, key: &str, 
         .arg(value);
 }
 
-/// [`DELETE_IF_EQUAL`]'s reply.
-fn undo_outcome(reply: &Value) -> UndoOutcome {
-    match reply {
-        Value::Int(1) => UndoOutcome::Deleted,
-        Value::Int(0) => UndoOutcome::Changed,
-        _ => UndoOutcome::Missing,
+/// Undo's second step, from the replies of [`DELETE_IF_EQUAL`] for each candidate: a server
+/// that does not know the script yet (`NOSCRIPT`) gets it through `Script::invoke_async` on
+/// `connection`, which loads it.
+async fn settle_undo(
+    outcomes: &mut [UndoOutcome],
+    candidates: &[(usize, Vec<u8>)],
+    replies: Vec<RedisResult<Value>>,
+    items: &[(&str, &str)],
+    script: &redis::Script,
+    connection: &mut impl redis::aio::ConnectionLike,
+) -> RedisResult<()> {
+    for ((i, value), reply) in candidates.iter().zip(replies) {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script
+                    .key(items[*i].0)
+                    .arg(value.as_slice())
+                    .invoke_async(connection)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        outcomes[*i] = match reply {
+            Value::Int(1) => UndoOutcome::Deleted,
+            Value::Int(0) => UndoOutcome::Changed,
+            _ => UndoOutcome::Missing,
+        };
     }
+    Ok(())
 }
 
 /// INFO's `name:value` lines.

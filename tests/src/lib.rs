@@ -326,6 +326,22 @@ pub fn run_bin(name: &str, args: &[&str], code: i32) -> Output {
     output
 }
 
+/// The report whose path `warmer run` printed (`report: PATH`), and its run directory.
+pub fn report_of(stdout: &[u8]) -> (schemas::Report, PathBuf) {
+    let text = String::from_utf8_lossy(stdout);
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
+    let path = PathBuf::from(path.trim());
+    let report = serde_json::from_slice(&std::fs::read(&path).expect("read report.json"))
+        .expect("a valid report");
+    (
+        report,
+        path.parent().expect("a run directory").to_path_buf(),
+    )
+}
+
 /// Runs the nightly job on `log`: `analyzer ingest LOG --out DIR/dataset --json`, then
 /// `analyzer rank` under `budget` into `DIR/MANIFEST`, with `rank_args` added. Returns the
 /// ingest summary and the manifest's path.

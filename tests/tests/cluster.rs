@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cachewarm_tests::{RedisCluster, RedisServer, app_keys, ingest_and_rank, run_bin};
+use cachewarm_tests::{RedisCluster, RedisServer, app_keys, ingest_and_rank, report_of, run_bin};
 use redis::{Commands, ConnectionLike};
 use schemas::Report;
 
@@ -126,7 +126,15 @@ fn keys_per_node(cluster: &RedisCluster) -> Vec<u64> {
         .collect()
 }
 
-fn warm(dir: &Path, manifest: &str, source: &str, target: &str, extra: &[&str]) -> Report {
+/// `warmer run` from `source` into `target`, with runs under `dir/runs`: its report and run
+/// directory.
+fn warm(
+    dir: &Path,
+    manifest: &str,
+    source: &str,
+    target: &str,
+    extra: &[&str],
+) -> (Report, PathBuf) {
     let runs = dir.join("runs");
     let mut args = vec![
         "run",
@@ -140,20 +148,7 @@ fn warm(dir: &Path, manifest: &str, source: &str, target: &str, extra: &[&str]) 
         runs.to_str().unwrap(),
     ];
     args.extend(extra);
-    let output = run_bin("warmer", &args, 0);
-    report_of(&output.stdout).0
-}
-
-/// The report `warmer run` printed the path of, and its run directory.
-fn report_of(stdout: &[u8]) -> (Report, PathBuf) {
-    let text = String::from_utf8_lossy(stdout);
-    let path = text
-        .lines()
-        .find_map(|line| line.strip_prefix("report: "))
-        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
-    let path = PathBuf::from(path.trim());
-    let report = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    (report, path.parent().unwrap().to_path_buf())
+    report_of(&run_bin("warmer", &args, 0).stdout)
 }
 
 /// Warming a cluster from a single Redis replica: every key lands on the primary that owns its
@@ -182,7 +177,7 @@ fn a_replica_warms_a_cluster() {
         "{per_node:?}"
     );
 
-    let report = warm(dir.path(), &manifest, &replica.url(), &cluster.url(), &[]);
+    let (report, _) = warm(dir.path(), &manifest, &replica.url(), &cluster.url(), &[]);
     let target = &report.targets[0];
     assert_eq!(target.kind, "redis-cluster");
     let before = target.hit_counters_before.as_ref().unwrap();
@@ -225,7 +220,7 @@ fn a_cluster_is_a_source_and_a_snapshot_source() {
     assert!(keys_per_node(&cluster).iter().all(|&n| n > 0));
 
     let target = RedisServer::start(&[]);
-    let report = warm(dir.path(), &manifest, &cluster.url(), &target.url(), &[]);
+    let (report, _) = warm(dir.path(), &manifest, &cluster.url(), &target.url(), &[]);
     let counts = &report.targets[0].counts;
     assert_eq!(counts.written, stored.len() as u64);
     assert_eq!(counts.source_miss, (keys.len() - stored.len()) as u64);
@@ -268,23 +263,7 @@ fn undo_on_a_cluster_deletes_only_what_the_run_wrote() {
     let (live, changed) = (&keys[3], &keys[8]);
     let _: () = connection.set_ex(live, "kept", 7200).unwrap();
 
-    let runs = dir.path().join("runs");
-    let output = run_bin(
-        "warmer",
-        &[
-            "run",
-            "--manifest",
-            &manifest,
-            "--source",
-            &replica.url(),
-            "--target",
-            &cluster.url(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-        ],
-        0,
-    );
-    let (report, run_dir) = report_of(&output.stdout);
+    let (report, run_dir) = warm(dir.path(), &manifest, &replica.url(), &cluster.url(), &[]);
     let written = report.targets[0].counts.written;
     assert_eq!(written, keys.len() as u64 - 1);
     let _: () = connection.set_ex(changed, "new", 600).unwrap();
@@ -320,7 +299,7 @@ fn the_budget_is_a_share_of_the_primaries_maxmemory() {
     fill(&mut replica.connection(), &keys, 4000);
     let cluster = RedisCluster::start(&["--maxmemory", &MAXMEMORY.to_string()]);
 
-    let report = warm(
+    let (report, _) = warm(
         dir.path(),
         &manifest,
         &replica.url(),
@@ -477,7 +456,7 @@ fn a_cluster_that_evicts_is_no_longer_written() {
         }
     }
 
-    let report = warm(
+    let (report, _) = warm(
         dir.path(),
         &manifest,
         &replica.url(),

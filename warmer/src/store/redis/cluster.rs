@@ -85,7 +85,8 @@ impl RedisClusterStore {
         cluster_error(&self.url, e)
     }
 
-    /// Reads `CLUSTER SLOTS` from any node: each range's primary is its first node.
+    /// Reads `CLUSTER SLOTS` from any node: each range's primary is its first node, known by
+    /// its endpoint, port and id (endpoints alone can repeat: `?` when a node has none).
     async fn refresh_owners(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         let mut command = redis::cmd("CLUSTER");
@@ -105,7 +106,7 @@ impl RedisClusterStore {
         let Value::Array(ranges) = &reply else {
             return Err(unexpected());
         };
-        let mut primaries: Vec<(&Value, &Value)> = Vec::new();
+        let mut primaries: Vec<&[Value]> = Vec::new();
         let mut owner = HashMap::new();
         for range in ranges {
             let Value::Array(range) = range else {
@@ -116,13 +117,14 @@ impl RedisClusterStore {
             else {
                 return Err(unexpected());
             };
-            let (Some(host), Some(port)) = (primary.first(), primary.get(1)) else {
+            let node = &primary[..primary.len().min(3)];
+            if node.len() < 2 {
                 return Err(unexpected());
-            };
-            let index = match primaries.iter().position(|p| *p == (host, port)) {
+            }
+            let index = match primaries.iter().position(|p| *p == node) {
                 Some(index) => index,
                 None => {
-                    primaries.push((host, port));
+                    primaries.push(node);
                     primaries.len() - 1
                 }
             };

@@ -135,6 +135,12 @@ fn parse_cluster(rest: &str) -> Result<Vec<String>, String> {
         ));
     }
     let (userinfo, hosts) = match rest.rsplit_once('@') {
+        // `@` and `,` in a password are percent-encoded; here they mean credentials per node.
+        Some((userinfo, _)) if userinfo.contains(['@', ',']) => {
+            return Err(format!(
+                "{EXPECTED}; the credentials go once, before the first host"
+            ));
+        }
         Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
         None => (String::new(), rest),
     };
@@ -234,6 +240,7 @@ mod tests {
             "redis+cluster://a:7000,:7001",
             "redis+cluster://a:7000/1",
             "redis+cluster://a:notaport",
+            "redis+cluster://u:p@a:7000,u:p@b:7001",
             "rediss+cluster://a:7000",
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");

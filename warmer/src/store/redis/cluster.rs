@@ -39,6 +39,8 @@ use crate::store::{
 };
 
 /// Which primary owns each slot, as an index into the primaries listed by `CLUSTER SLOTS`.
+/// Keyed by the crate's `Slot`, which keeps its number to itself (`Slot::new` and
+/// `Slot::for_key` make one, nothing reads it back), so that keys are hashed by the crate.
 #[derive(Debug, Default)]
 struct SlotOwners {
     owner: HashMap<Slot, usize>,

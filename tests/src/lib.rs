@@ -1,6 +1,6 @@
-//! The end-to-end test harness: real `redis-server` and `memcached` processes on free loopback
-//! ports in temporary directories, stopped on drop, with their logs printed when a test fails;
-//! and helpers to run the project's binaries.
+//! The end-to-end test harness: real `redis-server` (alone or as a 3-node Redis Cluster) and
+//! `memcached` processes on free loopback ports in temporary directories, stopped on drop, with
+//! their logs printed when a test fails; and helpers to run the project's binaries.
 //!
 //! The servers come from PATH (`scripts/test` installs them when missing).
 
@@ -96,8 +96,11 @@ fn spawn_redis(port: u16, dir: &Path, log: &Path, extra: &[String]) -> Child {
 impl RedisServer {
     /// Starts a server with persistence off; `extra` are further `--name value` arguments.
     pub fn start(extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let log = dir.path().join("redis.log");
         let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         let child = spawn_redis(port, dir.path(), &log, &extra);
@@ -136,6 +139,99 @@ impl RedisServer {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+}
+
+/// How long a new cluster may take until every node reports `cluster_state:ok`.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster of our own: three primaries, no replicas, the 16384 slots split between
+/// them by `redis-cli --cluster create`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers (`extra` goes to each) and joins them.
+    pub fn start(extra: &[&str]) -> RedisCluster {
+        let mut args = vec!["--cluster-enabled", "yes"];
+        // Relative to the node's own --dir, so each node has its own.
+        args.extend(["--cluster-config-file", "nodes.conf"]);
+        args.extend(extra);
+        let nodes: Vec<RedisServer> = cluster_ports(3)
+            .into_iter()
+            .map(|port| RedisServer::start_on(port, &args))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli (it comes with redis-server)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let start = Instant::now();
+        // `create` returns when the slots are assigned; each node says ok once it has heard
+        // from the others that every slot is served.
+        while !cluster.nodes.iter().all(|node| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut node.connection())
+                .expect("CLUSTER INFO");
+            info.contains("cluster_state:ok")
+        }) {
+            assert!(
+                start.elapsed() < CLUSTER_TIMEOUT,
+                "the cluster was not ok within {CLUSTER_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// A cluster connection for the test's own reads and writes (the crate follows the slots).
+    pub fn connection(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.nodes.iter().map(RedisServer::url))
+            .and_then(|client| client.get_connection())
+            .expect("connect to the test's cluster")
+    }
+}
+
+/// `n` ports that were free a moment ago, each with its cluster bus port (port + 10000) free
+/// as well.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let port = free_port();
+        let bus_free = port
+            .checked_add(10_000)
+            .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        // No node's port may be another's bus port.
+        let clash = ports
+            .iter()
+            .any(|&other| other == port || u32::from(other).abs_diff(u32::from(port)) == 10_000);
+        if bus_free && !clash {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 /// A `memcached` of our own.
@@ -244,6 +340,22 @@ pub fn run_bin(name: &str, args: &[&str], code: i32) -> Output {
         );
     }
     output
+}
+
+/// The report whose path `warmer run` printed (`report: PATH`), and its run directory.
+pub fn report_of(stdout: &[u8]) -> (schemas::Report, PathBuf) {
+    let text = String::from_utf8_lossy(stdout);
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
+    let path = PathBuf::from(path.trim());
+    let report = serde_json::from_slice(&std::fs::read(&path).expect("read report.json"))
+        .expect("a valid report");
+    (
+        report,
+        path.parent().expect("a run directory").to_path_buf(),
+    )
 }
 
 /// Runs the nightly job on `log`: `analyzer ingest LOG --out DIR/dataset --json`, then

@@ -188,7 +188,8 @@ pub fn capacity_from(url: &str) -> Result<Capacity, BudgetError> {
         });
     }
     Err(probe_error(
-        "only redis:// and memcached:// stores report a capacity; give --capacity SIZE for others"
+        "only redis:// and memcached:// stores report a capacity; give --capacity SIZE for \
+         others (for a Redis Cluster, its primaries' maxmemory together)"
             .into(),
     ))
 }
@@ -200,7 +201,21 @@ fn redact(url: &str) -> String {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        // A list of hosts (`redis+cluster://u:p@a:1,b:2`) is no URL to the url crate: the
+        // password is what lies between the user info's first `:` and its `@`.
+        Err(_) => {
+            let authority = url.split_once("://").map_or("", |(_, rest)| {
+                rest.split(['/', '?', '#']).next().unwrap_or(rest)
+            });
+            match authority
+                .rsplit_once('@')
+                .and_then(|(info, _)| info.split_once(':'))
+            {
+                Some((_, password)) => url.replacen(&format!(":{password}@"), ":***@", 1),
+                None => url.to_owned(),
+            }
+        }
     }
 }
 
@@ -214,6 +229,16 @@ mod tests {
             source: "--capacity".into(),
             store: None,
         }
+    }
+
+    #[test]
+    fn redacts_a_cluster_url() {
+        assert_eq!(
+            redact("redis+cluster://app:s3cret@a:7000,b:7001"),
+            "redis+cluster://app:***@a:7000,b:7001"
+        );
+        let error = capacity_from("redis+cluster://app:s3cret@a:7000,b:7001").unwrap_err();
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
     #[test]

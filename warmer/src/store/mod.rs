@@ -119,6 +119,7 @@ impl Default for KeyLimits {
 #[derive(Debug)]
 pub enum Store {
     Redis(redis::RedisStore),
+    RedisCluster(redis::RedisClusterStore),
     Memcached(memcached::MemcachedStore),
     Sqlite(sqlite::SqliteStore),
 }
@@ -128,6 +129,9 @@ impl Store {
     pub async fn connect(url: &StoreUrl, role: Role) -> Result<Store, StoreError> {
         match url {
             StoreUrl::Redis { url } => redis::RedisStore::connect(url).await.map(Store::Redis),
+            StoreUrl::RedisCluster { url, nodes } => redis::RedisClusterStore::connect(url, nodes)
+                .await
+                .map(Store::RedisCluster),
             StoreUrl::Memcached { servers } => memcached::MemcachedStore::connect(servers)
                 .await
                 .map(Store::Memcached),
@@ -145,7 +149,8 @@ impl Store {
 
     pub fn kind(&self) -> StoreKind {
         match self {
-            Store::Redis(_) => StoreKind::Redis,
+            // A cluster takes the keys a server takes: the same rules.
+            Store::Redis(_) | Store::RedisCluster(_) => StoreKind::Redis,
             Store::Memcached(_) => StoreKind::Memcached,
             Store::Sqlite(_) => StoreKind::Sqlite,
         }
@@ -160,6 +165,7 @@ impl Store {
     pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         match self {
             Store::Redis(store) => store.contains(keys).await,
+            Store::RedisCluster(store) => store.contains(keys).await,
             Store::Memcached(store) => store.contains(keys).await,
             Store::Sqlite(store) => store.contains(keys).await,
         }
@@ -169,6 +175,7 @@ impl Store {
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         match self {
             Store::Redis(store) => store.fetch(keys).await,
+            Store::RedisCluster(store) => store.fetch(keys).await,
             Store::Memcached(store) => store.fetch(keys).await,
             Store::Sqlite(store) => store.fetch(keys).await,
         }
@@ -182,6 +189,7 @@ impl Store {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         match self {
             Store::Redis(store) => store.write(items, overwrite).await,
+            Store::RedisCluster(store) => store.write(items, overwrite).await,
             Store::Memcached(store) => store.write(items, overwrite).await,
             Store::Sqlite(store) => store.write(items, overwrite).await,
         }
@@ -198,6 +206,7 @@ impl Store {
     ) -> Result<Vec<UndoOutcome>, StoreError> {
         match self {
             Store::Redis(store) => store.delete_if_unchanged(items).await,
+            Store::RedisCluster(store) => store.delete_if_unchanged(items).await,
             Store::Memcached(store) => store.delete_if_unchanged(items).await,
             Store::Sqlite(store) => store.delete_if_unchanged(items).await,
         }
@@ -207,6 +216,7 @@ impl Store {
     pub async fn evictions(&self) -> Result<Option<u64>, StoreError> {
         match self {
             Store::Redis(store) => store.evictions().await.map(Some),
+            Store::RedisCluster(store) => store.evictions().await.map(Some),
             Store::Memcached(store) => store.evictions().await.map(Some),
             Store::Sqlite(_) => Ok(None),
         }
@@ -216,6 +226,7 @@ impl Store {
     pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
         match self {
             Store::Redis(store) => store.capacity().await,
+            Store::RedisCluster(store) => store.capacity().await,
             Store::Memcached(store) => store.capacity().await,
             Store::Sqlite(_) => Ok(None),
         }
@@ -225,6 +236,7 @@ impl Store {
     pub async fn used_memory(&self) -> Result<Option<u64>, StoreError> {
         match self {
             Store::Redis(store) => store.used_memory().await.map(Some),
+            Store::RedisCluster(store) => store.used_memory().await.map(Some),
             Store::Memcached(store) => store.used_memory().await.map(Some),
             Store::Sqlite(_) => Ok(None),
         }
@@ -235,6 +247,7 @@ impl Store {
     pub async fn ping(&self) -> Result<bool, StoreError> {
         match self {
             Store::Redis(store) => store.ping().await.map(|()| true),
+            Store::RedisCluster(store) => store.ping().await.map(|()| true),
             Store::Memcached(store) => store.ping().await.map(|()| true),
             Store::Sqlite(_) => Ok(false),
         }
@@ -244,6 +257,7 @@ impl Store {
     pub async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
         match self {
             Store::Redis(store) => store.hit_counters().await.map(Some),
+            Store::RedisCluster(store) => store.hit_counters().await.map(Some),
             Store::Memcached(store) => store.hit_counters().await.map(Some),
             Store::Sqlite(_) => Ok(None),
         }

@@ -1,5 +1,6 @@
-//! Store addresses: `redis://`, `memcached://host:port[,host:port…]`, `sqlite://path?table=…`,
-//! and snapshot files (`file://…` or a path ending in `.parquet`).
+//! Store addresses: `redis://`, `redis+cluster://host:port[,host:port…]`,
+//! `memcached://host:port[,host:port…]`, `sqlite://path?table=…`, and snapshot files
+//! (`file://…` or a path ending in `.parquet`).
 
 use std::path::PathBuf;
 
@@ -11,6 +12,9 @@ pub const DEFAULT_SQLITE_TABLE: &str = "cachewarm_cache";
 pub enum StoreUrl {
     /// A Redis server; the URL is passed to the redis crate as given.
     Redis { url: String },
+    /// A Redis Cluster as given (`url`), and its seed nodes: one `redis://[user:pass@]host:port`
+    /// URL per node, each carrying the credentials given once in the cluster URL.
+    RedisCluster { url: String, nodes: Vec<String> },
     /// One or more memcached servers, as `host:port`.
     Memcached { servers: Vec<String> },
     /// A table laid out as Django's DatabaseCache in an SQLite file.
@@ -70,6 +74,20 @@ impl StoreUrl {
                 url: text.to_owned(),
             });
         }
+        if let Some(rest) = text.strip_prefix("redis+cluster://") {
+            return match parse_cluster(rest) {
+                Ok(nodes) => Ok(StoreUrl::RedisCluster {
+                    url: text.to_owned(),
+                    nodes,
+                }),
+                Err(reason) => Err(error(&reason)),
+            };
+        }
+        if text.starts_with("rediss+cluster://") {
+            return Err(error(
+                "TLS (rediss+cluster://) is not supported yet; reach the nodes over a TLS tunnel",
+            ));
+        }
         if text.starts_with("rediss://") {
             return Err(error(
                 "TLS (rediss://) is not supported yet; reach the server over a TLS tunnel",
@@ -86,7 +104,8 @@ impl StoreUrl {
             });
         }
         Err(error(
-            "expected redis://, memcached://, sqlite:// or a snapshot file (.parquet)",
+            "expected redis://, redis+cluster://, memcached://, sqlite:// or a snapshot file \
+             (.parquet)",
         ))
     }
 }
@@ -96,11 +115,50 @@ impl StoreUrl {
     pub fn kind(&self) -> &'static str {
         match self {
             StoreUrl::Redis { .. } => "redis",
+            StoreUrl::RedisCluster { .. } => "redis-cluster",
             StoreUrl::Memcached { .. } => "memcached",
             StoreUrl::Sqlite { .. } => "sqlite",
             StoreUrl::Snapshot { .. } => "snapshot",
         }
     }
+}
+
+/// `[user:pass@]host:port[,host:port…][/]`, the part after `redis+cluster://`. The crate takes
+/// the credentials per node, so they are copied into each node's URL as written (still
+/// percent-encoded). A cluster has database 0 only, so no database path is accepted.
+fn parse_cluster(rest: &str) -> Result<Vec<String>, String> {
+    const EXPECTED: &str = "expected redis+cluster://[user:pass@]host:port[,host:port…]";
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "{EXPECTED}; a cluster has no database number or options in its URL"
+        ));
+    }
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        // `@` and `,` in a password are percent-encoded; here they mean credentials per node.
+        Some((userinfo, _)) if userinfo.contains(['@', ',']) => {
+            return Err(format!(
+                "{EXPECTED}; the credentials go once, before the first host"
+            ));
+        }
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), rest),
+    };
+    hosts
+        .split(',')
+        .map(|node| {
+            let node = node.trim();
+            let port = node
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            match port {
+                Some((host, Ok(port))) if !host.is_empty() && port > 0 => {
+                    Ok(format!("redis://{userinfo}{node}"))
+                }
+                _ => Err(format!("{EXPECTED}; `{node}` is not host:port")),
+            }
+        })
+        .collect()
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -115,8 +173,19 @@ pub fn redact(text: &str) -> String {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        _ => text.to_owned(),
+        Ok(_) => text.to_owned(),
+        // A list of hosts (`redis+cluster://u:p@a:1,b:2`) is no URL to the url crate, so the
+        // password is found by hand: between the first `:` of the user info and its `@`.
+        Err(_) => redact_userinfo(text).unwrap_or_else(|| text.to_owned()),
     }
+}
+
+fn redact_userinfo(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (user, _) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}:***{}", &rest[userinfo.len()..]))
 }
 
 #[cfg(test)]
@@ -166,6 +235,13 @@ mod tests {
             "memcached://nohostport",
             "http://example.com",
             "rediss://secure:6380",
+            "redis+cluster://",
+            "redis+cluster://a:7000,b",
+            "redis+cluster://a:7000,:7001",
+            "redis+cluster://a:7000/1",
+            "redis+cluster://a:notaport",
+            "redis+cluster://u:p@a:7000,u:p@b:7001",
+            "rediss+cluster://a:7000",
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }
@@ -179,5 +255,38 @@ mod tests {
         );
         let error = StoreUrl::parse("rediss://app:s3cret@cache:6380").unwrap_err();
         assert!(!error.to_string().contains("s3cret"));
+        assert_eq!(
+            redact("redis+cluster://app:s3cret@a:7000,b:7001"),
+            "redis+cluster://app:***@a:7000,b:7001"
+        );
+        assert_eq!(
+            redact("redis+cluster://:s3cret@a:7000"),
+            "redis+cluster://:***@a:7000"
+        );
+        let error = StoreUrl::parse("redis+cluster://app:s3cret@a:7000,b").unwrap_err();
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+    }
+
+    /// The credentials are given once and go with every seed node, as the crate wants them.
+    #[test]
+    fn parses_cluster_seed_nodes() {
+        let url = "redis+cluster://app:s3cret@10.0.0.1:7000, 10.0.0.2:7001/";
+        assert_eq!(
+            StoreUrl::parse(url).unwrap(),
+            StoreUrl::RedisCluster {
+                url: url.into(),
+                nodes: vec![
+                    "redis://app:s3cret@10.0.0.1:7000".into(),
+                    "redis://app:s3cret@10.0.0.2:7001".into()
+                ]
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("redis+cluster://[::1]:7000").unwrap(),
+            StoreUrl::RedisCluster {
+                url: "redis+cluster://[::1]:7000".into(),
+                nodes: vec!["redis://[::1]:7000".into()]
+            }
+        );
     }
 }

@@ -5,17 +5,23 @@
 //! manager dials again, so a store that comes back within the retries is warmed to the end.
 //!
 //! Add is `SET key value NX PX ttl` (replace drops `NX`); a source read is `GET` + `PTTL`.
+//! A Redis Cluster (`cluster`) sends the same commands and reads the replies with the same
+//! functions, below the store.
+
+mod cluster;
 
 use std::collections::HashMap;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Value};
+use redis::{Pipeline, RedisResult, Value};
 use schemas::report::HitCounters;
 
 use super::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
     duration_from_millis, redact, value_hash,
 };
+
+pub use cluster::RedisClusterStore;
 
 /// Compare-and-delete: deletes KEYS[1] only if it holds exactly ARGV[1]. Returns 1 when
 /// deleted, 0 when the key holds another value, -1 when it is gone.
@@ -84,10 +90,7 @@ impl RedisStore {
             pipe.cmd("EXISTS").arg(*key);
         }
         let replies = self.pipeline(&pipe).await?;
-        Ok(replies
-            .into_iter()
-            .map(|reply| matches!(reply, Ok(Value::Int(n)) if n > 0))
-            .collect())
+        Ok(replies.into_iter().map(exists).collect())
     }
 
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
@@ -96,23 +99,7 @@ impl RedisStore {
         for key in keys {
             pipe.cmd("GET").arg(*key).cmd("PTTL").arg(*key);
         }
-        let replies = self.pipeline(&pipe).await?;
-        let mut fetched = Vec::with_capacity(keys.len());
-        let mut replies = replies.into_iter();
-        while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
-            // A key that is not a string (a hash, say) answers GET with WRONGTYPE: not a value
-            // the warmer can copy, so it counts as a miss.
-            fetched.push(match (value, pttl) {
-                (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => {
-                    Some(Fetched {
-                        value,
-                        ttl: duration_from_millis(pttl),
-                    })
-                }
-                _ => None,
-            });
-        }
-        Ok(fetched)
+        Ok(fetched(self.pipeline(&pipe).await?))
     }
 
     pub async fn write(
@@ -123,26 +110,10 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for item in items {
-            let millis = u64::try_from(item.ttl.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
-            let command = pipe.cmd("SET").arg(item.key).arg(item.value);
-            if !overwrite {
-                command.arg("NX");
-            }
-            command.arg("PX").arg(millis);
+            push_set(&mut pipe, item, overwrite);
         }
         let replies = self.pipeline(&pipe).await?;
-        Ok(replies
-            .into_iter()
-            .map(|reply| match reply {
-                Ok(Value::Okay) => WriteOutcome::Written,
-                Ok(Value::SimpleString(s)) if s == "OK" => WriteOutcome::Written,
-                Ok(Value::Nil) => WriteOutcome::AlreadyPresent,
-                Ok(other) => WriteOutcome::Refused(format!("unexpected reply {other:?}")),
-                Err(e) => WriteOutcome::Refused(e.to_string()),
-            })
-            .collect())
+        Ok(replies.into_iter().map(write_outcome).collect())
     }
 
     /// `GET` each key, compare its value's hash, then run [`DELETE_IF_EQUAL`] with the value
@@ -158,18 +129,7 @@ impl RedisStore {
         for key in &keys {
             pipe.cmd("GET").arg(*key);
         }
-        let values = self.pipeline(&pipe).await?;
-        let mut outcomes = vec![UndoOutcome::Missing; items.len()];
-        let mut candidates = Vec::new();
-        for (i, (value, (_, hash))) in values.into_iter().zip(items).enumerate() {
-            match value {
-                Ok(Value::BulkString(value)) if value_hash(&value) == *hash => {
-                    candidates.push((i, value));
-                }
-                Ok(Value::Nil) => {}
-                _ => outcomes[i] = UndoOutcome::Changed,
-            }
-        }
+        let (mut outcomes, candidates) = undo_candidates(self.pipeline(&pipe).await?, items);
         if candidates.is_empty() {
             return Ok(outcomes);
         }
@@ -177,45 +137,27 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for (i, value) in &candidates {
-            pipe.cmd("EVALSHA")
-                .arg(script.get_hash())
-                .arg(1)
-                .arg(items[*i].0)
-                .arg(value.as_slice());
+            push_delete_if_equal(&mut pipe, &script, items[*i].0, value);
         }
         let replies = self.pipeline(&pipe).await?;
-        for ((i, value), reply) in candidates.iter().zip(replies) {
-            let reply = match reply {
-                Ok(reply) => reply,
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    let mut connection = self.connection.clone();
-                    script
-                        .key(items[*i].0)
-                        .arg(value.as_slice())
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(|e| self.error(e))?
-                }
-                Err(e) => return Err(self.error(e)),
-            };
-            outcomes[*i] = match reply {
-                Value::Int(1) => UndoOutcome::Deleted,
-                Value::Int(0) => UndoOutcome::Changed,
-                _ => UndoOutcome::Missing,
-            };
-        }
+        let mut connection = self.connection.clone();
+        settle_undo(
+            &mut outcomes,
+            &candidates,
+            replies,
+            items,
+            &script,
+            &mut connection,
+        )
+        .await
+        .map_err(|e| self.error(e))?;
         Ok(outcomes)
     }
 
     /// `evicted_keys` from INFO stats.
     pub async fn evictions(&self) -> Result<u64, StoreError> {
         let info = self.info("stats").await?;
-        Ok(info
-            .get("evicted_keys")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        Ok(counter(&info, "evicted_keys"))
     }
 
     async fn info(&self, section: &str) -> Result<HashMap<String, String>, StoreError> {
@@ -225,20 +167,13 @@ impl RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(text
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .map(|(name, value)| (name.to_owned(), value.trim().to_owned()))
-            .collect())
+        Ok(parse_info(&text))
     }
 
     /// `maxmemory` from INFO (readable where CONFIG is disabled); none when unlimited.
     pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
         let info = self.info("memory").await?;
-        Ok(info
-            .get("maxmemory")
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|&bytes| bytes > 0))
+        Ok(Some(counter(&info, "maxmemory")).filter(|&bytes| bytes > 0))
     }
 
     /// `used_memory` from INFO: what the server holds now, in bytes.
@@ -260,19 +195,145 @@ impl RedisStore {
     }
 
     pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {
-        let info = self.info("stats").await?;
-        let counter = |name: &str| info.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(HitCounters {
-            hits: counter("keyspace_hits"),
-            misses: counter("keyspace_misses"),
-        })
+        Ok(hit_counters(&self.info("stats").await?))
+    }
+}
+
+// The commands of each operation and how their replies are read, apart from the store, so
+// that another connection (a cluster's) can send the same commands and read them the same way.
+
+/// EXISTS's reply: whether the key is live.
+fn exists(reply: RedisResult<Value>) -> bool {
+    matches!(reply, Ok(Value::Int(n)) if n > 0)
+}
+
+/// The replies of `GET key` and `PTTL key` for each key in turn: the value and its remaining
+/// TTL, where live.
+fn fetched(replies: Vec<RedisResult<Value>>) -> Vec<Option<Fetched>> {
+    let mut fetched = Vec::with_capacity(replies.len() / 2);
+    let mut replies = replies.into_iter();
+    while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
+        // A key that is not a string (a hash, say) answers GET with WRONGTYPE: not a value the
+        // warmer can copy, so it counts as a miss.
+        fetched.push(match (value, pttl) {
+            (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => Some(Fetched {
+                value,
+                ttl: duration_from_millis(pttl),
+            }),
+            _ => None,
+        });
+    }
+    fetched
+}
+
+/// `SET key value [NX] PX ttl`.
+fn push_set(pipe: &mut Pipeline, item: &WriteItem<'_>, overwrite: bool) {
+    let millis = u64::try_from(item.ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let command = pipe.cmd("SET").arg(item.key).arg(item.value);
+    if !overwrite {
+        command.arg("NX");
+    }
+    command.arg("PX").arg(millis);
+}
+
+fn write_outcome(reply: RedisResult<Value>) -> WriteOutcome {
+    match reply {
+        Ok(Value::Okay) => WriteOutcome::Written,
+        Ok(Value::SimpleString(s)) if s == "OK" => WriteOutcome::Written,
+        Ok(Value::Nil) => WriteOutcome::AlreadyPresent,
+        Ok(other) => WriteOutcome::Refused(format!("unexpected reply {other:?}")),
+        Err(e) => WriteOutcome::Refused(e.to_string()),
+    }
+}
+
+/// Undo's first step, from the replies of `GET key` for each `(key, hash)`: each item's
+/// outcome, and the items to compare-and-delete (index and value read): those that still hold
+/// a value with the hash the run wrote. Their outcome is settled by [`settle_undo`].
+fn undo_candidates(
+    values: Vec<RedisResult<Value>>,
+    items: &[(&str, &str)],
+) -> (Vec<UndoOutcome>, Vec<(usize, Vec<u8>)>) {
+    let mut outcomes = vec![UndoOutcome::Missing; items.len()];
+    let mut candidates = Vec::new();
+    for (i, (value, (_, hash))) in values.into_iter().zip(items).enumerate() {
+        match value {
+            Ok(Value::BulkString(value)) if value_hash(&value) == *hash => {
+                candidates.push((i, value));
+            }
+            Ok(Value::Nil) => {}
+            _ => outcomes[i] = UndoOutcome::Changed,
+        }
+    }
+    (outcomes, candidates)
+}
+
+/// `EVALSHA` of [`DELETE_IF_EQUAL`] on `key` with the value read.
+fn push_delete_if_equal(pipe: &mut Pipeline, script: &redis::Script, key: &str, value: &[u8]) {
+    pipe.cmd("EVALSHA")
+        .arg(script.get_hash())
+        .arg(1)
+        .arg(key)
+        .arg(value);
+}
+
+/// Undo's second step, from the replies of [`DELETE_IF_EQUAL`] for each candidate: a server
+/// that does not know the script yet (`NOSCRIPT`) gets it through `Script::invoke_async` on
+/// `connection`, which loads it.
+async fn settle_undo(
+    outcomes: &mut [UndoOutcome],
+    candidates: &[(usize, Vec<u8>)],
+    replies: Vec<RedisResult<Value>>,
+    items: &[(&str, &str)],
+    script: &redis::Script,
+    connection: &mut impl redis::aio::ConnectionLike,
+) -> RedisResult<()> {
+    for ((i, value), reply) in candidates.iter().zip(replies) {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script
+                    .key(items[*i].0)
+                    .arg(value.as_slice())
+                    .invoke_async(connection)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        outcomes[*i] = match reply {
+            Value::Int(1) => UndoOutcome::Deleted,
+            Value::Int(0) => UndoOutcome::Changed,
+            _ => UndoOutcome::Missing,
+        };
+    }
+    Ok(())
+}
+
+/// INFO's `name:value` lines.
+fn parse_info(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// A numeric INFO field; 0 when absent.
+fn counter(info: &HashMap<String, String>, name: &str) -> u64 {
+    info.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn hit_counters(info: &HashMap<String, String>) -> HitCounters {
+    HitCounters {
+        hits: counter(info, "keyspace_hits"),
+        misses: counter(info, "keyspace_misses"),
     }
 }
 
 /// A Redis failure as a store error; transient where the crate says a retry may succeed (a
 /// dropped or refused connection, a timeout, `LOADING`, `BUSY`, `TRYAGAIN`), but never a
 /// refused password.
-fn store_error(url: &str, e: &redis::RedisError) -> StoreError {
+pub(super) fn store_error(url: &str, e: &redis::RedisError) -> StoreError {
     let transient = e.is_timeout()
         || (e.kind() != redis::ErrorKind::AuthenticationFailed
             && !matches!(e.retry_method(), redis::RetryMethod::NoRetry));

@@ -8,15 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cachewarm_tests::{MemcachedServer, RedisServer, Rng, app_keys, bin, ingest_and_rank};
+use cachewarm_tests::{
+    MemcachedServer, RedisServer, Rng, app_keys, bin, ingest_and_rank, report_of,
+};
 use memcache::exp::{Get, Meta};
 use redis::Commands;
 use schemas::report::Outcome;
-use schemas::{Checkpoint, Report};
+use schemas::Checkpoint;
 
 /// Variables that would change the runs' environment profile or settings.
 const ENVIRONMENT: [&str; 7] = [
@@ -160,17 +162,6 @@ fn check(output: Output, code: i32, what: &str) -> Output {
 
 fn run_to_end(dir: &Path, args: &[String], what: &str) -> Output {
     check(warmer(dir, args).output().unwrap(), 0, what)
-}
-
-fn report_of(stdout: &[u8]) -> (Report, PathBuf) {
-    let text = String::from_utf8_lossy(stdout);
-    let path = text
-        .lines()
-        .find_map(|line| line.strip_prefix("report: "))
-        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
-    let path = PathBuf::from(path.trim());
-    let report = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    (report, path.parent().unwrap().to_path_buf())
 }
 
 /// Waits until a run under `runs_dir` has checkpointed progress.

@@ -131,6 +131,13 @@ pub struct WarmerConfig {
     pub strict: Option<bool>,
     /// Stop writing to a target whose eviction counter grows during the run. Default true.
     pub stop_on_evictions: Option<bool>,
+    /// How the application's memcached client spreads keys over several servers, for
+    /// memcached URLs with more than one server that do not say it themselves
+    /// (`?hashing=`): `ketama` (pylibmc with `behaviors={"ketama": True}`, libmemcached),
+    /// `dalli` (Ruby Dalli, Rails `:mem_cache_store`) or `rendezvous` (pymemcache
+    /// `HashClient`, Django `PyMemcacheCache`). No default: a wrong guess would put keys
+    /// where the application never reads them.
+    pub memcached_hashing: Option<String>,
 }
 
 /// The `[rank]` section.

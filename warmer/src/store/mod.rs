@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use schemas::report::HitCounters;
 
+pub use self::memcached::Hashing;
 pub use self::url::{StoreUrl, UrlError, redact};
 
 /// How long to wait for a TCP connection to a store server.
@@ -124,9 +125,11 @@ impl Store {
     pub async fn connect(url: &StoreUrl, role: Role) -> Result<Store, StoreError> {
         match url {
             StoreUrl::Redis { url } => redis::RedisStore::connect(url).await.map(Store::Redis),
-            StoreUrl::Memcached { servers } => memcached::MemcachedStore::connect(servers)
-                .await
-                .map(Store::Memcached),
+            StoreUrl::Memcached { servers, hashing } => {
+                memcached::MemcachedStore::connect(servers, *hashing)
+                    .await
+                    .map(Store::Memcached)
+            }
             StoreUrl::Sqlite { path, table } => sqlite::SqliteStore::open(path, table, role)
                 .await
                 .map(Store::Sqlite),

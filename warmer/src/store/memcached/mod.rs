@@ -37,7 +37,7 @@ impl std::fmt::Debug for MemcachedStore {
 }
 
 impl MemcachedStore {
-    /// `hashing` may be `None` only with one server (the URL parser makes sure of it).
+    /// `hashing` may be `None` only with one server (the URL parser refuses the rest first).
     pub async fn connect(
         servers: &[String],
         hashing: Option<Hashing>,
@@ -59,8 +59,17 @@ impl MemcachedStore {
             .map(|server| ServerName::parse(server))
             .collect::<Result<Vec<_>, _>>()
             .map_err(store_error)?;
-        // One server needs no scheme: every library sends every key to it.
-        let router = AppRouter::new(hashing.unwrap_or(Hashing::Ketama), &names);
+        let hashing = match hashing {
+            Some(hashing) => hashing,
+            // One server needs no scheme: every library sends every key to it.
+            None if names.len() == 1 => Hashing::Ketama,
+            None => {
+                return Err(store_error(
+                    "several servers need a `hashing` choice".into(),
+                ));
+            }
+        };
+        let router = AppRouter::new(hashing, &names);
         let client = AsyncMetaClient::builder()
             .router(router)
             .connect_timeout(Some(CONNECT_TIMEOUT))

@@ -140,6 +140,13 @@ pub struct WarmerConfig {
     /// Slow writing down (AIMD on the write rate) when the store's latency rises above this
     /// multiple of its latency before warming (`1.5`), or `"off"`. Default 1.5.
     pub latency_multiple: Option<LatencyMultiple>,
+    /// How the application's memcached client spreads keys over several servers, for
+    /// memcached URLs with more than one server that do not say it themselves
+    /// (`?hashing=`): `ketama` (pylibmc with `behaviors={"ketama": True}`, libmemcached),
+    /// `dalli` (Ruby Dalli, Rails `:mem_cache_store`) or `rendezvous` (pymemcache
+    /// `HashClient`, Django `PyMemcacheCache`). No default: a wrong guess would put keys
+    /// where the application never reads them.
+    pub memcached_hashing: Option<String>,
 }
 
 /// A latency multiple, or `"off"`.

@@ -278,6 +278,11 @@ impl MemcachedServer {
         format!("memcached://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:PORT`, one entry of a server list.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// Kills the server (to test how a run copes with a store that goes away).
     pub fn stop(&mut self) {
         self.process.stop();
@@ -304,6 +309,14 @@ fn is_root() -> bool {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// Where `scripts/test` installs Python packages that Debian does not ship at the version the
+/// tests need (pymemcache), outside the clone so it survives between runs: put it on
+/// `PYTHONPATH` of `/usr/bin/python3`.
+pub fn python_packages() -> PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    Path::new(&home).join(".cache/cachewarm/python")
 }
 
 /// The path of one of the workspace's binaries, built by `cargo build --workspace` (which

@@ -13,7 +13,7 @@ use std::time::Duration;
 use schemas::config::{Config, WarmerConfig};
 
 use crate::run::{ResumeFrom, RunSettings};
-use crate::store::KeyLimits;
+use crate::store::{Hashing, KeyLimits};
 
 /// The names of the environment variables the warmer reads, in one place.
 pub mod env_vars {
@@ -39,6 +39,7 @@ pub mod env_vars {
     pub const HIGH_WATER: &str = "CACHEWARM_HIGH_WATER";
     pub const RETRIES: &str = "CACHEWARM_RETRIES";
     pub const LATENCY_MULTIPLE: &str = "CACHEWARM_LATENCY_MULTIPLE";
+    pub const MEMCACHED_HASHING: &str = "CACHEWARM_MEMCACHED_HASHING";
 }
 
 /// Environment variables that name the environment profile, in order of precedence.
@@ -265,6 +266,27 @@ pub fn resolve(
     if targets.is_empty() {
         return Err(layers.error("targets", "[]", "at least one target is needed"));
     }
+    // How the application's client spreads keys over several memcached servers, for the
+    // memcached URLs (source and targets) that do not say it themselves.
+    let hashing = layered(
+        None,
+        var,
+        env_vars::MEMCACHED_HASHING,
+        &layers,
+        "memcached_hashing",
+        |c| c.memcached_hashing.clone(),
+        |t| t.parse::<Hashing>(),
+    )?;
+    let (source, targets) = match hashing {
+        Some(hashing) => (
+            crate::store::url::with_default_hashing(&source, hashing),
+            targets
+                .iter()
+                .map(|t| crate::store::url::with_default_hashing(t, hashing))
+                .collect(),
+        ),
+        None => (source, targets),
+    };
 
     let timeout = layered(
         flags.timeout,
@@ -693,5 +715,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("speed"), "{error}");
+    }
+
+    /// `memcached_hashing` reaches the multi-server memcached URLs that make no choice of
+    /// their own, source and targets; a variable wins over the file; a bad name is refused.
+    #[test]
+    fn memcached_hashing_fills_in_the_urls() {
+        let (_dir, path) = config_file(
+            "[warmer]
+memcached_hashing = \"dalli\"
+             targets = [\"memcached://a:1,b:2\", \"memcached://c:3,d:4?hashing=ketama\",              \"memcached://e:5\"]
+",
+        );
+        let mut from_memcached = flags(&path);
+        from_memcached.source = Some("memcached://s:1,t:2".into());
+        let run = settings(resolve(from_memcached.clone(), &fake_env(&[])).unwrap());
+        assert_eq!(run.source, "memcached://s:1,t:2?hashing=dalli");
+        assert_eq!(
+            run.targets,
+            [
+                "memcached://a:1,b:2?hashing=dalli",
+                "memcached://c:3,d:4?hashing=ketama",
+                "memcached://e:5"
+            ]
+        );
+        let env = fake_env(&[("CACHEWARM_MEMCACHED_HASHING", "rendezvous")]);
+        let run = settings(resolve(from_memcached, &env).unwrap());
+        assert_eq!(run.targets[0], "memcached://a:1,b:2?hashing=rendezvous");
+
+        let (_dir, path) = config_file(
+            "[warmer]
+memcached_hashing = \"crc\"
+",
+        );
+        let error = resolve(flags(&path), &fake_env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("warmer.memcached_hashing") && error.contains("crc"),
+            "{error}"
+        );
     }
 }

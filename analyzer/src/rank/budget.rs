@@ -162,6 +162,8 @@ pub fn capacity_from(url: &str) -> Result<Capacity, BudgetError> {
         });
     }
     if let Some(servers) = url.strip_prefix("memcached://") {
+        // The warmer's `?hashing=` (how keys are spread) does not matter to a capacity sum.
+        let servers = servers.split_once('?').map_or(servers, |(list, _)| list);
         let urls: Vec<String> = servers
             .trim_end_matches('/')
             .split(',')

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use schemas::report::HitCounters;
 
+pub use self::memcached::Hashing;
 pub use self::url::{StoreUrl, UrlError, redact};
 
 /// How long to wait for a TCP connection to a store server.
@@ -132,9 +133,11 @@ impl Store {
             StoreUrl::RedisCluster { url, nodes } => redis::RedisClusterStore::connect(url, nodes)
                 .await
                 .map(Store::RedisCluster),
-            StoreUrl::Memcached { servers } => memcached::MemcachedStore::connect(servers)
-                .await
-                .map(Store::Memcached),
+            StoreUrl::Memcached { servers, hashing } => {
+                memcached::MemcachedStore::connect(servers, *hashing)
+                    .await
+                    .map(Store::Memcached)
+            }
             StoreUrl::Sqlite { path, table } => sqlite::SqliteStore::open(path, table, role)
                 .await
                 .map(Store::Sqlite),

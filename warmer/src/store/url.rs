@@ -1,8 +1,11 @@
 //! Store addresses: `redis://`, `redis+cluster://host:port[,host:port…]`,
-//! `memcached://host:port[,host:port…]`, `sqlite://path?table=…`, and snapshot files
-//! (`file://…` or a path ending in `.parquet`).
+//! `memcached://host:port[,host:port…][?hashing=…]`, `sqlite://path?table=…`, and snapshot
+//! files (`file://…` or a path ending in `.parquet`).
 
 use std::path::PathBuf;
+
+use super::Hashing;
+use super::memcached::ServerName;
 
 /// The table of the embedded default store, and of any `sqlite://` URL that names none.
 pub const DEFAULT_SQLITE_TABLE: &str = "cachewarm_cache";
@@ -15,8 +18,12 @@ pub enum StoreUrl {
     /// A Redis Cluster as given (`url`), and its seed nodes: one `redis://[user:pass@]host:port`
     /// URL per node, each carrying the credentials given once in the cluster URL.
     RedisCluster { url: String, nodes: Vec<String> },
-    /// One or more memcached servers, as `host:port`.
-    Memcached { servers: Vec<String> },
+    /// One or more memcached servers, as `host:port` in the order written, and how keys are
+    /// spread over them (required with more than one server).
+    Memcached {
+        servers: Vec<String>,
+        hashing: Option<Hashing>,
+    },
     /// A table laid out as Django's DatabaseCache in an SQLite file.
     Sqlite { path: PathBuf, table: String },
     /// A Parquet snapshot file (key, value, expires_at); a source only.
@@ -39,15 +46,43 @@ impl StoreUrl {
             reason: reason.to_owned(),
         };
         if let Some(rest) = text.strip_prefix("memcached://") {
-            let servers: Vec<String> = rest
-                .trim_end_matches('/')
-                .split(',')
-                .map(|server| server.trim().to_owned())
-                .collect();
-            if servers.iter().any(|s| s.is_empty() || !s.contains(':')) {
-                return Err(error("expected memcached://host:port[,host:port…]"));
+            let (list, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut servers = Vec::new();
+            for server in list.trim_end_matches('/').split(',').map(str::trim) {
+                if server.is_empty() {
+                    return Err(error("expected memcached://host:port[,host:port…]"));
+                }
+                // A missing port is 11211, as in every client; the host stays as written,
+                // since the clients hash the name, not the address it resolves to.
+                let name = ServerName::parse(server).map_err(|reason| error(&reason))?;
+                servers.push(if name.host.contains(':') {
+                    format!("[{}]:{}", name.host, name.port)
+                } else {
+                    format!("{}:{}", name.host, name.port)
+                });
             }
-            return Ok(StoreUrl::Memcached { servers });
+            let mut hashing = None;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("hashing", name)) => {
+                        hashing = Some(name.parse::<Hashing>().map_err(|e| error(&e))?);
+                    }
+                    _ => return Err(error("the only query parameter is `hashing`")),
+                }
+            }
+            if servers.len() > 1 && hashing.is_none() {
+                // Guessing would spread keys where the application never reads them.
+                return Err(error(&format!(
+                    "with several memcached servers, say how the application's client spreads \
+                     keys over them: add ?hashing=NAME to the URL (`warmer run` also takes \
+                     `memcached_hashing` in the `[warmer]` or `[env.NAME]` section of {}, or \
+                     {}); NAME is {}",
+                    schemas::config::DEFAULT_FILE,
+                    crate::settings::env_vars::MEMCACHED_HASHING,
+                    Hashing::choices()
+                )));
+            }
+            return Ok(StoreUrl::Memcached { servers, hashing });
         }
         if let Some(rest) = text.strip_prefix("sqlite://") {
             let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -165,6 +200,19 @@ fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// `text` with `?hashing=NAME` added when it is a memcached URL with several servers and no
+/// choice of its own: how a `memcached_hashing` setting reaches each URL, so the recorded
+/// targets (reports, checkpoints, `warmer undo`) carry the routing they were written with.
+pub fn with_default_hashing(text: &str, hashing: Hashing) -> String {
+    match text.strip_prefix("memcached://") {
+        Some(rest) if rest.contains(',') && !rest.contains("hashing=") => {
+            let separator = if rest.contains('?') { '&' } else { '?' };
+            format!("{text}{separator}hashing={hashing}")
+        }
+        _ => text.to_owned(),
+    }
+}
+
 /// The address with any password replaced by `***`, for logs and reports.
 pub fn redact(text: &str) -> String {
     match url::Url::parse(text) {
@@ -195,9 +243,18 @@ mod tests {
     #[test]
     fn parses_every_kind() {
         assert_eq!(
-            StoreUrl::parse("memcached://a:11211,b:11212").unwrap(),
+            StoreUrl::parse("memcached://a:11211,b:11212?hashing=dalli").unwrap(),
             StoreUrl::Memcached {
-                servers: vec!["a:11211".into(), "b:11212".into()]
+                servers: vec!["a:11211".into(), "b:11212".into()],
+                hashing: Some(Hashing::Dalli),
+            }
+        );
+        // The default port, as every client assumes it; one server needs no hashing.
+        assert_eq!(
+            StoreUrl::parse("memcached://[::1]").unwrap(),
+            StoreUrl::Memcached {
+                servers: vec!["[::1]:11211".into()],
+                hashing: None,
             }
         );
         assert_eq!(
@@ -232,7 +289,10 @@ mod tests {
         for bad in [
             "sqlite://x.db?table=a;drop",
             "sqlite://x.db?tbl=a",
-            "memcached://nohostport",
+            "memcached://a:1,",
+            "memcached://a:1:2",
+            "memcached://a:1?hashing=modula",
+            "memcached://a:1?hash=ketama",
             "http://example.com",
             "rediss://secure:6380",
             "redis+cluster://",
@@ -244,6 +304,30 @@ mod tests {
             "rediss+cluster://a:7000",
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Several servers without a choice are refused, naming the setting; the setting fills
+    /// in only where the URL makes no choice of its own.
+    #[test]
+    fn several_memcached_servers_need_a_hashing_choice() {
+        let error = StoreUrl::parse("memcached://a:1,b:2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("memcached_hashing") && error.contains("?hashing="),
+            "{error}"
+        );
+        assert_eq!(
+            with_default_hashing("memcached://a:1,b:2", Hashing::Ketama),
+            "memcached://a:1,b:2?hashing=ketama"
+        );
+        for unchanged in [
+            "memcached://a:1",
+            "memcached://a:1,b:2?hashing=dalli",
+            "redis://a:1",
+        ] {
+            assert_eq!(with_default_hashing(unchanged, Hashing::Ketama), unchanged);
         }
     }
 

@@ -2,6 +2,12 @@
 //! per server and routes keys across servers.
 //!
 //! Add is `ms <key> <size> T<ttl> ME` (add mode); a source read is `mg <key> v t`.
+//!
+//! With several servers, keys are routed by [`route::AppRouter`] as the application's own
+//! client routes them (`hashing` in the URL or the config), for every operation: writes,
+//! source reads, coverage probes and `warmer undo`.
+
+mod route;
 
 use std::time::Duration;
 
@@ -12,6 +18,9 @@ use super::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
     value_hash,
 };
+
+use route::AppRouter;
+pub use route::{Hashing, ServerName};
 
 pub struct MemcachedStore {
     url: String,
@@ -28,15 +37,46 @@ impl std::fmt::Debug for MemcachedStore {
 }
 
 impl MemcachedStore {
-    pub async fn connect(servers: &[String]) -> Result<MemcachedStore, StoreError> {
-        let url = format!("memcached://{}", servers.join(","));
-        let error = |e: memcache::exp::Error| StoreError {
+    /// `hashing` may be `None` only with one server (the URL parser refuses the rest first).
+    pub async fn connect(
+        servers: &[String],
+        hashing: Option<Hashing>,
+    ) -> Result<MemcachedStore, StoreError> {
+        let url = match hashing {
+            Some(hashing) if servers.len() > 1 => {
+                format!("memcached://{}?hashing={hashing}", servers.join(","))
+            }
+            _ => format!("memcached://{}", servers.join(",")),
+        };
+        let store_error = |message: String| StoreError {
             kind: "memcached",
             url: url.clone(),
-            message: e.to_string(),
-            transient: true,
+            message,
+            transient: false,
         };
+        // A connection that fails may work on the next try; a bad server name never will.
+        let error = |e: memcache::exp::Error| StoreError {
+            transient: true,
+            ..store_error(e.to_string())
+        };
+        let names = servers
+            .iter()
+            .map(|server| ServerName::parse(server))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(store_error)?;
+        let hashing = match hashing {
+            Some(hashing) => hashing,
+            // One server needs no scheme: every library sends every key to it.
+            None if names.len() == 1 => Hashing::Ketama,
+            None => {
+                return Err(store_error(
+                    "several servers need a `hashing` choice".into(),
+                ));
+            }
+        };
+        let router = AppRouter::new(hashing, &names);
         let client = AsyncMetaClient::builder()
+            .router(router)
             .connect_timeout(Some(CONNECT_TIMEOUT))
             .io_timeout(Some(CALL_TIMEOUT))
             .connect_multiple_async(servers.iter().map(String::as_str))

@@ -17,8 +17,8 @@ use cachewarm_tests::{
 };
 use memcache::exp::{Get, Meta};
 use redis::Commands;
-use schemas::report::Outcome;
 use schemas::Checkpoint;
+use schemas::report::Outcome;
 
 /// Variables that would change the runs' environment profile or settings.
 const ENVIRONMENT: [&str; 7] = [

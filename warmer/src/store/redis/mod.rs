@@ -89,7 +89,57 @@ impl RedisStore {
             .collect())
     }
 
+    /// One `MGET` of the keys, then `PTTL` of each, in one pipeline: `GET` + `PTTL` per key
+    /// doubled the replica's commands, and on a machine it shares with the target the
+    /// replica's time is taken from the target's (docs/benchmarks.md).
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::Pipeline::with_capacity(keys.len() + 1);
+        pipe.ignore_errors();
+        let mut mget = redis::Cmd::with_capacity(
+            keys.len() + 1,
+            keys.iter().map(|k| k.len()).sum::<usize>() + 4,
+        );
+        mget.arg("MGET");
+        for key in keys {
+            mget.arg(*key);
+        }
+        pipe.add_command(mget);
+        for key in keys {
+            // Sized buffers, as in `write`.
+            let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
+            command.arg("PTTL").arg(*key);
+            pipe.add_command(command);
+        }
+        let mut replies = self.pipeline(&pipe).await?.into_iter();
+        let values = match replies.next() {
+            Some(Ok(Value::Array(values))) if values.len() == keys.len() => values,
+            // MGET refused (an ACL that allows GET only, say): a command per key, as before.
+            _ => return self.fetch_each(keys).await,
+        };
+        Ok(values
+            .into_iter()
+            .zip(replies)
+            .map(|(value, pttl)| {
+                // A key that is not a string (a hash, say) is nil in MGET's answer (GET would
+                // say WRONGTYPE): not a value the warmer can copy, so it counts as a miss.
+                match (value, pttl) {
+                    (Value::BulkString(value), Ok(Value::Int(pttl))) if pttl != -2 => {
+                        Some(Fetched {
+                            value,
+                            ttl: duration_from_millis(pttl),
+                        })
+                    }
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
+    /// `GET` + `PTTL` per key.
+    async fn fetch_each(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for key in keys {
@@ -99,8 +149,6 @@ impl RedisStore {
         let mut fetched = Vec::with_capacity(keys.len());
         let mut replies = replies.into_iter();
         while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
-            // A key that is not a string (a hash, say) answers GET with WRONGTYPE: not a value
-            // the warmer can copy, so it counts as a miss.
             fetched.push(match (value, pttl) {
                 (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => {
                     Some(Fetched {
@@ -119,17 +167,25 @@ impl RedisStore {
         items: &[WriteItem<'_>],
         overwrite: bool,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut pipe = redis::pipe();
+        // Each command's buffers are sized before its arguments go in: `pipe.cmd(…).arg(…)`
+        // grows two vectors per command from empty, which made allocation the largest cost of
+        // the write path after the values themselves (profile in docs/benchmarks.md). The
+        // crate still copies each value twice (into the command, then into the packed
+        // pipeline): redis 1.8's `req_packed_commands` takes a `Pipeline`, not bytes, so the
+        // RESP cannot be encoded here once and handed over (see docs/DESIGN-NOTES.md).
+        let mut pipe = redis::Pipeline::with_capacity(items.len());
         pipe.ignore_errors();
         for item in items {
             let millis = u64::try_from(item.ttl.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1);
-            let command = pipe.cmd("SET").arg(item.key).arg(item.value);
+            let mut command = redis::Cmd::with_capacity(6, item.key.len() + item.value.len() + 30);
+            command.arg("SET").arg(item.key).arg(item.value);
             if !overwrite {
                 command.arg("NX");
             }
             command.arg("PX").arg(millis);
+            pipe.add_command(command);
         }
         let replies = self.pipeline(&pipe).await?;
         Ok(replies

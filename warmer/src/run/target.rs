@@ -17,7 +17,9 @@ use super::progress::categories_by_name;
 use super::written::{self, Record, WrittenLog};
 use super::{Batch, InFlight, RunSettings, Shared};
 use crate::manifest::Entry;
-use crate::store::{Fetched, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, value_hash};
+use crate::store::{
+    Fetched, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, push_value_hash,
+};
 
 /// How often a worker reads the store's eviction counter.
 const EVICTION_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -517,20 +519,20 @@ impl Worker {
             return Ok(());
         };
         let batch = &pending.batch;
-        let (keys, hashes) = pending
-            .sent
-            .iter()
-            .filter_map(|&(i, _)| {
-                let value = &batch.fetched[i].as_ref()?.value;
-                Some((batch.entries[i].key.clone(), value_hash(value)))
-            })
-            .unzip();
-        log.append(&Record::Sent {
-            run: shared.invocation,
-            start: batch.start as u64,
-            keys,
-            hashes,
-        })
+        let mut hashes = String::with_capacity(pending.sent.len() * 32);
+        let mut keys = Vec::with_capacity(pending.sent.len());
+        for &(i, _) in &pending.sent {
+            if let Some(fetched) = &batch.fetched[i] {
+                push_value_hash(&mut hashes, &fetched.value);
+                keys.push(batch.entries[i].key.as_str());
+            }
+        }
+        log.append_sent(
+            shared.invocation,
+            batch.start as u64,
+            keys.into_iter(),
+            &hashes,
+        )
     }
 
     /// Stops writing when the store has evicted keys since the run began: warming on would

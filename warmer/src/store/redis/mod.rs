@@ -89,66 +89,26 @@ impl RedisStore {
             .collect())
     }
 
-    /// One `MGET` of the keys, then `PTTL` of each, in one pipeline: `GET` + `PTTL` per key
-    /// doubled the replica's commands, and on a machine it shares with the target the
-    /// replica's time is taken from the target's (docs/benchmarks.md).
+    /// `GET` + `PTTL` per key. (One `MGET` for the batch's values plus a `PTTL` per key halves
+    /// the replica's commands, but measured slower end to end, with 100 B and 2 KiB values
+    /// alike: docs/benchmarks.md.)
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::Pipeline::with_capacity(keys.len() + 1);
+        let mut pipe = redis::Pipeline::with_capacity(keys.len() * 2);
         pipe.ignore_errors();
-        let mut mget = redis::Cmd::with_capacity(
-            keys.len() + 1,
-            keys.iter().map(|k| k.len()).sum::<usize>() + 4,
-        );
-        mget.arg("MGET");
-        for key in keys {
-            mget.arg(*key);
-        }
-        pipe.add_command(mget);
         for key in keys {
             // Sized buffers, as in `write`.
-            let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
-            command.arg("PTTL").arg(*key);
-            pipe.add_command(command);
-        }
-        let mut replies = self.pipeline(&pipe).await?.into_iter();
-        let values = match replies.next() {
-            Some(Ok(Value::Array(values))) if values.len() == keys.len() => values,
-            // MGET refused (an ACL that allows GET only, say): a command per key, as before.
-            _ => return self.fetch_each(keys).await,
-        };
-        Ok(values
-            .into_iter()
-            .zip(replies)
-            .map(|(value, pttl)| {
-                // A key that is not a string (a hash, say) is nil in MGET's answer (GET would
-                // say WRONGTYPE): not a value the warmer can copy, so it counts as a miss.
-                match (value, pttl) {
-                    (Value::BulkString(value), Ok(Value::Int(pttl))) if pttl != -2 => {
-                        Some(Fetched {
-                            value,
-                            ttl: duration_from_millis(pttl),
-                        })
-                    }
-                    _ => None,
-                }
-            })
-            .collect())
-    }
-
-    /// `GET` + `PTTL` per key.
-    async fn fetch_each(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for key in keys {
-            pipe.cmd("GET").arg(*key).cmd("PTTL").arg(*key);
+            for name in ["GET", "PTTL"] {
+                let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
+                command.arg(name).arg(*key);
+                pipe.add_command(command);
+            }
         }
         let replies = self.pipeline(&pipe).await?;
         let mut fetched = Vec::with_capacity(keys.len());
         let mut replies = replies.into_iter();
         while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
+            // A key that is not a string (a hash, say) answers GET with WRONGTYPE: not a value
+            // the warmer can copy, so it counts as a miss.
             fetched.push(match (value, pttl) {
                 (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => {
                     Some(Fetched {

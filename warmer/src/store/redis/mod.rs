@@ -128,8 +128,8 @@ impl RedisStore {
         overwrite: bool,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         // Each command's buffers are sized before its arguments go in: `pipe.cmd(…).arg(…)`
-        // grows two vectors per command from empty, which made allocation the largest cost of
-        // the write path after the values themselves (profile in docs/benchmarks.md). The
+        // grows two vectors per command from empty, and allocation was 15-20% of the warmer's
+        // time (profile in docs/benchmarks.md). The
         // crate still copies each value twice (into the command, then into the packed
         // pipeline): redis 1.8's `req_packed_commands` takes a `Pipeline`, not bytes, so the
         // RESP cannot be encoded here once and handed over (see docs/DESIGN-NOTES.md).

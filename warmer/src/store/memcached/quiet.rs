@@ -172,9 +172,10 @@ impl QuietWriter {
                 writer.write_all(&share.payload).await?;
                 writer.flush().await
             };
-            let (written, answers) = tokio::join!(write, read_answers(&mut reader, share));
-            written?;
-            answers
+            // Either side failing ends the exchange (a write that fails leaves no `MN` to wait
+            // for).
+            let ((), answers) = tokio::try_join!(write, read_answers(&mut reader, share))?;
+            Ok::<_, std::io::Error>(answers)
         })
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
@@ -188,13 +189,24 @@ impl QuietWriter {
         Ok(answers)
     }
 
+    /// An idle connection of `server` that the server has not closed, or a new one. (A batch
+    /// sent on a closed connection would fail after it may have landed in part, and could not
+    /// be sent again: the keys that landed would then answer `NS`.)
     async fn checkout(&self, server: usize) -> std::io::Result<TcpStream> {
-        let pooled = self.idle[server]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        if let Some(connection) = pooled {
-            return Ok(connection);
+        loop {
+            let pooled = self.idle[server]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .pop();
+            let Some(connection) = pooled else {
+                break;
+            };
+            let mut byte = [0u8; 1];
+            match connection.try_read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(connection),
+                // Closed (0 bytes), failed, or bytes nobody asked for: not reusable.
+                _ => {}
+            }
         }
         let address = &self.servers[server];
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))

@@ -346,6 +346,85 @@ fn snapshot_from_redis_restores_into_memcached() {
     }
 }
 
+/// memcached's add path answers per key although only failures answer (quiet mode): a key
+/// present before the run is counted present and kept, values over memcached's item size
+/// (an error line without an opaque) are counted failed with the server's reason, and every
+/// other key is written, each with its own outcome.
+#[test]
+fn memcached_add_outcomes_are_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let replica = RedisServer::start(&[]);
+    let memcached = MemcachedServer::start(64);
+    let manifest_path = manifest_from_workload(&replica, dir.path(), 120, "1MiB");
+    let manifest = read_manifest(Path::new(&manifest_path));
+    let keys: Vec<&str> = manifest
+        .entries
+        .iter()
+        .map(|e| e.key.as_str())
+        .filter(|k| !k.contains(' '))
+        .collect();
+    assert!(keys.len() > 20);
+    // Two values over memcached's 1 MiB item limit, next to each other and apart; one key
+    // already in memcached with a value of its own.
+    let mut connection = replica.connection();
+    let too_large = [keys[3], keys[4], keys[15]];
+    for key in too_large {
+        let _: () = connection.set_ex(key, vec![b'x'; 2 << 20], TTL_S).unwrap();
+    }
+    let present = keys[9];
+    let client = memcached.client();
+    client
+        .set(present, "theirs")
+        .ttl(memcache::exp::Ttl::secs(600))
+        .send()
+        .unwrap();
+
+    let report = read_report(
+        &run_bin(
+            "warmer",
+            &[
+                "run",
+                "--manifest",
+                &manifest_path,
+                "--source",
+                &replica.url(),
+                "--target",
+                &memcached.url(),
+                "--runs-dir",
+                &path("runs"),
+                "--batch-size",
+                "10",
+            ],
+            0,
+        )
+        .stdout,
+    );
+    let target = &report.targets[0];
+    let counts = &target.counts;
+    assert_eq!(counts.failed, too_large.len() as u64, "{counts:?}");
+    assert_eq!(counts.already_present, 1, "{counts:?}");
+    assert_eq!(counts.written, keys.len() as u64 - 4, "{counts:?}");
+    assert!(
+        target
+            .failure_reasons
+            .keys()
+            .all(|reason| reason.contains("too large")),
+        "{:?}",
+        target.failure_reasons
+    );
+    for key in too_large {
+        assert!(memcached_has(&client, key).is_none(), "{key}");
+    }
+    assert_eq!(memcached_has(&client, present).unwrap().0, b"theirs");
+    for key in keys
+        .iter()
+        .filter(|k| !too_large.contains(k) && **k != present)
+    {
+        assert!(memcached_has(&client, key).is_some(), "{key} not written");
+    }
+}
+
 /// A target that is down never fails the deploy: the other targets are warmed, the report
 /// names the failure, the exit code is 0, and 1 with `--strict`. A dry run writes nothing.
 #[test]

@@ -60,7 +60,7 @@ struct RunArgs {
     /// [default: 5m].
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Entries per pipelined batch [default: 500].
+    /// Entries per pipelined batch [default: 2000].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch_size: Option<u32>,
     /// Write batches in flight per target [default: 3].

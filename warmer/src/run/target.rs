@@ -22,7 +22,7 @@ use super::written::{self, Record, WrittenLog};
 use super::{Batch, InFlight, RunSettings, Shared};
 use crate::manifest::Entry;
 use crate::store::{
-    Fetched, Role, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, value_hash,
+    Fetched, Role, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, push_value_hash,
 };
 
 /// How often a worker reads the store's eviction counter and used memory.
@@ -633,20 +633,20 @@ impl Worker {
             return Ok(());
         };
         let batch = &pending.batch;
-        let (keys, hashes) = pending
-            .sent
-            .iter()
-            .filter_map(|&(i, _)| {
-                let value = &batch.fetched[i].as_ref()?.value;
-                Some((batch.entries[i].key.clone(), value_hash(value)))
-            })
-            .unzip();
-        log.append(&Record::Sent {
-            run: shared.invocation,
-            start: batch.start as u64,
-            keys,
-            hashes,
-        })
+        let mut hashes = String::with_capacity(pending.sent.len() * 32);
+        let mut keys = Vec::with_capacity(pending.sent.len());
+        for &(i, _) in &pending.sent {
+            if let Some(fetched) = &batch.fetched[i] {
+                push_value_hash(&mut hashes, &fetched.value);
+                keys.push(batch.entries[i].key.as_str());
+            }
+        }
+        log.append_sent(
+            shared.invocation,
+            batch.start as u64,
+            keys.into_iter(),
+            &hashes,
+        )
     }
 
     /// Reads the store's eviction counter and used memory, at most every

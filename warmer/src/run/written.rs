@@ -83,6 +83,41 @@ impl WrittenLog {
         // One write call per line: a kill can tear only the line being written.
         self.file.write_all(&line)
     }
+
+    /// Appends the `sent` record of a batch, the same line [`append`](Self::append) writes for
+    /// a [`Record::Sent`], without building one: the warm logs every key it sends, and owned
+    /// copies of each key and hash were a tenth of its time. `hashes` are the value hashes,
+    /// concatenated (32 hex digits each, see [`value_hash`](crate::store::value_hash)).
+    pub fn append_sent<'k>(
+        &mut self,
+        run: u32,
+        start: u64,
+        keys: impl Iterator<Item = &'k str>,
+        hashes: &str,
+    ) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(64 + hashes.len() * 3);
+        write!(
+            line,
+            "{{\"op\":\"sent\",\"run\":{run},\"start\":{start},\"keys\":["
+        )?;
+        for (n, key) in keys.enumerate() {
+            if n > 0 {
+                line.push(b',');
+            }
+            serde_json::to_writer(&mut line, key)?;
+        }
+        line.extend_from_slice(b"],\"hashes\":[");
+        for (n, hash) in hashes.as_bytes().chunks(32).enumerate() {
+            if n > 0 {
+                line.push(b',');
+            }
+            line.push(b'"');
+            line.extend_from_slice(hash);
+            line.push(b'"');
+        }
+        line.extend_from_slice(b"]}\n");
+        self.file.write_all(&line)
+    }
 }
 
 /// Whether the run saw a key written, or only sent it.
@@ -170,6 +205,30 @@ pub fn read_log(path: &Path) -> std::io::Result<Vec<(String, String, Certainty)>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The fast `sent` line is the line serde writes for the record.
+    #[test]
+    fn sent_lines_match_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), 0);
+        let mut log = WrittenLog::open(path.clone()).unwrap();
+        let keys = ["a", "b \"quoted\" \\ é \u{1}"];
+        let hashes = [
+            crate::store::value_hash(b"1"),
+            crate::store::value_hash(b"2"),
+        ];
+        log.append_sent(1, 500, keys.iter().copied(), &hashes.concat())
+            .unwrap();
+        let record = Record::Sent {
+            run: 1,
+            start: 500,
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            hashes: hashes.to_vec(),
+        };
+        let mut expected = serde_json::to_vec(&record).unwrap();
+        expected.push(b'\n');
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
 
     /// A batch answered lists only its written keys; one never answered lists all its keys;
     /// a torn last line is ignored.

@@ -81,11 +81,20 @@ pub enum UndoOutcome {
 /// bytes of the value's SHA-256, in hex. 128 bits make a collision between a value the run
 /// wrote and the value found later practically impossible, at half the size of the full hash.
 pub fn value_hash(value: &[u8]) -> String {
+    let mut text = String::with_capacity(32);
+    push_value_hash(&mut text, value);
+    text
+}
+
+/// Appends [`value_hash`] of `value` to `text` (the warm hashes every value it sends: no
+/// allocation per byte).
+pub fn push_value_hash(text: &mut String, value: &[u8]) {
     use sha2::Digest;
-    sha2::Sha256::digest(value)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in &sha2::Sha256::digest(value)[..16] {
+        text.push(HEX[usize::from(b >> 4)] as char);
+        text.push(HEX[usize::from(b & 15)] as char);
+    }
 }
 
 /// A store that failed as a whole: unreachable, or a broken connection.
@@ -286,6 +295,14 @@ pub fn duration_from_millis(millis: i64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_hash_is_the_first_half_of_sha256_in_hex() {
+        assert_eq!(
+            value_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223" // sha256("abc"), first 16 bytes
+        );
+    }
 
     #[test]
     fn key_rules_per_store_kind() {

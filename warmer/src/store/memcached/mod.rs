@@ -1,17 +1,21 @@
 //! Memcached through the `memcache` crate's meta-protocol client, which pipelines each batch
 //! per server and routes keys across servers.
 //!
-//! Add is `ms <key> <size> T<ttl> ME` (add mode); a source read is `mg <key> v t`.
+//! Add is `ms <key> <size> T<ttl> ME` (add mode), sent in quiet mode by [`quiet`] (see there
+//! why not through the crate); a source read is `mg <key> v t`.
 //!
 //! With several servers, keys are routed by [`route::AppRouter`] as the application's own
-//! client routes them (`hashing` in the URL or the config), for every operation: writes,
-//! source reads, coverage probes and `warmer undo`.
+//! client routes them (`hashing` in the URL or the config), for every operation: writes (the
+//! quiet path shares the router), source reads, coverage probes and `warmer undo`.
 
 mod route;
 
+mod quiet;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use memcache::exp::{AsyncMetaClient, Delete, Get, Meta, MutationStatus, Set, Ttl};
+use memcache::exp::{AsyncMetaClient, Delete, Get, Meta, MutationStatus, Router, Set, Ttl};
 use schemas::report::HitCounters;
 
 use super::{
@@ -26,6 +30,17 @@ pub struct MemcachedStore {
     url: String,
     servers: Vec<String>,
     client: AsyncMetaClient,
+    /// The add path's connections, routed like `client` (see [`quiet`]).
+    quiet: Box<quiet::QuietWriter>,
+}
+
+/// The store's router, shared by the crate's client and the quiet add path.
+struct SharedRouter(Arc<dyn Router>);
+
+impl Router for SharedRouter {
+    fn route(&self, key: &[u8], servers: &[String]) -> usize {
+        self.0.route(key, servers)
+    }
 }
 
 impl std::fmt::Debug for MemcachedStore {
@@ -74,9 +89,9 @@ impl MemcachedStore {
                 ));
             }
         };
-        let router = AppRouter::new(hashing, &names);
+        let router: Arc<dyn Router> = Arc::new(AppRouter::new(hashing, &names));
         let client = AsyncMetaClient::builder()
-            .router(router)
+            .router(SharedRouter(Arc::clone(&router)))
             .connect_timeout(Some(CONNECT_TIMEOUT))
             .io_timeout(Some(CALL_TIMEOUT))
             .connect_multiple_async(servers.iter().map(String::as_str))
@@ -88,6 +103,7 @@ impl MemcachedStore {
             url,
             servers: servers.to_vec(),
             client,
+            quiet: Box::new(quiet::QuietWriter::new(servers, router)),
         })
     }
 
@@ -140,6 +156,9 @@ impl MemcachedStore {
         items: &[WriteItem<'_>],
         overwrite: bool,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        if !overwrite {
+            return self.add(items).await;
+        }
         let sets = items.iter().map(|item| {
             let secs = u32::try_from(item.ttl.as_secs()).unwrap_or(u32::MAX).max(1);
             let set = Set::new(item.key, item.value).ttl(Ttl::secs(secs));
@@ -159,6 +178,30 @@ impl MemcachedStore {
                 Err(e) => WriteOutcome::Refused(e.to_string()),
             })
             .collect())
+    }
+
+    /// The add path: quiet meta sets (see [`quiet`]). Keys an error line may belong to are
+    /// looked up: absent, the error was theirs; present, the add stored them.
+    async fn add(&self, items: &[WriteItem<'_>]) -> Result<Vec<WriteOutcome>, StoreError> {
+        let quiet::AddResult {
+            mut outcomes,
+            uncertain,
+            broken,
+        } = self.quiet.add(items).await;
+        if let Some(reason) = broken {
+            // A whole-call failure, retried by the run (see `run::faults`).
+            return Err(self.error(reason));
+        }
+        for (indexes, message) in uncertain {
+            let keys: Vec<&str> = indexes.iter().map(|&i| items[i].key).collect();
+            let present = self.contains(&keys).await?;
+            for (i, present) in indexes.into_iter().zip(present) {
+                if !present {
+                    outcomes[i] = WriteOutcome::Refused(message.clone());
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     /// `mg <key> v c` for the value and its CAS; where the value's hash matches,

@@ -93,11 +93,19 @@ impl RedisStore {
         Ok(replies.into_iter().map(exists).collect())
     }
 
+    /// `GET` + `PTTL` per key. (One `MGET` for the batch's values plus a `PTTL` per key halves
+    /// the replica's commands, but measured slower end to end, with 100 B and 2 KiB values
+    /// alike: docs/benchmarks.md.)
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(keys.len() * 2);
         pipe.ignore_errors();
         for key in keys {
-            pipe.cmd("GET").arg(*key).cmd("PTTL").arg(*key);
+            // Sized buffers, as in `write`.
+            for name in ["GET", "PTTL"] {
+                let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
+                command.arg(name).arg(*key);
+                pipe.add_command(command);
+            }
         }
         Ok(fetched(self.pipeline(&pipe).await?))
     }
@@ -107,7 +115,13 @@ impl RedisStore {
         items: &[WriteItem<'_>],
         overwrite: bool,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut pipe = redis::pipe();
+        // Each command's buffers are sized before its arguments go in: `pipe.cmd(…).arg(…)`
+        // grows two vectors per command from empty, and allocation was 15-20% of the warmer's
+        // time (profile in docs/benchmarks.md). The
+        // crate still copies each value twice (into the command, then into the packed
+        // pipeline): redis 1.8's `req_packed_commands` takes a `Pipeline`, not bytes, so the
+        // RESP cannot be encoded here once and handed over (see docs/DESIGN-NOTES.md).
+        let mut pipe = redis::Pipeline::with_capacity(items.len());
         pipe.ignore_errors();
         for item in items {
             push_set(&mut pipe, item, overwrite);
@@ -227,15 +241,19 @@ fn fetched(replies: Vec<RedisResult<Value>>) -> Vec<Option<Fetched>> {
 }
 
 /// `SET key value [NX] PX ttl`.
+/// Adds `SET key value [NX] PX ttl` to `pipe`, its buffers sized before the arguments go in
+/// (see `RedisStore::write`).
 fn push_set(pipe: &mut Pipeline, item: &WriteItem<'_>, overwrite: bool) {
     let millis = u64::try_from(item.ttl.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
-    let command = pipe.cmd("SET").arg(item.key).arg(item.value);
+    let mut command = redis::Cmd::with_capacity(6, item.key.len() + item.value.len() + 30);
+    command.arg("SET").arg(item.key).arg(item.value);
     if !overwrite {
         command.arg("NX");
     }
     command.arg("PX").arg(millis);
+    pipe.add_command(command);
 }
 
 fn write_outcome(reply: RedisResult<Value>) -> WriteOutcome {

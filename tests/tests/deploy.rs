@@ -1014,6 +1014,9 @@ fn bandwidth_limits_the_bytes_per_second() {
     let (report, _) = report_of(&output.stdout);
     let target = &report.targets[0];
     assert_eq!(target.counts.written, setup.manifest.entries.len() as u64);
+    // Adaptive throttling is on by default: it measured the store before warming.
+    let throttle = target.throttle.as_ref().unwrap();
+    assert!(throttle.baseline_us > 0 && throttle.threshold_us > throttle.baseline_us);
     // The first batch leaves at once, and each later one once the bytes before it have had
     // their time: the last leaves after all but its own bytes.
     let last: u64 = setup.manifest.entries[190..]

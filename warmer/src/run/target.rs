@@ -328,8 +328,12 @@ impl TargetRun {
             item_overhead: ITEM_OVERHEAD,
             breaker: Breaker::default(),
             retried: Arc::clone(&self.retried),
+            throttle_pace: self
+                .throttle
+                .as_ref()
+                .and_then(Throttle::limit)
+                .map(|rate| Pace::new(rate as u64)),
             throttle: self.throttle.take(),
-            throttle_pace: None,
         })
     }
 

@@ -319,6 +319,19 @@ pub fn python_packages() -> PathBuf {
     Path::new(&home).join(".cache/cachewarm/python")
 }
 
+/// Variables that would change a warmer run's environment profile or settings: the tests
+/// remove them and set their own.
+pub const WARMER_ENVIRONMENT: [&str; 8] = [
+    "CACHEWARM_ENV",
+    "RAILS_ENV",
+    "RACK_ENV",
+    "DJANGO_ENV",
+    "APP_ENV",
+    "CACHEWARM_CONFIG",
+    "CACHEWARM_ENABLED",
+    "CACHEWARM_MEMCACHED_HASHING",
+];
+
 /// The path of one of the workspace's binaries, built by `cargo build --workspace` (which
 /// `cargo test --workspace` does before running tests).
 pub fn bin(name: &str) -> PathBuf {

@@ -20,16 +20,6 @@ use redis::Commands;
 use schemas::Checkpoint;
 use schemas::report::Outcome;
 
-/// Variables that would change the runs' environment profile or settings.
-const ENVIRONMENT: [&str; 7] = [
-    "CACHEWARM_ENV",
-    "RAILS_ENV",
-    "RACK_ENV",
-    "DJANGO_ENV",
-    "APP_ENV",
-    "CACHEWARM_CONFIG",
-    "CACHEWARM_ENABLED",
-];
 
 /// The longest a test waits for a background run before it gives up (a bound against hanging,
 /// not a timing assertion).
@@ -119,7 +109,7 @@ impl Setup {
 fn warmer(dir: &Path, args: &[String]) -> Command {
     let mut command = Command::new(bin("warmer"));
     command.args(args).current_dir(dir);
-    for name in ENVIRONMENT {
+    for name in cachewarm_tests::WARMER_ENVIRONMENT {
         command.env_remove(name);
     }
     command

@@ -23,17 +23,6 @@ use schemas::Report;
 /// Enough keys that each of three servers gets a fair share, few enough to stay quick.
 const KEYS: usize = 300;
 
-/// Variables that would change the run's profile or config; the tests set their own.
-const ENVIRONMENT: [&str; 8] = [
-    "CACHEWARM_ENV",
-    "RAILS_ENV",
-    "RACK_ENV",
-    "DJANGO_ENV",
-    "APP_ENV",
-    "CACHEWARM_CONFIG",
-    "CACHEWARM_ENABLED",
-    "CACHEWARM_MEMCACHED_HASHING",
-];
 
 /// The application's client, with how it is configured in a Django or Rails app.
 #[derive(Debug, Clone, Copy)]
@@ -199,7 +188,7 @@ fn manifest_for(dir: &Path, pairs: &[(String, String)]) -> PathBuf {
 fn warmer(dir: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(bin("warmer"));
     command.args(args).current_dir(dir);
-    for name in ENVIRONMENT {
+    for name in cachewarm_tests::WARMER_ENVIRONMENT {
         command.env_remove(name);
     }
     command.output().unwrap()

@@ -20,7 +20,6 @@ use redis::Commands;
 use schemas::Checkpoint;
 use schemas::report::Outcome;
 
-
 /// The longest a test waits for a background run before it gives up (a bound against hanging,
 /// not a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(120);

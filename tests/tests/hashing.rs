@@ -23,7 +23,6 @@ use schemas::Report;
 /// Enough keys that each of three servers gets a fair share, few enough to stay quick.
 const KEYS: usize = 300;
 
-
 /// The application's client, with how it is configured in a Django or Rails app.
 #[derive(Debug, Clone, Copy)]
 enum App {

@@ -332,6 +332,29 @@ pub const WARMER_ENVIRONMENT: [&str; 8] = [
     "CACHEWARM_MEMCACHED_HASHING",
 ];
 
+/// The warmer, with no profile or config from the test's own environment, working in `dir`.
+pub fn warmer_command<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Command {
+    let mut command = Command::new(bin("warmer"));
+    command.args(args).current_dir(dir);
+    for name in WARMER_ENVIRONMENT {
+        command.env_remove(name);
+    }
+    command
+}
+
+/// `output`, once it is known to have exited with `code`; else a panic with its output.
+pub fn check_exit(output: Output, code: i32, what: &str) -> Output {
+    if output.status.code() != Some(code) {
+        panic!(
+            "{what}: exited with {:?}, expected {code}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
 /// The path of one of the workspace's binaries, built by `cargo build --workspace` (which
 /// `cargo test --workspace` does before running tests).
 pub fn bin(name: &str) -> PathBuf {

@@ -13,7 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cachewarm_tests::{
-    MemcachedServer, RedisServer, Rng, app_keys, bin, ingest_and_rank, report_of,
+    MemcachedServer, RedisServer, Rng, app_keys, check_exit, ingest_and_rank, report_of,
+    warmer_command,
 };
 use memcache::exp::{Get, Meta};
 use redis::Commands;
@@ -104,20 +105,10 @@ impl Setup {
     }
 }
 
-/// The warmer, with no profile or config from the test's own environment, working in `dir`.
-fn warmer(dir: &Path, args: &[String]) -> Command {
-    let mut command = Command::new(bin("warmer"));
-    command.args(args).current_dir(dir);
-    for name in cachewarm_tests::WARMER_ENVIRONMENT {
-        command.env_remove(name);
-    }
-    command
-}
-
 /// The warmer started in the background with its output captured, for a test that acts on the
 /// stores while it runs.
 fn spawn_warmer(dir: &Path, args: &[String]) -> std::process::Child {
-    warmer(dir, args)
+    warmer_command(dir, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -137,20 +128,8 @@ const UNTIL_EVICTIONS: [&str; 8] = [
     "100%",
 ];
 
-fn check(output: Output, code: i32, what: &str) -> Output {
-    if output.status.code() != Some(code) {
-        panic!(
-            "{what}: exited with {:?}, expected {code}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    output
-}
-
 fn run_to_end(dir: &Path, args: &[String], what: &str) -> Output {
-    check(warmer(dir, args).output().unwrap(), 0, what)
+    check_exit(warmer_command(dir, args).output().unwrap(), 0, what)
 }
 
 /// Waits until a run under `runs_dir` has checkpointed progress.
@@ -287,7 +266,7 @@ fn killed_at_random_points_and_resumed_equals_one_run() {
     let mut rng = Rng::new(5);
     let mut killed_mid_run = 0;
     for _ in 0..12 {
-        let mut child = warmer(setup.dir.path(), &args)
+        let mut child = warmer_command(setup.dir.path(), &args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -372,7 +351,7 @@ fn sigterm_stops_cleanly_and_resume_completes() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = check(child.wait_with_output().unwrap(), 0, "interrupted run");
+    let output = check_exit(child.wait_with_output().unwrap(), 0, "interrupted run");
     let (report, run_dir) = report_of(&output.stdout);
     assert_eq!(
         report.outcome,
@@ -414,8 +393,10 @@ fn sigterm_stops_cleanly_and_resume_completes() {
     let mut wrong_targets = resume.clone();
     let at = wrong_targets.iter().position(|a| a == "--target").unwrap();
     wrong_targets[at + 1] = setup.replica.url();
-    let output = check(
-        warmer(setup.dir.path(), &wrong_targets).output().unwrap(),
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &wrong_targets)
+            .output()
+            .unwrap(),
         2,
         "resume against other targets",
     );
@@ -519,8 +500,8 @@ fn environment_profiles_switch_warming() {
     let setup = Setup::new(40);
     let redis = RedisServer::start(&[]);
     let args = setup.run_args(&[redis.url()], "runs", &[]);
-    let output = check(
-        warmer(setup.dir.path(), &args)
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &args)
             .env("RAILS_ENV", "development")
             .output()
             .unwrap(),
@@ -542,8 +523,8 @@ fn environment_profiles_switch_warming() {
         "[env.development]\nenabled = true\nbatch_size = 7\n",
     )
     .unwrap();
-    let output = check(
-        warmer(setup.dir.path(), &args)
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &args)
             .env("RAILS_ENV", "development")
             .output()
             .unwrap(),
@@ -561,8 +542,8 @@ fn environment_profiles_switch_warming() {
     std::fs::write(&config, "[env.production]\nenabled = false\n").unwrap();
     let mut with_config = args.clone();
     with_config.extend(["--config".to_owned(), config.clone()]);
-    let output = check(
-        warmer(setup.dir.path(), &with_config)
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &with_config)
             .env("CACHEWARM_ENV", "production")
             .output()
             .unwrap(),
@@ -572,8 +553,8 @@ fn environment_profiles_switch_warming() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("env.production.enabled = false"));
 
     std::fs::write(&config, "[env.production]\ntimeout = \"soon\"\n").unwrap();
-    let output = check(
-        warmer(setup.dir.path(), &with_config)
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &with_config)
             .env("CACHEWARM_ENV", "production")
             .output()
             .unwrap(),
@@ -609,7 +590,9 @@ fn detach_returns_and_status_follows_the_run() {
     let status_args = ["status".to_owned(), run_dir.clone()];
     let started = Instant::now();
     let text = loop {
-        let output = warmer(setup.dir.path(), &status_args).output().unwrap();
+        let output = warmer_command(setup.dir.path(), &status_args)
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         if output.status.success() && text.contains(": finished") {
             break text;
@@ -660,7 +643,7 @@ fn a_store_that_evicts_is_no_longer_written() {
     }
     let () = pipe.query(&mut connection).unwrap();
     assert!(evicted_keys(&redis) > 0);
-    let output = check(
+    let output = check_exit(
         child.wait_with_output().unwrap(),
         0,
         "warm a store that evicts",
@@ -690,14 +673,14 @@ fn undo_takes_the_password_again() {
     assert!(!checkpoint.contains("s3cret"));
 
     let undo = ["undo".to_owned(), run_dir.to_str().unwrap().to_owned()];
-    let output = check(
-        warmer(setup.dir.path(), &undo).output().unwrap(),
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &undo).output().unwrap(),
         1,
         "undo without the password",
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("hint"));
-    let output = check(
-        warmer(setup.dir.path(), &undo)
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &undo)
             .env("CACHEWARM_TARGETS", &url)
             .output()
             .unwrap(),
@@ -738,7 +721,7 @@ fn a_target_that_dies_mid_run_leaves_the_others_warmed() {
         // Kill the Redis target once the run has written something.
         wait_for_progress(&setup.path(runs));
         redis.stop();
-        let output = check(
+        let output = check_exit(
             child.wait_with_output().unwrap(),
             if strict { 1 } else { 0 },
             "a run whose Redis target died",
@@ -808,7 +791,7 @@ fn a_redis_that_restarts_mid_run_is_warmed_to_the_end() {
     let child = spawn_warmer(setup.dir.path(), &args);
     wait_for_progress(&setup.path("runs"));
     redis.restart();
-    let output = check(
+    let output = check_exit(
         child.wait_with_output().unwrap(),
         0,
         "a run whose Redis restarted",
@@ -975,7 +958,7 @@ fn a_memcached_that_evicts_is_no_longer_written() {
             .unwrap();
         i += 1;
     }
-    let output = check(
+    let output = check_exit(
         child.wait_with_output().unwrap(),
         0,
         "warm a full memcached",

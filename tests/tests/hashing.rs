@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use cachewarm_tests::{
-    MemcachedServer, RedisServer, bin, ingest_and_rank, python_packages, read_manifest,
+    MemcachedServer, RedisServer, check_exit, ingest_and_rank, python_packages, read_manifest,
+    report_of, warmer_command,
 };
 use redis::Commands;
-use schemas::Report;
 
 /// Enough keys that each of three servers gets a fair share, few enough to stay quick.
 const KEYS: usize = 300;
@@ -184,38 +184,6 @@ fn manifest_for(dir: &Path, pairs: &[(String, String)]) -> PathBuf {
     manifest
 }
 
-fn warmer(dir: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(bin("warmer"));
-    command.args(args).current_dir(dir);
-    for name in cachewarm_tests::WARMER_ENVIRONMENT {
-        command.env_remove(name);
-    }
-    command.output().unwrap()
-}
-
-fn expect(output: Output, code: i32, what: &str) -> Output {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "{what}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn report_of(output: &Output) -> (Report, PathBuf) {
-    let text = String::from_utf8_lossy(&output.stdout);
-    let path = text
-        .lines()
-        .find_map(|line| line.strip_prefix("report: "))
-        .unwrap_or_else(|| panic!("no report path in output:\n{text}"));
-    let path = PathBuf::from(path.trim());
-    let report = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let run_dir = path.parent().unwrap().to_path_buf();
-    (report, run_dir)
-}
-
 /// Items per server, read from each server's own `stats`.
 fn items(servers: &[MemcachedServer]) -> Vec<u64> {
     servers.iter().map(|s| s.stat("curr_items")).collect()
@@ -231,6 +199,10 @@ fn three_servers() -> (Vec<MemcachedServer>, Vec<String>) {
 /// application's client, given the same server list, finds every one of them; each server
 /// holds a share; `warmer undo` then finds and deletes every key again. `via_config` names
 /// the scheme in `cachewarm.toml` instead of the URL.
+fn run_warmer(dir: &Path, args: &[&str]) -> Output {
+    warmer_command(dir, args).output().unwrap()
+}
+
 fn warmer_writes_app_reads(app: App, via_config: bool) {
     let dir = tempfile::tempdir().unwrap();
     let pairs = keys_and_values();
@@ -254,7 +226,7 @@ fn warmer_writes_app_reads(app: App, via_config: bool) {
         format!("memcached://{list}?hashing={}", app.hashing())
     };
     let runs = dir.path().join("runs");
-    let output = warmer(
+    let output = run_warmer(
         dir.path(),
         &[
             "run",
@@ -268,8 +240,8 @@ fn warmer_writes_app_reads(app: App, via_config: bool) {
             runs.to_str().unwrap(),
         ],
     );
-    let output = expect(output, 0, "warmer run");
-    let (report, run_dir) = report_of(&output);
+    let output = check_exit(output, 0, "warmer run");
+    let (report, run_dir) = report_of(&output.stdout);
     let counts = &report.targets[0].counts;
     assert_eq!(counts.written as usize, pairs.len(), "{counts:?}");
 
@@ -299,8 +271,8 @@ fn warmer_writes_app_reads(app: App, via_config: bool) {
     assert_eq!(after.keys_present as usize, pairs.len());
 
     // Undo finds every key it wrote (the run recorded the target with its hashing).
-    let output = warmer(dir.path(), &["undo", run_dir.to_str().unwrap()]);
-    let output = expect(output, 0, "warmer undo");
+    let output = run_warmer(dir.path(), &["undo", run_dir.to_str().unwrap()]);
+    let output = check_exit(output, 0, "warmer undo");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         text.contains(&format!("deleted {}", pairs.len())),
@@ -327,7 +299,7 @@ fn app_writes_warmer_reads(app: App) {
         app.hashing()
     );
     let runs = dir.path().join("runs");
-    let output = warmer(
+    let output = run_warmer(
         dir.path(),
         &[
             "run",
@@ -341,8 +313,8 @@ fn app_writes_warmer_reads(app: App) {
             runs.to_str().unwrap(),
         ],
     );
-    let output = expect(output, 0, "warmer run from the app's servers");
-    let (report, _) = report_of(&output);
+    let output = check_exit(output, 0, "warmer run from the app's servers");
+    let (report, _) = report_of(&output.stdout);
     let counts = &report.targets[0].counts;
     assert_eq!(counts.source_miss, 0, "{counts:?}");
     assert_eq!(counts.written as usize, pairs.len(), "{counts:?}");
@@ -392,7 +364,7 @@ fn several_servers_without_hashing_are_refused() {
     let manifest = manifest_for(dir.path(), &pairs[..20]);
     let replica = RedisServer::start(&[]);
     let (servers, addresses) = three_servers();
-    let output = warmer(
+    let output = run_warmer(
         dir.path(),
         &[
             "run",
@@ -406,7 +378,7 @@ fn several_servers_without_hashing_are_refused() {
             dir.path().join("runs").to_str().unwrap(),
         ],
     );
-    let output = expect(output, 2, "warmer run without hashing");
+    let output = check_exit(output, 2, "warmer run without hashing");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("memcached_hashing") && stderr.contains("?hashing="),

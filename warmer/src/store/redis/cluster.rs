@@ -31,7 +31,7 @@ use schemas::report::HitCounters;
 
 use super::{
     DELETE_IF_EQUAL, counter, exists, fetched, hit_counters, parse_info, push_delete_if_equal,
-    push_set, settle_undo, undo_candidates, write_outcome,
+    push_fetch, push_set, settle_undo, undo_candidates, write_outcome,
 };
 use crate::store::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
@@ -269,7 +269,7 @@ impl RedisClusterStore {
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         let replies = self
             .pipeline(keys, 2, |pipe, i| {
-                pipe.cmd("GET").arg(keys[i]).cmd("PTTL").arg(keys[i]);
+                push_fetch(pipe, keys[i]);
             })
             .await?;
         Ok(fetched(replies))

@@ -100,12 +100,7 @@ impl RedisStore {
         let mut pipe = redis::Pipeline::with_capacity(keys.len() * 2);
         pipe.ignore_errors();
         for key in keys {
-            // Sized buffers, as in `write`.
-            for name in ["GET", "PTTL"] {
-                let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
-                command.arg(name).arg(*key);
-                pipe.add_command(command);
-            }
+            push_fetch(&mut pipe, key);
         }
         Ok(fetched(self.pipeline(&pipe).await?))
     }
@@ -241,6 +236,15 @@ fn fetched(replies: Vec<RedisResult<Value>>) -> Vec<Option<Fetched>> {
 }
 
 /// `SET key value [NX] PX ttl`.
+/// Adds `GET key` and `PTTL key` to `pipe`, their buffers sized up front (as in `push_set`).
+fn push_fetch(pipe: &mut Pipeline, key: &str) {
+    for name in ["GET", "PTTL"] {
+        let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
+        command.arg(name).arg(key);
+        pipe.add_command(command);
+    }
+}
+
 /// Adds `SET key value [NX] PX ttl` to `pipe`, its buffers sized before the arguments go in
 /// (see `RedisStore::write`).
 fn push_set(pipe: &mut Pipeline, item: &WriteItem<'_>, overwrite: bool) {

@@ -29,6 +29,21 @@ const OBSERVE: Duration = Duration::from_secs(4);
 /// the test's falls in it and nothing else does.
 const READ_FOR: Duration = Duration::from_millis(1800);
 
+/// `keys` read `reads` times through `replica` (see [`drive_workload`]), logged into `dir`,
+/// ingested and ranked under `budget` into `dir/manifest.json`; its path.
+fn manifest_from_workload(
+    dir: &Path,
+    replica: &RedisServer,
+    keys: &[String],
+    reads: usize,
+    budget: &str,
+    rank_args: &[&str],
+) -> PathBuf {
+    let log = dir.join("access.jsonl");
+    drive_workload(replica, &log, keys, reads);
+    ingest_and_rank(dir, &log, budget, "manifest.json", rank_args).1
+}
+
 /// A read-through workload (GET; SET with a TTL on a miss) against `redis`, logged as
 /// canonical JSON lines with the hit or miss the server answered.
 fn drive_workload(redis: &RedisServer, log: &Path, keys: &[String], reads: usize) {
@@ -229,12 +244,12 @@ fn measured_hit_rates_equal_the_reads_the_test_counted() {
     let pushgateway = Pushgateway::start();
 
     let keys = app_keys(300);
-    drive_workload(&replica, Path::new(&path("access.jsonl")), &keys, 3000);
-    let (_, manifest_path) = ingest_and_rank(
+    let manifest_path = manifest_from_workload(
         dir.path(),
-        Path::new(&path("access.jsonl")),
+        &replica,
+        &keys,
+        3000,
         "50%",
-        "manifest.json",
         &["--capacity", "64KiB", "--simulate"],
     );
     let manifest = read_manifest(&manifest_path);
@@ -433,19 +448,7 @@ fn history_trend_and_baseline() {
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let replica = RedisServer::start(&[]);
     let redis = RedisServer::start(&["--maxmemory", "16mb"]);
-    drive_workload(
-        &replica,
-        Path::new(&path("access.jsonl")),
-        &app_keys(100),
-        800,
-    );
-    let (_, manifest) = ingest_and_rank(
-        dir.path(),
-        Path::new(&path("access.jsonl")),
-        "1MiB",
-        "manifest.json",
-        &[],
-    );
+    let manifest = manifest_from_workload(dir.path(), &replica, &app_keys(100), 800, "1MiB", &[]);
     let manifest = manifest.to_str().unwrap().to_owned();
     let mut reports = Vec::new();
     for _ in 0..2 {
@@ -526,19 +529,7 @@ fn a_failed_run_keeps_the_last_success() {
     let replica = RedisServer::start(&[]);
     let redis = RedisServer::start(&["--maxmemory", "16mb"]);
     let pushgateway = Pushgateway::start();
-    drive_workload(
-        &replica,
-        Path::new(&path("access.jsonl")),
-        &app_keys(50),
-        400,
-    );
-    let (_, manifest) = ingest_and_rank(
-        dir.path(),
-        Path::new(&path("access.jsonl")),
-        "1MiB",
-        "manifest.json",
-        &[],
-    );
+    let manifest = manifest_from_workload(dir.path(), &replica, &app_keys(50), 400, "1MiB", &[]);
     let dead = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!(

@@ -20,8 +20,8 @@ use memcache::exp::{AsyncMetaClient, Delete, Get, Meta, MutationStatus, Router, 
 use schemas::report::HitCounters;
 
 use super::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, WriteItem,
-    WriteMode, WriteOutcome, value_hash,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, ValueEncoding,
+    WriteItem, WriteMode, WriteOutcome, value_hash,
 };
 
 use route::AppRouter;
@@ -191,7 +191,12 @@ impl CacheStore for MemcachedStore {
                     .ttl
                     .and_then(|secs| u64::try_from(secs).ok())
                     .map(Duration::from_secs);
-                Some(Fetched { value, ttl })
+                Some(Fetched {
+                    value,
+                    ttl,
+                    flags: 0,
+                    encoding: ValueEncoding::Raw,
+                })
             })
             .collect())
     }

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::TableOptions;
 use crate::store::{
-    Address, CacheStore, Fetched, Role, StoreError, StoreKind, UndoOutcome, UrlError, WriteItem,
-    WriteMode, WriteOutcome, value_hash,
+    Address, CacheStore, Fetched, Role, StoreError, StoreKind, UndoOutcome, UrlError,
+    ValueEncoding, WriteItem, WriteMode, WriteOutcome, value_hash,
 };
 
 const EXPIRES_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
@@ -309,6 +309,8 @@ fn live(value: String, expires: &str, now: DateTime<Utc>) -> Option<Fetched> {
     Some(Fetched {
         value: value.into_bytes(),
         ttl,
+        flags: 0,
+        encoding: ValueEncoding::Raw,
     })
 }
 
@@ -321,6 +323,8 @@ mod tests {
             key,
             value: value.as_bytes(),
             ttl: Duration::from_secs(secs),
+            flags: 0,
+            encoding: ValueEncoding::Raw,
         }
     }
 

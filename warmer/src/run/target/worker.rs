@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
-use super::limits::Limits;
+use super::limits::{Limit, Limits};
 use super::tally::{Disposition, Tally};
 use crate::run::faults::{self, Breaker};
 use crate::run::pace::Pace;
@@ -326,6 +326,14 @@ impl Worker {
                         Disposition::Written
                     }
                     WriteOutcome::AlreadyPresent => Disposition::AlreadyPresent,
+                    WriteOutcome::NoRoom => {
+                        // A SQL cache at its entry limit: a stop line, as the byte budget.
+                        if !self.tally.budget_reached {
+                            self.tally.stopped_by = Some(Limit::MaxEntries);
+                        }
+                        self.tally.budget_reached = true;
+                        Disposition::SkippedBudget
+                    }
                     WriteOutcome::Refused(reason) => {
                         *self
                             .tally

@@ -160,6 +160,9 @@ pub struct PostgresStore {
     /// The connection; replaced by a new one when it breaks (a restarted server, a dropped
     /// connection), so a server that comes back within the run's retries is warmed on.
     client: tokio::sync::Mutex<Arc<Client>>,
+    /// Held by a write from its row count to its insert, so that the batches in flight do not
+    /// all count the same free rows (the lock is fair: batches go in the order they came).
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl PostgresStore {
@@ -210,6 +213,7 @@ impl PostgresStore {
             config: Box::new(config),
             expires,
             client: tokio::sync::Mutex::new(Arc::new(client)),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -394,6 +398,7 @@ impl CacheStore for PostgresStore {
         items: &[WriteItem<'_>],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let _writing = self.writing.lock().await;
         let client = self.client().await?;
         let now = Utc::now();
         let mut outcomes: Vec<Option<WriteOutcome>> = items
@@ -423,7 +428,7 @@ impl CacheStore for PostgresStore {
         }
         let table = self.table();
         let condition = match mode {
-            WriteMode::Add => format!("WHERE \"{table}\".expires < $4"),
+            WriteMode::Add => format!("WHERE \"{table}\".expires < $4::timestamptz"),
             WriteMode::Overwrite => String::new(),
         };
         // The expires column takes the instant as is, or as wall time in the session's zone.

@@ -5,10 +5,11 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use schemas::report::Outcome;
+use schemas::report::{EntryOutcome, Outcome};
 use schemas::{Checkpoint, Report};
 use serde::Serialize;
 
+use crate::report::counts_line;
 use crate::run::progress::{self, REPORT_FILE};
 
 /// Where a run stands.
@@ -140,18 +141,9 @@ pub fn text(status: &Status) -> String {
     for (i, url) in c.targets.iter().enumerate() {
         let counts = c.counts.get(i).cloned().unwrap_or_default();
         let next = c.progress.get(i).map_or(c.next_entry, |p| p.next_entry);
-        let _ = writeln!(
-            out,
-            "  {url}: at entry {next}; written {}, already present {}, source miss {}, invalid key \
-             {}, over budget {}, near expiry {}, failed {}",
-            counts.written,
-            counts.already_present,
-            counts.source_miss,
-            counts.invalid_key,
-            counts.skipped_budget,
-            counts.skipped_near_expiry,
-            counts.failed
-        );
+        // A run under way has no `not_attempted` count yet: the checkpoint leaves it out.
+        let line = counts_line(&counts, &EntryOutcome::ALL[..EntryOutcome::ALL.len() - 1]);
+        let _ = writeln!(out, "  {url}: at entry {next}; {line}");
     }
     if let Some(report) = &status.report {
         let _ = writeln!(

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use schemas::Report;
 use schemas::report::{
-    Coverage, HitCounters, HitWindow, Outcome, RankPoint, TargetReport, TargetStatus,
+    Counts, Coverage, EntryOutcome, HitCounters, HitWindow, Outcome, RankPoint, TargetReport,
+    TargetStatus,
 };
 
 use crate::manifest::ManifestFile;
@@ -173,15 +174,24 @@ pub(crate) fn bytes(n: u64) -> String {
 }
 
 /// Why an entry was not warmed, in words.
-pub(crate) fn reason_text(reason: &str) -> &str {
+pub(crate) fn reason_text(reason: EntryOutcome) -> &'static str {
     match reason {
-        "source_miss" => "the source had no value",
-        "invalid_key" => "key not valid for this store",
-        "skipped_budget" => "over the byte budget",
-        "skipped_near_expiry" => "about to expire",
-        "failed" => "the store refused the write",
-        other => other,
+        EntryOutcome::SourceMiss => "the source had no value",
+        EntryOutcome::InvalidKey => "key not valid for this store",
+        EntryOutcome::SkippedBudget => "over the byte budget",
+        EntryOutcome::SkippedNearExpiry => "about to expire",
+        EntryOutcome::Failed => "the store refused the write",
+        other => other.as_str(),
     }
+}
+
+/// `written 3, already present 1, …`: each outcome's label and count, `outcomes` of them.
+pub(crate) fn counts_line(counts: &Counts, outcomes: &[EntryOutcome]) -> String {
+    outcomes
+        .iter()
+        .map(|&o| format!("{} {}", o.label(), counts.get(o)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A few lines that say what the run did and where its report is.
@@ -219,19 +229,7 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
         };
         let c = &target.counts;
         let _ = writeln!(out, "  {} ({}): {status}", target.url, target.kind);
-        let _ = writeln!(
-            out,
-            "    written {}, already present {}, source miss {}, invalid key {}, over budget {}, \
-             near expiry {}, failed {}, not attempted {}",
-            c.written,
-            c.already_present,
-            c.source_miss,
-            c.invalid_key,
-            c.skipped_budget,
-            c.skipped_near_expiry,
-            c.failed,
-            c.not_attempted
-        );
+        let _ = writeln!(out, "    {}", counts_line(c, &EntryOutcome::ALL));
         let _ = writeln!(
             out,
             "    coverage of the manifest's request weight: {} before, {} after",

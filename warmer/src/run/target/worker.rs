@@ -12,13 +12,14 @@ use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
 use super::limits::Limits;
-use super::tally::{Disposition, Tally};
+use super::tally::Tally;
 use crate::run::faults::{self, Breaker};
 use crate::run::pace::Pace;
 use crate::run::throttle::Throttle;
 use crate::run::written::{Record, WrittenLog};
 use crate::run::{Batch, InFlight, Shared};
 use crate::store::{Store, StoreError, WriteItem, WriteOutcome, push_value_hash};
+use schemas::report::EntryOutcome;
 
 /// How often a worker reads the store's eviction counter and used memory.
 pub(super) const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -323,9 +324,9 @@ impl Worker {
                     WriteOutcome::Written => {
                         self.tally.bytes_written += size;
                         written_indexes.push(n as u32);
-                        Disposition::Written
+                        EntryOutcome::Written
                     }
-                    WriteOutcome::AlreadyPresent => Disposition::AlreadyPresent,
+                    WriteOutcome::AlreadyPresent => EntryOutcome::AlreadyPresent,
                     WriteOutcome::Refused(reason) => {
                         *self
                             .tally
@@ -333,7 +334,7 @@ impl Worker {
                             .entry(reason.clone())
                             .or_default() += 1;
                         refused.push((i, reason));
-                        Disposition::Failed
+                        EntryOutcome::Failed
                     }
                 });
             }

@@ -22,9 +22,12 @@
 //! - [`undo`]: taking back what a run wrote.
 //! - [`status`]: where a run stands, from its run directory.
 
+pub mod env_vars;
 pub mod manifest;
 pub mod report;
+pub(crate) mod retry;
 pub mod run;
+pub mod rundir;
 pub mod settings;
 pub mod source;
 pub mod status;

@@ -10,7 +10,7 @@ use schemas::{Checkpoint, Report};
 use serde::Serialize;
 
 use crate::report::counts_line;
-use crate::run::progress::{self, REPORT_FILE};
+use crate::rundir::{self, REPORT_FILE};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,11 +42,11 @@ pub struct Status {
 
 /// Reads the status of the run in `run_dir`.
 pub fn status(run_dir: &Path) -> Result<Status, String> {
-    let checkpoint = progress::read_checkpoint(run_dir)?;
+    let checkpoint = rundir::read_checkpoint(run_dir)?;
     let report: Option<Report> = std::fs::read(run_dir.join(REPORT_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let locked = match progress::try_lock(run_dir) {
+    let locked = match rundir::try_lock(run_dir) {
         Ok(Some(_lock)) => false,
         Ok(None) => true,
         Err(e) => {
@@ -83,7 +83,7 @@ pub fn status(run_dir: &Path) -> Result<Status, String> {
 
 /// The newest run directory under `runs_dir`.
 pub fn latest_run(runs_dir: &Path) -> Option<PathBuf> {
-    progress::run_dirs(runs_dir).into_iter().next()
+    rundir::run_dirs(runs_dir).into_iter().next()
 }
 
 /// The status as a few lines of text.

@@ -506,16 +506,16 @@ pub fn append(path: &Path, report: &Report) -> anyhow::Result<()> {
 /// Writes `rows` as the whole history: temp file, fsync, rename.
 pub fn write(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let batch = to_batch(rows)?;
-    let temp = sibling(path, ".tmp");
-    let file = File::create(&temp)?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
-    let mut writer = ArrowWriter::try_new(file.try_clone()?, schema(), Some(properties))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
+    cachewarm_fs::write_atomic_with(path, |file| {
+        let mut writer = ArrowWriter::try_new(file.try_clone()?, schema(), Some(properties))
+            .map_err(std::io::Error::other)?;
+        writer.write(&batch).map_err(std::io::Error::other)?;
+        writer.close().map_err(std::io::Error::other)?;
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ use schemas::report::{
 };
 
 use crate::manifest::ManifestFile;
-use crate::run::RunError;
+use crate::rundir::{WriteError, write_atomically};
 
 /// What to observe around a warm, and where a run's outputs beyond its run directory go.
 #[derive(Debug, Clone, Default)]
@@ -52,9 +52,15 @@ pub fn write_outputs(
     report: &Report,
     run_dir: &Path,
     settings: &ReportSettings,
-) -> Result<(), RunError> {
-    write_atomically(&run_dir.join("report.md"), &markdown::render(report))?;
-    write_atomically(&run_dir.join("report.html"), &html::render(report))?;
+) -> Result<(), WriteError> {
+    write_atomically(
+        &run_dir.join("report.md"),
+        markdown::render(report).as_bytes(),
+    )?;
+    write_atomically(
+        &run_dir.join("report.html"),
+        html::render(report).as_bytes(),
+    )?;
     if let Some(path) = &settings.history
         && let Err(error) = history::append(path, report)
     {
@@ -62,7 +68,7 @@ pub fn write_outputs(
     }
     if let Some(path) = &settings.metrics_file {
         let text = metrics::render(report, metrics::last_success(path, report));
-        if let Err(source) = write_atomically(path, &text) {
+        if let Err(source) = write_atomically(path, text.as_bytes()) {
             tracing::warn!(error = %source, path = %path.display(), "metrics file not written");
         }
     }
@@ -73,22 +79,6 @@ pub fn write_outputs(
         }
     }
     Ok(())
-}
-
-/// Writes `text` to `path`: temp file, fsync, rename.
-pub fn write_atomically(path: &Path, text: &str) -> Result<(), RunError> {
-    use std::io::Write;
-    let error = |source| RunError::Output {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
-    temp_name.push(".tmp");
-    let temp = path.with_file_name(temp_name);
-    let mut file = std::fs::File::create(&temp).map_err(error)?;
-    file.write_all(text.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temp, path).map_err(error)
 }
 
 /// Points of the cumulative request weight along the manifest's ranks: every rank of the

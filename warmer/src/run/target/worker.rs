@@ -13,11 +13,12 @@ use tokio::time::Instant;
 use super::decide::{self, Pending, Rules, ttl_of};
 use super::limits::Limits;
 use super::tally::Tally;
-use crate::run::faults::{self, Breaker};
+use crate::retry;
+use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
 use crate::run::throttle::Throttle;
-use crate::run::written::{Record, WrittenLog};
 use crate::run::{Batch, InFlight, Shared};
+use crate::rundir::written::{Record, WrittenLog};
 use crate::store::{Store, StoreError, WriteItem, WriteOutcome, push_value_hash};
 use schemas::report::EntryOutcome;
 
@@ -367,7 +368,7 @@ impl Worker {
 }
 
 /// Sends the items of `pending` (a dry run asks which keys are present instead), retrying
-/// transient failures (see [`faults`]) until the deadline.
+/// transient failures (see [`crate::run::faults`]) until the deadline.
 async fn write(
     store: &Store,
     pending: &Pending,
@@ -384,7 +385,7 @@ async fn write(
             .collect();
         let present = tokio::time::timeout_at(
             shared.deadline,
-            faults::retrying(settings.retries, retried, || store.contains(&keys)),
+            retry::retrying(settings.retries, retried, || store.contains(&keys)),
         )
         .await?;
         return Ok(present.map(|present| {
@@ -415,7 +416,7 @@ async fn write(
         .collect();
     tokio::time::timeout_at(
         shared.deadline,
-        faults::retrying(settings.retries, retried, || {
+        retry::retrying(settings.retries, retried, || {
             store.write(&items, settings.overwrite)
         }),
     )

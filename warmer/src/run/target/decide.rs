@@ -129,6 +129,7 @@ pub(super) fn ttl_of(entry: &Entry, fetched: &Fetched, default_ttl: Duration) ->
 mod tests {
     use super::super::limits::Limit;
     use super::*;
+    use crate::store::ValueEncoding;
 
     const RULES: Rules<'static> = Rules {
         enabled: &[true, true],
@@ -149,6 +150,8 @@ mod tests {
         Some(Fetched {
             value: vec![b'v'; len],
             ttl: ttl_s.map(Duration::from_secs),
+            flags: 0,
+            encoding: ValueEncoding::Raw,
         })
     }
 

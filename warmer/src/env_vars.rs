@@ -1,7 +1,5 @@
-//! The names of the `CACHEWARM_*` environment variables, in one place (as uv's `env_vars.rs`).
-//!
-//! A low module: settings read most of them, and a store URL reads one
-//! (`CACHEWARM_MEMCACHED_HASHING`), so neither has to import the other for a name.
+//! The names of the environment variables the warmer reads, in one place, below every module
+//! that reads them (settings, and the stores' messages that name them).
 
 pub const CONFIG: &str = "CACHEWARM_CONFIG";
 pub const ENV: &str = "CACHEWARM_ENV";

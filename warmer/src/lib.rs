@@ -18,13 +18,14 @@
 //!   settings, with environment profiles.
 //! - [`run`]: the orchestration of a run; `run/target/` is one target's lifecycle, write loop,
 //!   per-batch decisions, capacity limits and tally.
-//! - [`manifest`]: loading and verifying manifest v1. [`source`]: value sources (a replica
-//!   store or a snapshot file).
+//! - [`manifest`]: loading and verifying manifest v1. [`source`]: value sources and their
+//!   addresses: replica stores and snapshots.
 //! - [`report`]: what a run leaves behind beyond `report.json`: the summary, `report.md`,
 //!   `report.html`, the run history (`runs.parquet`) and Prometheus metrics.
 //! - [`rundir`]: the run directory (checkpoint, lock, written-keys logs) and the output
 //!   writers; [`status`] and [`undo`] read it.
-//! - [`store`]: one folder per store kind, and store URLs.
+//! - [`store`]: the store contract, and one folder per store (Redis, memcached, SQL), each
+//!   parsing its own URL.
 //! - `retry` and [`env_vars`]: backoff for store calls and the variable names, at the bottom.
 
 pub mod env_vars;

@@ -13,10 +13,9 @@ use std::time::Duration;
 use schemas::config::{Config, WarmerConfig};
 
 use crate::run::{ResumeFrom, RunSettings};
-use crate::store::{Hashing, KeyLimits};
+use crate::store::{Hashing, KeyLimits, WriteMode};
 
-/// The names of the environment variables the warmer reads, in one place.
-pub use crate::env_vars;
+use crate::env_vars;
 
 /// Environment variables that name the environment profile, in order of precedence.
 pub const PROFILE_VARIABLES: [&str; 5] = [
@@ -260,10 +259,10 @@ pub fn resolve(
     )?;
     let (source, targets) = match hashing {
         Some(hashing) => (
-            crate::store::url::with_default_hashing(&source, hashing),
+            crate::store::with_default_hashing(&source, hashing),
             targets
                 .iter()
-                .map(|t| crate::store::url::with_default_hashing(t, hashing))
+                .map(|t| crate::store::with_default_hashing(t, hashing))
                 .collect(),
         ),
         None => (source, targets),
@@ -409,7 +408,11 @@ pub fn resolve(
         source,
         targets,
         dry_run: flags.dry_run,
-        overwrite: flags.overwrite,
+        write_mode: if flags.overwrite {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Add
+        },
         timeout,
         batch_size: batch_size as usize,
         min_ttl,

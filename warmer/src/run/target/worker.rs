@@ -419,7 +419,7 @@ async fn write(
     tokio::time::timeout_at(
         shared.deadline,
         retry::retrying(settings.retries, retried, || {
-            store.write(&items, settings.overwrite)
+            store.write(&items, settings.write_mode)
         }),
     )
     .await

@@ -16,7 +16,6 @@
 
 use crate::store::StoreError;
 // The value source retries its reads the same way.
-pub(crate) use crate::retry::retrying;
 
 /// Failed batches in a row that open a target's breaker.
 pub(crate) const BREAKER_THRESHOLD: u32 = 3;

@@ -15,7 +15,6 @@
 //! takes the target up again later.
 
 use crate::store::StoreError;
-// The value source retries its reads the same way.
 
 /// Failed batches in a row that open a target's breaker.
 pub(crate) const BREAKER_THRESHOLD: u32 = 3;

@@ -21,6 +21,7 @@ use super::throttle::Throttle;
 use super::written::{self, Record, WrittenLog};
 use super::{Batch, InFlight, RunSettings, Shared};
 use crate::manifest::Entry;
+use crate::source::Answer;
 use crate::store::{
     Fetched, Role, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, push_value_hash,
 };
@@ -457,8 +458,11 @@ type WriteResult = Result<Result<Vec<WriteOutcome>, StoreError>, tokio::time::er
 struct Pending {
     batch: Arc<Batch>,
     decided: Vec<Option<Disposition>>,
-    /// (index in the batch, key + value bytes) of each item sent, in order.
-    sent: Vec<(usize, u64)>,
+    /// The source's reason for entries it had nothing for, or failed to load.
+    reasons: Vec<(usize, String)>,
+    /// (index in the batch, index among the entry's items, key + value bytes) of each item
+    /// sent, in order. An entry's items (a loader's several store keys) are sent together.
+    sent: Vec<(usize, usize, u64)>,
     bytes: u64,
     /// Leading entries this target had handled before a resume: not counted again.
     skip: usize,
@@ -525,7 +529,8 @@ impl Worker {
                     .entries
                     .iter()
                     .zip(&batch.fetched)
-                    .filter_map(|(e, f)| Some((e.key.len() + f.as_ref()?.value.len()) as u64))
+                    .flat_map(|(e, answer)| answer.items(&e.key))
+                    .map(|(key, fetched)| (key.len() + fetched.value.len()) as u64)
                     .fold((0, 0), |(bytes, items), size| (bytes + size, items + 1));
                 if self
                     .limit_crossed(in_flight_bytes + batch_bytes, in_flight_items + batch_items)
@@ -639,10 +644,11 @@ impl Worker {
         let batch = &pending.batch;
         let mut hashes = String::with_capacity(pending.sent.len() * 32);
         let mut keys = Vec::with_capacity(pending.sent.len());
-        for &(i, _) in &pending.sent {
-            if let Some(fetched) = &batch.fetched[i] {
+        // The store keys: what undo deletes (a loader's may differ from the manifest's).
+        for &(i, j, _) in &pending.sent {
+            if let Some((key, fetched)) = batch.fetched[i].item(&batch.entries[i].key, j) {
                 push_value_hash(&mut hashes, &fetched.value);
-                keys.push(batch.entries[i].key.as_str());
+                keys.push(key);
             }
         }
         log.append_sent(
@@ -714,6 +720,7 @@ impl Worker {
     ) -> Pending {
         let settings = &shared.settings;
         let mut decided = vec![None; batch.entries.len()];
+        let mut reasons = Vec::new();
         let mut sent = Vec::with_capacity(batch.entries.len());
         let mut pending_bytes = 0u64;
         // A resumed target skips what it handled before (another target may be behind it).
@@ -722,7 +729,7 @@ impl Worker {
             .next_entry
             .saturating_sub(batch.start)
             .min(batch.entries.len());
-        for (i, (entry, fetched)) in batch.entries.iter().zip(&batch.fetched).enumerate() {
+        for (i, (entry, answer)) in batch.entries.iter().zip(&batch.fetched).enumerate() {
             if i < skip
                 || !shared
                     .category_enabled
@@ -732,26 +739,47 @@ impl Worker {
             {
                 continue;
             }
-            if self
-                .store
-                .check_key(&entry.key, &settings.key_limits)
-                .is_err()
-            {
+            let invalid = |key: &str| self.store.check_key(key, &settings.key_limits).is_err();
+            match answer {
+                // A key the store cannot hold is invalid whatever the source has for it.
+                _ if invalid(&entry.key) && !matches!(answer, Answer::Entries(_)) => {
+                    decided[i] = Some(Disposition::InvalidKey);
+                    continue;
+                }
+                Answer::Miss(reason) => {
+                    decided[i] = Some(Disposition::SourceMiss);
+                    reasons.extend(reason.clone().map(|r| (i, r)));
+                    continue;
+                }
+                Answer::Failed(reason) => {
+                    decided[i] = Some(Disposition::Failed);
+                    reasons.push((i, reason.clone()));
+                    continue;
+                }
+                Answer::Value(_) | Answer::Entries(_) => {}
+            }
+            // A loader's entries go under store keys of their own: those are what the store
+            // must take. They are written together or not at all.
+            if answer.items(&entry.key).any(|(key, _)| invalid(key)) {
                 decided[i] = Some(Disposition::InvalidKey);
                 continue;
             }
-            let Some(fetched) = fetched else {
-                decided[i] = Some(Disposition::SourceMiss);
-                continue;
-            };
-            if ttl_of(entry, fetched, settings) < settings.min_ttl {
+            if answer
+                .items(&entry.key)
+                .any(|(_, fetched)| ttl_of(entry, fetched, settings) < settings.min_ttl)
+            {
                 decided[i] = Some(Disposition::SkippedNearExpiry);
                 continue;
             }
-            let size = (entry.key.len() + fetched.value.len()) as u64;
+            let (size, items) =
+                answer
+                    .items(&entry.key)
+                    .fold((0u64, 0u64), |(size, items), (key, fetched)| {
+                        (size + (key.len() + fetched.value.len()) as u64, items + 1)
+                    });
             let crossed = self.limit_crossed(
                 in_flight_bytes + pending_bytes + size,
-                in_flight_items + sent.len() as u64 + 1,
+                in_flight_items + sent.len() as u64 + items,
             );
             if self.tally.budget_reached || crossed.is_some() {
                 // The budget is a stop line: once reached, nothing later is written, so the
@@ -765,11 +793,17 @@ impl Worker {
                 continue;
             }
             pending_bytes += size;
-            sent.push((i, size));
+            sent.extend(
+                answer
+                    .items(&entry.key)
+                    .enumerate()
+                    .map(|(j, (key, fetched))| (i, j, (key.len() + fetched.value.len()) as u64)),
+            );
         }
         Pending {
             batch,
             decided,
+            reasons,
             sent,
             bytes: pending_bytes,
             skip,
@@ -781,6 +815,7 @@ impl Worker {
         let Pending {
             batch,
             mut decided,
+            reasons,
             sent,
             skip,
             ..
@@ -816,8 +851,8 @@ impl Worker {
                     return;
                 }
             };
-            for (n, ((i, size), outcome)) in sent.into_iter().zip(outcomes).enumerate() {
-                decided[i] = Some(match outcome {
+            for (n, ((i, _, size), outcome)) in sent.into_iter().zip(outcomes).enumerate() {
+                let item = match outcome {
                     WriteOutcome::Written => {
                         self.tally.bytes_written += size;
                         written_indexes.push(n as u32);
@@ -833,8 +868,29 @@ impl Worker {
                         refused.push((i, reason));
                         Disposition::Failed
                     }
+                };
+                // An entry with several items: any refused makes it failed, else any written
+                // makes it written.
+                decided[i] = Some(match (decided[i], item) {
+                    (Some(Disposition::Failed), _) | (_, Disposition::Failed) => {
+                        Disposition::Failed
+                    }
+                    (Some(Disposition::Written), _) | (_, Disposition::Written) => {
+                        Disposition::Written
+                    }
+                    _ => Disposition::AlreadyPresent,
                 });
             }
+        }
+        for (i, reason) in reasons {
+            if decided[i] == Some(Disposition::Failed) {
+                *self
+                    .tally
+                    .failure_reasons
+                    .entry(reason.clone())
+                    .or_default() += 1;
+            }
+            refused.push((i, reason));
         }
         if let Some(log) = &mut self.log
             && was_sent
@@ -912,7 +968,7 @@ async fn write(
         let keys: Vec<&str> = pending
             .sent
             .iter()
-            .map(|&(i, _)| batch.entries[i].key.as_str())
+            .filter_map(|&(i, j, _)| Some(batch.fetched[i].item(&batch.entries[i].key, j)?.0))
             .collect();
         let present = tokio::time::timeout_at(
             shared.deadline,
@@ -935,11 +991,11 @@ async fn write(
     let items: Vec<WriteItem<'_>> = pending
         .sent
         .iter()
-        .filter_map(|&(i, _)| {
+        .filter_map(|&(i, j, _)| {
             let entry = &batch.entries[i];
-            let fetched = batch.fetched[i].as_ref()?;
+            let (key, fetched) = batch.fetched[i].item(&entry.key, j)?;
             Some(WriteItem {
-                key: &entry.key,
+                key,
                 value: &fetched.value,
                 ttl: ttl_of(entry, fetched, settings),
             })

@@ -998,6 +998,8 @@ async fn write(
                 key,
                 value: &fetched.value,
                 ttl: ttl_of(entry, fetched, settings),
+                flags: fetched.flags,
+                encoding: fetched.encoding,
             })
         })
         .collect();

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Answer;
-use crate::store::{Fetched, StoreUrl};
+use crate::store::{Fetched, StoreUrl, ValueEncoding};
 use process::{LoaderProcess, StartError};
 
 /// How loader processes are run.
@@ -735,6 +735,8 @@ impl Inner {
                 Fetched {
                     value,
                     ttl: entry.ttl_ms.map(Duration::from_millis),
+                    flags: entry.flags.unwrap_or(0),
+                    encoding: ValueEncoding::Raw,
                 },
             ));
         }

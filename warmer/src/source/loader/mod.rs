@@ -5,7 +5,8 @@
 //! shell rules and run without a shell, as `--loader-workers` processes. The first one is
 //! started before anything else so that its hello can refuse a target of another store kind
 //! (a usage error: exit 2); the others start when first needed. A batch of manifest keys is
-//! split over the workers, one request each, and the answers are put back in rank order.
+//! split into requests of at most [`MAX_REQUEST_KEYS`] over the workers, and the answers are
+//! put back in rank order.
 //!
 //! Failures never fail the run:
 //! - an answer `{"error": …, "retryable": true}` is asked again after a pause (exponential
@@ -54,6 +55,11 @@ pub struct LoaderSettings {
 
 /// The prefix of a loader source.
 pub const EXEC_PREFIX: &str = "exec:";
+/// The most keys in one request. A loader that buffers its output (Python does, on a pipe)
+/// writes nothing until it flushes, and `--loader-timeout` bounds the silence: small requests
+/// keep a slow but working loader within it (100 keys at 50 ms each is 5 s), while the cost of
+/// a request (one line each way and a `done`) stays small next to 100 answers.
+const MAX_REQUEST_KEYS: usize = 100;
 /// Room for keys, flags and JSON around the values of one answer line.
 const LINE_SLACK: usize = 64 << 10;
 /// The pauses before a retry, and before restarting a loader that keeps failing: as the run
@@ -310,7 +316,7 @@ impl LoaderSource {
     /// not be loaded is an [`Answer::Failed`] with the reason.
     pub async fn answers(&self, keys: &[&str], retries: u32) -> Vec<Answer> {
         let workers = self.inner.settings.workers.max(1);
-        let per_request = keys.len().div_ceil(workers).max(1);
+        let per_request = keys.len().div_ceil(workers).clamp(1, MAX_REQUEST_KEYS);
         let mut requests = tokio::task::JoinSet::new();
         for (n, chunk) in keys.chunks(per_request).enumerate() {
             let inner = Arc::clone(&self.inner);

@@ -23,7 +23,11 @@ const TAIL_LINE_CHARS: usize = 500;
 const STDERR_LINE_LIMIT: usize = 64 << 10;
 /// How long a stopped loader's stderr is read on for its last words (a crash's traceback
 /// arrives just before the pipe closes).
-const TAIL_WAIT: Duration = Duration::from_millis(500);
+const TAIL_WAIT: Duration = Duration::from_secs(1);
+/// How long a loader that broke the protocol may take to exit on its own once its stdin is
+/// closed, before it is killed: a loader that wrote garbage is often on its way down, and its
+/// traceback is what the report needs.
+const LAST_WORDS: Duration = Duration::from_millis(200);
 /// How long a loader may take to exit once its stdin is closed.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 /// How much of a line that is not protocol the error message quotes.
@@ -236,11 +240,17 @@ impl LoaderProcess {
         }
     }
 
-    /// Kills the loader (it failed) and returns the end of its stderr.
+    /// Ends the loader (it failed): closes its stdin, gives it [`LAST_WORDS`] to exit, kills
+    /// it, and returns the end of its stderr.
     pub async fn stop(&mut self) -> Vec<String> {
         self.stdin = None;
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        if tokio::time::timeout(LAST_WORDS, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
         self.tail().await
     }
 
@@ -310,7 +320,11 @@ async fn read_stderr(
     let mut line = Vec::new();
     loop {
         let text = match lines::read_line(&mut reader, &mut line, STDERR_LINE_LIMIT).await {
-            Ok(Read::Eof) | Err(_) => return,
+            Ok(Read::Eof) => return,
+            Err(error) => {
+                tracing::warn!(worker, %error, "cannot read a loader's stderr");
+                return;
+            }
             Ok(Read::TooLong) => "[a stderr line too long to keep]".to_owned(),
             Ok(Read::Line) => {
                 let text = String::from_utf8_lossy(&line);

@@ -494,8 +494,11 @@ impl Worker {
             // Take the next batch while fewer than WRITES_IN_FLIGHT are out, count finished
             // writes otherwise (or when no batch is ready).
             if open && *stop.borrow() {
-                // Interrupted: finish the writes in flight, take no more batches.
+                // Interrupted: finish the writes in flight, take no more batches. With none in
+                // flight (a slow source kept the worker waiting) the loop ends here: the
+                // `select!` below would have no branch left.
                 open = false;
+                continue;
             }
             let step = tokio::select! {
                 biased;

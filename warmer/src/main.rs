@@ -9,8 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use warmer::run::{ResumeFrom, RunError, RunSettings};
 use warmer::settings::{self, Resolved, RunFlags};
-use warmer::source::{SnapshotWriter, Source};
-use warmer::store::StoreUrl;
+use warmer::source::{SnapshotWriter, Source, SourceUrl};
 
 /// Warms cache stores from a hot-key manifest, and reports what it did.
 #[derive(Debug, Parser)]
@@ -419,7 +418,7 @@ async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
                 .iter()
                 .map(|t| warmer::store::redact(t))
                 .collect();
-            warmer::run::progress::latest_unfinished(
+            warmer::rundir::latest_unfinished(
                 &settings.runs_dir,
                 &manifest.header.entries_sha256,
                 &targets,
@@ -438,9 +437,7 @@ async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
                 .unwrap_or_else(|| warmer::run::new_run_id(chrono::Utc::now())),
         ),
     };
-    let resuming = run_dir
-        .join(warmer::run::progress::CHECKPOINT_FILE)
-        .is_file();
+    let resuming = run_dir.join(warmer::rundir::CHECKPOINT_FILE).is_file();
     let run_id = run_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -537,7 +534,7 @@ async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
     let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
     let mut targets = args.targets;
     if targets.is_empty()
-        && let Some(text) = settings::process_env(settings::env_vars::TARGETS)
+        && let Some(text) = settings::process_env(warmer::env_vars::TARGETS)
     {
         // The deploy's own target list, where the URLs with passwords come from a secret.
         targets = text.split_whitespace().map(str::to_owned).collect();
@@ -562,7 +559,7 @@ fn run_dir_or_latest(
         return Ok(dir);
     }
     let runs_dir = runs_dir
-        .or_else(|| settings::process_env(settings::env_vars::RUNS_DIR).map(PathBuf::from))
+        .or_else(|| settings::process_env(warmer::env_vars::RUNS_DIR).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(settings::DEFAULT_RUNS_DIR));
     warmer::status::latest_run(&runs_dir)
         .with_context(|| format!("no run directory under `{}`", runs_dir.display()))
@@ -635,13 +632,14 @@ impl StopSignals {
 
 fn report(args: ReportArgs) -> Result<ExitCode, Failure> {
     let rows = warmer::report::history::read(&args.history).map_err(|e| (e, ExitCode::from(2)))?;
-    let failure = |error: warmer::run::RunError| (anyhow::Error::new(error), ExitCode::FAILURE);
+    let failure =
+        |error: warmer::rundir::WriteError| (anyhow::Error::new(error), ExitCode::FAILURE);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("failed to create `{}`", args.out.display()))
         .map_err(|e| (e, ExitCode::FAILURE))?;
     let page = args.out.join("trend.html");
-    warmer::report::write_atomically(&page, &warmer::report::html::render_trend(&rows))
-        .map_err(failure)?;
+    let trend = warmer::report::html::render_trend(&rows);
+    warmer::rundir::write_atomically(&page, trend.as_bytes()).map_err(failure)?;
     println!(
         "trend: {} ({} rows from {})",
         page.display(),
@@ -656,7 +654,7 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
     let failure = |error: anyhow::Error| (error, ExitCode::FAILURE);
     let manifest = warmer::manifest::open(&args.manifest).map_err(|e| usage(e.into()))?;
     let manifest = Arc::new(manifest);
-    let url = StoreUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
+    let url = SourceUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
     let source = Source::open(&url, &manifest, 0)
         .await
         .map_err(|e| failure(e.into()))?;

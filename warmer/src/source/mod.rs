@@ -7,14 +7,16 @@
 
 pub mod loader;
 mod snapshot;
+mod url;
 
 use std::sync::Arc;
 
 use crate::manifest::{ManifestError, ManifestFile};
-use crate::store::{Fetched, Role, Store, StoreError, StoreUrl};
+use crate::store::{Fetched, Role, Store, StoreError};
 
 pub use loader::{LoaderError, LoaderSettings, LoaderSource};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotWriter, key_hash, write_snapshot};
+pub use url::SourceUrl;
 
 /// What a source has for one manifest key.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,12 +99,12 @@ impl Source {
     /// Opens the source at `url` for the keys of `manifest` from entry `from` on (a resumed
     /// run reads no earlier entry: a snapshot skips their rows instead of keeping them aside).
     pub async fn open(
-        url: &StoreUrl,
+        url: &SourceUrl,
         manifest: &Arc<ManifestFile>,
         from: u64,
     ) -> Result<Source, SourceError> {
         match url {
-            StoreUrl::Snapshot { path } => {
+            SourceUrl::Snapshot(path) => {
                 let path = path.clone();
                 let manifest = Arc::clone(manifest);
                 let snapshot = tokio::task::spawn_blocking(move || {
@@ -126,7 +128,9 @@ impl Source {
                 .expect("snapshot opening does not panic")?;
                 Ok(Source::Snapshot(Arc::new(snapshot)))
             }
-            store => Ok(Source::Replica(Store::connect(store, Role::Source).await?)),
+            SourceUrl::Store(store) => {
+                Ok(Source::Replica(Store::connect(store, Role::Source).await?))
+            }
         }
     }
 

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Answer;
-use crate::store::{Fetched, StoreUrl, ValueEncoding};
+use crate::store::{Fetched, StoreKind, StoreUrl, ValueEncoding};
 use process::{LoaderProcess, StartError};
 
 /// How loader processes are run.
@@ -142,12 +142,11 @@ pub fn command(source: &str) -> Option<Result<Vec<String>, LoaderError>> {
 }
 
 /// The loader store kind whose values a target of this kind reads back.
-pub fn store_kind(url: &StoreUrl) -> Option<LoaderStoreKind> {
-    match url {
-        StoreUrl::Redis { .. } | StoreUrl::RedisCluster { .. } => Some(LoaderStoreKind::Redis),
-        StoreUrl::Memcached { .. } => Some(LoaderStoreKind::Memcached),
-        StoreUrl::Sqlite { .. } => Some(LoaderStoreKind::Sql),
-        StoreUrl::Snapshot { .. } => None,
+pub fn store_kind(url: &StoreUrl) -> LoaderStoreKind {
+    match url.kind() {
+        StoreKind::Redis => LoaderStoreKind::Redis,
+        StoreKind::Memcached => LoaderStoreKind::Memcached,
+        StoreKind::Sql => LoaderStoreKind::Sql,
     }
 }
 
@@ -256,9 +255,8 @@ impl LoaderSource {
                 }
             };
         for (text, url) in targets {
-            if let Some(kind) = store_kind(url)
-                && kind != hello.store_kind
-            {
+            let kind = store_kind(url);
+            if kind != hello.store_kind {
                 process.close().await;
                 return Err(LoaderError::KindMismatch {
                     command,

@@ -162,7 +162,7 @@ pub struct Timings {
 pub struct TargetReport {
     /// The target's URL, credentials redacted.
     pub url: String,
-    /// `redis`, `memcached` or `sqlite`.
+    /// The store: `redis`, `redis-cluster`, `memcached`, `sqlite` or `postgres`.
     pub kind: String,
     /// Whether the store stayed reachable for the whole run.
     pub status: TargetStatus,
@@ -206,8 +206,9 @@ pub struct TargetReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_warmed: Vec<NotWarmed>,
     /// What stopped writing before the end of the manifest, when a capacity limit did:
-    /// `max_fill` (the run's byte budget, a share of the store's capacity) or `high_water`
-    /// (the store's used memory, live data included, reached the high-water mark).
+    /// `max_fill` (the run's byte budget, a share of the store's capacity), `high_water`
+    /// (the store's used memory, live data included, reached the high-water mark) or
+    /// `max_entries` (a SQL cache's table reached its entry limit, Django's `MAX_ENTRIES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
     /// How the run held back to keep the store's latency near what it was before warming;

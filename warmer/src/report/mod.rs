@@ -245,6 +245,13 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
                      share of its capacity warming may push it to"
                 );
             }
+            Some("max_entries") => {
+                let _ = writeln!(
+                    out,
+                    "    stopped at max_entries: the cache table holds as many rows as its \
+                     MAX_ENTRIES (past it, Django culls a third)"
+                );
+            }
             Some(_) => {
                 let _ = writeln!(
                     out,

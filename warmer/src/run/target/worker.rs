@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
-use super::limits::Limits;
+use super::limits::{Limit, Limits};
 use super::tally::Tally;
 use crate::retry;
 use crate::run::faults::Breaker;
@@ -334,6 +334,14 @@ impl Worker {
                         EntryOutcome::Written
                     }
                     WriteOutcome::AlreadyPresent => EntryOutcome::AlreadyPresent,
+                    WriteOutcome::NoRoom => {
+                        // A SQL cache at its entry limit: a stop line, as the byte budget.
+                        if !self.tally.budget_reached {
+                            self.tally.stopped_by = Some(Limit::MaxEntries);
+                        }
+                        self.tally.budget_reached = true;
+                        EntryOutcome::SkippedBudget
+                    }
                     WriteOutcome::Refused(reason) => {
                         *self
                             .tally

@@ -147,6 +147,14 @@ pub struct WarmerConfig {
     /// `HashClient`, Django `PyMemcacheCache`). No default: a wrong guess would put keys
     /// where the application never reads them.
     pub memcached_hashing: Option<String>,
+    /// Loader processes run side by side for an `exec:` source. Default: the number of cores.
+    pub loader_workers: Option<u32>,
+    /// The longest a loader may go without writing a line while it owes answers (`30s`);
+    /// past it the loader is restarted and its request asked again. Default 30s.
+    pub loader_timeout: Option<String>,
+    /// The largest value the run takes from an `exec:` loader (`16MiB`), the entries of one
+    /// manifest key together; a larger one is skipped and counted `failed`. Default 16MiB.
+    pub max_value_size: Option<String>,
 }
 
 /// A latency multiple, or `"off"`.

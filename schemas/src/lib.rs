@@ -15,11 +15,13 @@
 //! - [`checkpoint`]: checkpoint v1.
 //! - [`config`]: the `cachewarm.toml` file.
 //! - [`keys`]: the key rules of each store kind.
+//! - [`loader`]: loader protocol v1, between the warmer and an application's loader process.
 
 pub mod checkpoint;
 pub mod config;
 pub mod event;
 pub mod keys;
+pub mod loader;
 pub mod manifest;
 pub mod report;
 
@@ -48,6 +50,18 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         (
             "checkpoint.v1.schema.json",
             render(schemars::schema_for!(Checkpoint)),
+        ),
+        (
+            "loader-hello.v1.schema.json",
+            render(schemars::schema_for!(loader::HelloLine)),
+        ),
+        (
+            "loader-request.v1.schema.json",
+            render(schemars::schema_for!(loader::Request)),
+        ),
+        (
+            "loader-answer.v1.schema.json",
+            render(schemars::schema_for!(loader::AnswerLine)),
         ),
         (
             "config.schema.json",

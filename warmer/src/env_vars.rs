@@ -24,6 +24,9 @@ pub const HIGH_WATER: &str = "CACHEWARM_HIGH_WATER";
 pub const RETRIES: &str = "CACHEWARM_RETRIES";
 pub const LATENCY_MULTIPLE: &str = "CACHEWARM_LATENCY_MULTIPLE";
 pub const MEMCACHED_HASHING: &str = "CACHEWARM_MEMCACHED_HASHING";
+pub const LOADER_WORKERS: &str = "CACHEWARM_LOADER_WORKERS";
+pub const LOADER_TIMEOUT: &str = "CACHEWARM_LOADER_TIMEOUT";
+pub const MAX_VALUE_SIZE: &str = "CACHEWARM_MAX_VALUE_SIZE";
 /// libpq's variable for the PostgreSQL password, read by the `postgres://` store when the URL
 /// gives none (so that it need not be in the process list).
 pub const PGPASSWORD: &str = "PGPASSWORD";

@@ -41,8 +41,9 @@ struct RunArgs {
     /// The manifest written by `analyzer rank` (`.json` or `.json.zst`).
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// Where values come from: a replica store URL (redis://, memcached://, sqlite://) or a
-    /// snapshot file (.parquet).
+    /// Where values come from: a replica store URL (redis://, memcached://, sqlite://), a
+    /// snapshot file (.parquet), or `exec:COMMAND ARGS…`: loader processes that compute
+    /// values with the application's own code (loader protocol v1, see the README).
     #[arg(long)]
     source: Option<String>,
     /// A store to warm; repeat for several. Default: the embedded SQLite store
@@ -98,8 +99,8 @@ struct RunArgs {
     /// Turn warming on or off, whatever the environment and config say.
     #[arg(long)]
     enabled: Option<bool>,
-    /// Exit 1 when a store or the source failed (by default the run exits 0 so a deploy never
-    /// breaks because of warming).
+    /// Exit 1 when a store or the source failed, a loader included (by default the run exits
+    /// 0 so a deploy never breaks because of warming).
     #[arg(long)]
     strict: bool,
     /// Keep writing to a store whose eviction counter grows during the run (by default the
@@ -119,6 +120,18 @@ struct RunArgs {
     /// before warming, or `off` [default: 1.5].
     #[arg(long, value_parser = |t: &str| warmer::settings::parse_latency_multiple(t).map(Off))]
     latency_multiple: Option<Off<f64>>,
+    /// Loader processes run side by side for an `exec:` source [default: the number of
+    /// cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    loader_workers: Option<u32>,
+    /// Restart a loader that writes no line for this long while it owes answers, and ask its
+    /// keys again [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    loader_timeout: Option<Duration>,
+    /// The largest value taken from a loader, a manifest key's entries together (`16MiB`);
+    /// larger ones are skipped and counted failed [default: 16MiB].
+    #[arg(long, value_parser = warmer::settings::parse_size)]
+    max_value_size: Option<u64>,
     /// Continue an interrupted run: the run directory given, or without one the latest
     /// unfinished run of the same manifest and targets (a new run when there is none).
     #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
@@ -311,6 +324,9 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         high_water: args.high_water,
         retries: args.retries,
         latency_multiple: args.latency_multiple.map(|Off(m)| m),
+        loader_workers: args.loader_workers,
+        loader_timeout: args.loader_timeout,
+        max_value_size: args.max_value_size,
         resume,
         run_id: args.run_id,
     };
@@ -358,7 +374,15 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         "{}",
         warmer::report::summary(&result.report, &result.run_dir)
     );
+    // A loader that failed (crashed, hung, broke the protocol, or could not load some keys)
+    // is a failure of the source, even when its restarts got the keys written.
+    let loader_failed = result
+        .report
+        .loader
+        .as_ref()
+        .is_some_and(|l| !l.failures.is_empty() || !l.errors.is_empty());
     let failed = result.report.source_error.is_some()
+        || loader_failed
         || result
             .report
             .targets

@@ -56,6 +56,14 @@ pub const DEFAULT_RETRIES: u32 = 4;
 /// The latency multiple above which the run slows down: the goal for live readers.
 pub const DEFAULT_LATENCY_MULTIPLE: f64 = 1.5;
 pub const DEFAULT_RUNS_DIR: &str = "cachewarm-runs";
+/// How long a loader may go without a line while it owes answers. A loader computes values
+/// with the application's code (database queries, template rendering): seconds per key are
+/// possible, half a minute without any answer is a loader that hangs.
+pub const DEFAULT_LOADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest value taken from a loader: memcached's own item limit is 1 MiB by default and
+/// Redis takes up to 512 MiB; 16 MiB keeps a run's memory (values of a batch in flight)
+/// bounded while passing any value a cache is sensibly used for.
+pub const DEFAULT_MAX_VALUE_SIZE: u64 = 16 << 20;
 
 /// A setting that cannot be used, naming where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +115,9 @@ pub struct RunFlags {
     pub retries: Option<u32>,
     /// `Some(None)`: adaptive throttling off.
     pub latency_multiple: Option<Option<f64>>,
+    pub loader_workers: Option<u32>,
+    pub loader_timeout: Option<Duration>,
+    pub max_value_size: Option<u64>,
     pub resume: Option<ResumeFrom>,
     pub run_id: Option<String>,
     /// Live-traffic observation windows and the report's outputs.
@@ -402,6 +413,39 @@ pub fn resolve(
         parse_latency_multiple,
     )?
     .unwrap_or(Some(DEFAULT_LATENCY_MULTIPLE));
+    let loader_workers = layered(
+        flags.loader_workers.map(u64::from),
+        var,
+        env_vars::LOADER_WORKERS,
+        &layers,
+        "loader_workers",
+        |c| as_text(c.loader_workers.map(u64::from)),
+        |t| parse_count(t, 1, 256),
+    )?
+    .map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        |n| n as usize,
+    );
+    let loader_timeout = layered(
+        flags.loader_timeout,
+        var,
+        env_vars::LOADER_TIMEOUT,
+        &layers,
+        "loader_timeout",
+        |c| c.loader_timeout.clone(),
+        parse_duration,
+    )?
+    .unwrap_or(DEFAULT_LOADER_TIMEOUT);
+    let max_value_size = layered(
+        flags.max_value_size,
+        var,
+        env_vars::MAX_VALUE_SIZE,
+        &layers,
+        "max_value_size",
+        |c| c.max_value_size.clone(),
+        parse_size,
+    )?
+    .unwrap_or(DEFAULT_MAX_VALUE_SIZE);
 
     let settings = RunSettings {
         manifest,
@@ -432,6 +476,11 @@ pub fn resolve(
         high_water,
         retries,
         latency_multiple,
+        loader: crate::source::LoaderSettings {
+            workers: loader_workers,
+            timeout: loader_timeout,
+            max_value_size,
+        },
         resume: flags.resume,
         run_id: flags.run_id,
         report: crate::report::ReportSettings {
@@ -558,8 +607,12 @@ pub fn parse_latency_multiple(text: &str) -> Result<Option<f64>, String> {
 
 /// Bytes per second: a size with an optional `/s` (`2MiB`, `2MiB/s`, `500000`).
 pub fn parse_rate_size(text: &str) -> Result<u64, String> {
-    let size = text.trim().trim_end_matches("/s");
-    match size.trim().parse::<bytesize::ByteSize>() {
+    parse_size(text.trim().trim_end_matches("/s"))
+}
+
+/// A size above 0 in bytes or units (`512KiB`, `16MiB`, `200000`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<bytesize::ByteSize>() {
         Ok(size) if size.as_u64() > 0 => Ok(size.as_u64()),
         Ok(_) => Err("must be more than 0".to_owned()),
         Err(e) => Err(format!(

@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use crate::manifest::{self, Entry, ManifestError, ManifestFile};
 use crate::rundir::{WriteError, write_json_atomically};
-use crate::source::{Source, SourceUrl};
-use crate::store::{Fetched, KeyLimits, Role, Store, StoreUrl, UrlError, WriteMode, redact};
+use crate::source::{Answer, LoaderError, LoaderSource, Source, SourceUrl, loader};
+use crate::store::{KeyLimits, Role, Store, StoreUrl, UrlError, WriteMode, redact};
 use progress::Board;
 use target::TargetRun;
 
@@ -79,6 +79,8 @@ pub struct RunSettings {
     pub retries: u32,
     /// Slow down when the store's latency exceeds this multiple of its baseline; `None`: off.
     pub latency_multiple: Option<f64>,
+    /// Loader processes of an `exec:` source.
+    pub loader: crate::source::LoaderSettings,
     /// Continue an earlier run instead of starting one.
     pub resume: Option<ResumeFrom>,
     /// The new run's id (`--detach` picks it before starting the run in the background).
@@ -131,6 +133,8 @@ pub enum RunError {
     Busy { dir: PathBuf, pid: Option<u32> },
     #[error("{0}")]
     Categories(String),
+    #[error(transparent)]
+    Loader(LoaderError),
 }
 
 impl From<WriteError> for RunError {
@@ -157,12 +161,12 @@ const PARSED_AHEAD: usize = 4;
 /// the replica waits for a round trip.
 const FETCHES_IN_FLIGHT: usize = 3;
 
-/// Entries `start..start + entries.len()` of the manifest and their values from the source.
+/// Entries `start..start + entries.len()` of the manifest and what the source has for each.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub start: usize,
     pub entries: Vec<Entry>,
-    pub fetched: Vec<Option<Fetched>>,
+    pub fetched: Vec<Answer>,
 }
 
 /// Settings every target task reads.
@@ -201,7 +205,15 @@ pub async fn run(
     let manifest = tokio::task::spawn_blocking(move || manifest::open(&path))
         .await
         .expect("manifest verification does not panic")?;
-    let source_url = SourceUrl::parse(&settings.source)?;
+    // An `exec:` source is no store URL: its loader is started below, once the targets are
+    // known.
+    let loader_command = loader::command(&settings.source)
+        .transpose()
+        .map_err(RunError::Loader)?;
+    let source_url = match loader_command {
+        Some(_) => None,
+        None => Some(SourceUrl::parse(&settings.source)?),
+    };
     let target_urls = settings
         .targets
         .iter()
@@ -236,6 +248,27 @@ pub async fn run(
         }
     };
     let redacted_targets: Vec<String> = settings.targets.iter().map(|t| redact(t)).collect();
+    // The loader says hello before the run directory is made: a loader for another kind of
+    // store is a usage error, and leaves nothing behind. One that fails to start is reported
+    // like a source that is down.
+    let loader = match loader_command {
+        None => None,
+        Some(argv) => {
+            let targets: Vec<(String, &StoreUrl)> = redacted_targets
+                .iter()
+                .cloned()
+                .zip(target_urls.iter())
+                .collect();
+            match LoaderSource::start(argv, &settings.loader, &targets).await {
+                Ok(loader) => Some(Ok(loader)),
+                Err(error) if error.is_usage() => return Err(RunError::Loader(error)),
+                Err(error) => {
+                    tracing::error!(%error, "loader did not start; nothing will be written");
+                    Some(Err(error.to_string()))
+                }
+            }
+        }
+    };
 
     let (run_dir, lock, previous) = progress::open_run_dir(
         &settings,
@@ -318,15 +351,19 @@ pub async fn run(
         ))
         .min()
         .unwrap_or(0);
-    let source = match tokio::time::timeout_at(
-        deadline,
-        Source::open(&source_url, &shared.manifest, resume_from),
-    )
-    .await
-    {
-        Ok(Ok(source)) => Ok(Arc::new(source)),
-        Ok(Err(error)) => Err(format!("{error:#}")),
-        Err(_) => Err("timed out opening the source".to_owned()),
+    let source = match (loader, &source_url) {
+        (Some(loader), _) => loader.map(|loader| Arc::new(Source::Loader(loader))),
+        (None, Some(source_url)) => match tokio::time::timeout_at(
+            deadline,
+            Source::open(source_url, &shared.manifest, resume_from),
+        )
+        .await
+        {
+            Ok(Ok(source)) => Ok(Arc::new(source)),
+            Ok(Err(error)) => Err(format!("{error:#}")),
+            Err(_) => Err("timed out opening the source".to_owned()),
+        },
+        (None, None) => Err("no source".to_owned()),
     };
 
     let mut targets = Vec::with_capacity(target_urls.len());
@@ -365,6 +402,13 @@ pub async fn run(
         }
     };
     let warm_ms = warm_start.elapsed().as_millis() as u64;
+    let loader_report = match &source {
+        Ok(source) => {
+            source.close().await;
+            source.loader_report()
+        }
+        Err(_) => None,
+    };
     shared.board.close();
     let _ = checkpointer.await;
 
@@ -401,6 +445,7 @@ pub async fn run(
         observation: None,
         prediction: None,
         rank_curve: Vec::new(),
+        loader: loader_report,
     };
     for target in &targets {
         shared.board.post(target.index, target.progress(&shared));
@@ -495,14 +540,42 @@ async fn warm(
                     start += skip;
                 }
                 let source = Arc::clone(source);
-                let deadline = shared.deadline;
-                let retries = shared.settings.retries;
+                let shared = Arc::clone(shared);
                 fetches.push(async move {
+                    // Entries of categories the run leaves out are not asked for (a loader
+                    // would compute them for nothing); they are skipped when counted.
+                    let wanted: Vec<bool> = batch
+                        .iter()
+                        .map(|e| {
+                            shared
+                                .category_enabled
+                                .get(e.category as usize)
+                                .copied()
+                                .unwrap_or(true)
+                        })
+                        .collect();
                     let fetched = {
-                        let keys: Vec<&str> = batch.iter().map(|e| e.key.as_str()).collect();
-                        let fetch = source.fetch_retrying(&keys, retries);
-                        tokio::time::timeout_at(deadline, fetch).await
+                        let keys: Vec<&str> = batch
+                            .iter()
+                            .zip(&wanted)
+                            .filter(|(_, wanted)| **wanted)
+                            .map(|(e, _)| e.key.as_str())
+                            .collect();
+                        let fetch = source.answers(&keys, shared.settings.retries);
+                        tokio::time::timeout_at(shared.deadline, fetch).await
                     };
+                    let fetched = fetched.map(|fetched| {
+                        fetched.map(|answers| {
+                            let mut answers = answers.into_iter();
+                            wanted
+                                .iter()
+                                .map(|&wanted| match wanted {
+                                    true => answers.next().unwrap_or(Answer::Miss(None)),
+                                    false => Answer::Miss(None),
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    });
                     (start, batch, fetched)
                 });
             }

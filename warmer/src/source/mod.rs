@@ -1,5 +1,11 @@
-//! Where values come from: a replica store (any store URL) or a snapshot file.
+//! Where values come from: a replica store (any store URL), a snapshot file, or the
+//! application's own loader processes (`exec:`, see [`loader`]).
+//!
+//! A source answers each manifest key with an [`Answer`]: a replica or a snapshot with at most
+//! one value under the manifest key itself, a loader with any number of entries under store
+//! keys of its own (written together), a miss with its reason, or a failure.
 
+pub mod loader;
 mod snapshot;
 mod url;
 
@@ -8,8 +14,62 @@ use std::sync::Arc;
 use crate::manifest::{ManifestError, ManifestFile};
 use crate::store::{Fetched, Role, Store, StoreError};
 
+pub use loader::{LoaderError, LoaderSettings, LoaderSource};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotWriter, key_hash, write_snapshot};
 pub use url::SourceUrl;
+
+/// What a source has for one manifest key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Nothing to warm; the source's reason, when it gives one.
+    Miss(Option<String>),
+    /// One value, stored under the manifest key (a replica, a snapshot).
+    Value(Fetched),
+    /// Values to write together, each under its own store key (a loader). The manifest
+    /// key's category and rank stand for all of them.
+    Entries(Vec<(String, Fetched)>),
+    /// The source could not load the key, after its retries; why.
+    Failed(String),
+}
+
+impl Answer {
+    /// The `(store key, value)` pairs to write for `manifest_key`, in order.
+    pub fn items<'a>(
+        &'a self,
+        manifest_key: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Fetched)> + 'a {
+        let single = match self {
+            Answer::Value(fetched) => Some((manifest_key, fetched)),
+            _ => None,
+        };
+        let many = match self {
+            Answer::Entries(entries) => entries.as_slice(),
+            _ => &[],
+        };
+        single
+            .into_iter()
+            .chain(many.iter().map(|(key, fetched)| (key.as_str(), fetched)))
+    }
+
+    /// Item `index` of [`items`](Self::items).
+    pub fn item<'a>(
+        &'a self,
+        manifest_key: &'a str,
+        index: usize,
+    ) -> Option<(&'a str, &'a Fetched)> {
+        match self {
+            Answer::Value(fetched) if index == 0 => Some((manifest_key, fetched)),
+            Answer::Entries(entries) => entries.get(index).map(|(k, f)| (k.as_str(), f)),
+            _ => None,
+        }
+    }
+}
+
+impl From<Option<Fetched>> for Answer {
+    fn from(fetched: Option<Fetched>) -> Answer {
+        fetched.map_or(Answer::Miss(None), Answer::Value)
+    }
+}
 
 /// A value source.
 #[derive(Debug)]
@@ -18,6 +78,8 @@ pub enum Source {
     Replica(Store),
     /// A Parquet snapshot, read in step with the manifest.
     Snapshot(Arc<Snapshot>),
+    /// Loader processes computing values with the application's code.
+    Loader(LoaderSource),
 }
 
 /// Why a source could not be opened or read.
@@ -29,6 +91,8 @@ pub enum SourceError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error("a loader (`exec:`) computes values for a run; it cannot be read as a store here")]
+    NotAStore,
 }
 
 impl Source {
@@ -70,19 +134,50 @@ impl Source {
         }
     }
 
-    /// The live value and remaining TTL of each of `keys`.
+    /// The live value and remaining TTL of each of `keys` (a replica or a snapshot).
     pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, SourceError> {
         self.fetch_retrying(keys, 0).await
     }
 
+    /// What the source has for each of `keys`, with transient failures retried `retries`
+    /// times with backoff (see `run::faults`). A loader answers every key, failures included:
+    /// it does not fail as a whole.
+    pub async fn answers(&self, keys: &[&str], retries: u32) -> Result<Vec<Answer>, SourceError> {
+        match self {
+            Source::Loader(loader) => Ok(loader.answers(keys, retries).await),
+            source => Ok(source
+                .fetch_retrying(keys, retries)
+                .await?
+                .into_iter()
+                .map(Answer::from)
+                .collect()),
+        }
+    }
+
+    /// The loader's part of the report, when the source is a loader.
+    pub fn loader_report(&self) -> Option<schemas::report::LoaderReport> {
+        match self {
+            Source::Loader(loader) => Some(loader.report()),
+            _ => None,
+        }
+    }
+
+    /// Ends the loader processes, if any (closes their stdin, then waits for them briefly).
+    pub async fn close(&self) {
+        if let Source::Loader(loader) = self {
+            loader.close().await;
+        }
+    }
+
     /// [`fetch`](Self::fetch), with a replica's transient failures retried `retries` times
     /// with backoff (see `run::faults`).
-    pub async fn fetch_retrying(
+    async fn fetch_retrying(
         &self,
         keys: &[&str],
         retries: u32,
     ) -> Result<Vec<Option<Fetched>>, SourceError> {
         match self {
+            Source::Loader(_) => Err(SourceError::NotAStore),
             Source::Replica(store) => {
                 let retried = std::sync::Arc::default();
                 let fetched =

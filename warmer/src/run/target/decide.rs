@@ -9,6 +9,7 @@ use super::limits::Limits;
 use super::tally::Tally;
 use crate::manifest::Entry;
 use crate::run::{Batch, Shared};
+use crate::source::Answer;
 use crate::store::Fetched;
 use schemas::report::EntryOutcome;
 
@@ -38,8 +39,11 @@ impl Rules<'_> {
 pub(super) struct Pending {
     pub batch: Arc<Batch>,
     pub decided: Vec<Option<EntryOutcome>>,
-    /// (index in the batch, key + value bytes) of each item sent, in order.
-    pub sent: Vec<(usize, u64)>,
+    /// The source's reason for entries it had nothing for, or failed to load.
+    pub reasons: Vec<(usize, String)>,
+    /// (index in the batch, index among the entry's items, key + value bytes) of each item
+    /// sent, in order. An entry's items (a loader's several store keys) are sent together.
+    pub sent: Vec<(usize, usize, u64)>,
     pub bytes: u64,
     /// Leading entries this target had handled before a resume: not counted again.
     pub skip: usize,
@@ -62,6 +66,7 @@ pub(super) fn decide(
     in_flight_items: u64,
 ) -> Pending {
     let mut decided = vec![None; batch.entries.len()];
+    let mut reasons = Vec::new();
     let mut sent = Vec::with_capacity(batch.entries.len());
     let mut pending_bytes = 0u64;
     // A resumed target skips what it handled before (another target may be behind it).
@@ -69,27 +74,51 @@ pub(super) fn decide(
         .next_entry
         .saturating_sub(batch.start)
         .min(batch.entries.len());
-    for (i, (entry, fetched)) in batch.entries.iter().zip(&batch.fetched).enumerate() {
+    for (i, (entry, answer)) in batch.entries.iter().zip(&batch.fetched).enumerate() {
         if i < skip || !writes_category(rules.enabled, entry.category) {
             continue;
         }
-        if !key_ok(&entry.key) {
+        match answer {
+            // A key the store cannot hold is invalid whatever the source has for it.
+            _ if !key_ok(&entry.key) && !matches!(answer, Answer::Entries(_)) => {
+                decided[i] = Some(EntryOutcome::InvalidKey);
+                continue;
+            }
+            Answer::Miss(reason) => {
+                decided[i] = Some(EntryOutcome::SourceMiss);
+                reasons.extend(reason.clone().map(|r| (i, r)));
+                continue;
+            }
+            Answer::Failed(reason) => {
+                decided[i] = Some(EntryOutcome::Failed);
+                reasons.push((i, reason.clone()));
+                continue;
+            }
+            Answer::Value(_) | Answer::Entries(_) => {}
+        }
+        // A loader's entries go under store keys of their own: those are what the store must
+        // take. They are written together or not at all.
+        if answer.items(&entry.key).any(|(key, _)| !key_ok(key)) {
             decided[i] = Some(EntryOutcome::InvalidKey);
             continue;
         }
-        let Some(fetched) = fetched else {
-            decided[i] = Some(EntryOutcome::SourceMiss);
-            continue;
-        };
-        if ttl_of(entry, fetched, rules.default_ttl) < rules.min_ttl {
+        if answer
+            .items(&entry.key)
+            .any(|(_, fetched)| ttl_of(entry, fetched, rules.default_ttl) < rules.min_ttl)
+        {
             decided[i] = Some(EntryOutcome::SkippedNearExpiry);
             continue;
         }
-        let size = (entry.key.len() + fetched.value.len()) as u64;
+        let (size, items) =
+            answer
+                .items(&entry.key)
+                .fold((0u64, 0u64), |(size, items), (key, fetched)| {
+                    (size + (key.len() + fetched.value.len()) as u64, items + 1)
+                });
         let crossed = limits.crossed(
             tally,
             in_flight_bytes + pending_bytes + size,
-            in_flight_items + sent.len() as u64 + 1,
+            in_flight_items + sent.len() as u64 + items,
         );
         if tally.budget_reached || crossed.is_some() {
             // The budget is a stop line: once reached, nothing later is written, so the
@@ -103,11 +132,17 @@ pub(super) fn decide(
             continue;
         }
         pending_bytes += size;
-        sent.push((i, size));
+        sent.extend(
+            answer
+                .items(&entry.key)
+                .enumerate()
+                .map(|(j, (key, fetched))| (i, j, (key.len() + fetched.value.len()) as u64)),
+        );
     }
     Pending {
         batch,
         decided,
+        reasons,
         sent,
         bytes: pending_bytes,
         skip,
@@ -156,7 +191,8 @@ mod tests {
     }
 
     fn batch(start: usize, rows: Vec<(Entry, Option<Fetched>)>) -> Arc<Batch> {
-        let (entries, fetched) = rows.into_iter().unzip();
+        let (entries, fetched): (Vec<Entry>, Vec<Option<Fetched>>) = rows.into_iter().unzip();
+        let fetched = fetched.into_iter().map(Answer::from).collect();
         Arc::new(Batch {
             start,
             entries,
@@ -208,7 +244,7 @@ mod tests {
                 None,
             ]
         );
-        assert_eq!(pending.sent, vec![(0, 12), (5, 25), (6, 27)]);
+        assert_eq!(pending.sent, vec![(0, 0, 12), (5, 0, 25), (6, 0, 27)]);
         assert_eq!(pending.bytes, 12 + 25 + 27);
         assert_eq!(pending.skip, 0);
     }
@@ -225,7 +261,7 @@ mod tests {
         let mut tally = Tally::default();
         let limits = Limits::new(Some(110), None, 0, &tally);
         let pending = decide(batch(0, rows), &mut tally, &limits, RULES, |_| true, 20, 1);
-        assert_eq!(pending.sent, vec![(0, 50)]);
+        assert_eq!(pending.sent, vec![(0, 0, 50)]);
         assert_eq!(
             pending.decided[1..],
             [
@@ -254,7 +290,7 @@ mod tests {
         // 1000 used + 100 + 256 overhead fits under 1500; a second entry does not.
         let limits = Limits::new(None, Some(1500), 1000, &tally);
         let pending = decide(batch(0, rows), &mut tally, &limits, RULES, |_| true, 0, 0);
-        assert_eq!(pending.sent, vec![(0, 100)]);
+        assert_eq!(pending.sent, vec![(0, 0, 100)]);
         assert_eq!(tally.stopped_by, Some(Limit::HighWater));
     }
 
@@ -279,7 +315,7 @@ mod tests {
         };
         let pending = decide(batch(10, rows), &mut tally, &limits, rules, |_| true, 0, 0);
         assert_eq!(pending.skip, 2);
-        assert_eq!(pending.sent, vec![(3, 2)]);
+        assert_eq!(pending.sent, vec![(3, 0, 2)]);
         assert!(pending.decided.iter().all(Option::is_none));
     }
 }

@@ -148,7 +148,7 @@ mod tests {
     fn batch(start: usize, entries: Vec<Entry>) -> Batch {
         Batch {
             start,
-            fetched: vec![None; entries.len()],
+            fetched: vec![crate::source::Answer::Miss(None); entries.len()],
             entries,
         }
     }

@@ -80,8 +80,11 @@ impl Worker {
             // Take the next batch while fewer than WRITES_IN_FLIGHT are out, count finished
             // writes otherwise (or when no batch is ready).
             if open && *stop.borrow() {
-                // Interrupted: finish the writes in flight, take no more batches.
+                // Interrupted: finish the writes in flight, take no more batches. With none in
+                // flight (a slow source kept the worker waiting) the loop ends here: the
+                // `select!` below would have no branch left.
                 open = false;
+                continue;
             }
             let step = tokio::select! {
                 biased;
@@ -115,7 +118,8 @@ impl Worker {
                     .entries
                     .iter()
                     .zip(&batch.fetched)
-                    .filter_map(|(e, f)| Some((e.key.len() + f.as_ref()?.value.len()) as u64))
+                    .flat_map(|(e, answer)| answer.items(&e.key))
+                    .map(|(key, fetched)| (key.len() + fetched.value.len()) as u64)
                     .fold((0, 0), |(bytes, items), size| (bytes + size, items + 1));
                 if self
                     .limits
@@ -227,10 +231,11 @@ impl Worker {
         let batch = &pending.batch;
         let mut hashes = String::with_capacity(pending.sent.len() * 32);
         let mut keys = Vec::with_capacity(pending.sent.len());
-        for &(i, _) in &pending.sent {
-            if let Some(fetched) = &batch.fetched[i] {
+        // The store keys: what undo deletes (a loader's may differ from the manifest's).
+        for &(i, j, _) in &pending.sent {
+            if let Some((key, fetched)) = batch.fetched[i].item(&batch.entries[i].key, j) {
                 push_value_hash(&mut hashes, &fetched.value);
-                keys.push(batch.entries[i].key.as_str());
+                keys.push(key);
             }
         }
         log.append_sent(
@@ -285,6 +290,7 @@ impl Worker {
         let Pending {
             batch,
             mut decided,
+            reasons,
             sent,
             skip,
             ..
@@ -320,8 +326,8 @@ impl Worker {
                     return;
                 }
             };
-            for (n, ((i, size), outcome)) in sent.into_iter().zip(outcomes).enumerate() {
-                decided[i] = Some(match outcome {
+            for (n, ((i, _, size), outcome)) in sent.into_iter().zip(outcomes).enumerate() {
+                let item = match outcome {
                     WriteOutcome::Written => {
                         self.tally.bytes_written += size;
                         written_indexes.push(n as u32);
@@ -345,8 +351,29 @@ impl Worker {
                         refused.push((i, reason));
                         EntryOutcome::Failed
                     }
+                };
+                // An entry with several items: any refused makes it failed, else any written
+                // makes it written.
+                decided[i] = Some(match (decided[i], item) {
+                    (Some(EntryOutcome::Failed), _) | (_, EntryOutcome::Failed) => {
+                        EntryOutcome::Failed
+                    }
+                    (Some(EntryOutcome::Written), _) | (_, EntryOutcome::Written) => {
+                        EntryOutcome::Written
+                    }
+                    _ => EntryOutcome::AlreadyPresent,
                 });
             }
+        }
+        for (i, reason) in reasons {
+            if decided[i] == Some(EntryOutcome::Failed) {
+                *self
+                    .tally
+                    .failure_reasons
+                    .entry(reason.clone())
+                    .or_default() += 1;
+            }
+            refused.push((i, reason));
         }
         if let Some(log) = &mut self.log
             && was_sent
@@ -389,7 +416,7 @@ async fn write(
         let keys: Vec<&str> = pending
             .sent
             .iter()
-            .map(|&(i, _)| batch.entries[i].key.as_str())
+            .filter_map(|&(i, j, _)| Some(batch.fetched[i].item(&batch.entries[i].key, j)?.0))
             .collect();
         let present = tokio::time::timeout_at(
             shared.deadline,
@@ -412,11 +439,11 @@ async fn write(
     let items: Vec<WriteItem<'_>> = pending
         .sent
         .iter()
-        .filter_map(|&(i, _)| {
+        .filter_map(|&(i, j, _)| {
             let entry = &batch.entries[i];
-            let fetched = batch.fetched[i].as_ref()?;
+            let (key, fetched) = batch.fetched[i].item(&entry.key, j)?;
             Some(WriteItem {
-                key: &entry.key,
+                key,
                 value: &fetched.value,
                 ttl: ttl_of(entry, fetched, settings.default_ttl),
                 flags: fetched.flags,

@@ -1,0 +1,313 @@
+"""One backend's scenario against the example project, in a process of its own (Django's
+settings are fixed per process): ``python scenario.py protocol|e2e``, with ``EXAMPLE_CACHES``,
+``EXAMPLE_DATABASES`` and ``SCENARIO_*`` variables saying what to run against.
+
+It prints a ``RESULT {json}`` line with its figures and exits non-zero when a check fails.
+Expected values are what the app itself computed and cached during a cold replay, read back
+through ``cache.get``; the store is written by the warmer (e2e) or, for the protocol check, by
+the store's own plain client with the loader's bytes and flags.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "example"
+sys.path.insert(0, str(EXAMPLE))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exampleproject.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Permission  # noqa: E402
+from django.core.cache import cache  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from cachewarm_django import access_log  # noqa: E402
+from cachewarm_django.sessions import CACHED_DB_PREFIX, session_hash  # noqa: E402
+from shop import services  # noqa: E402
+from shop.models import Country, Order, Profile, Setting  # noqa: E402
+
+WORK = Path(os.environ["SCENARIO_DIR"])
+KIND = os.environ["SCENARIO_STORE_KIND"]  # redis | memcached | sql
+USERS = int(os.environ.get("SCENARIO_USERS", "40"))
+DAYS = [datetime.date(2026, 11, day) for day in range(20, 25)]
+BACKEND = settings.CACHES["default"]["BACKEND"]
+_MISSING = object()
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+# --- data, users, traffic ---------------------------------------------------------------
+
+
+def setup_data() -> list[tuple[Any, Client]]:
+    call_command("migrate", verbosity=0)
+    if "DatabaseCache" in BACKEND:
+        call_command("createcachetable", verbosity=0)
+    rng = random.Random(7)
+    countries = [Country.objects.create(code=c, name=n) for c, n in
+                 [("de", "Germany"), ("fr", "France"), ("jp", "Japan"), ("br", "Brazil"), ("ke", "Kenya")]]
+    Setting.objects.create(name="site_name", value="Example Shop")
+    for i in range(5):
+        Setting.objects.create(name=f"feature_{i}", value=str(i % 2 == 0))
+    view_order = Permission.objects.get(codename="view_order")
+    users = []
+    for i in range(USERS):
+        user = get_user_model().objects.create_user(f"user{i:03d}", password=None)
+        Profile.objects.create(
+            user=user, display_name=f"User {i} <&>", country=countries[i % 5], bio="x" * (i * 7 % 300)
+        )
+        if i % 3 == 0:
+            user.user_permissions.add(view_order)
+        for day in DAYS:
+            if rng.random() < 0.6:
+                Order.objects.create(user=user, day=day, amount=Decimal(rng.randint(100, 99999)) / 100)
+        users.append(user)
+    clients = []
+    for user in users:
+        client = Client()
+        client.force_login(user)
+        clients.append((user, client))
+    return clients
+
+
+def traffic(clients: list[tuple[Any, Client]]) -> list[tuple[Client, str]]:
+    """Each user's visit, twice (a key read once is a one-hit wonder the ranking leaves out)."""
+    rng = random.Random(11)
+    visits = []
+    for user, client in clients:
+        pages = ["/", f"/profile/{user.pk}/", f"/profile/{clients[0][0].pk}/",
+                 f"/reports/{rng.choice(DAYS).isoformat()}/"]
+        if user.has_perm("shop.view_order"):
+            pages.append("/dashboard/")
+        visits += [(client, page) for page in pages]
+    return visits + visits
+
+
+def replay(visits: Iterable[tuple[Client, str]]) -> None:
+    for client, page in visits:
+        response = client.get(page)
+        check(response.status_code in (200, 403), f"GET {page}: {response.status_code}")
+
+
+def log_to(path: Path) -> None:
+    """Points the access log at a new file (after writing out what the old one has queued)."""
+    writer = access_log.writer()
+    check(writer is not None, "the access log is not installed (CACHEWARM_ACCESS_LOG)")
+    assert writer is not None
+    check(writer.flush(), "the access log did not drain")
+    writer.path = str(path)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    access_log.writer().flush()  # type: ignore[union-attr]
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def first_read_hit_rate(events: list[dict[str, Any]]) -> tuple[int, int]:
+    """Hits among the first read of each key: the reads warming is for."""
+    seen: set[str] = set()
+    hits = 0
+    for event in events:
+        if event["op"] != "get" or event["key"] in seen:
+            continue
+        seen.add(event["key"])
+        hits += bool(event["hit"])
+    return hits, len(seen)
+
+
+def session_keys(clients: list[tuple[Any, Client]]) -> dict[str, str]:
+    """The app key of each client's session, by the form the access log writes it in."""
+    found = {}
+    for _, client in clients:
+        session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+        app_key = CACHED_DB_PREFIX + session_key
+        found[CACHED_DB_PREFIX + "#" + session_hash(session_key)] = app_key
+        found[app_key] = app_key
+    return found
+
+
+def app_key(store_key: str, sessions: dict[str, str]) -> tuple[str, int]:
+    """``:VERSION:key`` (the default key function, empty KEY_PREFIX) back to key and version."""
+    empty, version, key = store_key.split(":", 2)
+    check(empty == "", f"unexpected key prefix in {store_key!r}")
+    return sessions.get(key, key), int(version)
+
+
+def snapshot(events: list[dict[str, Any]], sessions: dict[str, str]) -> dict[str, Any]:
+    """What the app cached during the cold replay, by logged key, read through cache.get."""
+    expected = {}
+    for event in events:
+        if event["op"] != "get" or event["key"] in expected:
+            continue
+        key, version = app_key(event["key"], sessions)
+        value = cache.get(key, _MISSING, version=version)
+        if value is not _MISSING:
+            expected[event["key"]] = value
+    return expected
+
+
+def same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+# --- the protocol check ------------------------------------------------------------------
+
+
+def loader_process(extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "CACHEWARM_DJANGO_LOADER": "1", **(extra_env or {})}
+    return subprocess.Popen(
+        [sys.executable, str(EXAMPLE / "manage.py"), "cachewarm_loader", "--alias", "default"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=EXAMPLE,
+    )
+
+
+def exchange(process: subprocess.Popen[str], request_id: int, keys: list[str]) -> dict[str, dict[str, Any]]:
+    assert process.stdin and process.stdout
+    process.stdin.write(json.dumps({"id": request_id, "keys": keys}) + "\n")
+    process.stdin.flush()
+    answers = {}
+    while True:
+        line = process.stdout.readline()
+        check(bool(line), "the loader closed stdout before `done`")
+        message = json.loads(line)
+        check(message["id"] == request_id, f"answer for request {message['id']}")
+        if message.get("done"):
+            return answers
+        answers[message["key"]] = message
+
+
+def write_raw(entries: list[dict[str, Any]]) -> None:
+    """Stores the loader's bytes (and flags) with the store's plain client: no Django."""
+    location = settings.CACHES["default"]["LOCATION"]
+    if KIND == "redis":
+        import redis
+
+        client = redis.Redis.from_url(location if isinstance(location, str) else location[0])
+        for entry in entries:
+            client.set(entry["key"], base64.b64decode(entry["value_b64"]), px=entry["ttl_ms"])
+    elif KIND == "memcached":
+        from pymemcache.client.base import Client as Memcached
+
+        host, port = (location if isinstance(location, str) else location[0]).rsplit(":", 1)
+        client = Memcached((host, int(port)))
+        for entry in entries:
+            ttl = entry["ttl_ms"]
+            client.set(entry["key"], base64.b64decode(entry["value_b64"]),
+                       expire=0 if ttl is None else ttl // 1000, flags=entry["flags"], noreply=False)
+    else:
+        table = connection.ops.quote_name(settings.CACHES["default"]["LOCATION"])
+        with connection.cursor() as cursor:
+            for entry in entries:
+                ttl = entry["ttl_ms"]
+                expires = (datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) if ttl is None
+                           else timezone.now() + datetime.timedelta(milliseconds=ttl))
+                cursor.execute(
+                    f"INSERT INTO {table} (cache_key, value, expires) VALUES (%s, %s, %s)",
+                    [entry["key"], base64.b64decode(entry["value_b64"]).decode(),
+                     connection.ops.adapt_datetimefield_value(expires)],
+                )
+
+
+def run_protocol() -> dict[str, Any]:
+    clients = setup_data()
+    sessions = session_keys(clients)
+    cache.clear()
+    cold_log = WORK / "cold.jsonl"
+    log_to(cold_log)
+    replay(traffic(clients))
+    events = read_log(cold_log)
+    expected = snapshot(events, sessions)
+    check(len(expected) > USERS * 4, f"the cold replay cached only {len(expected)} keys")
+    kinds = {"sessions": 0, "fragments": 0}
+    for key in expected:
+        kinds["sessions"] += "django.contrib.sessions" in key
+        kinds["fragments"] += ":template.cache." in key
+    check(kinds["sessions"] == USERS and kinds["fragments"] == 2 * USERS, f"key kinds: {kinds}")
+    broken_day = DAYS[0].isoformat()
+    cache.clear()
+
+    process = loader_process({"EXAMPLE_BROKEN_REPORTS": broken_day})
+    assert process.stdout
+    hello = json.loads(process.stdout.readline())["hello"]
+    check(hello["protocol"] == 1 and hello["framework"] == f"django {django.get_version()}", str(hello))
+    check(hello["store_kind"] == KIND and hello["alias"] == "default", str(hello))
+    check(hello["key_prefix"] == "" and hello["version"] == 1 and hello["fingerprint"], str(hello))
+    keys = sorted(expected) + [":1:nothing:here", "other-prefix:1:profile:1", f":1:profile:{10**9}"]
+    answers = exchange(process, 7, keys)
+    check(set(answers) == set(keys), "one answer per key")
+    broken = {k for k in expected if k.endswith(f"report:daily:{broken_day}")}
+    entries = []
+    for key in sorted(expected):
+        answer = answers[key]
+        if key in broken:
+            check("error" in answer and answer["retryable"] is False, f"{key}: {answer}")
+            continue
+        check("entries" in answer, f"{key}: {answer}")
+        (entry,) = answer["entries"]
+        check(("flags" in entry) == (KIND == "memcached"), f"flags only for memcached: {entry}")
+        entries.append(entry)
+    for key in keys[-3:]:
+        check("miss" in answers[key], f"{key}: {answers[key]}")
+    check(bool(broken), "the traffic read a broken report")
+    write_raw(entries)
+    compared = 0
+    for key, value in expected.items():
+        if key in broken:
+            continue
+        name, version = app_key(key, sessions)
+        got = cache.get(name, _MISSING, version=version)
+        check(same(got, value), f"{key}: warmed {got!r} != cold {value!r}")
+        compared += 1
+    process.stdin.close()  # type: ignore[union-attr]
+    check(process.wait(timeout=30) == 0, "the loader exits 0 when stdin closes")
+
+    # A version bump: the same manifest keys (VERSION 1) answered under VERSION 2.
+    process = loader_process({"EXAMPLE_CACHE_VERSION": "2"})
+    hello = json.loads(process.stdout.readline())["hello"]  # type: ignore[union-attr]
+    check(hello["version"] == 2, str(hello))
+    answers = exchange(process, 1, sorted(expected))
+    cache.clear()
+    bumped = [a["entries"][0] for a in answers.values() if "entries" in a]
+    check(len(bumped) == len(expected), "every key answered under VERSION 2")
+    check(all(entry["key"].startswith(":2:") for entry in bumped), "store keys under VERSION 2")
+    write_raw(bumped)
+    for key, value in expected.items():
+        name, _ = app_key(key, sessions)
+        check(same(cache.get(name, _MISSING, version=2), value), f"{key} under VERSION 2")
+    process.stdin.close()  # type: ignore[union-attr]
+    check(process.wait(timeout=30) == 0, "the loader exits 0")
+    return {"backend": BACKEND, "keys": len(expected), "compared": compared, "broken": len(broken)}
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    result = {"protocol": run_protocol}[mode]()
+    print("RESULT " + json.dumps(result, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main()

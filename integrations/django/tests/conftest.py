@@ -45,18 +45,24 @@ def postgres_server() -> Iterator[Server]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def binaries() -> dict[str, str]:
-    """The warmer and analyzer under test: $CACHEWARM_WARMER / $CACHEWARM_ANALYZER, else those
-    the installed wheel ships."""
-    found: dict[str, str] = {}
-    for name, variable in (("warmer", "CACHEWARM_WARMER"), ("analyzer", "CACHEWARM_ANALYZER")):
-        path = os.environ.get(variable)
-        if not path:
-            from cachewarm_django.runner import binary
+def _binary(name: str, variable: str) -> str:
+    path = os.environ.get(variable)
+    if not path:
+        from cachewarm_django.runner import binary
 
-            path = binary(name)
-        if not path or not shutil.which(path):
-            pytest.fail(f"no {name} binary")
-        found[name] = path
-    return found
+        path = binary(name)
+    if not shutil.which(path):
+        pytest.fail(f"no {name} binary at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def warmer_binary() -> str:
+    """The warmer under test: $CACHEWARM_WARMER, else the one the installed wheel ships."""
+    return _binary("warmer", "CACHEWARM_WARMER")
+
+
+@pytest.fixture(scope="session")
+def analyzer_binary() -> str:
+    """The analyzer under test: $CACHEWARM_ANALYZER, else the one the installed wheel ships."""
+    return _binary("analyzer", "CACHEWARM_ANALYZER")

@@ -303,9 +303,78 @@ def run_protocol() -> dict[str, Any]:
     return {"backend": BACKEND, "keys": len(expected), "compared": compared, "broken": len(broken)}
 
 
+# --- the access log ----------------------------------------------------------------------
+
+
+def run_access_log() -> dict[str, Any]:
+    """Known operations, sync and async, and the exact lines they must log."""
+    import asyncio
+
+    from django.contrib.sessions.backends.cached_db import SessionStore
+
+    call_command("migrate", verbosity=0)
+    if "DatabaseCache" in BACKEND:
+        call_command("createcachetable", verbosity=0)
+    cache.clear()
+    path = WORK / "ops.jsonl"
+    log_to(path)
+    cache.set("a", None, 30)
+    check(cache.get("a", "default") is None, "a cached None reads back as None")
+    check(cache.get("b", "default") == "default", "a miss returns the caller's default")
+    cache.set("c", 3)
+    check(cache.get_many(["a", "b", "c"]) == {"a": None, "c": 3}, "get_many")
+    check(asyncio.run(cache.aget("a", "default")) is None, "aget")
+    check(cache.get_or_set("d", 5) == 5, "get_or_set")
+    cache.set_many({"e": 1, "f": "two"}, timeout=None)
+    try:
+        cache.incr("zz")
+    except ValueError:
+        pass
+    check(cache.has_key("a"), "has_key")
+    cache.delete_many(["e", "f"])
+    check(asyncio.run(cache.aget_many(["a", "b"])) == {"a": None}, "aget_many")
+    asyncio.run(cache.aset("g", [1, 2], 60))
+    session = SessionStore()
+    session["cart"] = [1, 2, 3]
+    session.save()
+    loaded = SessionStore(session.session_key).load()
+    check(loaded == {"cart": [1, 2, 3]}, "session round trip")
+    events = read_log(path)
+    text = path.read_text()
+    check(session.session_key not in text, "a session key was logged in clear")
+    got = [(e["key"], e["op"], e.get("hit")) for e in events]
+    session_key = f":1:{CACHED_DB_PREFIX}#{session_hash(session.session_key)}"
+    want = [
+        (":1:a", "set", None), (":1:a", "get", True), (":1:b", "get", False),
+        (":1:c", "set", None),
+        (":1:a", "get", True), (":1:b", "get", False), (":1:c", "get", True),
+        (":1:a", "get", True),
+        (":1:d", "get", False), (":1:d", "add", None), (":1:d", "get", True),
+        (":1:e", "set", None), (":1:f", "set", None),
+        (":1:zz", "incr", False),
+        (":1:a", "get", True),
+        (":1:e", "delete", None), (":1:f", "delete", None),
+        (":1:a", "get", True), (":1:b", "get", False),
+        (":1:g", "set", None),
+    ]
+    check(got[: len(want)] == want, "logged operations:\n" + "\n".join(map(str, got)))
+    # The session's own calls (how many writes a save makes is Django's business): a clash
+    # probe that misses, its writes, and the load that hits; all under the hashed key.
+    session_events = got[len(want) :]
+    check(all(key == session_key for key, _, _ in session_events), f"session keys: {session_events}")
+    check(session_events[0] == (session_key, "get", False), f"session probe: {session_events}")
+    check(session_events[-1] == (session_key, "get", True), f"session load: {session_events}")
+    check({op for _, op, _ in session_events[1:-1]} == {"set"}, f"session save: {session_events}")
+    sets = {e["key"]: e for e in events if e["op"] == "set"}
+    check(sets[":1:a"]["ttl_s"] == 30 and "ttl_s" not in sets[":1:e"], "ttl_s on writes")
+    check(all(e["value_size"] > 0 for e in sets.values()), "value_size on writes")
+    check(all(e["namespace"] == "default" and e["latency_us"] >= 0 for e in events), "fields")
+    return {"backend": BACKEND, "lines": len(events), "log": str(path)}
+
+
 def main() -> None:
     mode = sys.argv[1]
-    result = {"protocol": run_protocol}[mode]()
+    result = {"protocol": run_protocol, "access_log": run_access_log}[mode]()
     print("RESULT " + json.dumps(result, default=str), flush=True)
 
 

@@ -38,7 +38,9 @@ def memcached_servers() -> Iterator[list[Server]]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Server]:
-    if not (Path(os.environ.get("CACHEWARM_POSTGRES_BIN", "/usr/lib/postgresql/15/bin")) / "initdb").exists():
+    if not (
+        Path(os.environ.get("CACHEWARM_POSTGRES_BIN", "/usr/lib/postgresql/15/bin")) / "initdb"
+    ).exists():
         pytest.fail("PostgreSQL 15 is not installed (scripts/test installs it)")
     server = start_postgres(secrets.token_hex(12))
     yield server

@@ -66,8 +66,16 @@ def setup_data() -> list[tuple[Any, Client]]:
     if "DatabaseCache" in BACKEND:
         call_command("createcachetable", verbosity=0)
     rng = random.Random(7)
-    countries = [Country.objects.create(code=c, name=n) for c, n in
-                 [("de", "Germany"), ("fr", "France"), ("jp", "Japan"), ("br", "Brazil"), ("ke", "Kenya")]]
+    countries = [
+        Country.objects.create(code=c, name=n)
+        for c, n in [
+            ("de", "Germany"),
+            ("fr", "France"),
+            ("jp", "Japan"),
+            ("br", "Brazil"),
+            ("ke", "Kenya"),
+        ]
+    ]
     Setting.objects.create(name="site_name", value="Example Shop")
     for i in range(5):
         Setting.objects.create(name=f"feature_{i}", value=str(i % 2 == 0))
@@ -76,13 +84,18 @@ def setup_data() -> list[tuple[Any, Client]]:
     for i in range(USERS):
         user = get_user_model().objects.create_user(f"user{i:03d}", password=None)
         Profile.objects.create(
-            user=user, display_name=f"User {i} <&>", country=countries[i % 5], bio="x" * (i * 7 % 300)
+            user=user,
+            display_name=f"User {i} <&>",
+            country=countries[i % 5],
+            bio="x" * (i * 7 % 300),
         )
         if i % 3 == 0:
             user.user_permissions.add(view_order)
         for day in DAYS:
             if rng.random() < 0.6:
-                Order.objects.create(user=user, day=day, amount=Decimal(rng.randint(100, 99999)) / 100)
+                Order.objects.create(
+                    user=user, day=day, amount=Decimal(rng.randint(100, 99999)) / 100
+                )
         users.append(user)
     clients = []
     for user in users:
@@ -97,8 +110,12 @@ def traffic(clients: list[tuple[Any, Client]]) -> list[tuple[Client, str]]:
     rng = random.Random(11)
     visits = []
     for user, client in clients:
-        pages = ["/", f"/profile/{user.pk}/", f"/profile/{clients[0][0].pk}/",
-                 f"/reports/{rng.choice(DAYS).isoformat()}/"]
+        pages = [
+            "/",
+            f"/profile/{user.pk}/",
+            f"/profile/{clients[0][0].pk}/",
+            f"/reports/{rng.choice(DAYS).isoformat()}/",
+        ]
         if user.has_perm("shop.view_order"):
             pages.append("/dashboard/")
         visits += [(client, page) for page in pages]
@@ -181,11 +198,17 @@ def loader_process(extra_env: dict[str, str] | None = None) -> subprocess.Popen[
     env = {**os.environ, "CACHEWARM_DJANGO_LOADER": "1", **(extra_env or {})}
     return subprocess.Popen(
         [sys.executable, str(EXAMPLE / "manage.py"), "cachewarm_loader", "--alias", "default"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=EXAMPLE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=EXAMPLE,
     )
 
 
-def exchange(process: subprocess.Popen[str], request_id: int, keys: list[str]) -> dict[str, dict[str, Any]]:
+def exchange(
+    process: subprocess.Popen[str], request_id: int, keys: list[str]
+) -> dict[str, dict[str, Any]]:
     assert process.stdin and process.stdout
     process.stdin.write(json.dumps({"id": request_id, "keys": keys}) + "\n")
     process.stdin.flush()
@@ -216,19 +239,30 @@ def write_raw(entries: list[dict[str, Any]]) -> None:
         client = Memcached((host, int(port)))
         for entry in entries:
             ttl = entry["ttl_ms"]
-            client.set(entry["key"], base64.b64decode(entry["value_b64"]),
-                       expire=0 if ttl is None else ttl // 1000, flags=entry["flags"], noreply=False)
+            client.set(
+                entry["key"],
+                base64.b64decode(entry["value_b64"]),
+                expire=0 if ttl is None else ttl // 1000,
+                flags=entry["flags"],
+                noreply=False,
+            )
     else:
         table = connection.ops.quote_name(settings.CACHES["default"]["LOCATION"])
         with connection.cursor() as cursor:
             for entry in entries:
                 ttl = entry["ttl_ms"]
-                expires = (datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) if ttl is None
-                           else timezone.now() + datetime.timedelta(milliseconds=ttl))
+                expires = (
+                    datetime.datetime.max.replace(tzinfo=datetime.timezone.utc)
+                    if ttl is None
+                    else timezone.now() + datetime.timedelta(milliseconds=ttl)
+                )
                 cursor.execute(
                     f"INSERT INTO {table} (cache_key, value, expires) VALUES (%s, %s, %s)",
-                    [entry["key"], base64.b64decode(entry["value_b64"]).decode(),
-                     connection.ops.adapt_datetimefield_value(expires)],
+                    [
+                        entry["key"],
+                        base64.b64decode(entry["value_b64"]).decode(),
+                        connection.ops.adapt_datetimefield_value(expires),
+                    ],
                 )
 
 
@@ -253,7 +287,10 @@ def run_protocol() -> dict[str, Any]:
     process = loader_process({"EXAMPLE_BROKEN_REPORTS": broken_day})
     assert process.stdout
     hello = json.loads(process.stdout.readline())["hello"]
-    check(hello["protocol"] == 1 and hello["framework"] == f"django {django.get_version()}", str(hello))
+    check(
+        hello["protocol"] == 1 and hello["framework"] == f"django {django.get_version()}",
+        str(hello),
+    )
     check(hello["store_kind"] == KIND and hello["alias"] == "default", str(hello))
     check(hello["key_prefix"] == "" and hello["version"] == 1 and hello["fingerprint"], str(hello))
     keys = sorted(expected) + [":1:nothing:here", "other-prefix:1:profile:1", f":1:profile:{10**9}"]
@@ -345,23 +382,34 @@ def run_access_log() -> dict[str, Any]:
     got = [(e["key"], e["op"], e.get("hit")) for e in events]
     session_key = f":1:{CACHED_DB_PREFIX}#{session_hash(session.session_key)}"
     want = [
-        (":1:a", "set", None), (":1:a", "get", True), (":1:b", "get", False),
-        (":1:c", "set", None),
-        (":1:a", "get", True), (":1:b", "get", False), (":1:c", "get", True),
+        (":1:a", "set", None),
         (":1:a", "get", True),
-        (":1:d", "get", False), (":1:d", "add", None), (":1:d", "get", True),
-        (":1:e", "set", None), (":1:f", "set", None),
+        (":1:b", "get", False),
+        (":1:c", "set", None),
+        (":1:a", "get", True),
+        (":1:b", "get", False),
+        (":1:c", "get", True),
+        (":1:a", "get", True),
+        (":1:d", "get", False),
+        (":1:d", "add", None),
+        (":1:d", "get", True),
+        (":1:e", "set", None),
+        (":1:f", "set", None),
         (":1:zz", "incr", False),
         (":1:a", "get", True),
-        (":1:e", "delete", None), (":1:f", "delete", None),
-        (":1:a", "get", True), (":1:b", "get", False),
+        (":1:e", "delete", None),
+        (":1:f", "delete", None),
+        (":1:a", "get", True),
+        (":1:b", "get", False),
         (":1:g", "set", None),
     ]
     check(got[: len(want)] == want, "logged operations:\n" + "\n".join(map(str, got)))
     # The session's own calls (how many writes a save makes is Django's business): a clash
     # probe that misses, its writes, and the load that hits; all under the hashed key.
     session_events = got[len(want) :]
-    check(all(key == session_key for key, _, _ in session_events), f"session keys: {session_events}")
+    check(
+        all(key == session_key for key, _, _ in session_events), f"session keys: {session_events}"
+    )
     check(session_events[0] == (session_key, "get", False), f"session probe: {session_events}")
     check(session_events[-1] == (session_key, "get", True), f"session load: {session_events}")
     check({op for _, op, _ in session_events[1:-1]} == {"set"}, f"session save: {session_events}")
@@ -376,8 +424,9 @@ def run_access_log() -> dict[str, Any]:
 
 
 def analyzer(*args: str) -> str:
-    done = subprocess.run([os.environ["SCENARIO_ANALYZER"], *args], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [os.environ["SCENARIO_ANALYZER"], *args], capture_output=True, text=True, check=False
+    )
     check(done.returncode == 0, f"analyzer {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
     return done.stdout
 
@@ -386,33 +435,65 @@ def rank(log: Path, label: str) -> tuple[Path, list[dict[str, Any]]]:
     dataset = WORK / f"dataset-{label}"
     manifest = WORK / f"manifest-{label}.json"
     analyzer("ingest", str(log), "--out", str(dataset))
-    analyzer("rank", "--data", str(dataset), "--out", str(manifest), "--preset", "django",
-             "--budget", "64MiB", "--store", KIND)
+    analyzer(
+        "rank",
+        "--data",
+        str(dataset),
+        "--out",
+        str(manifest),
+        "--preset",
+        "django",
+        "--budget",
+        "64MiB",
+        "--store",
+        KIND,
+    )
     return manifest, json.loads(manifest.read_text())["entries"]
 
 
-def cachewarm(manifest: Path, label: str, *args: str, env: dict[str, str] | None = None,
-              expect_exit: int = 0) -> tuple[dict[str, Any], float]:
+def cachewarm(
+    manifest: Path, label: str, *args: str, env: dict[str, str] | None = None, expect_exit: int = 0
+) -> tuple[dict[str, Any], float]:
     """``manage.py cachewarm`` as a deploy runs it; returns its report and wall-clock seconds."""
     runs = WORK / f"runs-{label}"
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE / "manage.py"), "cachewarm", "--manifest", str(manifest),
-         "--runs-dir", str(runs), *args],
+        [
+            sys.executable,
+            str(EXAMPLE / "manage.py"),
+            "cachewarm",
+            "--manifest",
+            str(manifest),
+            "--runs-dir",
+            str(runs),
+            *args,
+        ],
         env={**os.environ, "EXAMPLE_WARMING": "on", "EXAMPLE_ACCESS_LOG": "", **(env or {})},
-        capture_output=True, text=True, cwd=EXAMPLE, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        cwd=EXAMPLE,
+        timeout=600,
+        check=False,
     )
     seconds = time.perf_counter() - started
     (WORK / f"cachewarm-{label}.out").write_text(done.stdout + done.stderr)
-    check(done.returncode == expect_exit,
-          f"cachewarm {label}: exit {done.returncode}, expected {expect_exit}\n{done.stdout}\n{done.stderr[-5000:]}")
+    check(
+        done.returncode == expect_exit,
+        f"cachewarm {label}: exit {done.returncode}, expected {expect_exit}\n"
+        f"{done.stdout}\n{done.stderr[-5000:]}",
+    )
     reports = sorted(runs.glob("*/report.json"))
     check(len(reports) == 1, f"cachewarm {label}: {len(reports)} reports in {runs}")
     return json.loads(reports[0].read_text()), seconds
 
 
-def warm_state(entries: list[dict[str, Any]], sessions: dict[str, str], expected: dict[str, Any],
-               version: int | None = None, skip: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+def warm_state(
+    entries: list[dict[str, Any]],
+    sessions: dict[str, str],
+    expected: dict[str, Any],
+    version: int | None = None,
+    skip: set[str] = frozenset(),
+) -> int:  # type: ignore[assignment]
     """How many manifest keys are in the cache; each one must equal the cold value."""
     warm = 0
     for entry in entries:
@@ -445,8 +526,17 @@ def run_e2e() -> dict[str, Any]:
     log_to(WORK / "checks.jsonl")
     manifest, entries = rank(cold_log, "cold")
     categories = {entry["category"] for entry in entries}
-    check({"django.sessions", "django.template_fragments", "django.profile", "django.perm",
-           "django.report"} <= categories, f"manifest categories: {categories}")
+    check(
+        {
+            "django.sessions",
+            "django.template_fragments",
+            "django.profile",
+            "django.perm",
+            "django.report",
+        }
+        <= categories,
+        f"manifest categories: {categories}",
+    )
 
     # The deploy step.
     cache.clear()
@@ -459,8 +549,10 @@ def run_e2e() -> dict[str, Any]:
     if KIND != "sql":
         check(warm == len(entries), f"{warm} of {len(entries)} manifest keys warm")
     fragments_warm = {
-        entry["key"] for entry in entries
-        if ":template.cache." in entry["key"] and cache.get(app_key(entry["key"], sessions)[0]) is not None
+        entry["key"]
+        for entry in entries
+        if ":template.cache." in entry["key"]
+        and cache.get(app_key(entry["key"], sessions)[0]) is not None
     }
     fragments_cold = {key for key in expected if ":template.cache." in key}
 
@@ -472,45 +564,78 @@ def run_e2e() -> dict[str, Any]:
     warm_hits, warm_reads = first_read_hit_rate(read_log(warm_log))
     log_to(WORK / "checks.jsonl")
     renders = sum(services.FRAGMENT_RENDERS.values())
-    check(renders == len(fragments_cold - fragments_warm),
-          f"{renders} fragment bodies rendered; {len(fragments_cold - fragments_warm)} fragments were not warm")
+    check(
+        renders == len(fragments_cold - fragments_warm),
+        f"{renders} fragment bodies rendered; "
+        f"{len(fragments_cold - fragments_warm)} fragments were not warm",
+    )
     cold_rate, warm_rate = cold_hits / cold_reads, warm_hits / warm_reads
-    print(f"{BACKEND}: first reads hit {cold_hits}/{cold_reads} = {cold_rate:.1%} cold, "
-          f"{warm_hits}/{warm_reads} = {warm_rate:.1%} warmed", flush=True)
+    print(
+        f"{BACKEND}: first reads hit {cold_hits}/{cold_reads} = {cold_rate:.1%} cold, "
+        f"{warm_hits}/{warm_reads} = {warm_rate:.1%} warmed",
+        flush=True,
+    )
     check(warm_rate >= cold_rate + 0.5, "the warmed first reads should hit well above cold")
 
     # Again: everything is there, nothing is written.
     again, _ = cachewarm(manifest, "again")
-    check(again["targets"][0]["counts"]["written"] == 0, f"second run: {again['targets'][0]['counts']}")
+    check(
+        again["targets"][0]["counts"]["written"] == 0,
+        f"second run: {again['targets'][0]['counts']}",
+    )
 
     # A loader that raises for some keys: the rest is warm, the report names them.
     broken_days = [DAYS[1].isoformat(), DAYS[2].isoformat()]
-    broken = {e["key"] for e in entries if any(e["key"].endswith(f"report:daily:{d}") for d in broken_days)}
+    broken = {
+        e["key"]
+        for e in entries
+        if any(e["key"].endswith(f"report:daily:{d}") for d in broken_days)
+    }
     check(bool(broken), "the manifest has reports of the broken days")
     cache.clear()
-    failing, _ = cachewarm(manifest, "broken", env={"EXAMPLE_BROKEN_REPORTS": ",".join(broken_days)})
+    failing, _ = cachewarm(
+        manifest, "broken", env={"EXAMPLE_BROKEN_REPORTS": ",".join(broken_days)}
+    )
     failed = failing["targets"][0]
     named = {item["key"] for item in failed["not_warmed"]}
     check(broken <= named, f"the report names {named & broken} of the broken keys {broken}")
-    check(failed["counts"]["failed"] + failed["counts"]["source_miss"] == len(broken), f"{failed['counts']}")
+    check(
+        failed["counts"]["failed"] + failed["counts"]["source_miss"] == len(broken),
+        f"{failed['counts']}",
+    )
     still = warm_state(entries, sessions, expected, skip=broken)
     check(still == failed["counts"]["written"], f"{still} warm beside the broken keys")
     cache.clear()
-    cachewarm(manifest, "strict", "--strict", env={"EXAMPLE_BROKEN_REPORTS": broken_days[0]},
-              expect_exit=1)
+    cachewarm(
+        manifest,
+        "strict",
+        "--strict",
+        env={"EXAMPLE_BROKEN_REPORTS": broken_days[0]},
+        expect_exit=1,
+    )
 
     # A version bump: the manifest ranked under VERSION 1 warms the keys of VERSION 2.
     cache.clear()
     bumped, _ = cachewarm(manifest, "bump", env={"EXAMPLE_CACHE_VERSION": "2"})
     on_two = warm_state(entries, sessions, expected, version=2)
-    check(on_two == bumped["targets"][0]["counts"]["written"] and on_two > 0, f"{on_two} warm under VERSION 2")
-    check(warm_state(entries, sessions, expected, version=1) == 0, "nothing written under VERSION 1")
+    check(
+        on_two == bumped["targets"][0]["counts"]["written"] and on_two > 0,
+        f"{on_two} warm under VERSION 2",
+    )
+    check(
+        warm_state(entries, sessions, expected, version=1) == 0, "nothing written under VERSION 1"
+    )
 
     result: dict[str, Any] = {
-        "backend": BACKEND, "manifest_entries": len(entries), "written": counts["written"],
-        "cold_first_read_hit_rate": round(cold_rate, 4), "warm_first_read_hit_rate": round(warm_rate, 4),
-        "first_reads": warm_reads, "warm_ms": report["timings"]["warm_ms"],
-        "keys_per_s": target["keys_per_s"], "command_seconds": round(seconds, 2),
+        "backend": BACKEND,
+        "manifest_entries": len(entries),
+        "written": counts["written"],
+        "cold_first_read_hit_rate": round(cold_rate, 4),
+        "warm_first_read_hit_rate": round(warm_rate, 4),
+        "first_reads": warm_reads,
+        "warm_ms": report["timings"]["warm_ms"],
+        "keys_per_s": target["keys_per_s"],
+        "command_seconds": round(seconds, 2),
     }
 
     if KIND == "sql":
@@ -527,8 +652,18 @@ def check_max_entries() -> int:
         for round_ in range(2):
             for i in range(500):
                 day = datetime.date(2020, 1, 1) + datetime.timedelta(days=i)
-                out.write(json.dumps({"ts": base + round_ * 1000 + i, "key": f":1:report:daily:{day}",
-                                      "op": "get", "hit": False, "namespace": "default"}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "ts": base + round_ * 1000 + i,
+                            "key": f":1:report:daily:{day}",
+                            "op": "get",
+                            "hit": False,
+                            "namespace": "default",
+                        }
+                    )
+                    + "\n"
+                )
     manifest, entries = rank(log, "many")
     check(len(entries) == 500, f"{len(entries)} entries")
     cache.clear()
@@ -572,13 +707,22 @@ def run_detached() -> dict[str, Any]:
     report = json.loads((Path(run.run_dir) / "report.json").read_text())
     written = report["targets"][0]["counts"]["written"]
     check(written == len(entries), f"{written} of {len(entries)} written in the background")
-    return {"backend": BACKEND, "returned_after_s": round(returned, 3), "state": status["state"],
-            "written": written}
+    return {
+        "backend": BACKEND,
+        "returned_after_s": round(returned, 3),
+        "state": status["state"],
+        "written": written,
+    }
 
 
 def main() -> None:
     mode = sys.argv[1]
-    result = {"protocol": run_protocol, "access_log": run_access_log, "e2e": run_e2e, "detached": run_detached}[mode]()
+    result = {
+        "protocol": run_protocol,
+        "access_log": run_access_log,
+        "e2e": run_e2e,
+        "detached": run_detached,
+    }[mode]()
     print("RESULT " + json.dumps(result, default=str), flush=True)
 
 

@@ -69,8 +69,21 @@ def start_redis() -> Server:
     port = free_port()
     log = directory / "redis.log"
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory), "--logfile", str(log)],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--logfile",
+            str(log),
+        ],
         stdout=subprocess.DEVNULL,
     )
     _wait(lambda: _accepts(port), "redis-server", log)
@@ -103,8 +116,19 @@ def start_postgres(password: str) -> Server:
         shutil.chown(pwfile, "nobody", "nogroup")
         prefix = ["runuser", "-u", "nobody", "--"]
     subprocess.run(
-        [*prefix, str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "cachewarm",
-         "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
+        [
+            *prefix,
+            str(POSTGRES_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "cachewarm",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -114,8 +138,20 @@ def start_postgres(password: str) -> Server:
         if os.geteuid() == 0:
             shutil.chown(log, "nobody", "nogroup")
         process = subprocess.Popen(
-            [*prefix, str(POSTGRES_BIN / "postgres"), "-D", str(data), "-p", str(port),
-             "-k", str(directory), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            [
+                *prefix,
+                str(POSTGRES_BIN / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(directory),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

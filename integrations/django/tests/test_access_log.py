@@ -17,14 +17,17 @@ from scenarios import run_scenario
 
 
 @pytest.mark.parametrize("backend", ["redis", "django_redis", "pymemcache", "pylibmc", "db_sqlite"])
-def test_operations_are_logged_once_each(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
-                                         analyzer_binary: str) -> None:
+def test_operations_are_logged_once_each(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, analyzer_binary: str
+) -> None:
     result = run_scenario("access_log", backend, request, tmp_path)
     lines = Path(result["log"]).read_text().splitlines()
     assert len(lines) == result["lines"]
     done = subprocess.run(
         [analyzer_binary, "ingest", result["log"], "--out", str(tmp_path / "dataset"), "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)

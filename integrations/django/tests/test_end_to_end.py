@@ -21,18 +21,32 @@ RESULTS: list[dict[str, object]] = []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_warm_after_deploy(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
-                           warmer_binary: str, analyzer_binary: str) -> None:
-    result = run_scenario("e2e", backend, request, tmp_path,
-                          extra_env={"SCENARIO_ANALYZER": analyzer_binary,
-                                     "CACHEWARM_WARMER": warmer_binary})
+def test_warm_after_deploy(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    warmer_binary: str,
+    analyzer_binary: str,
+) -> None:
+    result = run_scenario(
+        "e2e",
+        backend,
+        request,
+        tmp_path,
+        extra_env={"SCENARIO_ANALYZER": analyzer_binary, "CACHEWARM_WARMER": warmer_binary},
+    )
     print("figures:", json.dumps(result))
     assert result["warm_first_read_hit_rate"] > result["cold_first_read_hit_rate"]
 
 
-def test_background_run_is_pollable(request: pytest.FixtureRequest, tmp_path: Path,
-                                    warmer_binary: str, analyzer_binary: str) -> None:
-    result = run_scenario("detached", "redis", request, tmp_path,
-                          extra_env={"SCENARIO_ANALYZER": analyzer_binary,
-                                     "CACHEWARM_WARMER": warmer_binary})
+def test_background_run_is_pollable(
+    request: pytest.FixtureRequest, tmp_path: Path, warmer_binary: str, analyzer_binary: str
+) -> None:
+    result = run_scenario(
+        "detached",
+        "redis",
+        request,
+        tmp_path,
+        extra_env={"SCENARIO_ANALYZER": analyzer_binary, "CACHEWARM_WARMER": warmer_binary},
+    )
     assert result["state"] == "finished"

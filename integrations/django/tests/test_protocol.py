@@ -14,6 +14,8 @@ from scenarios import BACKENDS, run_scenario
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_loader_answers_decode_to_the_cold_values(backend: str, request: pytest.FixtureRequest, tmp_path) -> None:
+def test_loader_answers_decode_to_the_cold_values(
+    backend: str, request: pytest.FixtureRequest, tmp_path
+) -> None:
     result = run_scenario("protocol", backend, request, tmp_path, single_memcached=True)
     assert result["compared"] > 0

@@ -40,13 +40,27 @@ TEMPLATES = [
 DATABASES = json.loads(
     os.environ.get(
         "EXAMPLE_DATABASES",
-        json.dumps({"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3")}}),
+        json.dumps(
+            {
+                "default": {
+                    "ENGINE": "django.db.backends.sqlite3",
+                    "NAME": str(BASE_DIR / "db.sqlite3"),
+                }
+            }
+        ),
     )
 )
 CACHES = json.loads(
     os.environ.get(
         "EXAMPLE_CACHES",
-        json.dumps({"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379"}}),
+        json.dumps(
+            {
+                "default": {
+                    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                    "LOCATION": "redis://127.0.0.1:6379",
+                }
+            }
+        ),
     )
 )
 if os.environ.get("EXAMPLE_CACHE_VERSION"):

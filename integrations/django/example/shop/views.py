@@ -25,7 +25,9 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def profile(request: HttpRequest, user_id: int) -> HttpResponse:
-    found = services.cached(services.profile_key(user_id), lambda: services.compute_profile(user_id))
+    found = services.cached(
+        services.profile_key(user_id), lambda: services.compute_profile(user_id)
+    )
     if found is None:
         raise Http404("no such profile")
     return _page(request, "shop/profile.html", {"profile": found})

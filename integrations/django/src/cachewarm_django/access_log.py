@@ -130,7 +130,10 @@ class Writer:
             if now - self._last_warning > 60:
                 self._last_warning = now
                 logger.warning(
-                    "cache access log %s: %s; %d lines dropped so far", self.path, error, self.dropped
+                    "cache access log %s: %s; %d lines dropped so far",
+                    self.path,
+                    error,
+                    self.dropped,
                 )
 
 
@@ -205,7 +208,8 @@ class _Logger:
 
 
 def _args(names: Iterable[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    bound = dict(zip(names, args))
+    # Callers pass at most as many positional arguments as there are names (see _wrap).
+    bound = dict(zip(names, args, strict=False))
     bound.update(kwargs)
     return bound
 
@@ -228,7 +232,9 @@ _MANY = {
 }
 
 
-def _call(log: _Logger, name: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _call(
+    log: _Logger, name: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Runs the real (sync) method and logs it; the async twin is :func:`_acall`."""
     plan = _Plan(log, name, args, kwargs)
     started = time.perf_counter()
@@ -242,7 +248,9 @@ def _call(log: _Logger, name: str, call: Callable[..., Any], args: tuple[Any, ..
     return plan.result(result)
 
 
-async def _acall(log: _Logger, name: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _acall(
+    log: _Logger, name: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     plan = _Plan(log, name, args, kwargs)
     started = time.perf_counter()
     try:
@@ -258,7 +266,9 @@ async def _acall(log: _Logger, name: str, call: Callable[..., Any], args: tuple[
 class _Plan:
     """One call: the arguments passed on (a sentinel default for ``get``), and its events."""
 
-    def __init__(self, log: _Logger, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, log: _Logger, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.log = log
         self.name = name
         self.ts = _ts()
@@ -294,7 +304,9 @@ class _Plan:
                     key,
                     name,
                     latency,
-                    value_size=log.value_size(log.cache.make_key(bound["key"], version=version), bound.get("value")),
+                    value_size=log.value_size(
+                        log.cache.make_key(bound["key"], version=version), bound.get("value")
+                    ),
                     ttl_s=log.ttl(timeout),
                 )
             elif name in ("incr", "decr"):
@@ -308,14 +320,23 @@ class _Plan:
             share = latency // max(1, len(keys))
             found = result if isinstance(result, dict) else {}
             for app_key in keys:
-                log.emit(self.ts, log.store_key(app_key, version), "get", share, hit=app_key in found)
+                log.emit(
+                    self.ts, log.store_key(app_key, version), "get", share, hit=app_key in found
+                )
         elif name == "set_many":
             data = bound["data"]
             share = latency // max(1, len(data))
             ttl = log.ttl(bound.get("timeout", DEFAULT_TIMEOUT))
             for app_key, value in data.items():
                 size = log.value_size(log.cache.make_key(app_key, version=version), value)
-                log.emit(self.ts, log.store_key(app_key, version), "set", share, value_size=size, ttl_s=ttl)
+                log.emit(
+                    self.ts,
+                    log.store_key(app_key, version),
+                    "set",
+                    share,
+                    value_size=size,
+                    ttl_s=ttl,
+                )
         elif name == "delete_many":
             keys = self.kwargs["keys"]
             share = latency // max(1, len(keys))
@@ -334,7 +355,13 @@ def _wrap(cache: BaseCache, alias: str, out: Writer) -> BaseCache:
         # unlogged rather than guessed at.
         arity = len(_SINGLE.get(name) or _MANY[name])
 
-        def sync_wrapper(*args: Any, _name: str = name, _call_it: Callable[..., Any] = sync, _arity: int = arity, **kwargs: Any) -> Any:
+        def sync_wrapper(
+            *args: Any,
+            _name: str = name,
+            _call_it: Callable[..., Any] = sync,
+            _arity: int = arity,
+            **kwargs: Any,
+        ) -> Any:
             if _inside.get() or len(args) > _arity:
                 return _call_it(*args, **kwargs)
             token = _inside.set(True)
@@ -343,7 +370,13 @@ def _wrap(cache: BaseCache, alias: str, out: Writer) -> BaseCache:
             finally:
                 _inside.reset(token)
 
-        async def async_wrapper(*args: Any, _name: str = name, _call_it: Callable[..., Any] = asynchronous, _arity: int = arity, **kwargs: Any) -> Any:
+        async def async_wrapper(
+            *args: Any,
+            _name: str = name,
+            _call_it: Callable[..., Any] = asynchronous,
+            _arity: int = arity,
+            **kwargs: Any,
+        ) -> Any:
             if _inside.get() or len(args) > _arity:
                 return await _call_it(*args, **kwargs)
             token = _inside.set(True)
@@ -375,7 +408,7 @@ def install(path: str) -> Writer:
 
     caches.create_connection = create_connection  # type: ignore[method-assign]
     for alias in caches.settings:
-        existing = getattr(caches._connections, alias, None)
+        existing = getattr(caches._connections, alias, None)  # type: ignore[attr-defined]
         if existing is not None:
             _wrap(existing, alias, out)
     return _writer

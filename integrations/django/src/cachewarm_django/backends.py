@@ -17,7 +17,7 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.core.cache import caches
@@ -133,9 +133,12 @@ def describe(alias: str) -> Backend:
 
 def _redis_encoder() -> Callable[[Any], bytes]:
     """redis-py's own encoder, as the connection uses it (ints as their decimal text)."""
-    from redis.connection import Encoder as RedisEncoder
+    from redis.connection import Encoder as RedisEncoder  # type: ignore[attr-defined]
 
-    return RedisEncoder(encoding="utf-8", encoding_errors="strict", decode_responses=False).encode
+    encoder = RedisEncoder(  # type: ignore[no-untyped-call]
+        encoding="utf-8", encoding_errors="strict", decode_responses=False
+    )
+    return cast(Callable[[Any], bytes], encoder.encode)
 
 
 def _redis_url(url: str, options: dict[str, Any]) -> str:

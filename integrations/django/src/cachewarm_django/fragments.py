@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache.utils import make_template_fragment_key
@@ -53,12 +53,10 @@ class _FragmentIndex:
 
     def _nodes(self, provider: FragmentProvider) -> tuple[Template, list[CacheNode]]:
         template = get_template(provider.template_name)
-        inner: Template = getattr(template, "template", template)
-        nodes = [
-            node
-            for node in inner.nodelist.get_nodes_by_type(CacheNode)
-            if node.fragment_name == provider.fragment_name
-        ]
+        # The backend's template wraps the engine's, whose nodes the loader renders.
+        inner = cast(Template, getattr(template, "template", template))
+        found = [cast(CacheNode, node) for node in inner.nodelist.get_nodes_by_type(CacheNode)]
+        nodes = [node for node in found if node.fragment_name == provider.fragment_name]
         if not nodes:
             raise Skip(
                 f"template `{provider.template_name}` has no {{% cache … "
@@ -66,7 +64,9 @@ class _FragmentIndex:
             )
         return inner, nodes
 
-    def find(self, provider: FragmentProvider, app_key: str) -> tuple[CacheNode, Template, Mapping[str, Any]]:
+    def find(
+        self, provider: FragmentProvider, app_key: str
+    ) -> tuple[CacheNode, Template, Mapping[str, Any]]:
         template, nodes = self._nodes(provider)
         keys = self._keys.get(provider.fragment_name)
         if keys is None:
@@ -77,9 +77,14 @@ class _FragmentIndex:
                         vary_on = [var.resolve(context) for var in node.vary_on]
                     keys.setdefault(make_template_fragment_key(node.fragment_name, vary_on), values)
             self._keys[provider.fragment_name] = keys
-        values = keys.get(app_key)
-        if values is None:
+        wanted = keys.get(app_key)
+        if wanted is None:
             raise Skip("none of the fragment's registered contexts makes this key")
+        return self._node_for(template, nodes, wanted, app_key)
+
+    def _node_for(
+        self, template: Template, nodes: list[CacheNode], values: Mapping[str, Any], app_key: str
+    ) -> tuple[CacheNode, Template, Mapping[str, Any]]:
         for node in nodes:
             with _bound(template, _context(template, values)) as context:
                 vary_on = [var.resolve(context) for var in node.vary_on]

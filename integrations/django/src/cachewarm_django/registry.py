@@ -116,7 +116,9 @@ def loader(
 
 def fragment(
     fragment_name: str, *, template: str
-) -> Callable[[Callable[[], Iterable[Mapping[str, Any]]]], Callable[[], Iterable[Mapping[str, Any]]]]:
+) -> Callable[
+    [Callable[[], Iterable[Mapping[str, Any]]]], Callable[[], Iterable[Mapping[str, Any]]]
+]:
     """Registers the contexts a ``{% cache … fragment_name … %}`` block in ``template`` is
     rendered with.
 

@@ -76,7 +76,9 @@ class Options:
     extra_args: Sequence[str] = field(default_factory=tuple)
 
 
-def command(manifest: str, alias: str, options: Options, detach: bool) -> tuple[list[str], dict[str, str]]:
+def command(
+    manifest: str, alias: str, options: Options, detach: bool
+) -> tuple[list[str], dict[str, str]]:
     """The warmer's argv and environment for one run."""
     from django.conf import settings
 

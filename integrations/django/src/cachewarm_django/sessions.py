@@ -111,7 +111,10 @@ def register(alias: str) -> None:
 
     session_alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
     for pattern, function in (
-        (rf"^{re.escape(CACHED_DB_PREFIX)}(?P<session>[a-z0-9]+|#[0-9a-f]+)$", load_cached_db_session),
+        (
+            rf"^{re.escape(CACHED_DB_PREFIX)}(?P<session>[a-z0-9]+|#[0-9a-f]+)$",
+            load_cached_db_session,
+        ),
         (rf"^{re.escape(CACHE_PREFIX)}(?P<session>[a-z0-9]+|#[0-9a-f]+)$", load_cache_only_session),
     ):
         registry.loaders.append(

@@ -22,7 +22,9 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--manifest", required=True, help="manifest.json[.zst] from analyzer rank")
+        parser.add_argument(
+            "--manifest", required=True, help="manifest.json[.zst] from analyzer rank"
+        )
         parser.add_argument("--alias", default="default", help="cache alias in settings.CACHES")
         parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
         parser.add_argument(

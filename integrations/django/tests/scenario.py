@@ -715,6 +715,18 @@ def run_detached() -> dict[str, Any]:
     }
 
 
+def run_argv() -> dict[str, Any]:
+    """The warmer command ``manage.py cachewarm`` would run, without running it."""
+    from cachewarm_django.runner import Options, command
+
+    argv, env = command("manifest.json", "default", Options(key="^:1:profile:"), detach=False)
+    return {
+        "argv": argv,
+        "targets": env["CACHEWARM_TARGETS"],
+        "key_pattern": env.get("CACHEWARM_DJANGO_KEY_PATTERN"),
+    }
+
+
 def main() -> None:
     mode = sys.argv[1]
     result = {
@@ -722,6 +734,7 @@ def main() -> None:
         "access_log": run_access_log,
         "e2e": run_e2e,
         "detached": run_detached,
+        "argv": run_argv,
     }[mode]()
     print("RESULT " + json.dumps(result, default=str), flush=True)
 

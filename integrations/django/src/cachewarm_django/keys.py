@@ -40,22 +40,18 @@ class KeyReverser:
                 "the cache's KEY_FUNCTION does not keep the key and version as text, so a "
                 "manifest key cannot be turned back into the app's key"
             )
-        key_at = probe.index(_KEY_MARK)
-        version_at = probe.index(version_text)
-        if version_at > key_at:
-            raise Irreversible("the cache's KEY_FUNCTION puts the version after the key")
-        before = probe[:version_at]
-        between = probe[version_at + len(version_text) : key_at]
-        after = probe[key_at + len(_KEY_MARK) :]
-        self._pattern = re.compile(
-            re.escape(before)
-            + r"(?P<version>-?\d+)"
-            + re.escape(between)
-            + r"(?P<key>.*)"
-            + re.escape(after)
-            + r"\Z",
-            re.DOTALL,
+        # The probe's text around the two markers, in the order the key function put them.
+        marks = sorted(
+            [
+                (probe.index(_KEY_MARK), _KEY_MARK, r"(?P<key>.*)"),
+                (probe.index(version_text), version_text, r"(?P<version>-?\d+)"),
+            ]
         )
+        pattern, at = "", 0
+        for position, mark, group in marks:
+            pattern += re.escape(probe[at:position]) + group
+            at = position + len(mark)
+        self._pattern = re.compile(pattern + re.escape(probe[at:]) + r"\Z", re.DOTALL)
 
     def app_key(self, store_key: str) -> AppKey | None:
         """The app key and version ``store_key`` was made from, or ``None`` when this alias's

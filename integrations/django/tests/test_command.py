@@ -41,7 +41,7 @@ def argv_for(
 ) -> dict[str, Any]:
     done = run(caches, str(HERE / "scenario.py"), "argv", databases=databases, tmp=tmp)
     assert done.returncode == 0, done.stderr
-    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     result: dict[str, Any] = json.loads(line[len("RESULT ") :])
     return result
 

@@ -120,6 +120,7 @@ def run_scenario(
     done = subprocess.run(
         [sys.executable, str(HERE / "scenario.py"), mode],
         env=env,
+        cwd=HERE.parent / "example",
         capture_output=True,
         text=True,
         timeout=900,

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import functools
 import json
@@ -401,6 +402,9 @@ def install(path: str) -> Writer:
         return _writer
     _writer = Writer(path)
     out = _writer
+    # The writer thread is a daemon; a short-lived process (a management command) would
+    # otherwise exit with its last lines still queued.
+    atexit.register(out.flush, 2.0)
     create = caches.create_connection
 
     def create_connection(alias: str) -> BaseCache:

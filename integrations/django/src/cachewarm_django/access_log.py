@@ -82,12 +82,14 @@ class Writer:
         return True
 
     def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            return
         if self._pid != os.getpid():
             # A forked worker: the parent's thread and queued lines are not ours.
             self._queue = queue.Queue(maxsize=self._queue.maxsize)
             self._thread = None
             self._pid = os.getpid()
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None:
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(
@@ -114,7 +116,7 @@ class Writer:
     def _write(self, lines: list[str]) -> None:
         if not lines:
             return
-        data = "".join(lines).encode("utf-8")
+        data = "".join(lines).encode("utf-8", "backslashreplace")
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
@@ -158,9 +160,12 @@ class _Logger:
         self.cache = cache
         self.out = out
         self._size: Callable[[str, Any], int] | None = None
+        from django.conf import settings
+
+        self.sessions_in_clear = bool(getattr(settings, "CACHEWARM_LOG_SESSION_IDS", False))
 
     def store_key(self, key: Any, version: int | None) -> str:
-        return self.cache.make_key(log_form(str(key)), version=version)
+        return self.cache.make_key(log_form(str(key), self.sessions_in_clear), version=version)
 
     def value_size(self, key: str, value: Any) -> int | None:
         if self._size is None:

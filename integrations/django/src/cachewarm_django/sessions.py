@@ -34,9 +34,10 @@ def session_hash(session_key: str) -> str:
     return salted_hmac(_SALT, session_key, algorithm="sha256").hexdigest()[:_HASH_HEX]
 
 
-def log_form(app_key: str) -> str:
-    """``app_key`` as the access log writes it: session keys hashed unless configured not to."""
-    if getattr(settings, "CACHEWARM_LOG_SESSION_IDS", False):
+def log_form(app_key: str, in_clear: bool = False) -> str:
+    """``app_key`` as the access log writes it: session keys hashed unless ``in_clear``
+    (``CACHEWARM_LOG_SESSION_IDS``)."""
+    if in_clear or not app_key.startswith(CACHE_PREFIX):
         return app_key
     for prefix in (CACHED_DB_PREFIX, CACHE_PREFIX):
         if app_key.startswith(prefix):

@@ -757,6 +757,40 @@ def run_detached() -> dict[str, Any]:
     }
 
 
+def run_throughput() -> dict[str, Any]:
+    """Keys per second through the loader: SCENARIO_KEYS daily reports (one aggregate query
+    each), ranked and warmed as a deploy would."""
+    call_command("migrate", verbosity=0)
+    count = int(os.environ.get("SCENARIO_KEYS", "5000"))
+    log = WORK / "many.jsonl"
+    base = 1_800_000_000
+    with log.open("w") as out:
+        for round_ in range(2):
+            for i in range(count):
+                day = datetime.date(2000, 1, 1) + datetime.timedelta(days=i)
+                event = {
+                    "ts": base + round_ * count + i,
+                    "key": f":1:report:daily:{day}",
+                    "op": "get",
+                    "hit": False,
+                    "namespace": "default",
+                }
+                out.write(json.dumps(event) + "\n")
+    manifest, entries = rank(log, "throughput")
+    cache.clear()
+    report, seconds = cachewarm(manifest, "throughput")
+    target = report["targets"][0]
+    check(target["counts"]["written"] == count, f"{target['counts']}")
+    return {
+        "backend": BACKEND,
+        "keys": count,
+        "warm_ms": report["timings"]["warm_ms"],
+        "keys_per_s": target["keys_per_s"],
+        "command_seconds": round(seconds, 2),
+        "loader_workers": os.cpu_count(),
+    }
+
+
 def run_argv() -> dict[str, Any]:
     """The warmer command ``manage.py cachewarm`` would run, without running it."""
     from cachewarm_django.runner import Options, command
@@ -777,6 +811,7 @@ def main() -> None:
         "e2e": run_e2e,
         "detached": run_detached,
         "argv": run_argv,
+        "throughput": run_throughput,
     }[mode]()
     print("RESULT " + json.dumps(result, default=str), flush=True)
 

@@ -51,3 +51,14 @@ def test_background_run_is_pollable(
         extra_env={"SCENARIO_ANALYZER": analyzer_binary},
     )
     assert result["state"] == "finished"
+
+
+def test_loader_throughput(
+    request: pytest.FixtureRequest, tmp_path: Path, warmer_binary: str, analyzer_binary: str
+) -> None:
+    """Prints the keys per second 5,000 computed values reach through the loader (Redis)."""
+    result = run_scenario(
+        "throughput", "redis", request, tmp_path, extra_env={"SCENARIO_ANALYZER": analyzer_binary}
+    )
+    print("throughput:", json.dumps(result))
+    assert result["keys"] == 5000

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import django
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from . import fragments, sessions
 from .backends import Backend, describe
@@ -140,10 +140,7 @@ def serve(alias: str, stdin: IO[str], stdout: IO[str]) -> int:
         # A connection the database closed since the last batch is dropped, not reused.
         close_old_connections()
         for key in keys:
-            try:
-                send(answerer.answer(request_id, str(key)))
-            except DatabaseError as error:
-                send({"id": request_id, "key": key, "error": str(error), "retryable": True})
+            send(answerer.answer(request_id, str(key)))
         send({"id": request_id, "done": True})
         stdout.flush()
     return 0

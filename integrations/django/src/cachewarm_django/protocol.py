@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import time
 import traceback
 from typing import IO, Any
 
@@ -28,6 +29,9 @@ PROTOCOL = 1
 #: Set by ``manage.py cachewarm`` from ``--key``: only manifest keys this regex finds are
 #: loaded (the warmer has no key filter of its own).
 KEY_PATTERN_VARIABLE = "CACHEWARM_DJANGO_KEY_PATTERN"
+
+#: How often the database connections are checked between requests.
+CONNECTION_CHECK_SECONDS = 10.0
 
 #: Errors worth trying again: the database or a service went away for a moment.
 RETRYABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -56,6 +60,13 @@ class Answerer:
         self.backend = backend
         self.reverser = KeyReverser(backend.cache)
         self.key_pattern = re.compile(key_pattern) if key_pattern else None
+        self.retryable_errors = 0
+
+    def _retryable(self, error: Exception) -> bool:
+        if isinstance(error, RETRYABLE):
+            self.retryable_errors += 1
+            return True
+        return False
 
     def answer(self, request_id: Any, key: str) -> dict[str, Any]:
         base: dict[str, Any] = {"id": request_id, "key": key}
@@ -83,7 +94,7 @@ class Answerer:
                 **base,
                 "error": f"{entry.function.__module__}.{entry.function.__qualname__} raised "
                 f"{type(error).__name__}: {error}",
-                "retryable": isinstance(error, RETRYABLE),
+                "retryable": self._retryable(error),
             }
         value = result if isinstance(result, Value) else Value(result)
         timeout = value.timeout
@@ -125,6 +136,7 @@ def serve(alias: str, stdin: IO[str], stdout: IO[str]) -> int:
 
     send(hello(backend))
     stdout.flush()
+    checked_at = time.monotonic()
     for line in stdin:
         if not line.strip():
             continue
@@ -137,8 +149,13 @@ def serve(alias: str, stdin: IO[str], stdout: IO[str]) -> int:
         except (ValueError, KeyError, TypeError) as error:
             print(f"cachewarm_loader: not a protocol v1 request: {error}", file=sys.stderr)
             return 2
-        # A connection the database closed since the last batch is dropped, not reused.
-        close_old_connections()
+        # A connection the database closed, or one a retryable error left unusable, is
+        # dropped rather than reused; checking on every request would reconnect every 100 keys
+        # (Django closes connections on each check when CONN_MAX_AGE is 0).
+        if answerer.retryable_errors or time.monotonic() - checked_at > CONNECTION_CHECK_SECONDS:
+            close_old_connections()
+            answerer.retryable_errors = 0
+            checked_at = time.monotonic()
         for key in keys:
             send(answerer.answer(request_id, str(key)))
         send({"id": request_id, "done": True})

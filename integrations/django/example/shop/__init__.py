@@ -1,0 +1,1 @@
+"""The example app: profiles, settings, reference data, permissions, a dashboard."""

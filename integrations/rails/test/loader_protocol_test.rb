@@ -124,8 +124,8 @@ class LoaderProtocolTest < Minitest::Test
   end
 
   def assert_misses(answers)
-    assert_match(/RecordNotFound/, answers[2]["miss"])
-    assert_match(/no loader matches `nope`/, answers[3]["miss"])
+    assert_equal "record not found (ActiveRecord::RecordNotFound)", answers[2]["miss"]
+    assert_equal "no loader matches the key", answers[3]["miss"]
     assert_match(/namespace `shop`/, answers[4]["miss"])
   end
 

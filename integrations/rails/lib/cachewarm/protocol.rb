@@ -72,7 +72,7 @@ module Cachewarm
       return { "id" => id, "key" => key, "miss" => why } unless app_key
 
       loader, match = @loaders.find(app_key)
-      return { "id" => id, "key" => key, "miss" => "no loader matches `#{app_key}`" } unless loader
+      return { "id" => id, "key" => key, "miss" => "no loader matches the key" } unless loader
 
       result = loader.call(match)
       return { "id" => id, "key" => key, "miss" => "the loader returned nil" } if result.nil?
@@ -82,10 +82,12 @@ module Cachewarm
     rescue Skip => e
       { "id" => id, "key" => key, "miss" => e.message }
     rescue StandardError => e
-      return { "id" => id, "key" => key, "miss" => "#{e.class}: #{e.message}" } if record_not_found?(e)
-
+      # The warmer counts misses and errors by reason: a reason names the kind of failure,
+      # the key and the details go to stderr (the run's log).
       @log.puts("cachewarm loader: #{key}: #{e.class}: #{e.message}")
-      { "id" => id, "key" => key, "error" => "#{e.class}: #{e.message}", "retryable" => transient?(e) }
+      return { "id" => id, "key" => key, "miss" => "record not found (#{e.class})" } if record_not_found?(e)
+
+      { "id" => id, "key" => key, "error" => "#{e.class}: #{e.message.lines.first.to_s.strip}", "retryable" => transient?(e) }
     end
 
     private

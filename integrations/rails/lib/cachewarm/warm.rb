@@ -60,6 +60,18 @@ module Cachewarm
       argv + Array(@settings[:warmer_args]).map(&:to_s)
     end
 
+    # argv of `warmer run` from the task's variables: MANIFEST, CATEGORY (comma-separated),
+    # DRY_RUN=1, DETACH=1.
+    def run_argv_from(vars)
+      yes = ->(name) { %w[1 true yes].include?(vars[name].to_s.downcase) }
+      run_argv(
+        manifest: vars["MANIFEST"],
+        categories: vars["CATEGORY"].to_s.split(",").map(&:strip).reject(&:empty?),
+        dry_run: yes.("DRY_RUN"),
+        detach: yes.("DETACH"),
+      )
+    end
+
     # argv of `warmer undo` (the newest run, or `run_dir`).
     def undo_argv(run_dir: nil)
       argv = [warmer, "undo"]

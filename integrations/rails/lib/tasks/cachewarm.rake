@@ -5,13 +5,7 @@ namespace :cachewarm do
   desc "Warm Rails.cache with the warmer: MANIFEST=path [CATEGORY=a,b] [DRY_RUN=1] [DETACH=1]; exits with the warmer's code"
   task warm: :environment do
     warm = Cachewarm.warm_for
-    argv = warm.run_argv(
-      manifest: ENV["MANIFEST"],
-      categories: ENV["CATEGORY"].to_s.split(",").map(&:strip).reject(&:empty?),
-      dry_run: %w[1 true yes].include?(ENV["DRY_RUN"].to_s.downcase),
-      detach: %w[1 true yes].include?(ENV["DETACH"].to_s.downcase),
-    )
-    exit warm.execute(argv)
+    exit warm.execute(warm.run_argv_from(ENV))
   rescue Cachewarm::UnsupportedStore => e
     warn "error: #{e.message}"
     exit Cachewarm::Warm::USAGE_ERROR

@@ -37,6 +37,18 @@ module Cachewarm
       loaders.register(pattern, category: category, write_options: write_options, &block)
     end
 
+    # Registers a loader for view fragments: the block renders what contains the fragment
+    # (`ApplicationController.render(...)`), and the entries are what Rails' own `cache`
+    # helper writes while it renders, keys with the current template digest included. A key
+    # whose digest changed since the manifest was made is warmed under its new key.
+    #
+    #   Cachewarm.fragment_loader(%r{\Aviews/products/page:\h+/products/(?<id>\d+)\z}) do |id:|
+    #     ApplicationController.render(template: "products/page", assigns: { product: Product.find(id) })
+    #   end
+    def fragment_loader(pattern, category: nil, &block)
+      loaders.register(pattern, category: category, render: true, &block)
+    end
+
     # Wraps a loader block's result with per-key write options:
     # `Cachewarm.value(product.card, version: product.cache_version)`.
     def value(value, **write_options)

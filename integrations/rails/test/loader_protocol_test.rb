@@ -97,6 +97,29 @@ class LoaderProtocolTest < Minitest::Test
     assert_match(/ignoring a request line/, errors.value)
   end
 
+  # Why: fragment keys carry the template's digest; the loader must let Rails' own `cache`
+  # helper make them (a manifest key whose digest is stale is warmed under the current key),
+  # and the page served from the warmed fragment must be the page rendered cold.
+  def test_fragment_loader_renders_through_the_app
+    redis = start_redis
+    app = app_with("CACHE_STORE" => "redis", "REDIS_URL" => "redis://#{redis.address}/0")
+    _, answers = converse(app, ["shop:views/products/page:0123/products/3"])
+    entry = answers.first.fetch("entries").first
+    assert_match(%r{\Ashop:views/products/page:\h{32}/products/3\z}, entry["key"])
+    assert_nil entry["ttl_ms"], "the app caches the fragment without expiry"
+    Redis.new(url: "redis://#{redis.address}/0").set(entry["key"], Base64.strict_decode64(entry["value_b64"]))
+
+    paths = File.join(@dir, "paths.txt")
+    File.write(paths, "/products/3/page\n")
+    warm = app.runner("traffic", paths)
+    assert_equal [entry["key"]], warm["first_read_hit_keys"]
+    _, err, status = app.rails("runner", "Rails.cache.clear")
+    assert status.success?, err
+    cold = app.runner("traffic", paths)
+    assert_equal 0, cold["hits"]
+    assert_equal cold["bodies"], warm["bodies"]
+  end
+
   private
 
   # Runs one request through a fresh loader; returns the hello and the answers in order.

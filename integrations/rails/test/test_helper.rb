@@ -182,3 +182,17 @@ module TestSupport
     end
   end
 end
+
+module TestSupport
+  # How many items a memcached server holds (`stats` curr_items).
+  def self.memcached_items(server)
+    TCPSocket.open("127.0.0.1", server.port) do |socket|
+      socket.write("stats\r\n")
+      items = nil
+      while (line = socket.gets) && line != "END\r\n"
+        items = Integer(line.split[2]) if line.start_with?("STAT curr_items ")
+      end
+      items
+    end
+  end
+end

@@ -5,7 +5,9 @@ module Cachewarm
   # pattern matches a key computes its value.
   class Loaders
     # One registered loader.
-    Loader = Struct.new(:pattern, :category, :write_options, :block) do
+    # `render`: the block renders through the app and its fragment cache writes are the
+    # entries (Cachewarm.fragment_loader); otherwise it returns the value.
+    Loader = Struct.new(:pattern, :category, :write_options, :block, :render) do
       # Calls the block with the match's named groups as keyword arguments (a block without
       # named groups gets the match itself).
       def call(match)
@@ -24,11 +26,11 @@ module Cachewarm
       @loaders = []
     end
 
-    def register(pattern, category: nil, write_options: {}, &block)
+    def register(pattern, category: nil, write_options: {}, render: false, &block)
       raise ArgumentError, "Cachewarm.loader needs a block that returns the value to cache" unless block
       raise ArgumentError, "Cachewarm.loader takes a Regexp, got #{pattern.inspect}" unless pattern.is_a?(Regexp)
 
-      @loaders << Loader.new(pattern, category, write_options.freeze, block)
+      @loaders << Loader.new(pattern, category, write_options.freeze, block, render)
       self
     end
 

@@ -74,6 +74,13 @@ module Cachewarm
       loader, match = @loaders.find(app_key)
       return { "id" => id, "key" => key, "miss" => "no loader matches the key" } unless loader
 
+      if loader.render
+        entries = @store.capture_rendering { loader.call(match) }
+        return { "id" => id, "key" => key, "miss" => "rendering wrote no fragment (is perform_caching on?)" } if entries.empty?
+
+        return { "id" => id, "key" => key, "entries" => entries }
+      end
+
       result = loader.call(match)
       return { "id" => id, "key" => key, "miss" => "the loader returned nil" } if result.nil?
 

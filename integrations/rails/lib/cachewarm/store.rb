@@ -89,21 +89,26 @@ module Cachewarm
     # The entries the store writes for `Rails.cache.write(name, value, **options)`, as loader
     # protocol entries: `{"key", "value_b64", "ttl_ms"}` and, for memcached, `"flags"`.
     def capture(name, value, **options)
-      store = @cache.dup
-      # The copy must not share the original's per-request local cache (LocalCache keys it by
-      # the store object).
-      store.remove_instance_variable(:@local_cache_key) if store.instance_variable_defined?(:@local_cache_key)
-      recorder = @kind == :redis ? RedisRecorder.new : DalliRecorder.new(dalli_options)
-      case @kind
-      when :redis
-        store.instance_variable_set(:@redis, recorder)
-        store.define_singleton_method(:redis) { recorder }
-      when :memcached
-        store.instance_variable_set(:@data, recorder)
-      end
+      store, recorder = recording_copy
       AccessLog.quietly { store.write(name, value, **options) }
       raise UnsupportedStore, "#{@cache.class.name}#write sent nothing to its client for `#{name}`" if recorder.writes.empty?
 
+      recorder.writes
+    end
+
+    # The entries the block's rendering writes to the fragment cache: the block renders with
+    # ActionController's cache store replaced by a recording copy of this one, on which every
+    # read misses, so Rails' own fragment helpers build the keys (template digest included)
+    # and the values, and nothing reaches the real store.
+    def capture_rendering
+      store, recorder = recording_copy
+      previous = ActionController::Base.cache_store
+      ActionController::Base.cache_store = store
+      begin
+        AccessLog.quietly { yield }
+      ensure
+        ActionController::Base.cache_store = previous
+      end
       recorder.writes
     end
 
@@ -114,6 +119,23 @@ module Cachewarm
     end
 
     private
+
+    # A copy of the store whose client records what it is sent instead of sending it.
+    def recording_copy
+      store = @cache.dup
+      # The copy must not share the original's per-request local cache (LocalCache keys it by
+      # the store object).
+      store.remove_instance_variable(:@local_cache_key) if store.instance_variable_defined?(:@local_cache_key)
+      if @kind == :redis
+        recorder = RedisRecorder.new
+        store.instance_variable_set(:@redis, recorder)
+        store.define_singleton_method(:redis) { recorder }
+      else
+        recorder = DalliRecorder.new(dalli_options)
+        store.instance_variable_set(:@data, recorder)
+      end
+      [store, recorder]
+    end
 
     def kind_of(cache)
       if defined?(ActiveSupport::Cache::RedisCacheStore) && cache.is_a?(ActiveSupport::Cache::RedisCacheStore)
@@ -218,6 +240,15 @@ module Cachewarm
       yield self
     end
 
+    # Reads miss: a captured render computes every fragment.
+    def get(_key)
+      nil
+    end
+
+    def mget(*keys)
+      Array.new(keys.flatten.size)
+    end
+
     def set(key, value, ex: nil, px: nil, nx: nil, xx: nil, **_other)
       ttl_ms = px || (ex && ex * 1000)
       @writes << Cachewarm.entry(key, value, ttl_ms: ttl_ms&.to_i)
@@ -225,7 +256,7 @@ module Cachewarm
     end
 
     def method_missing(name, *_args, **_kwargs)
-      raise UnsupportedStore, "RedisCacheStore called redis.#{name} while writing; cachewarm captures only SET"
+      raise UnsupportedStore, "RedisCacheStore called redis.#{name} while writing; cachewarm captures only GET, MGET and SET"
     end
 
     def respond_to_missing?(_name, _include_private = false)
@@ -253,6 +284,15 @@ module Cachewarm
       yield self
     end
 
+    # Reads miss: a captured render computes every fragment.
+    def get(_key, _options = nil)
+      nil
+    end
+
+    def get_multi(*_keys)
+      {}
+    end
+
     def set(key, value, ttl = nil, options = nil, **keywords)
       record(key, value, ttl, (options || {}).merge(keywords))
     end
@@ -262,7 +302,7 @@ module Cachewarm
     end
 
     def method_missing(name, *_args, **_kwargs)
-      raise UnsupportedStore, "MemCacheStore called dalli.#{name} while writing; cachewarm captures only set/add"
+      raise UnsupportedStore, "MemCacheStore called dalli.#{name} while writing; cachewarm captures only get, get_multi, set and add"
     end
 
     def respond_to_missing?(_name, _include_private = false)

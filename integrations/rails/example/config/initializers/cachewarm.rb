@@ -18,3 +18,10 @@ Cachewarm.loader(%r{\Aproducts/(?<id>\d+)/card\z}, category: "catalog", **Produc
   product = Product.find(id)
   Cachewarm.value(product.card, version: product.cache_version)
 end
+
+# `shop:views/products/page:DIGEST/products/7`: the fragment of the product page, made by
+# rendering the page; Rails' `cache` helper writes it with the template's current digest and
+# the record's version.
+Cachewarm.fragment_loader(%r{\Aviews/products/page:\h+/products/(?<id>\d+)\z}, category: "pages") do |id:|
+  ApplicationController.render(template: "products/page", assigns: { product: Product.find(id) })
+end

@@ -54,7 +54,7 @@ module Cachewarm
     # can corrupt the protocol. Returns the protocol's output.
     def become_loader!
       @loader_process = true
-      protocol = IO.new(STDOUT.fileno).dup
+      protocol = STDOUT.dup
       protocol.sync = false
       STDOUT.reopen(STDERR)
       $stdout = STDERR

@@ -26,5 +26,9 @@ namespace :cachewarm do
     Rake::Task["environment"].invoke
     Cachewarm::Protocol.new(store: Cachewarm::Store.new(Rails.cache), loaders: Cachewarm.loaders, input: $stdin, output: output).run
     output.flush
+  rescue Cachewarm::UnsupportedStore => e
+    # On stderr, which the warmer keeps in the run's log and report.
+    warn "error: #{e.message}"
+    exit Cachewarm::Warm::USAGE_ERROR
   end
 end

@@ -96,18 +96,20 @@ module Cachewarm
       recorder.writes
     end
 
-    # The entries the block's rendering writes to the fragment cache: the block renders with
-    # ActionController's cache store replaced by a recording copy of this one, on which every
-    # read misses, so Rails' own fragment helpers build the keys (template digest included)
-    # and the values, and nothing reaches the real store.
+    # The entries the block's rendering writes to the cache: the block renders with
+    # ActionController's cache store and `Rails.cache` replaced by a recording copy of this
+    # one, on which every read misses, so Rails' own fragment helpers build the keys (template
+    # digest included) and the values, and nothing reaches the real store. (The loader is
+    # single-threaded: nothing else sees the swap.)
     def capture_rendering
       store, recorder = recording_copy
-      previous = ActionController::Base.cache_store
+      previous = [ActionController::Base.cache_store, Rails.cache]
       ActionController::Base.cache_store = store
+      Rails.cache = store
       begin
         AccessLog.quietly { yield }
       ensure
-        ActionController::Base.cache_store = previous
+        ActionController::Base.cache_store, Rails.cache = previous
       end
       recorder.writes
     end

@@ -942,6 +942,8 @@ async fn write(
                 key: &entry.key,
                 value: &fetched.value,
                 ttl: ttl_of(entry, fetched, settings),
+                flags: fetched.flags,
+                encoding: fetched.encoding,
             })
         })
         .collect();

@@ -18,7 +18,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::store::Fetched;
+use crate::store::{Fetched, ValueEncoding};
 
 /// Errors reading or writing a snapshot; they name the file.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +162,12 @@ impl Snapshot {
                     Some(at) if at <= now_us => return Ok(None),
                     Some(at) => Some(Duration::from_micros((at - now_us) as u64)),
                 };
-                Ok(Some(Fetched { value, ttl }))
+                Ok(Some(Fetched {
+                    value,
+                    ttl,
+                    flags: 0,
+                    encoding: ValueEncoding::Raw,
+                }))
             })
             .collect()
     }
@@ -399,10 +404,14 @@ mod tests {
         let expiring = Fetched {
             value: vec![0, 159, 146, 150],
             ttl: Some(Duration::from_secs(300)),
+            flags: 0,
+            encoding: ValueEncoding::Raw,
         };
         let forever = Fetched {
             value: b"plain".to_vec(),
             ttl: None,
+            flags: 0,
+            encoding: ValueEncoding::Raw,
         };
         let written = write_snapshot(&path, [("a", &expiring), ("b", &forever)], now).unwrap();
         assert_eq!(written, 2);
@@ -438,6 +447,8 @@ mod tests {
         let value = |v: &str| Fetched {
             value: v.as_bytes().to_vec(),
             ttl: None,
+            flags: 0,
+            encoding: ValueEncoding::Raw,
         };
         let rows: Vec<(String, Fetched)> = (0..40_000)
             .map(|i| (format!("k{i}"), value(&format!("v{i}"))))

@@ -40,12 +40,45 @@ pub enum Role {
     Target,
 }
 
+/// What a value's bytes are, and so how a store writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueEncoding {
+    /// The bytes the application's client stored and reads back: a memcached item, a Redis
+    /// string, a SQL cache row's value.
+    #[default]
+    Raw,
+    /// A Redis `DUMP` payload: a value of any Redis type with its RDB version and checksum,
+    /// written back with `RESTORE`. Only a Redis server can read it.
+    RedisDump,
+}
+
+impl ValueEncoding {
+    /// The name snapshots and messages use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueEncoding::Raw => "raw",
+            ValueEncoding::RedisDump => "redis-dump",
+        }
+    }
+
+    /// The encoding called `name` (see [`ValueEncoding::name`]).
+    pub fn from_name(name: &str) -> Option<ValueEncoding> {
+        [ValueEncoding::Raw, ValueEncoding::RedisDump]
+            .into_iter()
+            .find(|encoding| encoding.name() == name)
+    }
+}
+
 /// A value read from a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
     pub value: Vec<u8>,
     /// Remaining time to live; `None` when the entry does not expire.
     pub ttl: Option<Duration>,
+    /// memcached's client flags: how the application's client decodes the value (pickled,
+    /// an int, compressed, Marshal'd…). 0 from stores that have none.
+    pub flags: u32,
+    pub encoding: ValueEncoding,
 }
 
 /// One write.
@@ -54,6 +87,9 @@ pub struct WriteItem<'a> {
     pub key: &'a str,
     pub value: &'a [u8],
     pub ttl: Duration,
+    /// memcached's client flags, written with the value (other stores have none to keep).
+    pub flags: u32,
+    pub encoding: ValueEncoding,
 }
 
 /// What became of one write.

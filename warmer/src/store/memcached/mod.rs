@@ -19,8 +19,8 @@ use memcache::exp::{AsyncMetaClient, Delete, Get, Meta, MutationStatus, Router, 
 use schemas::report::HitCounters;
 
 use super::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
-    value_hash,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, ValueEncoding, WriteItem,
+    WriteOutcome, value_hash,
 };
 
 use route::AppRouter;
@@ -146,7 +146,12 @@ impl MemcachedStore {
                     .ttl
                     .and_then(|secs| u64::try_from(secs).ok())
                     .map(Duration::from_secs);
-                Some(Fetched { value, ttl })
+                Some(Fetched {
+                    value,
+                    ttl,
+                    flags: 0,
+                    encoding: ValueEncoding::Raw,
+                })
             })
             .collect())
     }

@@ -356,6 +356,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::store::ValueEncoding;
 
     #[test]
     fn decimals() {
@@ -376,11 +377,15 @@ mod tests {
                 key: "short",
                 value,
                 ttl: Duration::from_secs(60),
+                flags: 0,
+                encoding: ValueEncoding::Raw,
             },
             WriteItem {
                 key: "long",
                 value,
                 ttl: Duration::from_secs(MAX_RELATIVE_SECS + 1),
+                flags: 0,
+                encoding: ValueEncoding::Raw,
             },
         ];
         let mut outcomes = vec![WriteOutcome::Written; 2];

@@ -17,8 +17,8 @@ use redis::{Pipeline, RedisResult, Value};
 use schemas::report::HitCounters;
 
 use super::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
-    duration_from_millis, redact, value_hash,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, ValueEncoding, WriteItem,
+    WriteOutcome, duration_from_millis, redact, value_hash,
 };
 
 pub use cluster::RedisClusterStore;
@@ -228,6 +228,8 @@ fn fetched(replies: Vec<RedisResult<Value>>) -> Vec<Option<Fetched>> {
             (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => Some(Fetched {
                 value,
                 ttl: duration_from_millis(pttl),
+                flags: 0,
+                encoding: ValueEncoding::Raw,
             }),
             _ => None,
         });

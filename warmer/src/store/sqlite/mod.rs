@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Fetched, Role, StoreError, UndoOutcome, WriteItem, WriteOutcome, value_hash};
+use super::{Fetched, Role, ValueEncoding, StoreError, UndoOutcome, WriteItem, WriteOutcome, value_hash};
 
 const EXPIRES_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
@@ -267,6 +267,8 @@ fn live(value: String, expires: &str, now: DateTime<Utc>) -> Option<Fetched> {
     Some(Fetched {
         value: value.into_bytes(),
         ttl,
+        flags: 0,
+        encoding: ValueEncoding::Raw,
     })
 }
 
@@ -279,6 +281,8 @@ mod tests {
             key,
             value: value.as_bytes(),
             ttl: Duration::from_secs(secs),
+            flags: 0,
+            encoding: ValueEncoding::Raw,
         }
     }
 

@@ -59,7 +59,12 @@ module Cachewarm
 
         id = request["id"]
         wrap do
-          request["keys"].each { |key| write(answer(id, key)) }
+          # Each answer is flushed as it is made: the warmer takes a loader that writes
+          # nothing for a while (--loader-timeout) for a stalled one.
+          request["keys"].each do |key|
+            write(answer(id, key))
+            @output.flush
+          end
         end
         write("id" => id, "done" => true)
         @output.flush

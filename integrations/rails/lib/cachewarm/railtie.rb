@@ -55,7 +55,6 @@ module Cachewarm
     def become_loader!
       @loader_process = true
       protocol = STDOUT.dup
-      protocol.sync = false
       STDOUT.reopen(STDERR)
       $stdout = STDERR
       protocol

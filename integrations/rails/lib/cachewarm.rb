@@ -28,7 +28,7 @@ module Cachewarm
     # store's namespace (and, for memcached, with MemCacheStore's %XX escaping undone). The
     # block is called with the named groups as keyword arguments and returns the value to
     # cache. Options are those of `Rails.cache.write`: `expires_in:`, `race_condition_ttl:`,
-    # `version:`, `compress:`; `category:` only labels the loader in errors and listings.
+    # `version:`, `compress:`; `category:` labels it in `bin/rails cachewarm:loaders`.
     #
     #   Cachewarm.loader(%r{\Aproducts/(?<id>\d+)\z}, expires_in: 1.hour) do |id:|
     #     Product.find(id).as_json

@@ -43,4 +43,13 @@ class WarmCommandTest < Minitest::Test
     assert_equal "development", command["env"]["CACHEWARM_ENV"]
     refute command["env"].key?("CACHEWARM_ENABLED")
   end
+
+  # Why: operators check which keys the deploy can warm without reading the initializers.
+  def test_loaders_are_listed_in_the_order_they_are_tried
+    app = TestSupport::App.new("CACHE_STORE" => "redis", "SHOP_DB" => File.join(@dir, "db"))
+    out, err, status = app.rails("cachewarm:loaders")
+    assert status.success?, err
+    assert_equal [%w[value catalog], %w[value catalog], %w[fragment pages]], out.lines.map { |l| l.chomp.split("\t").drop(1) }
+    assert_match(/products.*card/, out.lines[1])
+  end
 end

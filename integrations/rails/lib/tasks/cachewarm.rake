@@ -20,6 +20,13 @@ namespace :cachewarm do
     exit Cachewarm::Warm::USAGE_ERROR
   end
 
+  desc "List the registered loaders: pattern, kind and category, in the order they are tried"
+  task loaders: :environment do
+    Cachewarm.loaders.each do |loader|
+      puts [loader.pattern.inspect, loader.render ? "fragment" : "value", loader.category || "-"].join("\t")
+    end
+  end
+
   desc "The loader the warmer starts (loader protocol v1 on stdin/stdout); not for people"
   task :loader do
     output = Cachewarm.become_loader!

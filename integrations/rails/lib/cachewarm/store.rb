@@ -77,10 +77,11 @@ module Cachewarm
         key = key.delete_prefix(prefix)
       end
       if @kind == :memcached
-        return [nil, "MemCacheStore replaced this long key by a digest; the original key is unknown"] if store_key.match?(/:md5:\h{32}\z/)
+        return [nil, "MemCacheStore replaced this long key by a digest; the original key is unknown"] if store_key.match?(/:(?:md5|hash):\h{32,64}\z/)
 
         key = key.b.gsub(/%(\h\h)/) { Regexp.last_match(1).hex.chr }.force_encoding(Encoding::UTF_8)
-      elsif store_key.bytesize >= 1024 && store_key.match?(/:sha2:\h{64}\z/)
+      # 6.1 suffixes `:sha2:`, later versions `:hash:` with ActiveSupport::Digest's digest.
+      elsif store_key.bytesize >= 1024 && store_key.match?(/:(?:sha2|hash):\h{32,64}\z/)
         return [nil, "RedisCacheStore replaced this long key by a digest; the original key is unknown"]
       end
       [key, nil]

@@ -409,6 +409,8 @@ async fn write(
                 key: &entry.key,
                 value: &fetched.value,
                 ttl: ttl_of(entry, fetched, settings.default_ttl),
+                flags: fetched.flags,
+                encoding: fetched.encoding,
             })
         })
         .collect();

@@ -34,8 +34,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::manifest::{self, Entry, ManifestError, ManifestFile};
-use crate::source::Source;
-use crate::store::{Fetched, KeyLimits, Role, Store, StoreUrl, UrlError, redact};
+use crate::source::{Source, SourceUrl};
+use crate::store::{Fetched, KeyLimits, Role, Store, StoreUrl, UrlError, WriteMode, redact};
 use progress::Board;
 use target::TargetRun;
 
@@ -47,8 +47,8 @@ pub struct RunSettings {
     pub targets: Vec<String>,
     /// Count what would be written, write nothing.
     pub dry_run: bool,
-    /// Replace live entries instead of keeping them.
-    pub overwrite: bool,
+    /// Whether live entries are kept (add) or replaced.
+    pub write_mode: WriteMode,
     /// The whole run, probes included, ends by then.
     pub timeout: Duration,
     /// Entries per pipelined batch.
@@ -192,13 +192,13 @@ pub async fn run(
     let manifest = tokio::task::spawn_blocking(move || manifest::open(&path))
         .await
         .expect("manifest verification does not panic")?;
-    let source_url = StoreUrl::parse(&settings.source)?;
+    let source_url = SourceUrl::parse(&settings.source)?;
     let target_urls = settings
         .targets
         .iter()
-        .map(|text| match StoreUrl::parse(text)? {
-            StoreUrl::Snapshot { .. } => Err(RunError::SnapshotTarget(text.clone())),
-            url => Ok(url),
+        .map(|text| match SourceUrl::parse(text) {
+            Ok(SourceUrl::Snapshot(_)) => Err(RunError::SnapshotTarget(text.clone())),
+            _ => Ok(StoreUrl::parse(text)?),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let category_enabled = match &settings.categories {

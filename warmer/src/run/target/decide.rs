@@ -148,6 +148,8 @@ mod tests {
         Some(Fetched {
             value: vec![b'v'; len],
             ttl: ttl_s.map(Duration::from_secs),
+            flags: 0,
+            encoding: crate::store::ValueEncoding::Raw,
         })
     }
 

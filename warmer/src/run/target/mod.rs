@@ -79,7 +79,7 @@ impl TargetRun {
         let mut target = TargetRun {
             index,
             url,
-            kind: parsed.kind(),
+            kind: parsed.name(),
             store: None,
             error: None,
             waiting: false,
@@ -120,10 +120,11 @@ impl TargetRun {
             Some(None) => {}
             None => tracing::warn!(target = target.url, "could not read the store's capacity"),
         }
-        // SQLite is in-process: no round trip to measure, and no live clients on its wire.
+        // A store in the warmer's process (SQLite) has no round trip to measure, and no live
+        // clients on its wire.
         if let Some(multiple) = shared.settings.latency_multiple
             && !shared.settings.dry_run
-            && !matches!(parsed, StoreUrl::Sqlite { .. })
+            && !store.in_process()
         {
             // The throttle's probes need a connection of their own (see `throttle`).
             let probe = tokio::time::timeout_at(deadline, Store::connect(parsed, Role::Target));

@@ -417,7 +417,7 @@ async fn write(
     tokio::time::timeout_at(
         shared.deadline,
         faults::retrying(settings.retries, retried, || {
-            store.write(&items, settings.overwrite)
+            store.write(&items, settings.write_mode)
         }),
     )
     .await

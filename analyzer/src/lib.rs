@@ -7,9 +7,12 @@
 //!
 //! # Layout
 //!
+//! Dependencies run one way (`scripts/check-module-cycles` checks): `ingest` → `dataset`,
+//! `rank`/`stats`/`simulate` → `dataset`, `settings` → `rank`.
+//!
 //! - [`input`]: opening files or stdin, plain, gzip or zstd.
 //! - [`ingest`]: the readers, one folder per format, and the ingest summary.
-//! - [`dataset`]: the partitioned Parquet dataset.
+//! - [`dataset`]: the partitioned Parquet dataset and its row, `AccessEvent`.
 //! - [`rank`]: aggregation, scoring, categories, exclusions, packing into a budget, and
 //!   writing the manifest.
 //! - [`simulate`]: the backtest that predicts how much a manifest helps.

@@ -113,7 +113,7 @@ pub struct Timings {
 pub struct TargetReport {
     /// The target's URL, credentials redacted.
     pub url: String,
-    /// `redis`, `memcached` or `sqlite`.
+    /// The store: `redis`, `redis-cluster`, `memcached`, `sqlite` or `postgres`.
     pub kind: String,
     /// Whether the store stayed reachable for the whole run.
     pub status: TargetStatus,
@@ -157,8 +157,9 @@ pub struct TargetReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_warmed: Vec<NotWarmed>,
     /// What stopped writing before the end of the manifest, when a capacity limit did:
-    /// `max_fill` (the run's byte budget, a share of the store's capacity) or `high_water`
-    /// (the store's used memory, live data included, reached the high-water mark).
+    /// `max_fill` (the run's byte budget, a share of the store's capacity), `high_water`
+    /// (the store's used memory, live data included, reached the high-water mark) or
+    /// `max_entries` (a SQL cache's table reached its entry limit, Django's `MAX_ENTRIES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
     /// How the run held back to keep the store's latency near what it was before warming;
@@ -245,7 +246,7 @@ pub struct NotWarmed {
     /// The entry's read requests in the manifest.
     pub requests: u64,
     /// Why: `source_miss`, `invalid_key`, `skipped_budget`, `skipped_near_expiry` or `failed`.
-    pub reason: String,
+    pub reason: EntryOutcome,
     /// The store's reason, for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -259,7 +260,89 @@ pub enum TargetStatus {
     Failed,
 }
 
-/// Where each manifest entry ended up at one target.
+/// Where one manifest entry ended up at one target: the one vocabulary of outcomes. Each has a
+/// count of the same name in [`Counts`]; an entry not in the store after the run is listed in
+/// [`TargetReport::not_warmed`] with one of them as its reason. The run history's columns and
+/// the Prometheus `result` label use the same names ([`EntryOutcome::as_str`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryOutcome {
+    /// Written by this run.
+    Written,
+    /// Left alone: the store already held a live entry for the key.
+    AlreadyPresent,
+    /// The source had no value for the key.
+    SourceMiss,
+    /// The key is not valid for this store and was never sent.
+    InvalidKey,
+    /// Not written because the byte budget was reached.
+    SkippedBudget,
+    /// Not written because its remaining TTL was below the minimum.
+    SkippedNearExpiry,
+    /// The store refused or failed the write, or the value cannot be stored there.
+    Failed,
+    /// Not reached: the run stopped (timeout, signal, store failure) before this entry.
+    NotAttempted,
+}
+
+impl EntryOutcome {
+    /// Every outcome, in the order reports list them.
+    pub const ALL: [EntryOutcome; 8] = [
+        EntryOutcome::Written,
+        EntryOutcome::AlreadyPresent,
+        EntryOutcome::SourceMiss,
+        EntryOutcome::InvalidKey,
+        EntryOutcome::SkippedBudget,
+        EntryOutcome::SkippedNearExpiry,
+        EntryOutcome::Failed,
+        EntryOutcome::NotAttempted,
+    ];
+
+    /// The name in JSON, in the run history and in metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EntryOutcome::Written => "written",
+            EntryOutcome::AlreadyPresent => "already_present",
+            EntryOutcome::SourceMiss => "source_miss",
+            EntryOutcome::InvalidKey => "invalid_key",
+            EntryOutcome::SkippedBudget => "skipped_budget",
+            EntryOutcome::SkippedNearExpiry => "skipped_near_expiry",
+            EntryOutcome::Failed => "failed",
+            EntryOutcome::NotAttempted => "not_attempted",
+        }
+    }
+
+    /// A short label for summaries and table headers (`over budget` for `skipped_budget`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            EntryOutcome::Written => "written",
+            EntryOutcome::AlreadyPresent => "already present",
+            EntryOutcome::SourceMiss => "source miss",
+            EntryOutcome::InvalidKey => "invalid key",
+            EntryOutcome::SkippedBudget => "over budget",
+            EntryOutcome::SkippedNearExpiry => "near expiry",
+            EntryOutcome::Failed => "failed",
+            EntryOutcome::NotAttempted => "not attempted",
+        }
+    }
+
+    /// Whether an entry with this outcome is in the store after the run (as far as the run
+    /// knows): written, or already there.
+    pub const fn is_in_store(self) -> bool {
+        matches!(self, EntryOutcome::Written | EntryOutcome::AlreadyPresent)
+    }
+}
+
+impl std::fmt::Display for EntryOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where each manifest entry ended up at one target: one count per [`EntryOutcome`], under its
+/// name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Counts {
@@ -282,28 +365,49 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The count of one outcome.
+    pub fn get(&self, outcome: EntryOutcome) -> u64 {
+        match outcome {
+            EntryOutcome::Written => self.written,
+            EntryOutcome::AlreadyPresent => self.already_present,
+            EntryOutcome::SourceMiss => self.source_miss,
+            EntryOutcome::InvalidKey => self.invalid_key,
+            EntryOutcome::SkippedBudget => self.skipped_budget,
+            EntryOutcome::SkippedNearExpiry => self.skipped_near_expiry,
+            EntryOutcome::Failed => self.failed,
+            EntryOutcome::NotAttempted => self.not_attempted,
+        }
+    }
+
+    /// The count of one outcome, to change it.
+    pub fn get_mut(&mut self, outcome: EntryOutcome) -> &mut u64 {
+        match outcome {
+            EntryOutcome::Written => &mut self.written,
+            EntryOutcome::AlreadyPresent => &mut self.already_present,
+            EntryOutcome::SourceMiss => &mut self.source_miss,
+            EntryOutcome::InvalidKey => &mut self.invalid_key,
+            EntryOutcome::SkippedBudget => &mut self.skipped_budget,
+            EntryOutcome::SkippedNearExpiry => &mut self.skipped_near_expiry,
+            EntryOutcome::Failed => &mut self.failed,
+            EntryOutcome::NotAttempted => &mut self.not_attempted,
+        }
+    }
+
+    /// Each outcome with its count, in [`EntryOutcome::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (EntryOutcome, u64)> + '_ {
+        EntryOutcome::ALL.into_iter().map(|o| (o, self.get(o)))
+    }
+
     /// The number of entries these counts account for.
     pub fn total(&self) -> u64 {
-        self.written
-            + self.already_present
-            + self.source_miss
-            + self.invalid_key
-            + self.skipped_budget
-            + self.skipped_near_expiry
-            + self.failed
-            + self.not_attempted
+        self.iter().map(|(_, n)| n).sum()
     }
 
     /// Adds another set of counts to this one.
     pub fn add(&mut self, other: &Counts) {
-        self.written += other.written;
-        self.already_present += other.already_present;
-        self.source_miss += other.source_miss;
-        self.invalid_key += other.invalid_key;
-        self.skipped_budget += other.skipped_budget;
-        self.skipped_near_expiry += other.skipped_near_expiry;
-        self.failed += other.failed;
-        self.not_attempted += other.not_attempted;
+        for (outcome, n) in other.iter() {
+            *self.get_mut(outcome) += n;
+        }
     }
 }
 
@@ -359,6 +463,33 @@ pub struct CategoryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The outcome names are spelled once: `as_str` is the serde name, and `Counts` has one
+    /// field per outcome under that name, which `get` reads.
+    #[test]
+    fn outcome_names_are_counts_fields() {
+        for outcome in EntryOutcome::ALL {
+            let json = serde_json::to_value(outcome).unwrap();
+            assert_eq!(json, outcome.as_str());
+            let back: EntryOutcome = serde_json::from_value(json).unwrap();
+            assert_eq!(back, outcome);
+        }
+        let mut counts = Counts::default();
+        for (n, outcome) in EntryOutcome::ALL.into_iter().enumerate() {
+            *counts.get_mut(outcome) = n as u64 + 1;
+        }
+        let json = serde_json::to_value(&counts).unwrap();
+        let fields = json.as_object().unwrap();
+        assert_eq!(fields.len(), EntryOutcome::ALL.len());
+        for (n, outcome) in EntryOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(fields[outcome.as_str()], n as u64 + 1, "{outcome}");
+            assert_eq!(counts.get(outcome), n as u64 + 1);
+        }
+        assert_eq!(counts.total(), 36);
+        let mut twice = counts.clone();
+        twice.add(&counts);
+        assert_eq!(twice.total(), 72);
+    }
 
     fn counters(hits: u64, misses: u64) -> HitCounters {
         HitCounters { hits, misses }

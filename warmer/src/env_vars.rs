@@ -24,3 +24,6 @@ pub const HIGH_WATER: &str = "CACHEWARM_HIGH_WATER";
 pub const RETRIES: &str = "CACHEWARM_RETRIES";
 pub const LATENCY_MULTIPLE: &str = "CACHEWARM_LATENCY_MULTIPLE";
 pub const MEMCACHED_HASHING: &str = "CACHEWARM_MEMCACHED_HASHING";
+/// libpq's variable for the PostgreSQL password, read by the `postgres://` store when the URL
+/// gives none (so that it need not be in the process list).
+pub const PGPASSWORD: &str = "PGPASSWORD";

@@ -11,23 +11,29 @@
 //!
 //! # Layout
 //!
-//! - [`manifest`]: loading and verifying manifest v1.
-//! - [`store`]: the store contract, and one folder per store (Redis, memcached, SQL), each
-//!   parsing its own URL.
-//! - [`source`]: value sources and their addresses: replica stores and snapshots.
-//! - [`run`]: the orchestration of a run, per-target writing, coverage probes.
-//! - [`report`]: what a run leaves behind beyond `report.json`: the summary, `report.md`,
-//!   `report.html`, the run history (`runs.parquet`) and Prometheus metrics.
-//! - [`env_vars`]: the names of the `CACHEWARM_*` variables.
+//! Dependencies run one way, from the top of this list down (no module imports one that
+//! imports it back; `scripts/check-module-cycles` checks):
+//!
 //! - [`settings`]: flags, `CACHEWARM_*` variables and `cachewarm.toml` resolved into a run's
 //!   settings, with environment profiles.
-//! - [`undo`]: taking back what a run wrote.
-//! - [`status`]: where a run stands, from its run directory.
+//! - [`run`]: the orchestration of a run; `run/target/` is one target's lifecycle, write loop,
+//!   per-batch decisions, capacity limits and tally.
+//! - [`manifest`]: loading and verifying manifest v1. [`source`]: value sources and their
+//!   addresses: replica stores and snapshots.
+//! - [`report`]: what a run leaves behind beyond `report.json`: the summary, `report.md`,
+//!   `report.html`, the run history (`runs.parquet`) and Prometheus metrics.
+//! - [`rundir`]: the run directory (checkpoint, lock, written-keys logs) and the output
+//!   writers; [`status`] and [`undo`] read it.
+//! - [`store`]: the store contract, and one folder per store (Redis, memcached, SQL), each
+//!   parsing its own URL.
+//! - `retry` and [`env_vars`]: backoff for store calls and the variable names, at the bottom.
 
 pub mod env_vars;
 pub mod manifest;
 pub mod report;
+pub(crate) mod retry;
 pub mod run;
+pub mod rundir;
 pub mod settings;
 pub mod source;
 pub mod status;

@@ -394,7 +394,7 @@ async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
                 .iter()
                 .map(|t| warmer::store::redact(t))
                 .collect();
-            warmer::run::progress::latest_unfinished(
+            warmer::rundir::latest_unfinished(
                 &settings.runs_dir,
                 &manifest.header.entries_sha256,
                 &targets,
@@ -413,9 +413,7 @@ async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
                 .unwrap_or_else(|| warmer::run::new_run_id(chrono::Utc::now())),
         ),
     };
-    let resuming = run_dir
-        .join(warmer::run::progress::CHECKPOINT_FILE)
-        .is_file();
+    let resuming = run_dir.join(warmer::rundir::CHECKPOINT_FILE).is_file();
     let run_id = run_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -610,13 +608,14 @@ impl StopSignals {
 
 fn report(args: ReportArgs) -> Result<ExitCode, Failure> {
     let rows = warmer::report::history::read(&args.history).map_err(|e| (e, ExitCode::from(2)))?;
-    let failure = |error: warmer::run::RunError| (anyhow::Error::new(error), ExitCode::FAILURE);
+    let failure =
+        |error: warmer::rundir::WriteError| (anyhow::Error::new(error), ExitCode::FAILURE);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("failed to create `{}`", args.out.display()))
         .map_err(|e| (e, ExitCode::FAILURE))?;
     let page = args.out.join("trend.html");
-    warmer::report::write_atomically(&page, &warmer::report::html::render_trend(&rows))
-        .map_err(failure)?;
+    let trend = warmer::report::html::render_trend(&rows);
+    warmer::rundir::write_atomically(&page, trend.as_bytes()).map_err(failure)?;
     println!(
         "trend: {} ({} rows from {})",
         page.display(),

@@ -5,11 +5,12 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use schemas::report::Outcome;
+use schemas::report::{EntryOutcome, Outcome};
 use schemas::{Checkpoint, Report};
 use serde::Serialize;
 
-use crate::run::progress::{self, REPORT_FILE};
+use crate::report::counts_line;
+use crate::rundir::{self, REPORT_FILE};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,11 +42,11 @@ pub struct Status {
 
 /// Reads the status of the run in `run_dir`.
 pub fn status(run_dir: &Path) -> Result<Status, String> {
-    let checkpoint = progress::read_checkpoint(run_dir)?;
+    let checkpoint = rundir::read_checkpoint(run_dir)?;
     let report: Option<Report> = std::fs::read(run_dir.join(REPORT_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let locked = match progress::try_lock(run_dir) {
+    let locked = match rundir::try_lock(run_dir) {
         Ok(Some(_lock)) => false,
         Ok(None) => true,
         Err(e) => {
@@ -82,7 +83,7 @@ pub fn status(run_dir: &Path) -> Result<Status, String> {
 
 /// The newest run directory under `runs_dir`.
 pub fn latest_run(runs_dir: &Path) -> Option<PathBuf> {
-    progress::run_dirs(runs_dir).into_iter().next()
+    rundir::run_dirs(runs_dir).into_iter().next()
 }
 
 /// The status as a few lines of text.
@@ -140,18 +141,9 @@ pub fn text(status: &Status) -> String {
     for (i, url) in c.targets.iter().enumerate() {
         let counts = c.counts.get(i).cloned().unwrap_or_default();
         let next = c.progress.get(i).map_or(c.next_entry, |p| p.next_entry);
-        let _ = writeln!(
-            out,
-            "  {url}: at entry {next}; written {}, already present {}, source miss {}, invalid key \
-             {}, over budget {}, near expiry {}, failed {}",
-            counts.written,
-            counts.already_present,
-            counts.source_miss,
-            counts.invalid_key,
-            counts.skipped_budget,
-            counts.skipped_near_expiry,
-            counts.failed
-        );
+        // A run under way has no `not_attempted` count yet: the checkpoint leaves it out.
+        let line = counts_line(&counts, &EntryOutcome::ALL[..EntryOutcome::ALL.len() - 1]);
+        let _ = writeln!(out, "  {url}: at entry {next}; {line}");
     }
     if let Some(report) = &status.report {
         let _ = writeln!(

@@ -1,6 +1,6 @@
 //! `warmer undo RUN_DIR`: takes back what a run wrote (a rollback's step).
 //!
-//! The run's written-keys logs ([`crate::run::written`]) list each key it wrote, or sent and
+//! The run's written-keys logs ([`crate::rundir::written`]) list each key it wrote, or sent and
 //! never saw answered, with a hash of the value. Each such key is deleted only where it still
 //! holds that value ([`Store::delete_if_unchanged`]): a key the application rewrote since, and
 //! any key that was live before the run (the run never wrote those: add semantics), is kept.
@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::run::progress::{self, RunLock};
-use crate::run::written::{self, Certainty};
+use crate::rundir::written::{self, Certainty};
+use crate::rundir::{self, RunLock};
 use crate::store::{Role, Store, StoreUrl, UndoOutcome, redact};
 
 /// Keys per compare-and-delete call.
@@ -65,8 +65,8 @@ pub async fn undo(run_dir: &Path, urls: &[String]) -> Result<UndoSummary, UndoEr
         dir: run_dir.to_path_buf(),
         message,
     };
-    let checkpoint = progress::read_checkpoint(run_dir).map_err(error)?;
-    let _lock: RunLock = progress::try_lock(run_dir)
+    let checkpoint = rundir::read_checkpoint(run_dir).map_err(error)?;
+    let _lock: RunLock = rundir::try_lock(run_dir)
         .map_err(|e| error(format!("cannot lock it: {e}")))?
         .ok_or_else(|| UndoError::Busy {
             dir: run_dir.to_path_buf(),
@@ -92,7 +92,7 @@ pub async fn undo(run_dir: &Path, urls: &[String]) -> Result<UndoSummary, UndoEr
         summary.targets.push(target);
     }
     let path = run_dir.join(UNDO_FILE);
-    if let Err(e) = crate::run::write_json_atomically(&path, &summary) {
+    if let Err(e) = rundir::write_json_atomically(&path, &summary) {
         tracing::warn!(error = %e, "could not write the undo summary");
     }
     Ok(summary)

@@ -4,11 +4,13 @@
 //! Files are written under a hidden temporary name and renamed into place when complete, so a
 //! reader (or a crashed ingest) never leaves a half-written file where readers look.
 
+mod event;
 pub mod ledger;
 mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use event::AccessEvent;
 pub use ledger::{Ledger, LedgerEntry, LedgerError};
 pub use writer::{DatasetError, DatasetWriter};
 

@@ -15,7 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::ingest::AccessEvent;
+use super::AccessEvent;
 
 /// Rows buffered per partition before they are handed to the Parquet writer.
 const BATCH_ROWS: usize = 64 * 1024;

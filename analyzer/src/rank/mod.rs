@@ -17,7 +17,6 @@ pub mod budget;
 pub mod categories;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -380,12 +379,5 @@ pub fn write_manifest(manifest: &Manifest, path: &Path) -> Result<(), RankError>
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(write_error)?;
-    let temp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut file = std::fs::File::create(&temp).map_err(write_error)?;
-    file.write_all(&text).map_err(write_error)?;
-    file.sync_all().map_err(write_error)?;
-    std::fs::rename(&temp, path).map_err(write_error)
+    cachewarm_fs::write_atomic(path, &text).map_err(write_error)
 }

@@ -24,6 +24,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use schemas::Report;
+use schemas::report::EntryOutcome;
 
 /// One run at one target.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,14 +166,16 @@ const COLUMNS: &[(&str, Kind, bool)] = &[
     ("target_url", Kind::Text, false),
     ("target_kind", Kind::Text, false),
     ("target_status", Kind::Text, false),
-    ("written", Kind::Count, false),
-    ("already_present", Kind::Count, false),
-    ("source_miss", Kind::Count, false),
-    ("invalid_key", Kind::Count, false),
-    ("skipped_budget", Kind::Count, false),
-    ("skipped_near_expiry", Kind::Count, false),
-    ("failed", Kind::Count, false),
-    ("not_attempted", Kind::Count, false),
+    // One count per outcome, under its name, in `EntryOutcome::ALL` order (`values` and
+    // `read` follow it; a test checks).
+    (EntryOutcome::Written.as_str(), Kind::Count, false),
+    (EntryOutcome::AlreadyPresent.as_str(), Kind::Count, false),
+    (EntryOutcome::SourceMiss.as_str(), Kind::Count, false),
+    (EntryOutcome::InvalidKey.as_str(), Kind::Count, false),
+    (EntryOutcome::SkippedBudget.as_str(), Kind::Count, false),
+    (EntryOutcome::SkippedNearExpiry.as_str(), Kind::Count, false),
+    (EntryOutcome::Failed.as_str(), Kind::Count, false),
+    (EntryOutcome::NotAttempted.as_str(), Kind::Count, false),
     ("bytes_written", Kind::Count, false),
     ("budget_bytes", Kind::Count, true),
     ("keys_per_s", Kind::Real, false),
@@ -503,16 +506,16 @@ pub fn append(path: &Path, report: &Report) -> anyhow::Result<()> {
 /// Writes `rows` as the whole history: temp file, fsync, rename.
 pub fn write(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let batch = to_batch(rows)?;
-    let temp = sibling(path, ".tmp");
-    let file = File::create(&temp)?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
-    let mut writer = ArrowWriter::try_new(file.try_clone()?, schema(), Some(properties))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
+    cachewarm_fs::write_atomic_with(path, |file| {
+        let mut writer = ArrowWriter::try_new(file.try_clone()?, schema(), Some(properties))
+            .map_err(std::io::Error::other)?;
+        writer.write(&batch).map_err(std::io::Error::other)?;
+        writer.close().map_err(std::io::Error::other)?;
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -520,4 +523,25 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count columns are the outcome names in `EntryOutcome::ALL` order, as `values` and
+    /// `read` walk them: the history's columns cannot drift from the report's counts.
+    #[test]
+    fn count_columns_follow_the_outcomes() {
+        let start = COLUMNS
+            .iter()
+            .position(|c| c.0 == EntryOutcome::ALL[0].as_str())
+            .unwrap();
+        let names: Vec<&str> = COLUMNS[start..start + EntryOutcome::ALL.len()]
+            .iter()
+            .map(|c| c.0)
+            .collect();
+        let expected: Vec<&str> = EntryOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(names, expected);
+    }
 }

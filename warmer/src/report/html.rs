@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use schemas::Report;
-use schemas::report::TargetStatus;
+use schemas::report::{EntryOutcome, TargetStatus};
 
 use super::history::Row;
 use super::markdown::{headline, outcome};
@@ -279,13 +279,12 @@ fn cost(out: &mut String, report: &Report) {
         &|v| pct(v),
     ));
     out.push_str("</figure>");
+    out.push_str("<div class=\"scroll\"><table><tr><th>target</th><th>status</th>");
+    for outcome in EntryOutcome::ALL {
+        let _ = write!(out, "<th class=\"n\">{}</th>", outcome.label());
+    }
     out.push_str(
-        "<div class=\"scroll\"><table><tr><th>target</th><th>status</th><th class=\"n\">written</th>\
-         <th class=\"n\">already present</th><th class=\"n\">source miss</th>\
-         <th class=\"n\">invalid key</th><th class=\"n\">over budget</th>\
-         <th class=\"n\">near expiry</th><th class=\"n\">failed</th>\
-         <th class=\"n\">not attempted</th><th class=\"n\">bytes</th><th class=\"n\">budget</th>\
-         <th class=\"n\">keys/s</th></tr>",
+        "<th class=\"n\">bytes</th><th class=\"n\">budget</th><th class=\"n\">keys/s</th></tr>",
     );
     for t in &report.targets {
         let c = &t.counts;
@@ -298,20 +297,15 @@ fn cost(out: &mut String, report: &Report) {
         };
         let _ = write!(
             out,
-            "<tr><td><code>{}</code></td><td>{status}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{:.0}</td></tr>",
-            esc(&t.url),
-            c.written,
-            c.already_present,
-            c.source_miss,
-            c.invalid_key,
-            c.skipped_budget,
-            c.skipped_near_expiry,
-            c.failed,
-            c.not_attempted,
+            "<tr><td><code>{}</code></td><td>{status}</td>",
+            esc(&t.url)
+        );
+        for (_, n) in c.iter() {
+            let _ = write!(out, "<td class=\"n\">{n}</td>");
+        }
+        let _ = write!(
+            out,
+            "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.0}</td></tr>",
             bytes(t.bytes_written),
             t.budget_bytes.map_or("none known".into(), bytes),
             t.keys_per_s
@@ -384,8 +378,8 @@ fn not_warmed(out: &mut String, report: &Report) {
         );
         for e in &t.not_warmed {
             let why = match &e.detail {
-                Some(detail) => format!("{}: {detail}", reason_text(&e.reason)),
-                None => reason_text(&e.reason).to_owned(),
+                Some(detail) => format!("{}: {detail}", reason_text(e.reason)),
+                None => reason_text(e.reason).to_owned(),
             };
             let _ = write!(
                 out,

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use schemas::Report;
-use schemas::report::{Outcome, TargetStatus};
+use schemas::report::{EntryOutcome, Outcome, TargetStatus};
 
 use super::{bytes, pct, rate_before, reason_text, window_rate};
 
@@ -217,27 +217,17 @@ The stores' cumulative read counters when warming started and ended (the \
     }
 
     let _ = writeln!(out, "\n## Where every entry ended up\n");
-    let _ = writeln!(
-        out,
-        "| target | written | already present | source miss | invalid key | over budget | \
-         near expiry | failed | not attempted |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = write!(out, "| target |");
+    for outcome in EntryOutcome::ALL {
+        let _ = write!(out, " {} |", outcome.label());
+    }
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(EntryOutcome::ALL.len()));
     for target in &report.targets {
-        let c = &target.counts;
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
-            target.url,
-            c.written,
-            c.already_present,
-            c.source_miss,
-            c.invalid_key,
-            c.skipped_budget,
-            c.skipped_near_expiry,
-            c.failed,
-            c.not_attempted
-        );
+        let _ = write!(out, "| `{}` |", target.url);
+        for (_, n) in target.counts.iter() {
+            let _ = write!(out, " {n} |");
+        }
+        let _ = writeln!(out);
     }
     for target in &report.targets {
         if let Some(rank) = target.budget_cut_rank {
@@ -294,8 +284,8 @@ The stores' cumulative read counters when warming started and ended (the \
         let _ = writeln!(out, "|---:|---|---|---:|---|");
         for entry in &target.not_warmed {
             let why = match &entry.detail {
-                Some(detail) => format!("{}: {}", reason_text(&entry.reason), detail),
-                None => reason_text(&entry.reason).to_owned(),
+                Some(detail) => format!("{}: {}", reason_text(entry.reason), detail),
+                None => reason_text(entry.reason).to_owned(),
             };
             let _ = writeln!(
                 out,

@@ -138,19 +138,12 @@ pub fn render(report: &Report, last_success: Option<f64>) -> String {
     );
     let mut keys = Vec::new();
     for t in &report.targets {
-        let c = &t.counts;
-        for (result, n) in [
-            ("written", c.written),
-            ("already_present", c.already_present),
-            ("source_miss", c.source_miss),
-            ("invalid_key", c.invalid_key),
-            ("skipped_budget", c.skipped_budget),
-            ("skipped_near_expiry", c.skipped_near_expiry),
-            ("failed", c.failed),
-            ("not_attempted", c.not_attempted),
-        ] {
+        for (result, n) in t.counts.iter() {
             keys.push((
-                vec![("target", t.url.clone()), ("result", result.to_owned())],
+                vec![
+                    ("target", t.url.clone()),
+                    ("result", result.as_str().to_owned()),
+                ],
                 n as f64,
             ));
         }

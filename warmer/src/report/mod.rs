@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use schemas::Report;
 use schemas::report::{
-    Coverage, HitCounters, HitWindow, Outcome, RankPoint, TargetReport, TargetStatus,
+    Counts, Coverage, EntryOutcome, HitCounters, HitWindow, Outcome, RankPoint, TargetReport,
+    TargetStatus,
 };
 
 use crate::manifest::ManifestFile;
-use crate::run::RunError;
+use crate::rundir::{WriteError, write_atomically};
 
 /// What to observe around a warm, and where a run's outputs beyond its run directory go.
 #[derive(Debug, Clone, Default)]
@@ -51,9 +52,15 @@ pub fn write_outputs(
     report: &Report,
     run_dir: &Path,
     settings: &ReportSettings,
-) -> Result<(), RunError> {
-    write_atomically(&run_dir.join("report.md"), &markdown::render(report))?;
-    write_atomically(&run_dir.join("report.html"), &html::render(report))?;
+) -> Result<(), WriteError> {
+    write_atomically(
+        &run_dir.join("report.md"),
+        markdown::render(report).as_bytes(),
+    )?;
+    write_atomically(
+        &run_dir.join("report.html"),
+        html::render(report).as_bytes(),
+    )?;
     if let Some(path) = &settings.history
         && let Err(error) = history::append(path, report)
     {
@@ -61,7 +68,7 @@ pub fn write_outputs(
     }
     if let Some(path) = &settings.metrics_file {
         let text = metrics::render(report, metrics::last_success(path, report));
-        if let Err(source) = write_atomically(path, &text) {
+        if let Err(source) = write_atomically(path, text.as_bytes()) {
             tracing::warn!(error = %source, path = %path.display(), "metrics file not written");
         }
     }
@@ -72,22 +79,6 @@ pub fn write_outputs(
         }
     }
     Ok(())
-}
-
-/// Writes `text` to `path`: temp file, fsync, rename.
-pub fn write_atomically(path: &Path, text: &str) -> Result<(), RunError> {
-    use std::io::Write;
-    let error = |source| RunError::Output {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
-    temp_name.push(".tmp");
-    let temp = path.with_file_name(temp_name);
-    let mut file = std::fs::File::create(&temp).map_err(error)?;
-    file.write_all(text.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temp, path).map_err(error)
 }
 
 /// Points of the cumulative request weight along the manifest's ranks: every rank of the
@@ -173,15 +164,24 @@ pub(crate) fn bytes(n: u64) -> String {
 }
 
 /// Why an entry was not warmed, in words.
-pub(crate) fn reason_text(reason: &str) -> &str {
+pub(crate) fn reason_text(reason: EntryOutcome) -> &'static str {
     match reason {
-        "source_miss" => "the source had no value",
-        "invalid_key" => "key not valid for this store",
-        "skipped_budget" => "over the byte budget",
-        "skipped_near_expiry" => "about to expire",
-        "failed" => "the store refused the write",
-        other => other,
+        EntryOutcome::SourceMiss => "the source had no value",
+        EntryOutcome::InvalidKey => "key not valid for this store",
+        EntryOutcome::SkippedBudget => "over the byte budget",
+        EntryOutcome::SkippedNearExpiry => "about to expire",
+        EntryOutcome::Failed => "the store refused the write",
+        other => other.as_str(),
     }
+}
+
+/// `written 3, already present 1, …`: each outcome's label and count, `outcomes` of them.
+pub(crate) fn counts_line(counts: &Counts, outcomes: &[EntryOutcome]) -> String {
+    outcomes
+        .iter()
+        .map(|&o| format!("{} {}", o.label(), counts.get(o)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A few lines that say what the run did and where its report is.
@@ -219,19 +219,7 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
         };
         let c = &target.counts;
         let _ = writeln!(out, "  {} ({}): {status}", target.url, target.kind);
-        let _ = writeln!(
-            out,
-            "    written {}, already present {}, source miss {}, invalid key {}, over budget {}, \
-             near expiry {}, failed {}, not attempted {}",
-            c.written,
-            c.already_present,
-            c.source_miss,
-            c.invalid_key,
-            c.skipped_budget,
-            c.skipped_near_expiry,
-            c.failed,
-            c.not_attempted
-        );
+        let _ = writeln!(out, "    {}", counts_line(c, &EntryOutcome::ALL));
         let _ = writeln!(
             out,
             "    coverage of the manifest's request weight: {} before, {} after",
@@ -255,6 +243,13 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
                     out,
                     "    stopped at the high-water mark: the store's used memory reached the \
                      share of its capacity warming may push it to"
+                );
+            }
+            Some("max_entries") => {
+                let _ = writeln!(
+                    out,
+                    "    stopped at max_entries: the cache table holds as many rows as its \
+                     MAX_ENTRIES (past it, Django culls a third)"
                 );
             }
             Some(_) => {

@@ -1,4 +1,5 @@
-//! Store faults during a run: retries with backoff, and a circuit breaker per target.
+//! Store faults during a run: retries with backoff ([`crate::retry`]), and a circuit breaker
+//! per target.
 //!
 //! A store call that fails as a whole (a dropped connection, a timeout, a server still
 //! loading) is made again after an exponentially growing pause with jitter, so a Redis that
@@ -13,49 +14,12 @@
 //! store that is down costs the deploy a few seconds, not its whole timeout, and `--resume`
 //! takes the target up again later.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use backon::{ExponentialBuilder, Retryable};
-
 use crate::store::StoreError;
+// The value source retries its reads the same way.
+pub(crate) use crate::retry::retrying;
 
 /// Failed batches in a row that open a target's breaker.
 pub(crate) const BREAKER_THRESHOLD: u32 = 3;
-
-/// The first pause before a retry; each later pause doubles, up to [`MAX_DELAY`].
-const MIN_DELAY: Duration = Duration::from_millis(100);
-const MAX_DELAY: Duration = Duration::from_secs(2);
-
-/// Makes `call` until it succeeds, fails for good, or `retries` retries have failed; counts
-/// each retry in `retried`.
-pub(crate) async fn retrying<T, F, Fut>(
-    retries: u32,
-    retried: &Arc<AtomicU64>,
-    call: F,
-) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    // Full backoff with jitter: each pause is its exponential step plus a random part of it.
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(MIN_DELAY)
-        .with_max_delay(MAX_DELAY)
-        .with_factor(2.0)
-        .with_max_times(retries as usize)
-        .with_jitter();
-    call.retry(backoff)
-        .sleep(tokio::time::sleep)
-        .when(|error: &StoreError| error.transient)
-        .notify(|error: &StoreError, pause: Duration| {
-            retried.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, ?pause, "store call failed; retrying");
-        })
-        .await
-}
 
 /// Counts failed batches in a row for one target.
 #[derive(Debug, Default)]
@@ -110,44 +74,5 @@ mod tests {
         let reason = breaker.failed(&error(true)).unwrap();
         assert!(reason.contains("circuit breaker open after 3"), "{reason}");
         assert!(Breaker::default().failed(&error(false)).is_some());
-    }
-
-    /// Transient failures are retried until the call succeeds; others are not retried.
-    #[tokio::test]
-    async fn retries_transient_failures_only() {
-        let retried = Arc::new(AtomicU64::new(0));
-        let mut calls = 0;
-        let result = retrying(4, &retried, || {
-            calls += 1;
-            let attempt = calls;
-            async move {
-                if attempt < 3 {
-                    Err(error(true))
-                } else {
-                    Ok(attempt)
-                }
-            }
-        })
-        .await;
-        assert_eq!(result.unwrap(), 3);
-        assert_eq!(retried.load(Ordering::Relaxed), 2);
-
-        let mut calls = 0;
-        let result: Result<(), _> = retrying(4, &retried, || {
-            calls += 1;
-            async { Err(error(false)) }
-        })
-        .await;
-        assert!(result.is_err());
-        assert_eq!(calls, 1);
-
-        let mut calls = 0;
-        let result: Result<(), _> = retrying(2, &retried, || {
-            calls += 1;
-            async { Err(error(true)) }
-        })
-        .await;
-        assert!(result.is_err());
-        assert_eq!(calls, 3, "one call and two retries");
     }
 }

@@ -5,11 +5,11 @@
 //! The run stops cleanly at its deadline or on a stop signal, between batches: what was not
 //! reached is counted as `not_attempted`, so the report always accounts for every entry.
 //!
-//! A run lives in its run directory: `checkpoint.json` (rewritten as batches finish, see
-//! [`progress`]), `report.json`, the written-keys logs ([`written`]) that `warmer undo` reads,
-//! and a `lock` file held while a process works on it. A resumed run
-//! ([`RunSettings::resume`]) continues in the same directory: each target skips the entries it
-//! had handled, and its counts and bytes carry over.
+//! A run lives in its run directory ([`crate::rundir`]): `checkpoint.json` (rewritten as
+//! batches finish, see [`progress`]), `report.json`, the written-keys logs
+//! ([`crate::rundir::written`]) that `warmer undo` reads, and a `lock` file held while a process
+//! works on it. A resumed run ([`RunSettings::resume`]) continues in the same directory: each
+//! target skips the entries it had handled, and its counts and bytes carry over.
 
 mod coverage;
 pub(crate) mod faults;
@@ -18,10 +18,9 @@ mod pace;
 pub mod progress;
 mod target;
 mod throttle;
-pub mod written;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::manifest::{self, Entry, ManifestError, ManifestFile};
+use crate::rundir::{WriteError, write_json_atomically};
 use crate::source::{Source, SourceUrl};
 use crate::store::{Fetched, KeyLimits, Role, Store, StoreUrl, UrlError, WriteMode, redact};
 use progress::Board;
@@ -131,6 +131,15 @@ pub enum RunError {
     Busy { dir: PathBuf, pid: Option<u32> },
     #[error("{0}")]
     Categories(String),
+}
+
+impl From<WriteError> for RunError {
+    fn from(error: WriteError) -> RunError {
+        RunError::Output {
+            path: error.path,
+            source: error.source,
+        }
+    }
 }
 
 /// The share of the timeout kept for the final probe of the targets (at most
@@ -266,7 +275,7 @@ pub async fn run(
             dry_run: settings.dry_run,
             categories: manifest.categories.iter().map(|c| c.name.clone()).collect(),
         },
-        run_dir.join(progress::CHECKPOINT_FILE),
+        run_dir.join(crate::rundir::CHECKPOINT_FILE),
         redacted_targets
             .iter()
             .enumerate()
@@ -403,7 +412,7 @@ pub async fn run(
             .iter()
             .all(|t| t.is_ok() && t.next_entry as u64 >= shared.manifest.entries);
     let checkpoint = shared.board.checkpoint(finished, finished_at);
-    write_json_atomically(&run_dir.join(progress::CHECKPOINT_FILE), &checkpoint)?;
+    write_json_atomically(&run_dir.join(crate::rundir::CHECKPOINT_FILE), &checkpoint)?;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
     // The warm's report is on disk before the window after it: a deploy that kills the run
     // while it observes still has it.
@@ -613,20 +622,4 @@ pub fn new_run_id(started_at: chrono::DateTime<Utc>) -> String {
         started_at.format("%Y%m%dT%H%M%S%3fZ"),
         std::process::id()
     )
-}
-
-/// Writes `value` as pretty JSON to `path`: temp file, fsync, rename.
-pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
-    use std::io::Write;
-    let error = |source| RunError::Output {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut text = serde_json::to_vec_pretty(value).map_err(|e| error(e.into()))?;
-    text.push(b'\n');
-    let temp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&temp).map_err(error)?;
-    file.write_all(&text).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temp, path).map_err(error)
 }

@@ -1,4 +1,5 @@
-//! The run directory, its lock, and the checkpoint kept up to date while the run goes.
+//! Opening the run directory for a run (new or resumed), and the checkpoint kept up to date
+//! while the run goes.
 //!
 //! Each target's worker posts its progress to the [`Board`] after every batch it settles (after
 //! that batch's written-keys line is in the log). A task rewrites the checkpoint from the
@@ -7,7 +8,6 @@
 //! target, never leads them, and costs one small atomic file write per batch at most.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,12 +17,10 @@ use schemas::report::Counts;
 use schemas::{CHECKPOINT_SCHEMA_ID, Checkpoint};
 use tokio::sync::Notify;
 
-use super::{ResumeFrom, RunError, RunSettings, Shared, new_run_id, write_json_atomically};
-
-pub const CHECKPOINT_FILE: &str = "checkpoint.json";
-pub const REPORT_FILE: &str = "report.json";
-/// Held (`flock`) by the process working on the run; the kernel lets go when it dies.
-pub const LOCK_FILE: &str = "lock";
+use super::{ResumeFrom, RunError, RunSettings, Shared, new_run_id};
+use crate::rundir::{
+    RunLock, latest_unfinished, lock_for_run, read_checkpoint, write_json_atomically,
+};
 
 /// What every checkpoint of a run says besides the progress.
 #[derive(Debug, Clone)]
@@ -120,7 +118,10 @@ impl Board {
 
     /// Writes the checkpoint as of now.
     pub fn write_now(&self) -> Result<(), RunError> {
-        write_json_atomically(&self.path, &self.checkpoint(false, Utc::now()))
+        Ok(write_json_atomically(
+            &self.path,
+            &self.checkpoint(false, Utc::now()),
+        )?)
     }
 
     /// The manifest's category names, indexed like its categories.
@@ -152,80 +153,6 @@ pub fn categories_by_name(names: &[String], counts: &[Counts]) -> BTreeMap<Strin
         .filter(|(_, c)| c.total() > 0)
         .map(|(name, c)| (name.clone(), c.clone()))
         .collect()
-}
-
-/// The lock on a run directory, held until dropped.
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
-}
-
-/// Takes the lock of `run_dir`; `None` when another process holds it.
-pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(run_dir.join(LOCK_FILE))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(RunLock { _file: file })),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(error)) => Err(error),
-    }
-}
-
-/// Takes the lock of `run_dir`, waiting up to half a second for it: `warmer status` holds it
-/// for an instant to see whether a run is going on, and must not make a starting run fail.
-fn lock_for_run(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
-    for _ in 0..10 {
-        if let Some(lock) = try_lock(run_dir)? {
-            return Ok(Some(lock));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(None)
-}
-
-/// Reads a run directory's checkpoint.
-pub fn read_checkpoint(run_dir: &Path) -> Result<Checkpoint, String> {
-    let path = run_dir.join(CHECKPOINT_FILE);
-    let text =
-        std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| format!("`{}` is not a checkpoint: {e}", path.display()))
-}
-
-/// The run directories under `runs_dir`, newest first (run ids sort by start time).
-pub fn run_dirs(runs_dir: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.join(CHECKPOINT_FILE).is_file())
-        .collect();
-    dirs.sort_by(|a, b| b.file_name().cmp(&a.file_name()));
-    dirs
-}
-
-/// The latest run under `runs_dir` of this manifest and these targets, if it has not
-/// finished: what `--resume` without a directory continues.
-pub fn latest_unfinished(
-    runs_dir: &Path,
-    manifest_sha256: &str,
-    targets: &[String],
-    dry_run: bool,
-) -> Option<PathBuf> {
-    run_dirs(runs_dir)
-        .into_iter()
-        .find_map(|dir| {
-            let checkpoint = read_checkpoint(&dir).ok()?;
-            (checkpoint.manifest_sha256 == manifest_sha256
-                && checkpoint.targets == targets
-                && checkpoint.dry_run == dry_run)
-                .then_some((dir, checkpoint.finished))
-        })
-        .and_then(|(dir, finished)| (!finished).then_some(dir))
 }
 
 /// Picks the run directory: a new one, or the one to resume (checked against the manifest and

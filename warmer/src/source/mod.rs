@@ -86,7 +86,7 @@ impl Source {
             Source::Replica(store) => {
                 let retried = std::sync::Arc::default();
                 let fetched =
-                    crate::run::faults::retrying(retries, &retried, || store.fetch(keys)).await;
+                    crate::retry::retrying(retries, &retried, || store.fetch(keys)).await;
                 Ok(fetched?)
             }
             Source::Snapshot(snapshot) => {

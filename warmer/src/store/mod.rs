@@ -113,6 +113,9 @@ pub enum WriteOutcome {
     AlreadyPresent,
     /// The store refused this one write (the value too large, say); the store is still usable.
     Refused(String),
+    /// A new entry the store has no room for: a SQL cache at its entry limit (`max_entries`).
+    /// Counted `skipped_budget`.
+    NoRoom,
 }
 
 /// What became of one compare-and-delete (`warmer undo`).
@@ -423,6 +426,8 @@ stores! {
     Memcached(memcached::MemcachedUrl),
     /// A Django DatabaseCache table in an SQLite file (`sqlite://`).
     Sqlite(sql::SqliteUrl),
+    /// A Django DatabaseCache table in PostgreSQL (`postgres://`).
+    Postgres(sql::PostgresUrl),
 }
 
 /// The key rules of each store kind (see DESIGN.md, store semantics); the analyzer leaves out
@@ -469,14 +474,16 @@ mod tests {
             StoreUrl::parse("sqlite://var/cache.db?table=django_cache").unwrap(),
             StoreUrl::Sqlite(sql::SqliteUrl {
                 path: "var/cache.db".into(),
-                table: "django_cache".into()
+                table: "django_cache".into(),
+                max_entries: None,
             })
         );
         assert_eq!(
             StoreUrl::parse("sqlite:///abs/cache.db").unwrap(),
             StoreUrl::Sqlite(sql::SqliteUrl {
                 path: "/abs/cache.db".into(),
-                table: sql::DEFAULT_TABLE.into()
+                table: sql::DEFAULT_TABLE.into(),
+                max_entries: None,
             })
         );
         assert!(matches!(

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::limits::Limits;
-use super::tally::{Disposition, Tally};
+use super::tally::Tally;
 use crate::manifest::Entry;
 use crate::run::{Batch, Shared};
 use crate::store::Fetched;
+use schemas::report::EntryOutcome;
 
 /// The run's rules for deciding entries.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +37,7 @@ impl Rules<'_> {
 #[derive(Debug)]
 pub(super) struct Pending {
     pub batch: Arc<Batch>,
-    pub decided: Vec<Option<Disposition>>,
+    pub decided: Vec<Option<EntryOutcome>>,
     /// (index in the batch, key + value bytes) of each item sent, in order.
     pub sent: Vec<(usize, u64)>,
     pub bytes: u64,
@@ -73,15 +74,15 @@ pub(super) fn decide(
             continue;
         }
         if !key_ok(&entry.key) {
-            decided[i] = Some(Disposition::InvalidKey);
+            decided[i] = Some(EntryOutcome::InvalidKey);
             continue;
         }
         let Some(fetched) = fetched else {
-            decided[i] = Some(Disposition::SourceMiss);
+            decided[i] = Some(EntryOutcome::SourceMiss);
             continue;
         };
         if ttl_of(entry, fetched, rules.default_ttl) < rules.min_ttl {
-            decided[i] = Some(Disposition::SkippedNearExpiry);
+            decided[i] = Some(EntryOutcome::SkippedNearExpiry);
             continue;
         }
         let size = (entry.key.len() + fetched.value.len()) as u64;
@@ -98,7 +99,7 @@ pub(super) fn decide(
                 tally.stopped_by = crossed;
             }
             tally.budget_reached = true;
-            decided[i] = Some(Disposition::SkippedBudget);
+            decided[i] = Some(EntryOutcome::SkippedBudget);
             continue;
         }
         pending_bytes += size;
@@ -128,6 +129,7 @@ pub(super) fn ttl_of(entry: &Entry, fetched: &Fetched, default_ttl: Duration) ->
 mod tests {
     use super::super::limits::Limit;
     use super::*;
+    use crate::store::ValueEncoding;
 
     const RULES: Rules<'static> = Rules {
         enabled: &[true, true],
@@ -149,7 +151,7 @@ mod tests {
             value: vec![b'v'; len],
             ttl: ttl_s.map(Duration::from_secs),
             flags: 0,
-            encoding: crate::store::ValueEncoding::Raw,
+            encoding: ValueEncoding::Raw,
         })
     }
 
@@ -193,7 +195,7 @@ mod tests {
             0,
             0,
         );
-        use Disposition::*;
+        use EntryOutcome::*;
         assert_eq!(
             pending.decided,
             vec![
@@ -227,8 +229,8 @@ mod tests {
         assert_eq!(
             pending.decided[1..],
             [
-                Some(Disposition::SkippedBudget),
-                Some(Disposition::SkippedBudget)
+                Some(EntryOutcome::SkippedBudget),
+                Some(EntryOutcome::SkippedBudget)
             ]
         );
         assert!(tally.budget_reached);

@@ -25,6 +25,8 @@ pub(crate) enum Limit {
     MaxFill,
     /// The store's used memory, live data included, reached the high-water mark.
     HighWater,
+    /// A SQL cache's table reached its entry limit (Django's `MAX_ENTRIES`).
+    MaxEntries,
 }
 
 impl Limit {
@@ -33,6 +35,7 @@ impl Limit {
         match self {
             Limit::MaxFill => "max_fill",
             Limit::HighWater => "high_water",
+            Limit::MaxEntries => "max_entries",
         }
     }
 }

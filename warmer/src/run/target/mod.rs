@@ -26,7 +26,7 @@ use super::coverage::{self, Probe};
 use super::faults::Breaker;
 use super::pace::Pace;
 use super::throttle::Throttle;
-use super::written::{self, WrittenLog};
+use crate::rundir::written::{self, WrittenLog};
 use crate::store::{Role, Store, StoreUrl};
 use limits::Limits;
 use tally::Tally;

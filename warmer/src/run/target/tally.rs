@@ -5,39 +5,13 @@
 use std::collections::BTreeMap;
 
 use schemas::checkpoint::TargetProgress;
-use schemas::report::{Counts, NOT_WARMED_LISTED, NotWarmed};
+use schemas::report::{Counts, EntryOutcome, NOT_WARMED_LISTED, NotWarmed};
 
 use super::decide::writes_category;
 use super::limits::Limit;
 use crate::manifest::{CategoryTotal, Entry};
 use crate::run::Batch;
 use crate::run::progress::categories_by_name;
-
-/// Where one manifest entry ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Disposition {
-    Written,
-    AlreadyPresent,
-    SourceMiss,
-    InvalidKey,
-    SkippedBudget,
-    SkippedNearExpiry,
-    Failed,
-}
-
-impl Disposition {
-    /// The reason listed in the report's `not_warmed`; `None` when the entry is in the store.
-    fn not_warmed_reason(self) -> Option<&'static str> {
-        match self {
-            Disposition::Written | Disposition::AlreadyPresent => None,
-            Disposition::SourceMiss => Some("source_miss"),
-            Disposition::InvalidKey => Some("invalid_key"),
-            Disposition::SkippedBudget => Some("skipped_budget"),
-            Disposition::SkippedNearExpiry => Some("skipped_near_expiry"),
-            Disposition::Failed => Some("failed"),
-        }
-    }
-}
 
 /// What a target's writes came to so far.
 #[derive(Debug, Default, Clone)]
@@ -65,14 +39,14 @@ impl Tally {
         &mut self,
         rank: u64,
         entry: &Entry,
-        disposition: Disposition,
+        outcome: EntryOutcome,
         detail: Option<String>,
         categories: &[CategoryTotal],
     ) {
-        let Some(reason) = disposition.not_warmed_reason() else {
+        if outcome.is_in_store() {
             return;
-        };
-        if disposition == Disposition::SkippedBudget && self.budget_cut_rank.is_none() {
+        }
+        if outcome == EntryOutcome::SkippedBudget && self.budget_cut_rank.is_none() {
             self.budget_cut_rank = Some(rank);
         }
         if self.not_warmed.len() < NOT_WARMED_LISTED {
@@ -82,29 +56,20 @@ impl Tally {
                 key: entry.key.clone(),
                 category: category.map_or_else(String::new, |c| c.name.clone()),
                 requests: entry.requests,
-                reason: reason.to_owned(),
+                reason: outcome,
                 detail,
             });
         }
     }
 
-    fn record(&mut self, category: u32, disposition: Disposition) {
+    fn record(&mut self, category: u32, outcome: EntryOutcome) {
         let index = category as usize;
         if index >= self.categories.len() {
             self.categories.resize(index + 1, Counts::default());
         }
         let category = &mut self.categories[index];
         for counts in [&mut self.counts, category] {
-            let slot = match disposition {
-                Disposition::Written => &mut counts.written,
-                Disposition::AlreadyPresent => &mut counts.already_present,
-                Disposition::SourceMiss => &mut counts.source_miss,
-                Disposition::InvalidKey => &mut counts.invalid_key,
-                Disposition::SkippedBudget => &mut counts.skipped_budget,
-                Disposition::SkippedNearExpiry => &mut counts.skipped_near_expiry,
-                Disposition::Failed => &mut counts.failed,
-            };
-            *slot += 1;
+            *counts.get_mut(outcome) += 1;
         }
     }
 
@@ -115,24 +80,24 @@ impl Tally {
     pub(super) fn account(
         &mut self,
         batch: &Batch,
-        decided: Vec<Option<Disposition>>,
+        decided: Vec<Option<EntryOutcome>>,
         skip: usize,
         refused: &[(usize, String)],
         enabled: &[bool],
         categories: &[CategoryTotal],
     ) {
-        for (i, (entry, disposition)) in batch.entries.iter().zip(decided).enumerate() {
+        for (i, (entry, outcome)) in batch.entries.iter().zip(decided).enumerate() {
             if i < skip || !writes_category(enabled, entry.category) {
                 continue;
             }
-            let disposition = disposition.unwrap_or(Disposition::Failed);
-            self.record(entry.category, disposition);
+            let outcome = outcome.unwrap_or(EntryOutcome::Failed);
+            self.record(entry.category, outcome);
             let detail = refused
                 .iter()
                 .find(|(j, _)| *j == i)
                 .map(|(_, r)| r.clone());
             let rank = (batch.start + i + 1) as u64;
-            self.note(rank, entry, disposition, detail, categories);
+            self.note(rank, entry, outcome, detail, categories);
         }
         self.next_entry = self.next_entry.max(batch.start + batch.entries.len());
     }
@@ -211,11 +176,11 @@ mod tests {
             entry("e", 0, 5),
         ];
         let decided = vec![
-            Some(Disposition::Written),
-            Some(Disposition::AlreadyPresent),
-            Some(Disposition::SourceMiss),
+            Some(EntryOutcome::Written),
+            Some(EntryOutcome::AlreadyPresent),
+            Some(EntryOutcome::SourceMiss),
             None,
-            Some(Disposition::Written),
+            Some(EntryOutcome::Written),
         ];
         let mut tally = Tally::default();
         tally.account(
@@ -240,7 +205,7 @@ mod tests {
         assert_eq!(tally.next_entry, 15);
 
         let mut only_pages = Tally::default();
-        let decided = vec![Some(Disposition::Written); 5];
+        let decided = vec![Some(EntryOutcome::Written); 5];
         only_pages.account(
             &batch(0, entries),
             decided,
@@ -265,11 +230,11 @@ mod tests {
             entry("bad key", 1, 5),
         ];
         let decided = vec![
-            Some(Disposition::Written),
-            Some(Disposition::Failed),
-            Some(Disposition::SkippedBudget),
-            Some(Disposition::SkippedBudget),
-            Some(Disposition::InvalidKey),
+            Some(EntryOutcome::Written),
+            Some(EntryOutcome::Failed),
+            Some(EntryOutcome::SkippedBudget),
+            Some(EntryOutcome::SkippedBudget),
+            Some(EntryOutcome::InvalidKey),
         ];
         let refused = vec![(1, "value too large".to_owned())];
         let mut tally = Tally::default();
@@ -281,25 +246,23 @@ mod tests {
             &[true, true],
             &categories(),
         );
-        let listed: Vec<(u64, &str, &str, Option<&str>)> = tally
+        let listed: Vec<(u64, &str, EntryOutcome, Option<&str>)> = tally
             .not_warmed
             .iter()
-            .map(|n| {
-                (
-                    n.rank,
-                    n.key.as_str(),
-                    n.reason.as_str(),
-                    n.detail.as_deref(),
-                )
-            })
+            .map(|n| (n.rank, n.key.as_str(), n.reason, n.detail.as_deref()))
             .collect();
         assert_eq!(
             listed,
             vec![
-                (102, "refused", "failed", Some("value too large")),
-                (103, "over", "skipped_budget", None),
-                (104, "over2", "skipped_budget", None),
-                (105, "bad key", "invalid_key", None),
+                (
+                    102,
+                    "refused",
+                    EntryOutcome::Failed,
+                    Some("value too large")
+                ),
+                (103, "over", EntryOutcome::SkippedBudget, None),
+                (104, "over2", EntryOutcome::SkippedBudget, None),
+                (105, "bad key", EntryOutcome::InvalidKey, None),
             ]
         );
         assert_eq!(tally.not_warmed[0].category, "users");
@@ -313,7 +276,7 @@ mod tests {
         let entries: Vec<Entry> = (0..NOT_WARMED_LISTED + 5)
             .map(|i| entry(&format!("k{i}"), 0, 1))
             .collect();
-        let decided = vec![Some(Disposition::SourceMiss); entries.len()];
+        let decided = vec![Some(EntryOutcome::SourceMiss); entries.len()];
         let mut tally = Tally::default();
         tally.account(&batch(0, entries), decided, 0, &[], &[true], &categories());
         assert_eq!(tally.not_warmed.len(), NOT_WARMED_LISTED);
@@ -331,8 +294,8 @@ mod tests {
             budget_reached: true,
             ..Tally::default()
         };
-        tally.record(1, Disposition::Written);
-        tally.record(1, Disposition::Failed);
+        tally.record(1, EntryOutcome::Written);
+        tally.record(1, EntryOutcome::Failed);
         tally.failure_reasons.insert("OOM".to_owned(), 1);
         tally.next_entry = 7;
         let progress = tally.progress(&names);

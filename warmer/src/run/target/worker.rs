@@ -11,14 +11,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
-use super::limits::Limits;
-use super::tally::{Disposition, Tally};
-use crate::run::faults::{self, Breaker};
+use super::limits::{Limit, Limits};
+use super::tally::Tally;
+use crate::retry;
+use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
 use crate::run::throttle::Throttle;
-use crate::run::written::{Record, WrittenLog};
 use crate::run::{Batch, InFlight, Shared};
+use crate::rundir::written::{Record, WrittenLog};
 use crate::store::{Store, StoreError, WriteItem, WriteOutcome, push_value_hash};
+use schemas::report::EntryOutcome;
 
 /// How often a worker reads the store's eviction counter and used memory.
 pub(super) const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -323,9 +325,17 @@ impl Worker {
                     WriteOutcome::Written => {
                         self.tally.bytes_written += size;
                         written_indexes.push(n as u32);
-                        Disposition::Written
+                        EntryOutcome::Written
                     }
-                    WriteOutcome::AlreadyPresent => Disposition::AlreadyPresent,
+                    WriteOutcome::AlreadyPresent => EntryOutcome::AlreadyPresent,
+                    WriteOutcome::NoRoom => {
+                        // A SQL cache at its entry limit: a stop line, as the byte budget.
+                        if !self.tally.budget_reached {
+                            self.tally.stopped_by = Some(Limit::MaxEntries);
+                        }
+                        self.tally.budget_reached = true;
+                        EntryOutcome::SkippedBudget
+                    }
                     WriteOutcome::Refused(reason) => {
                         *self
                             .tally
@@ -333,7 +343,7 @@ impl Worker {
                             .entry(reason.clone())
                             .or_default() += 1;
                         refused.push((i, reason));
-                        Disposition::Failed
+                        EntryOutcome::Failed
                     }
                 });
             }
@@ -366,7 +376,7 @@ impl Worker {
 }
 
 /// Sends the items of `pending` (a dry run asks which keys are present instead), retrying
-/// transient failures (see [`faults`]) until the deadline.
+/// transient failures (see [`crate::run::faults`]) until the deadline.
 async fn write(
     store: &Store,
     pending: &Pending,
@@ -383,7 +393,7 @@ async fn write(
             .collect();
         let present = tokio::time::timeout_at(
             shared.deadline,
-            faults::retrying(settings.retries, retried, || store.contains(&keys)),
+            retry::retrying(settings.retries, retried, || store.contains(&keys)),
         )
         .await?;
         return Ok(present.map(|present| {
@@ -416,7 +426,7 @@ async fn write(
         .collect();
     tokio::time::timeout_at(
         shared.deadline,
-        faults::retrying(settings.retries, retried, || {
+        retry::retrying(settings.retries, retried, || {
             store.write(&items, settings.write_mode)
         }),
     )

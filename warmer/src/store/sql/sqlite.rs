@@ -1,5 +1,5 @@
-//! `sqlite://PATH[?table=NAME]`: an SQL database cache in an SQLite file, laid out as Django's
-//! DatabaseCache table (see [`super`]).
+//! `sqlite://PATH[?table=NAME][&max_entries=N]`: an SQL database cache in an SQLite file, laid
+//! out as Django's DatabaseCache table (see [`super`], also for the entry limit).
 //!
 //! It is the warmer's embedded default store. Add is an insert that may replace only an
 //! expired row, one transaction per batch. `expires` is written the way Django's SQLite backend
@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::TableOptions;
+use super::{SqlOptions, live_until};
 use crate::store::{
     Address, CacheStore, Fetched, Role, StoreError, StoreKind, UndoOutcome, UrlError,
     ValueEncoding, WriteItem, WriteMode, WriteOutcome, value_hash,
@@ -26,6 +26,8 @@ const EXPIRES_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 pub struct SqliteUrl {
     pub path: PathBuf,
     pub table: String,
+    /// The cache's `MAX_ENTRIES`: the table never grows past it.
+    pub max_entries: Option<u64>,
 }
 
 impl Address for SqliteUrl {
@@ -40,15 +42,18 @@ impl Address for SqliteUrl {
         if path.is_empty() {
             return Err(UrlError::new(text, "expected sqlite://PATH[?table=NAME]"));
         }
-        let options = TableOptions::parse(text, query)?;
+        let options = SqlOptions::parse(text, query, |_, _| {
+            Err("the query parameters are `table` and `max_entries`".into())
+        })?;
         Ok(SqliteUrl {
             path: PathBuf::from(path),
             table: options.table,
+            max_entries: options.max_entries,
         })
     }
 
     async fn connect(&self, role: Role) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open(&self.path, &self.table, role).await
+        SqliteStore::open(self, role).await
     }
 }
 
@@ -56,12 +61,14 @@ impl Address for SqliteUrl {
 pub struct SqliteStore {
     url: String,
     table: String,
+    max_entries: Option<u64>,
     connection: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
     /// Opens the cache table; as a target, creates the file and the table when missing.
-    pub async fn open(path: &Path, table: &str, role: Role) -> Result<SqliteStore, StoreError> {
+    pub async fn open(address: &SqliteUrl, role: Role) -> Result<SqliteStore, StoreError> {
+        let (path, table) = (&address.path, &address.table);
         let url = format!("sqlite://{}?table={table}", path.display());
         let error = |message: String| StoreError {
             kind: "sqlite",
@@ -79,6 +86,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             url,
             table: table.to_owned(),
+            max_entries: address.max_entries,
             connection: Arc::new(Mutex::new(connection)),
         })
     }
@@ -149,6 +157,7 @@ impl CacheStore for SqliteStore {
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let overwrite = mode == WriteMode::Overwrite;
+        let max_entries = self.max_entries;
         let items: Vec<(String, Result<String, String>, Duration)> = items
             .iter()
             .map(|item| {
@@ -162,9 +171,23 @@ impl CacheStore for SqliteStore {
         self.with_connection(move |connection, table| {
             let now = Utc::now();
             let now_text = now.format(EXPIRES_FORMAT).to_string();
-            let transaction = connection.transaction()?;
+            // Immediate: the write lock from the start, so that the row count read for the
+            // entry limit stays true until the commit.
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcomes = Vec::with_capacity(items.len());
             {
+                let mut rows: u64 = match max_entries {
+                    Some(_) => transaction.query_row(
+                        &format!("SELECT count(*) FROM \"{table}\""),
+                        [],
+                        |row| row.get::<_, i64>(0).map(|n| n.unsigned_abs()),
+                    )?,
+                    None => 0,
+                };
+                let mut present = transaction.prepare_cached(&format!(
+                    "SELECT count(*) > 0 FROM \"{table}\" WHERE cache_key = ?1"
+                ))?;
                 // Add: insert, or take over the row only when it has expired.
                 let condition = if overwrite {
                     String::new()
@@ -184,6 +207,18 @@ impl CacheStore for SqliteStore {
                             continue;
                         }
                     };
+                    if let Some(max_entries) = max_entries {
+                        // A new row needs room under the limit; a row already there (live or
+                        // expired) takes none.
+                        let known: bool = present.query_row(params![key], |row| row.get(0))?;
+                        if !known {
+                            if rows >= max_entries {
+                                outcomes.push(WriteOutcome::NoRoom);
+                                continue;
+                            }
+                            rows += 1;
+                        }
+                    }
                     let expires = chrono::Duration::from_std(*ttl)
                         .ok()
                         .and_then(|ttl| now.checked_add_signed(ttl))
@@ -298,14 +333,7 @@ fn live(value: String, expires: &str, now: DateTime<Utc>) -> Option<Fetched> {
     let expires = NaiveDateTime::parse_from_str(expires, "%Y-%m-%d %H:%M:%S%.f")
         .ok()?
         .and_utc();
-    if expires <= now {
-        return None;
-    }
-    let ttl = if expires.format("%Y").to_string() == "9999" {
-        None
-    } else {
-        (expires - now).to_std().ok()
-    };
+    let ttl = live_until(expires, now, expires.year() == 9999)?;
     Some(Fetched {
         value: value.into_bytes(),
         ttl,
@@ -317,6 +345,14 @@ fn live(value: String, expires: &str, now: DateTime<Utc>) -> Option<Fetched> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn address(path: &Path, table: &str, max_entries: Option<u64>) -> SqliteUrl {
+        SqliteUrl {
+            path: path.to_path_buf(),
+            table: table.to_owned(),
+            max_entries,
+        }
+    }
 
     fn item<'a>(key: &'a str, value: &'a str, secs: u64) -> WriteItem<'a> {
         WriteItem {
@@ -334,7 +370,7 @@ mod tests {
     async fn add_keeps_live_rows_and_replaces_expired_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.sqlite3");
-        let store = SqliteStore::open(&path, "django_cache", Role::Target)
+        let store = SqliteStore::open(&address(&path, "django_cache", None), Role::Target)
             .await
             .unwrap();
         {
@@ -390,10 +426,63 @@ mod tests {
     async fn missing_source_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.sqlite3");
-        let error = SqliteStore::open(&path, "t", Role::Source)
+        let error = SqliteStore::open(&address(&path, "t", None), Role::Source)
             .await
             .unwrap_err();
         assert_eq!(error.kind, "sqlite");
         assert!(!path.exists());
+    }
+
+    /// Django culls a third of a table that holds more than `MAX_ENTRIES` rows on its next
+    /// write: new rows stop at the limit, while rows already there (an expired one taken over,
+    /// a live one kept) take no room.
+    #[tokio::test]
+    async fn the_table_never_grows_past_max_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite3");
+        let store = SqliteStore::open(&address(&path, "django_cache", Some(4)), Role::Target)
+            .await
+            .unwrap();
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO django_cache VALUES ('live', 'old', '9999-12-31 23:59:59'), \
+                     ('stale', 'old', '2000-01-01 00:00:00')",
+                    [],
+                )
+                .unwrap();
+        }
+        let outcomes = store
+            .write(
+                &[
+                    item("a", "new", 600),
+                    item("stale", "new", 600),
+                    item("live", "new", 600),
+                    item("b", "new", 600),
+                    item("c", "new", 600),
+                ],
+                WriteMode::Add,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                WriteOutcome::Written,
+                WriteOutcome::Written,
+                WriteOutcome::AlreadyPresent,
+                WriteOutcome::Written,
+                WriteOutcome::NoRoom
+            ]
+        );
+        let rows: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM django_cache", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 4);
+        let fetched = store.fetch(&["c", "stale"]).await.unwrap();
+        assert!(fetched[0].is_none());
+        assert_eq!(fetched[1].as_ref().unwrap().value, b"new");
     }
 }

@@ -1,0 +1,105 @@
+//! Reading a verified manifest's entries again, in rank order, in batches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Entry, Layout, ManifestError, ManifestFile, Scan};
+
+/// The message that unwinds a scan whose consumer stopped taking entries; `stream` knows the
+/// stop from its own flag, not from this text.
+const STOPPED: &str = "the reader of the entries stopped";
+
+impl ManifestFile {
+    /// Reads the entries in rank order from the start, in batches of `batch_size`, and hands
+    /// each batch to `sink`; stops early when `sink` returns false. Blocking: run it on a
+    /// thread of its own.
+    pub fn stream(
+        &self,
+        batch_size: usize,
+        mut sink: impl FnMut(Vec<Entry>) -> bool,
+    ) -> Result<(), ManifestError> {
+        let index: BTreeMap<&str, u32> = self
+            .categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i as u32))
+            .collect();
+        let category_of = |name: &str| index.get(name).copied().unwrap_or(0);
+        let batch_size = batch_size.max(1);
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut open = true;
+        let mut push = |entry: Entry| -> Result<(), String> {
+            if !open {
+                return Err(STOPPED.to_owned());
+            }
+            batch.push(entry);
+            if batch.len() == batch_size {
+                open = sink(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(batch_size),
+                ));
+            }
+            Ok(())
+        };
+        let result = match self.layout {
+            Layout::Lines => self
+                .bytes
+                .scan(&mut |_, fields| {
+                    push(Entry {
+                        category: category_of(&fields.category),
+                        key: fields.key.into_owned(),
+                        requests: fields.requests,
+                        ttl_s: fields.ttl_s,
+                    })
+                })
+                .map(drop)
+                .map_err(|scan| match scan {
+                    Scan::Error(error) => error,
+                    Scan::NotLines => self.bytes.parse_error("the layout changed between passes"),
+                }),
+            Layout::Any => self
+                .bytes
+                .scan_any(&mut |_, entry| {
+                    push(Entry {
+                        category: category_of(&entry.category),
+                        key: entry.key,
+                        requests: entry.requests,
+                        ttl_s: entry.ttl_s,
+                    })
+                })
+                .map(drop),
+        };
+        if !open {
+            // The sink stopped taking batches: the scan was cut short on purpose (the error
+            // that unwound it says so), and nothing after that matters to anyone.
+            return Ok(());
+        }
+        result?;
+        if !batch.is_empty() {
+            sink(batch);
+        }
+        Ok(())
+    }
+}
+
+/// Streams the entries of `manifest` in rank order, in batches of `batch_size`, from a thread
+/// of its own, `ahead` batches at most ahead of the receiver: parsing overlaps the stores'
+/// work. The receiver ends early with the error when the file cannot be read (which the
+/// verifying pass makes unlikely); dropping it stops the thread.
+pub fn batches(
+    manifest: &Arc<ManifestFile>,
+    batch_size: usize,
+    ahead: usize,
+) -> mpsc::Receiver<Result<Vec<Entry>, ManifestError>> {
+    let (sender, receiver) = mpsc::channel(ahead.max(1));
+    let manifest = Arc::clone(manifest);
+    std::thread::spawn(move || {
+        let result = manifest.stream(batch_size, |batch| sender.blocking_send(Ok(batch)).is_ok());
+        if let Err(error) = result {
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    receiver
+}

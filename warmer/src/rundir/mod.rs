@@ -1,0 +1,122 @@
+//! The run directory: what a run leaves on disk, and how other commands find and read it.
+//!
+//! `warmer run` writes it (through `run`); `warmer status` and `warmer undo` only read it, so
+//! they depend on this module, not on the run's machinery. Its files: `checkpoint.json`
+//! (progress, rewritten as batches finish), `report.json`, the written-keys logs
+//! ([`written`]), and a `lock` file held while a process works on the run.
+
+pub mod written;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use schemas::Checkpoint;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+pub const REPORT_FILE: &str = "report.json";
+/// Held (`flock`) by the process working on the run; the kernel lets go when it dies.
+pub const LOCK_FILE: &str = "lock";
+
+/// The lock on a run directory, held until dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes the lock of `run_dir`; `None` when another process holds it.
+pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(run_dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => Err(error),
+    }
+}
+
+/// Takes the lock of `run_dir`, waiting up to half a second for it: `warmer status` holds it
+/// for an instant to see whether a run is going on, and must not make a starting run fail.
+pub(crate) fn lock_for_run(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
+    for _ in 0..10 {
+        if let Some(lock) = try_lock(run_dir)? {
+            return Ok(Some(lock));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(None)
+}
+
+/// Reads a run directory's checkpoint.
+pub fn read_checkpoint(run_dir: &Path) -> Result<Checkpoint, String> {
+    let path = run_dir.join(CHECKPOINT_FILE);
+    let text =
+        std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| format!("`{}` is not a checkpoint: {e}", path.display()))
+}
+
+/// The run directories under `runs_dir`, newest first (run ids sort by start time).
+pub fn run_dirs(runs_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join(CHECKPOINT_FILE).is_file())
+        .collect();
+    dirs.sort_by(|a, b| b.file_name().cmp(&a.file_name()));
+    dirs
+}
+
+/// The latest run under `runs_dir` of this manifest and these targets, if it has not
+/// finished: what `--resume` without a directory continues.
+pub fn latest_unfinished(
+    runs_dir: &Path,
+    manifest_sha256: &str,
+    targets: &[String],
+    dry_run: bool,
+) -> Option<PathBuf> {
+    run_dirs(runs_dir)
+        .into_iter()
+        .find_map(|dir| {
+            let checkpoint = read_checkpoint(&dir).ok()?;
+            (checkpoint.manifest_sha256 == manifest_sha256
+                && checkpoint.targets == targets
+                && checkpoint.dry_run == dry_run)
+                .then_some((dir, checkpoint.finished))
+        })
+        .and_then(|(dir, finished)| (!finished).then_some(dir))
+}
+
+/// A file of the run's outputs could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write `{}`", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes `bytes` to `path` atomically (see [`cachewarm_fs`]).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    cachewarm_fs::write_atomic(path, bytes).map_err(|source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json_atomically<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+) -> Result<(), WriteError> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(|e| WriteError {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    text.push(b'\n');
+    write_atomically(path, &text)
+}

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use cachewarm_tests::{
     MemcachedServer, RedisServer, check_exit, ingest_and_rank, report_of, warmer_command,
 };
-use memcache::exp::{Get, Meta};
+use memcache::exp::Get;
 use redis::Commands;
-use schemas::report::Outcome;
+use schemas::report::{EntryOutcome, Outcome};
 
 /// The longest a test waits for a background run before it gives up (a bound against hanging,
 /// not a timing assertion).
@@ -198,14 +198,12 @@ fn the_readme_loader_warms_redis_and_memcached() {
     assert_eq!(report.targets[0].counts.written, users.len() as u64);
     let client = memcached.client();
     for key in &users {
-        let item = client
-            .get(key.as_bytes(), &[Meta::ReturnValue])
-            .unwrap()
-            .unwrap();
-        let Get::Hit { value, .. } = item else {
-            panic!("{key} is not in memcached");
-        };
-        assert_eq!(value.unwrap(), format!("value of {key}").as_bytes());
+        let item = client.run(Get::new(key)).unwrap();
+        assert_eq!(
+            item.value.as_deref(),
+            Some(format!("value of {key}").as_bytes()),
+            "{key}"
+        );
     }
 }
 
@@ -314,7 +312,7 @@ fn misses_errors_and_oversized_values_are_counted_with_their_reasons() {
         .iter()
         .find(|n| n.key == "k:2:miss")
         .unwrap();
-    assert_eq!(missed.reason, "source_miss");
+    assert_eq!(missed.reason, EntryOutcome::SourceMiss);
     assert_eq!(missed.detail.as_deref(), Some("object deleted"));
     let mut connection = redis.connection();
     for key in ["k:1", "k:4:flaky", "k:7:flaky", "k:8"] {

@@ -180,8 +180,7 @@ impl Source {
             Source::Loader(_) => Err(SourceError::NotAStore),
             Source::Replica(store) => {
                 let retried = std::sync::Arc::default();
-                let fetched =
-                    crate::retry::retrying(retries, &retried, || store.fetch(keys)).await;
+                let fetched = crate::retry::retrying(retries, &retried, || store.fetch(keys)).await;
                 Ok(fetched?)
             }
             Source::Snapshot(snapshot) => {

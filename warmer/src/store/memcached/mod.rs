@@ -194,7 +194,9 @@ impl CacheStore for MemcachedStore {
                 Some(Fetched {
                     value,
                     ttl,
-                    flags: 0,
+                    // The flags say how the application's client decodes the bytes (pickle,
+                    // int, Marshal): a copy without them hands the app raw bytes.
+                    flags: result.client_flags.unwrap_or(0),
                     encoding: ValueEncoding::Raw,
                 })
             })
@@ -211,7 +213,9 @@ impl CacheStore for MemcachedStore {
         }
         let sets = items.iter().map(|item| {
             let secs = u32::try_from(item.ttl.as_secs()).unwrap_or(u32::MAX).max(1);
-            Set::new(item.key, item.value).ttl(Ttl::secs(secs))
+            Set::new(item.key, item.value)
+                .ttl(Ttl::secs(secs))
+                .client_flags(item.flags)
         });
         let results = self
             .client

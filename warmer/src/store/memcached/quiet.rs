@@ -145,7 +145,7 @@ impl QuietWriter {
                 now + secs
             }
             .min(u64::from(u32::MAX));
-            // `ms <key> <size> T<ttl> ME q O<position>\r\n<value>\r\n`, written by hand: this
+            // `ms <key> <size> T<ttl> [F<flags>] ME q O<position>\r\n<value>\r\n`, written by hand: this
             // loop runs once per key of the warm.
             let payload = &mut share.payload;
             payload.extend_from_slice(b"ms ");
@@ -154,6 +154,11 @@ impl QuietWriter {
             push_decimal(payload, item.value.len() as u64);
             payload.extend_from_slice(b" T");
             push_decimal(payload, wire_ttl);
+            // The client flags go with the value (an omitted F stores 0, as for most items).
+            if item.flags != 0 {
+                payload.extend_from_slice(b" F");
+                push_decimal(payload, u64::from(item.flags));
+            }
             payload.extend_from_slice(b" ME q O");
             push_decimal(payload, share.items.len() as u64);
             payload.extend_from_slice(b"\r\n");
@@ -367,8 +372,10 @@ mod tests {
         }
     }
 
+    /// The client flags travel with the value, or the app's client cannot decode it (a pickled
+    /// dict written with flags 0 reads back as bytes).
     #[test]
-    fn long_ttls_become_unix_times() {
+    fn long_ttls_become_unix_times_and_flags_go_on_the_wire() {
         let router: Arc<dyn Router> = Arc::new(memcache::exp::Rendezvous::new());
         let writer = QuietWriter::new(&["127.0.0.1:1".to_owned()], router);
         let value = b"v".as_slice();
@@ -384,7 +391,7 @@ mod tests {
                 key: "long",
                 value,
                 ttl: Duration::from_secs(MAX_RELATIVE_SECS + 1),
-                flags: 0,
+                flags: 16,
                 encoding: ValueEncoding::Raw,
             },
         ];
@@ -397,6 +404,7 @@ mod tests {
         let long = lines.next().unwrap();
         let ttl: u64 = long.split(' ').nth(3).unwrap()[1..].parse().unwrap();
         assert!(ttl > MAX_RELATIVE_SECS * 2, "{long}");
+        assert_eq!(long.split(' ').nth(4), Some("F16"), "{long}");
         assert!(text.ends_with("\r\nmn\r\n"));
     }
 }

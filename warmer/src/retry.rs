@@ -45,10 +45,11 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn error(transient: bool) -> StoreError {
+    /// A store error for tests of retries and of the breaker (`run::faults`).
+    pub(crate) fn error(transient: bool) -> StoreError {
         StoreError {
             kind: "redis",
             url: "redis://127.0.0.1:1".into(),

@@ -51,15 +51,7 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn error(transient: bool) -> StoreError {
-        StoreError {
-            kind: "redis",
-            url: "redis://127.0.0.1:1".into(),
-            message: "connection refused".into(),
-            transient,
-        }
-    }
+    use crate::retry::tests::error;
 
     #[test]
     fn the_breaker_opens_on_the_third_failure_in_a_row() {

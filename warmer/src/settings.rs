@@ -81,6 +81,9 @@ pub const DEFAULT_RETRIES: u32 = 4;
 /// The latency multiple above which the run slows down: the goal for live readers.
 pub const DEFAULT_LATENCY_MULTIPLE: f64 = 1.5;
 pub const DEFAULT_RUNS_DIR: &str = "cachewarm-runs";
+/// Read-back validation is on unless turned off: it cost N% of the warm's time at 100 k
+/// entries (bench/warm/run, docs/benchmarks.md).
+pub const DEFAULT_VERIFY: bool = true;
 
 /// A setting that cannot be used, naming where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +137,12 @@ pub struct RunFlags {
     pub latency_multiple: Option<Option<f64>>,
     pub resume: Option<ResumeFrom>,
     pub run_id: Option<String>,
+    /// Copy between stores of different kinds.
+    pub allow_cross_kind: bool,
+    /// `--verify` / `--no-verify`; `None`: the default ([`DEFAULT_VERIFY`]).
+    pub verify: Option<bool>,
+    /// The test hook between a batch's write and its read-back.
+    pub verify_delay: Option<Duration>,
     /// Live-traffic observation windows and the report's outputs.
     pub observe: Option<Duration>,
     pub baseline_hit_rate: Option<f64>,
@@ -455,6 +464,9 @@ pub fn resolve(
         latency_multiple,
         resume: flags.resume,
         run_id: flags.run_id,
+        allow_cross_kind: flags.allow_cross_kind,
+        verify: flags.verify.unwrap_or(DEFAULT_VERIFY),
+        verify_delay: flags.verify_delay.unwrap_or_default(),
         report: crate::report::ReportSettings {
             observe: flags.observe,
             baseline_hit_rate: flags.baseline_hit_rate,

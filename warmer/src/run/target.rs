@@ -18,11 +18,13 @@ use super::faults::{self, Breaker};
 use super::pace::Pace;
 use super::progress::categories_by_name;
 use super::throttle::Throttle;
+use super::verify::{self, Verdict, VerifyTally};
 use super::written::{self, Record, WrittenLog};
 use super::{Batch, InFlight, RunSettings, Shared};
 use crate::manifest::Entry;
+use crate::source::Source;
 use crate::store::{
-    Fetched, Role, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, push_value_hash,
+    Fetched, Role, Store, StoreError, StoreUrl, WriteItem, WriteOutcome, push_item_hash,
 };
 
 /// How often a worker reads the store's eviction counter and used memory.
@@ -68,6 +70,8 @@ pub(crate) struct Tally {
     not_warmed: Vec<NotWarmed>,
     /// Which limit stopped writing: `max_fill` or `high_water`.
     stopped_by: Option<&'static str>,
+    /// What the read-back of this invocation's writes found (`--verify`).
+    verified: VerifyTally,
 }
 
 impl Tally {
@@ -181,6 +185,8 @@ pub(crate) struct TargetRun {
 pub(crate) struct Worker {
     index: usize,
     store: Arc<Store>,
+    /// Read again for keys that read back other than written (see `verify`).
+    source: Arc<Source>,
     tally: Tally,
     budget: Option<u64>,
     error: Option<String>,
@@ -288,7 +294,7 @@ impl TargetRun {
     }
 
     /// Hands the store to a worker task, unless the target already failed.
-    pub fn take_worker(&mut self, shared: &Shared) -> Option<Worker> {
+    pub fn take_worker(&mut self, shared: &Shared, source: &Arc<Source>) -> Option<Worker> {
         if self.error.is_some() {
             return None;
         }
@@ -312,6 +318,7 @@ impl TargetRun {
         Some(Worker {
             index: self.index,
             store,
+            source: Arc::clone(source),
             tally: std::mem::take(&mut self.tally),
             budget: self.budget,
             error: None,
@@ -385,6 +392,7 @@ impl TargetRun {
     /// The target's section of the report.
     pub fn report(&self, shared: &Shared, warm_ms: u64) -> TargetReport {
         let entries = shared.manifest.entries;
+        let verifying = shared.settings.verify && !shared.settings.dry_run;
         let mut counts = self.tally.counts.clone();
         counts.not_attempted = entries - counts.total();
         let categories = shared
@@ -409,6 +417,7 @@ impl TargetRun {
                     counts,
                     coverage_before: coverage(&self.before),
                     coverage_after: coverage(&self.after),
+                    verification: verifying.then(|| self.tally.verified.category(index)),
                 };
                 (category.name.clone(), report)
             })
@@ -445,12 +454,17 @@ impl TargetRun {
             stopped_by: self.tally.stopped_by.map(str::to_owned),
             throttle: self.throttle_report.clone(),
             retries: self.retried.load(Ordering::Relaxed),
+            verification: verifying.then(|| self.tally.verified.report()),
         }
     }
 }
 
 /// What one write call came back with.
 type WriteResult = Result<Result<Vec<WriteOutcome>, StoreError>, tokio::time::error::Elapsed>;
+
+/// A write task's result: the batch, its write's outcome (`None`: nothing was sent), and the
+/// read-back verdicts of the entries written (index in the batch, verdict), with `--verify`.
+type Written = (Pending, Option<WriteResult>, Vec<(usize, Verdict)>);
 
 /// A batch whose writes are on the wire: the decisions taken, waiting for the outcomes.
 #[derive(Debug)]
@@ -472,8 +486,7 @@ impl Worker {
         shared: Arc<Shared>,
     ) -> Worker {
         let store = Arc::clone(&self.store);
-        let mut writes: InFlight<(Pending, Option<WriteResult>)> =
-            InFlight::new(shared.settings.concurrency);
+        let mut writes: InFlight<Written> = InFlight::new(shared.settings.concurrency);
         let mut stop = shared.stop.clone();
         let mut in_flight_bytes = 0u64;
         let mut in_flight_items = 0u64;
@@ -485,7 +498,7 @@ impl Worker {
         while open || !writes.is_empty() {
             enum Step {
                 Batch(Option<Arc<Batch>>),
-                Done(Option<Result<(Pending, Option<WriteResult>), tokio::task::JoinError>>),
+                Done(Option<Result<Written, tokio::task::JoinError>>),
             }
             // Take the next batch while fewer than WRITES_IN_FLIGHT are out, count finished
             // writes otherwise (or when no batch is ready).
@@ -506,13 +519,13 @@ impl Worker {
                     continue;
                 }
                 Step::Done(done) => {
-                    let Some(Ok((pending, result))) = done else {
+                    let Some(Ok((pending, result, verdicts))) = done else {
                         self.error = Some("a write task failed".to_owned());
                         break;
                     };
                     in_flight_bytes -= pending.bytes;
                     in_flight_items -= pending.sent.len() as u64;
-                    self.settle(pending, result, &shared);
+                    self.settle(pending, result, verdicts, &shared);
                     self.check_store().await;
                     if self.stopped() {
                         break;
@@ -535,11 +548,11 @@ impl Worker {
                     // (an entry already present takes no budget): settle them first, so the
                     // line falls exactly where writing one batch at a time would put it.
                     while !self.stopped()
-                        && let Some(Ok((pending, result))) = writes.next().await
+                        && let Some(Ok((pending, result, verdicts))) = writes.next().await
                     {
                         in_flight_bytes -= pending.bytes;
                         in_flight_items -= pending.sent.len() as u64;
-                        self.settle(pending, result, &shared);
+                        self.settle(pending, result, verdicts, &shared);
                     }
                     self.check_store().await;
                 }
@@ -550,7 +563,7 @@ impl Worker {
             }
             let pending = self.decide(batch, &shared, in_flight_bytes, in_flight_items);
             if pending.sent.is_empty() {
-                self.settle(pending, None, &shared);
+                self.settle(pending, None, Vec::new(), &shared);
                 // Past a stop line the store is still watched: evictions are reported.
                 self.check_store().await;
                 if self.stopped() {
@@ -575,11 +588,19 @@ impl Worker {
                 self.throttle_pace = limit.map(|rate| Pace::new(rate as u64));
             }
             let store = Arc::clone(&store);
+            let source = Arc::clone(&self.source);
             let shared = Arc::clone(&shared);
             let retried = Arc::clone(&self.retried);
             writes.push(async move {
+                let sent_at = Instant::now();
                 let result = write(&store, &pending, &shared, &retried).await;
-                (pending, Some(result))
+                let verdicts = match &result {
+                    Ok(Ok(outcomes)) if shared.settings.verify && !shared.settings.dry_run => {
+                        read_back(&store, &source, &pending, outcomes, &shared, sent_at).await
+                    }
+                    _ => Vec::new(),
+                };
+                (pending, Some(result), verdicts)
             });
         }
         drop(batches);
@@ -641,7 +662,7 @@ impl Worker {
         let mut keys = Vec::with_capacity(pending.sent.len());
         for &(i, _) in &pending.sent {
             if let Some(fetched) = &batch.fetched[i] {
-                push_value_hash(&mut hashes, &fetched.value);
+                push_item_hash(&mut hashes, &fetched.value, fetched.flags);
                 keys.push(batch.entries[i].key.as_str());
             }
         }
@@ -776,8 +797,15 @@ impl Worker {
         }
     }
 
-    /// Counts a batch once its writes are back (`None`: nothing was sent).
-    fn settle(&mut self, pending: Pending, result: Option<WriteResult>, shared: &Shared) {
+    /// Counts a batch once its writes are back (`None`: nothing was sent), and the read-back
+    /// `verdicts` of its entries written.
+    fn settle(
+        &mut self,
+        pending: Pending,
+        result: Option<WriteResult>,
+        verdicts: Vec<(usize, Verdict)>,
+        shared: &Shared,
+    ) {
         let Pending {
             batch,
             mut decided,
@@ -878,6 +906,13 @@ impl Worker {
                 self.tally.note(rank, entry, reason, detail, shared);
             }
         }
+        for (i, verdict) in verdicts {
+            let entry = &batch.entries[i];
+            let category = shared.manifest.categories.get(entry.category as usize);
+            let name = category.map_or("", |c| c.name.as_str());
+            let rank = (batch.start + i + 1) as u64;
+            self.tally.verified.record(rank, entry, name, verdict);
+        }
         self.tally.next_entry = self.tally.next_entry.max(batch.start + batch.entries.len());
         shared
             .board
@@ -935,17 +970,7 @@ async fn write(
     let items: Vec<WriteItem<'_>> = pending
         .sent
         .iter()
-        .filter_map(|&(i, _)| {
-            let entry = &batch.entries[i];
-            let fetched = batch.fetched[i].as_ref()?;
-            Some(WriteItem {
-                key: &entry.key,
-                value: &fetched.value,
-                ttl: ttl_of(entry, fetched, settings),
-                flags: fetched.flags,
-                encoding: fetched.encoding,
-            })
-        })
+        .filter_map(|&(i, _)| write_item(batch, i, settings))
         .collect();
     tokio::time::timeout_at(
         shared.deadline,
@@ -954,6 +979,59 @@ async fn write(
         }),
     )
     .await
+}
+
+/// What is sent for entry `i` of `batch`; `None` when the source had no value.
+fn write_item<'b>(batch: &'b Batch, i: usize, settings: &RunSettings) -> Option<WriteItem<'b>> {
+    let entry = &batch.entries[i];
+    let fetched = batch.fetched[i].as_ref()?;
+    Some(WriteItem {
+        key: &entry.key,
+        value: &fetched.value,
+        ttl: ttl_of(entry, fetched, settings),
+        flags: fetched.flags,
+        encoding: fetched.encoding,
+    })
+}
+
+/// Reads back the entries of `pending` that `outcomes` say were written (see [`verify`]),
+/// `--verify-delay` after the write (a test's hook); their indexes in the batch and verdicts.
+/// A read-back that fails or runs past the deadline verifies nothing (and says so in the log).
+async fn read_back(
+    store: &Store,
+    source: &Source,
+    pending: &Pending,
+    outcomes: &[WriteOutcome],
+    shared: &Shared,
+    sent_at: Instant,
+) -> Vec<(usize, Verdict)> {
+    let settings = &shared.settings;
+    let (indexes, items): (Vec<usize>, Vec<WriteItem<'_>>) = pending
+        .sent
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| matches!(outcome, WriteOutcome::Written))
+        .filter_map(|(&(i, _), _)| Some((i, write_item(&pending.batch, i, settings)?)))
+        .unzip();
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let read = async {
+        if !settings.verify_delay.is_zero() {
+            tokio::time::sleep(settings.verify_delay).await;
+        }
+        // A snapshot does not change: only a live replica can explain a rewrite.
+        let source = matches!(source, Source::Replica(_)).then_some(source);
+        verify::verify(store, source, &items, || sent_at.elapsed()).await
+    };
+    match tokio::time::timeout_at(shared.deadline, read).await {
+        Ok(Ok(verdicts)) => indexes.into_iter().zip(verdicts).collect(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "read-back failed; this batch is not verified");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Runs `future` until `deadline`; `None` when it failed or ran out of time.

@@ -5,9 +5,12 @@ mod snapshot;
 use std::sync::Arc;
 
 use crate::manifest::{ManifestError, ManifestFile};
-use crate::store::{Fetched, Role, Store, StoreError, StoreUrl};
+use crate::store::{Fetched, Role, Store, StoreError, StoreKind, StoreUrl};
 
-pub use snapshot::{Snapshot, SnapshotError, SnapshotWriter, key_hash, write_snapshot};
+pub use snapshot::{
+    SOURCE_KIND_KEY, Snapshot, SnapshotError, SnapshotWriter, key_hash, snapshot_kind,
+    write_snapshot,
+};
 
 /// A value source.
 #[derive(Debug)]
@@ -63,6 +66,14 @@ impl Source {
                 Ok(Source::Snapshot(Arc::new(snapshot)))
             }
             store => Ok(Source::Replica(Store::connect(store, Role::Source).await?)),
+        }
+    }
+
+    /// The kind of store the values come from; `None` for a snapshot that does not say.
+    pub fn kind(&self) -> Option<StoreKind> {
+        match self {
+            Source::Replica(store) => Some(store.kind()),
+            Source::Snapshot(snapshot) => snapshot.source_kind(),
         }
     }
 

@@ -1,8 +1,11 @@
 //! Memcached through the `memcache` crate's meta-protocol client, which pipelines each batch
 //! per server and routes keys across servers.
 //!
-//! Add is `ms <key> <size> T<ttl> ME` (add mode), sent in quiet mode by [`quiet`] (see there
-//! why not through the crate); a source read is `mg <key> v t`.
+//! Add is `ms <key> <size> T<ttl> F<flags> ME` (add mode), sent in quiet mode by [`quiet`] (see
+//! there why not through the crate); a source read is `mg <key> v t f`. The client flags go
+//! with every value: they tell the application's client how to decode it (pymemcache and
+//! Django: 1 pickled, 2 int, 16 text; pylibmc: 1 pickled, 2 int, 4 long, 8 zlib; Dalli: 1
+//! Marshal, 2 compressed), so an item copied without them reads back as other bytes.
 //!
 //! With several servers, keys are routed by [`route::AppRouter`] as the application's own
 //! client routes them (`hashing` in the URL or the config), for every operation: writes (the
@@ -20,7 +23,7 @@ use schemas::report::HitCounters;
 
 use super::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, ValueEncoding, WriteItem,
-    WriteOutcome, value_hash,
+    WriteOutcome, item_hash,
 };
 
 use route::AppRouter;
@@ -149,7 +152,7 @@ impl MemcachedStore {
                 Some(Fetched {
                     value,
                     ttl,
-                    flags: 0,
+                    flags: result.client_flags.unwrap_or(0),
                     encoding: ValueEncoding::Raw,
                 })
             })
@@ -166,7 +169,9 @@ impl MemcachedStore {
         }
         let sets = items.iter().map(|item| {
             let secs = u32::try_from(item.ttl.as_secs()).unwrap_or(u32::MAX).max(1);
-            let set = Set::new(item.key, item.value).ttl(Ttl::secs(secs));
+            let set = Set::new(item.key, item.value)
+                .ttl(Ttl::secs(secs))
+                .client_flags(item.flags);
             if overwrite { set } else { set.add() }
         });
         let results = self
@@ -209,8 +214,9 @@ impl MemcachedStore {
         Ok(outcomes)
     }
 
-    /// `mg <key> v c` for the value and its CAS; where the value's hash matches,
-    /// `md <key> C<cas>`, which deletes only if nothing changed the item since it was read.
+    /// `mg <key> v f c` for the value, its flags and its CAS; where their hash matches
+    /// ([`item_hash`]: a rewrite with other flags is a change), `md <key> C<cas>`, which
+    /// deletes only if nothing changed the item since it was read.
     pub async fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
@@ -231,7 +237,9 @@ impl MemcachedStore {
                 continue;
             };
             match (result.value, result.item.cas) {
-                (Some(value), Some(cas)) if value_hash(&value) == *hash => {
+                (Some(value), Some(cas))
+                    if item_hash(&value, result.client_flags.unwrap_or(0)) == *hash =>
+                {
                     deletes.push((i, Delete::new(key).compare_cas(cas)));
                 }
                 _ => outcomes[i] = UndoOutcome::Changed,

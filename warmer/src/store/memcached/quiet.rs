@@ -1,4 +1,5 @@
-//! The add path to memcached: quiet-mode meta sets, pipelined per server, closed by `mn`.
+//! The add path to memcached: quiet-mode meta sets (with the items' client flags), pipelined per
+//! server, closed by `mn`.
 //!
 //! Why not the `memcache` crate's meta client for this one path: its batches ask a reply of
 //! every command (it stamps each with an opaque token and checks the echoes) and keep the `q`
@@ -145,8 +146,8 @@ impl QuietWriter {
                 now + secs
             }
             .min(u64::from(u32::MAX));
-            // `ms <key> <size> T<ttl> ME q O<position>\r\n<value>\r\n`, written by hand: this
-            // loop runs once per key of the warm.
+            // `ms <key> <size> T<ttl> [F<flags>] ME q O<position>\r\n<value>\r\n`, written by
+            // hand: this loop runs once per key of the warm. (No `F` is flags 0.)
             let payload = &mut share.payload;
             payload.extend_from_slice(b"ms ");
             payload.extend_from_slice(key);
@@ -154,6 +155,10 @@ impl QuietWriter {
             push_decimal(payload, item.value.len() as u64);
             payload.extend_from_slice(b" T");
             push_decimal(payload, wire_ttl);
+            if item.flags != 0 {
+                payload.extend_from_slice(b" F");
+                push_decimal(payload, u64::from(item.flags));
+            }
             payload.extend_from_slice(b" ME q O");
             push_decimal(payload, share.items.len() as u64);
             payload.extend_from_slice(b"\r\n");
@@ -368,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn long_ttls_become_unix_times() {
+    fn long_ttls_become_unix_times_and_flags_are_sent() {
         let router: Arc<dyn Router> = Arc::new(memcache::exp::Rendezvous::new());
         let writer = QuietWriter::new(&["127.0.0.1:1".to_owned()], router);
         let value = b"v".as_slice();
@@ -384,7 +389,7 @@ mod tests {
                 key: "long",
                 value,
                 ttl: Duration::from_secs(MAX_RELATIVE_SECS + 1),
-                flags: 0,
+                flags: 16,
                 encoding: ValueEncoding::Raw,
             },
         ];
@@ -397,6 +402,8 @@ mod tests {
         let long = lines.next().unwrap();
         let ttl: u64 = long.split(' ').nth(3).unwrap()[1..].parse().unwrap();
         assert!(ttl > MAX_RELATIVE_SECS * 2, "{long}");
+        // Client flags go with the value when there are any.
+        assert_eq!(long.split(' ').nth(4), Some("F16"), "{long}");
         assert!(text.ends_with("\r\nmn\r\n"));
     }
 }

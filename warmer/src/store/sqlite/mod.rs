@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Fetched, Role, ValueEncoding, StoreError, UndoOutcome, WriteItem, WriteOutcome, value_hash};
+use super::{
+    Fetched, Role, StoreError, UndoOutcome, ValueEncoding, WriteItem, WriteOutcome, value_hash,
+};
 
 const EXPIRES_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 

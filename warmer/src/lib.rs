@@ -12,16 +12,19 @@
 //! # Layout
 //!
 //! - [`manifest`]: loading and verifying manifest v1.
-//! - [`store`]: one folder per store kind (Redis, memcached, SQLite), and store URLs.
-//! - [`source`]: value sources: replicas and snapshots.
+//! - [`store`]: the store contract, and one folder per store (Redis, memcached, SQL), each
+//!   parsing its own URL.
+//! - [`source`]: value sources and their addresses: replica stores and snapshots.
 //! - [`run`]: the orchestration of a run, per-target writing, coverage probes.
 //! - [`report`]: what a run leaves behind beyond `report.json`: the summary, `report.md`,
 //!   `report.html`, the run history (`runs.parquet`) and Prometheus metrics.
+//! - [`env_vars`]: the names of the `CACHEWARM_*` variables.
 //! - [`settings`]: flags, `CACHEWARM_*` variables and `cachewarm.toml` resolved into a run's
 //!   settings, with environment profiles.
 //! - [`undo`]: taking back what a run wrote.
 //! - [`status`]: where a run stands, from its run directory.
 
+pub mod env_vars;
 pub mod manifest;
 pub mod report;
 pub mod run;

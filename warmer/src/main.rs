@@ -9,8 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use warmer::run::{ResumeFrom, RunError, RunSettings};
 use warmer::settings::{self, Resolved, RunFlags};
-use warmer::source::{SnapshotWriter, Source};
-use warmer::store::StoreUrl;
+use warmer::source::{SnapshotWriter, Source, SourceUrl};
 
 /// Warms cache stores from a hot-key manifest, and reports what it did.
 #[derive(Debug, Parser)]
@@ -537,7 +536,7 @@ async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
     let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
     let mut targets = args.targets;
     if targets.is_empty()
-        && let Some(text) = settings::process_env(settings::env_vars::TARGETS)
+        && let Some(text) = settings::process_env(warmer::env_vars::TARGETS)
     {
         // The deploy's own target list, where the URLs with passwords come from a secret.
         targets = text.split_whitespace().map(str::to_owned).collect();
@@ -562,7 +561,7 @@ fn run_dir_or_latest(
         return Ok(dir);
     }
     let runs_dir = runs_dir
-        .or_else(|| settings::process_env(settings::env_vars::RUNS_DIR).map(PathBuf::from))
+        .or_else(|| settings::process_env(warmer::env_vars::RUNS_DIR).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(settings::DEFAULT_RUNS_DIR));
     warmer::status::latest_run(&runs_dir)
         .with_context(|| format!("no run directory under `{}`", runs_dir.display()))
@@ -656,7 +655,7 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
     let failure = |error: anyhow::Error| (error, ExitCode::FAILURE);
     let manifest = warmer::manifest::open(&args.manifest).map_err(|e| usage(e.into()))?;
     let manifest = Arc::new(manifest);
-    let url = StoreUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
+    let url = SourceUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
     let source = Source::open(&url, &manifest, 0)
         .await
         .map_err(|e| failure(e.into()))?;

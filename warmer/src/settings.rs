@@ -13,34 +13,9 @@ use std::time::Duration;
 use schemas::config::{Config, WarmerConfig};
 
 use crate::run::{ResumeFrom, RunSettings};
-use crate::store::{Hashing, KeyLimits};
+use crate::store::{Hashing, KeyLimits, WriteMode};
 
-/// The names of the environment variables the warmer reads, in one place.
-pub mod env_vars {
-    pub const CONFIG: &str = "CACHEWARM_CONFIG";
-    pub const ENV: &str = "CACHEWARM_ENV";
-    pub const ENABLED: &str = "CACHEWARM_ENABLED";
-    pub const MANIFEST: &str = "CACHEWARM_MANIFEST";
-    pub const SOURCE: &str = "CACHEWARM_SOURCE";
-    /// Target URLs separated by whitespace (a memcached URL has commas of its own).
-    pub const TARGETS: &str = "CACHEWARM_TARGETS";
-    pub const TIMEOUT: &str = "CACHEWARM_TIMEOUT";
-    pub const CONCURRENCY: &str = "CACHEWARM_CONCURRENCY";
-    pub const RATE: &str = "CACHEWARM_RATE";
-    pub const BANDWIDTH: &str = "CACHEWARM_BANDWIDTH";
-    pub const MAX_FILL: &str = "CACHEWARM_MAX_FILL";
-    /// Category names separated by commas.
-    pub const CATEGORIES: &str = "CACHEWARM_CATEGORIES";
-    pub const BATCH_SIZE: &str = "CACHEWARM_BATCH_SIZE";
-    pub const MIN_TTL: &str = "CACHEWARM_MIN_TTL";
-    pub const DEFAULT_TTL: &str = "CACHEWARM_DEFAULT_TTL";
-    pub const RUNS_DIR: &str = "CACHEWARM_RUNS_DIR";
-    pub const STRICT: &str = "CACHEWARM_STRICT";
-    pub const HIGH_WATER: &str = "CACHEWARM_HIGH_WATER";
-    pub const RETRIES: &str = "CACHEWARM_RETRIES";
-    pub const LATENCY_MULTIPLE: &str = "CACHEWARM_LATENCY_MULTIPLE";
-    pub const MEMCACHED_HASHING: &str = "CACHEWARM_MEMCACHED_HASHING";
-}
+use crate::env_vars;
 
 /// Environment variables that name the environment profile, in order of precedence.
 pub const PROFILE_VARIABLES: [&str; 5] = [
@@ -293,10 +268,10 @@ pub fn resolve(
     )?;
     let (source, targets) = match hashing {
         Some(hashing) => (
-            crate::store::url::with_default_hashing(&source, hashing),
+            crate::store::with_default_hashing(&source, hashing),
             targets
                 .iter()
-                .map(|t| crate::store::url::with_default_hashing(t, hashing))
+                .map(|t| crate::store::with_default_hashing(t, hashing))
                 .collect(),
         ),
         None => (source, targets),
@@ -442,7 +417,11 @@ pub fn resolve(
         source,
         targets,
         dry_run: flags.dry_run,
-        overwrite: flags.overwrite,
+        write_mode: if flags.overwrite {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Add
+        },
         timeout,
         batch_size: batch_size as usize,
         min_ttl,

@@ -35,8 +35,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::manifest::{self, Entry, ManifestError, ManifestFile};
-use crate::source::Source;
-use crate::store::{Fetched, KeyLimits, Role, Store, StoreKind, StoreUrl, UrlError, redact};
+use crate::source::{Source, SourceUrl};
+use crate::store::{
+    Fetched, KeyLimits, Role, Store, StoreKind, StoreUrl, UrlError, WriteMode, redact,
+};
 use progress::Board;
 use target::TargetRun;
 
@@ -48,8 +50,8 @@ pub struct RunSettings {
     pub targets: Vec<String>,
     /// Count what would be written, write nothing.
     pub dry_run: bool,
-    /// Replace live entries instead of keeping them.
-    pub overwrite: bool,
+    /// Whether live entries are kept (add) or replaced.
+    pub write_mode: WriteMode,
     /// The whole run, probes included, ends by then.
     pub timeout: Duration,
     /// Entries per pipelined batch.
@@ -160,19 +162,17 @@ fn kind_name(kind: StoreKind) -> &'static str {
     match kind {
         StoreKind::Redis => "Redis",
         StoreKind::Memcached => "memcached",
-        StoreKind::Sqlite => "SQL database cache",
+        StoreKind::Sql => "SQL database cache",
     }
 }
 
-/// The kind of store behind `url`, where known before connecting (a snapshot says in its
+/// The kind of store behind a source, where known before connecting (a snapshot says in its
 /// metadata which kind it was taken from; one that does not, or cannot be read yet, is
 /// unknown: its failure is reported when the run opens it).
-fn url_kind(url: &StoreUrl) -> Option<StoreKind> {
+fn source_kind(url: &SourceUrl) -> Option<StoreKind> {
     match url {
-        StoreUrl::Redis { .. } | StoreUrl::RedisCluster { .. } => Some(StoreKind::Redis),
-        StoreUrl::Memcached { .. } => Some(StoreKind::Memcached),
-        StoreUrl::Sqlite { .. } => Some(StoreKind::Sqlite),
-        StoreUrl::Snapshot { path } => crate::source::snapshot_kind(path),
+        SourceUrl::Store(store) => Some(store.kind()),
+        SourceUrl::Snapshot(path) => crate::source::snapshot_kind(path),
     }
 }
 
@@ -252,13 +252,13 @@ pub async fn run(
     let manifest = tokio::task::spawn_blocking(move || manifest::open(&path))
         .await
         .expect("manifest verification does not panic")?;
-    let source_url = StoreUrl::parse(&settings.source)?;
+    let source_url = SourceUrl::parse(&settings.source)?;
     let target_urls = settings
         .targets
         .iter()
-        .map(|text| match StoreUrl::parse(text)? {
-            StoreUrl::Snapshot { .. } => Err(RunError::SnapshotTarget(text.clone())),
-            url => Ok(url),
+        .map(|text| match SourceUrl::parse(text) {
+            Ok(SourceUrl::Snapshot(_)) => Err(RunError::SnapshotTarget(text.clone())),
+            _ => Ok(StoreUrl::parse(text)?),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let category_enabled = match &settings.categories {
@@ -288,15 +288,13 @@ pub async fn run(
     };
     let redacted_targets: Vec<String> = settings.targets.iter().map(|t| redact(t)).collect();
     if !settings.allow_cross_kind
-        && let Some(source_kind) = url_kind(&source_url)
+        && let Some(source_kind) = source_kind(&source_url)
     {
         for (url, text) in target_urls.iter().zip(&redacted_targets) {
-            if let Some(target_kind) = url_kind(url)
-                && target_kind != source_kind
-            {
+            if url.kind() != source_kind {
                 return Err(RunError::CrossKind {
                     source_kind: kind_name(source_kind),
-                    target_kind: kind_name(target_kind),
+                    target_kind: kind_name(url.kind()),
                     target: text.clone(),
                 });
             }

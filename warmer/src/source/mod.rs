@@ -1,16 +1,18 @@
 //! Where values come from: a replica store (any store URL) or a snapshot file.
 
 mod snapshot;
+mod url;
 
 use std::sync::Arc;
 
 use crate::manifest::{ManifestError, ManifestFile};
-use crate::store::{Fetched, Role, Store, StoreError, StoreKind, StoreUrl};
+use crate::store::{Fetched, Role, Store, StoreError, StoreKind};
 
 pub use snapshot::{
     SOURCE_KIND_KEY, Snapshot, SnapshotError, SnapshotWriter, key_hash, snapshot_kind,
     write_snapshot,
 };
+pub use url::SourceUrl;
 
 /// A value source.
 #[derive(Debug)]
@@ -36,12 +38,12 @@ impl Source {
     /// Opens the source at `url` for the keys of `manifest` from entry `from` on (a resumed
     /// run reads no earlier entry: a snapshot skips their rows instead of keeping them aside).
     pub async fn open(
-        url: &StoreUrl,
+        url: &SourceUrl,
         manifest: &Arc<ManifestFile>,
         from: u64,
     ) -> Result<Source, SourceError> {
         match url {
-            StoreUrl::Snapshot { path } => {
+            SourceUrl::Snapshot(path) => {
                 let path = path.clone();
                 let manifest = Arc::clone(manifest);
                 let snapshot = tokio::task::spawn_blocking(move || {
@@ -65,7 +67,9 @@ impl Source {
                 .expect("snapshot opening does not panic")?;
                 Ok(Source::Snapshot(Arc::new(snapshot)))
             }
-            store => Ok(Source::Replica(Store::connect(store, Role::Source).await?)),
+            SourceUrl::Store(store) => {
+                Ok(Source::Replica(Store::connect(store, Role::Source).await?))
+            }
         }
     }
 

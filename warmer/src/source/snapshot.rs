@@ -85,15 +85,6 @@ pub fn snapshot_schema() -> SchemaRef {
     ]))
 }
 
-/// The name a snapshot's metadata gives a store kind.
-fn kind_name(kind: StoreKind) -> &'static str {
-    match kind {
-        StoreKind::Redis => "redis",
-        StoreKind::Memcached => "memcached",
-        StoreKind::Sqlite => "sql",
-    }
-}
-
 /// Rows decoded per read of the snapshot.
 const ROWS_PER_READ: usize = 4096;
 /// Rows per row group when writing: a writer holds one row group in memory.
@@ -325,17 +316,15 @@ fn reader(
         .key_value_metadata()
         .and_then(|pairs| pairs.iter().find(|pair| pair.key == SOURCE_KIND_KEY))
         .and_then(|pair| pair.value.clone());
-    let kind = match kind.as_deref() {
+    let kind = match kind {
         None => None,
-        Some("redis") => Some(StoreKind::Redis),
-        Some("memcached") => Some(StoreKind::Memcached),
-        Some("sql") => Some(StoreKind::Sqlite),
-        Some(other) => {
-            return Err(SnapshotError::SourceKind {
-                path: path.to_path_buf(),
-                value: other.to_owned(),
-            });
-        }
+        Some(text) => Some(
+            text.parse::<StoreKind>()
+                .map_err(|_| SnapshotError::SourceKind {
+                    path: path.to_path_buf(),
+                    value: text,
+                })?,
+        ),
     };
     let reader = configure(builder)
         .build()
@@ -565,7 +554,7 @@ impl SnapshotWriter {
             .set_key_value_metadata(kind.map(|kind| {
                 vec![KeyValue::new(
                     SOURCE_KIND_KEY.to_owned(),
-                    kind_name(kind).to_owned(),
+                    kind.as_str().to_owned(),
                 )]
             }))
             .build();

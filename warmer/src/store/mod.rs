@@ -1,20 +1,30 @@
-//! The stores the warmer reads from and writes to, one folder per kind.
+//! The stores the warmer reads from and writes to: one contract, one folder per store, and
+//! the one list of them ([`stores!`] below).
 //!
 //! Every store can be a target (write, probe) and a source (read a value and its remaining
-//! TTL). Writes use add semantics unless `overwrite` is asked for: a live entry is never
-//! replaced. All operations work on batches, pipelined on the wire.
+//! TTL). Writes use add semantics unless [`WriteMode::Overwrite`] is asked for: a live entry is
+//! never replaced. All operations work on batches, pipelined on the wire.
+//!
+//! A store is two types in its folder: an [`Address`] (its URL schemes, how its URL is parsed,
+//! how it connects) and a [`CacheStore`] (the operations; what the store cannot tell, such as
+//! its capacity or hit counters, keeps the trait's default: none). Adding a store is adding its
+//! folder and one line to the `stores!` list.
 
 mod memcached;
 mod redis;
-mod sqlite;
+mod sql;
 pub mod url;
 
+use std::future::Future;
 use std::time::Duration;
 
 use schemas::report::HitCounters;
 
-pub use self::memcached::Hashing;
-pub use self::url::{StoreUrl, UrlError, redact};
+pub use self::memcached::{Hashing, with_default_hashing};
+pub use self::url::{UrlError, redact};
+/// What a store's keys and values follow (key rules, what a value means): the one vocabulary
+/// for a store's kind, shared with the analyzer and the loader protocol.
+pub use schemas::keys::StoreKind;
 
 /// How long to wait for a TCP connection to a store server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,14 +34,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub use schemas::keys::{MEMCACHED_MAX_KEY_BYTES, SQL_MAX_KEY_CHARS};
-
-/// The kind of a store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Redis,
-    Memcached,
-    Sqlite,
-}
 
 /// Whether a store is opened to be read or written: a source is never created when missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,17 @@ pub struct Fetched {
     /// an int, compressed, Marshal'd…). 0 from stores that have none.
     pub flags: u32,
     pub encoding: ValueEncoding,
+}
+
+/// How a write treats a live entry under the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// Never replace a live entry (Redis `SET NX`, memcached `ms` in add mode, SQL: insert or
+    /// take over an expired row only).
+    #[default]
+    Add,
+    /// Replace whatever is there (`--overwrite`).
+    Overwrite,
 }
 
 /// One write.
@@ -174,188 +187,281 @@ impl Default for KeyLimits {
     }
 }
 
-/// A connected store.
-#[derive(Debug)]
-pub enum Store {
-    Redis(redis::RedisStore),
-    RedisCluster(redis::RedisClusterStore),
-    Memcached(memcached::MemcachedStore),
-    Sqlite(sqlite::SqliteStore),
+/// One store's address: the URL schemes that select it, how its URL is parsed, and how it
+/// connects.
+pub trait Address: Sized {
+    /// The URL prefixes that select this store (`redis://`); messages name the first.
+    const SCHEMES: &'static [&'static str];
+    /// The store's name in reports and messages (`redis-cluster`, `sqlite`).
+    const NAME: &'static str;
+    /// What its keys and values follow.
+    const KIND: StoreKind;
+    /// The connected store.
+    type Store: CacheStore;
+
+    /// Parses `text`, which starts with one of [`SCHEMES`](Self::SCHEMES).
+    fn parse(text: &str) -> Result<Self, UrlError>;
+
+    /// Connects; a source is never created when missing.
+    fn connect(&self, role: Role) -> impl Future<Output = Result<Self::Store, StoreError>> + Send;
 }
 
-impl Store {
-    /// Connects to the store at `url`. A snapshot file is not a store: see `source`.
-    pub async fn connect(url: &StoreUrl, role: Role) -> Result<Store, StoreError> {
-        match url {
-            StoreUrl::Redis { url } => redis::RedisStore::connect(url).await.map(Store::Redis),
-            StoreUrl::RedisCluster { url, nodes } => redis::RedisClusterStore::connect(url, nodes)
-                .await
-                .map(Store::RedisCluster),
-            StoreUrl::Memcached { servers, hashing } => {
-                memcached::MemcachedStore::connect(servers, *hashing)
-                    .await
-                    .map(Store::Memcached)
-            }
-            StoreUrl::Sqlite { path, table } => sqlite::SqliteStore::open(path, table, role)
-                .await
-                .map(Store::Sqlite),
-            StoreUrl::Snapshot { path } => Err(StoreError {
-                kind: "snapshot",
-                url: path.display().to_string(),
-                message: "a snapshot file can be a source, not a target".into(),
-                transient: false,
-            }),
-        }
-    }
-
-    pub fn kind(&self) -> StoreKind {
-        match self {
-            // A cluster takes the keys a server takes: the same rules.
-            Store::Redis(_) | Store::RedisCluster(_) => StoreKind::Redis,
-            Store::Memcached(_) => StoreKind::Memcached,
-            Store::Sqlite(_) => StoreKind::Sqlite,
-        }
-    }
-
-    /// Whether `key` may be written to a store of this kind; the reason when it may not.
-    pub fn check_key(&self, key: &str, limits: &KeyLimits) -> Result<(), String> {
-        check_key(self.kind(), key, limits)
-    }
-
+/// What a connected store does. Key rules follow the store's [`StoreKind`].
+pub trait CacheStore: std::fmt::Debug + Send + Sync {
     /// Which of `keys` hold a live entry.
-    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
-        match self {
-            Store::Redis(store) => store.contains(keys).await,
-            Store::RedisCluster(store) => store.contains(keys).await,
-            Store::Memcached(store) => store.contains(keys).await,
-            Store::Sqlite(store) => store.contains(keys).await,
-        }
-    }
+    fn contains(&self, keys: &[&str])
+    -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
 
     /// The live value and remaining TTL of each of `keys`.
-    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
-        match self {
-            Store::Redis(store) => store.fetch(keys).await,
-            Store::RedisCluster(store) => store.fetch(keys).await,
-            Store::Memcached(store) => store.fetch(keys).await,
-            Store::Sqlite(store) => store.fetch(keys).await,
-        }
-    }
+    fn fetch(
+        &self,
+        keys: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<Fetched>>, StoreError>> + Send;
 
-    /// Writes `items`: add semantics, or replace when `overwrite`. A Redis `DUMP` payload is
-    /// refused by every store but Redis (only Redis can read it).
-    pub async fn write(
+    /// Writes `items` in `mode`.
+    fn write(
         &self,
         items: &[WriteItem<'_>],
-        overwrite: bool,
-    ) -> Result<Vec<WriteOutcome>, StoreError> {
-        if self.kind() != StoreKind::Redis
-            && items
-                .iter()
-                .any(|item| item.encoding == ValueEncoding::RedisDump)
-        {
-            let (dumps, raw): (Vec<_>, Vec<_>) =
-                (0..items.len()).partition(|&i| items[i].encoding == ValueEncoding::RedisDump);
-            let raw_items: Vec<WriteItem<'_>> = raw.iter().map(|&i| items[i]).collect();
-            let mut outcomes = vec![WriteOutcome::Written; items.len()];
-            for i in dumps {
-                outcomes[i] = WriteOutcome::Refused(
-                    "a Redis DUMP payload (a hash, set, list, sorted set or stream) can only be \
-                     restored into Redis"
-                        .to_owned(),
-                );
-            }
-            let written = Box::pin(self.write(&raw_items, overwrite)).await?;
-            for (i, outcome) in raw.into_iter().zip(written) {
-                outcomes[i] = outcome;
-            }
-            return Ok(outcomes);
-        }
-        match self {
-            Store::Redis(store) => store.write(items, overwrite).await,
-            Store::RedisCluster(store) => store.write(items, overwrite).await,
-            Store::Memcached(store) => store.write(items, overwrite).await,
-            Store::Sqlite(store) => store.write(items, overwrite).await,
-        }
-    }
+        mode: WriteMode,
+    ) -> impl Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
 
     /// Deletes each `(key, value hash)` only where the key still holds a value with that hash,
     /// atomically per key: the value is read, its hash compared, and the delete is made
     /// conditional on the exact value read (Redis: a Lua compare-and-delete; memcached: the
-    /// item's CAS; SQLite: `DELETE … WHERE value = ?`), so a write that lands in between is
-    /// never deleted.
-    pub async fn delete_if_unchanged(
+    /// item's CAS; SQL: `DELETE … WHERE value = ?`), so a write that lands in between is never
+    /// deleted.
+    fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
-    ) -> Result<Vec<UndoOutcome>, StoreError> {
-        match self {
-            Store::Redis(store) => store.delete_if_unchanged(items).await,
-            Store::RedisCluster(store) => store.delete_if_unchanged(items).await,
-            Store::Memcached(store) => store.delete_if_unchanged(items).await,
-            Store::Sqlite(store) => store.delete_if_unchanged(items).await,
-        }
-    }
+    ) -> impl Future<Output = Result<Vec<UndoOutcome>, StoreError>> + Send;
 
     /// The store's cumulative count of evicted items, where it keeps one.
-    pub async fn evictions(&self) -> Result<Option<u64>, StoreError> {
-        match self {
-            Store::Redis(store) => store.evictions().await.map(Some),
-            Store::RedisCluster(store) => store.evictions().await.map(Some),
-            Store::Memcached(store) => store.evictions().await.map(Some),
-            Store::Sqlite(_) => Ok(None),
-        }
+    fn evictions(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        async { Ok(None) }
     }
 
     /// The store's capacity in bytes, when it has a configured one.
-    pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
-        match self {
-            Store::Redis(store) => store.capacity().await,
-            Store::RedisCluster(store) => store.capacity().await,
-            Store::Memcached(store) => store.capacity().await,
-            Store::Sqlite(_) => Ok(None),
-        }
+    fn capacity(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        async { Ok(None) }
     }
 
     /// The bytes the store holds now, where it says (Redis `used_memory`, memcached `bytes`).
-    pub async fn used_memory(&self) -> Result<Option<u64>, StoreError> {
-        match self {
-            Store::Redis(store) => store.used_memory().await.map(Some),
-            Store::RedisCluster(store) => store.used_memory().await.map(Some),
-            Store::Memcached(store) => store.used_memory().await.map(Some),
-            Store::Sqlite(_) => Ok(None),
-        }
+    fn used_memory(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        async { Ok(None) }
     }
 
     /// One round trip that does no work (Redis `PING`, memcached `mn`), to measure the
-    /// store's latency; false where the store has none to measure (SQLite is in-process).
-    pub async fn ping(&self) -> Result<bool, StoreError> {
-        match self {
-            Store::Redis(store) => store.ping().await.map(|()| true),
-            Store::RedisCluster(store) => store.ping().await.map(|()| true),
-            Store::Memcached(store) => store.ping().await.map(|()| true),
-            Store::Sqlite(_) => Ok(false),
-        }
+    /// store's latency; false where the store has none to measure.
+    fn ping(&self) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async { Ok(false) }
     }
 
     /// The store's cumulative read counters, where it keeps them.
-    pub async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
-        match self {
-            Store::Redis(store) => store.hit_counters().await.map(Some),
-            Store::RedisCluster(store) => store.hit_counters().await.map(Some),
-            Store::Memcached(store) => store.hit_counters().await.map(Some),
-            Store::Sqlite(_) => Ok(None),
-        }
+    fn hit_counters(&self) -> impl Future<Output = Result<Option<HitCounters>, StoreError>> + Send {
+        async { Ok(None) }
     }
+
+    /// Whether the store lives in the warmer's process (SQLite): no round trip to measure, and
+    /// no live clients on its wire to protect.
+    fn in_process(&self) -> bool {
+        false
+    }
+}
+
+/// The registered stores, one line each: `Variant(its::Address)`. Makes [`StoreUrl`] (parsed
+/// by the store whose scheme the text starts with) and [`Store`] (a connected store, each
+/// operation handed to its [`CacheStore`]).
+macro_rules! stores {
+    ($($(#[$doc:meta])* $variant:ident($address:ty),)+) => {
+        /// A parsed store address.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum StoreUrl {
+            $($(#[$doc])* $variant($address),)+
+        }
+
+        /// A connected store.
+        #[derive(Debug)]
+        pub enum Store {
+            $($(#[$doc])* $variant(<$address as Address>::Store),)+
+        }
+
+        impl StoreUrl {
+            /// Parses a store address.
+            pub fn parse(text: &str) -> Result<StoreUrl, UrlError> {
+                $(
+                    if <$address as Address>::SCHEMES.iter().any(|s| text.starts_with(s)) {
+                        return <$address as Address>::parse(text).map(StoreUrl::$variant);
+                    }
+                )+
+                Err(UrlError {
+                    url: redact(text),
+                    reason: format!("expected {}", Self::expected()),
+                })
+            }
+
+            /// Whether `text` starts with a registered store's scheme.
+            pub fn has_scheme(text: &str) -> bool {
+                let schemes: &[&[&str]] = &[$(<$address as Address>::SCHEMES),+];
+                schemes.iter().flat_map(|s| s.iter()).any(|s| text.starts_with(s))
+            }
+
+            /// The schemes a store address may start with, for messages: each store's first.
+            pub fn expected() -> String {
+                let schemes = [$(<$address as Address>::SCHEMES[0]),+];
+                schemes.join(", ")
+            }
+
+            /// What the store's keys and values follow.
+            pub fn kind(&self) -> StoreKind {
+                match self {
+                    $(StoreUrl::$variant(_) => <$address as Address>::KIND,)+
+                }
+            }
+
+            /// The store's name, as reports show it.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(StoreUrl::$variant(_) => <$address as Address>::NAME,)+
+                }
+            }
+        }
+
+        impl Store {
+            /// Connects to the store at `url`.
+            pub async fn connect(url: &StoreUrl, role: Role) -> Result<Store, StoreError> {
+                match url {
+                    $(StoreUrl::$variant(address) => {
+                        address.connect(role).await.map(Store::$variant)
+                    })+
+                }
+            }
+
+            pub fn kind(&self) -> StoreKind {
+                match self {
+                    $(Store::$variant(_) => <$address as Address>::KIND,)+
+                }
+            }
+
+            /// Whether `key` may be written to a store of this kind; the reason when it may not.
+            pub fn check_key(&self, key: &str, limits: &KeyLimits) -> Result<(), String> {
+                check_key(self.kind(), key, limits)
+            }
+
+            /// See [`CacheStore::in_process`].
+            pub fn in_process(&self) -> bool {
+                match self {
+                    $(Store::$variant(store) => store.in_process(),)+
+                }
+            }
+
+            /// See [`CacheStore::contains`].
+            pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.contains(keys).await,)+
+                }
+            }
+
+            /// See [`CacheStore::fetch`].
+            pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.fetch(keys).await,)+
+                }
+            }
+
+            /// See [`CacheStore::write`]. A Redis `DUMP` payload is refused by every store
+            /// but Redis (only Redis can read it).
+            pub async fn write(
+                &self,
+                items: &[WriteItem<'_>],
+                mode: WriteMode,
+            ) -> Result<Vec<WriteOutcome>, StoreError> {
+                if self.kind() != StoreKind::Redis
+                    && items.iter().any(|item| item.encoding == ValueEncoding::RedisDump)
+                {
+                    let (dumps, raw): (Vec<_>, Vec<_>) = (0..items.len())
+                        .partition(|&i| items[i].encoding == ValueEncoding::RedisDump);
+                    let raw_items: Vec<WriteItem<'_>> = raw.iter().map(|&i| items[i]).collect();
+                    let mut outcomes = vec![WriteOutcome::Written; items.len()];
+                    for i in dumps {
+                        outcomes[i] = WriteOutcome::Refused(
+                            "a Redis DUMP payload (a hash, set, list, sorted set or stream) \
+                             can only be restored into Redis"
+                                .to_owned(),
+                        );
+                    }
+                    let written = Box::pin(self.write(&raw_items, mode)).await?;
+                    for (i, outcome) in raw.into_iter().zip(written) {
+                        outcomes[i] = outcome;
+                    }
+                    return Ok(outcomes);
+                }
+                match self {
+                    $(Store::$variant(store) => store.write(items, mode).await,)+
+                }
+            }
+
+            /// See [`CacheStore::delete_if_unchanged`].
+            pub async fn delete_if_unchanged(
+                &self,
+                items: &[(&str, &str)],
+            ) -> Result<Vec<UndoOutcome>, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.delete_if_unchanged(items).await,)+
+                }
+            }
+
+            /// See [`CacheStore::evictions`].
+            pub async fn evictions(&self) -> Result<Option<u64>, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.evictions().await,)+
+                }
+            }
+
+            /// See [`CacheStore::capacity`].
+            pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.capacity().await,)+
+                }
+            }
+
+            /// See [`CacheStore::used_memory`].
+            pub async fn used_memory(&self) -> Result<Option<u64>, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.used_memory().await,)+
+                }
+            }
+
+            /// See [`CacheStore::ping`].
+            pub async fn ping(&self) -> Result<bool, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.ping().await,)+
+                }
+            }
+
+            /// See [`CacheStore::hit_counters`].
+            pub async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
+                match self {
+                    $(Store::$variant(store) => store.hit_counters().await,)+
+                }
+            }
+        }
+    };
+}
+
+stores! {
+    /// A Redis server (`redis://`, `redis+unix://`).
+    Redis(redis::RedisUrl),
+    /// A Redis Cluster (`redis+cluster://`).
+    RedisCluster(redis::ClusterUrl),
+    /// One or more memcached servers (`memcached://`).
+    Memcached(memcached::MemcachedUrl),
+    /// A Django DatabaseCache table in an SQLite file (`sqlite://`).
+    Sqlite(sql::SqliteUrl),
 }
 
 /// The key rules of each store kind (see DESIGN.md, store semantics); the analyzer leaves out
 /// keys by the same rules (`schemas::keys`).
 pub fn check_key(kind: StoreKind, key: &str, limits: &KeyLimits) -> Result<(), String> {
-    let kind = match kind {
-        StoreKind::Redis => schemas::keys::StoreKind::Redis,
-        StoreKind::Memcached => schemas::keys::StoreKind::Memcached,
-        StoreKind::Sqlite => schemas::keys::StoreKind::Sql,
-    };
     schemas::keys::check_key(kind, key, limits.redis_max_key_bytes)
 }
 
@@ -380,6 +486,71 @@ mod tests {
     }
 
     #[test]
+    fn parses_every_kind() {
+        assert_eq!(
+            StoreUrl::parse("memcached://a:11211,b:11212?hashing=dalli").unwrap(),
+            StoreUrl::Memcached(memcached::MemcachedUrl {
+                servers: vec!["a:11211".into(), "b:11212".into()],
+                hashing: Some(Hashing::Dalli),
+            })
+        );
+        // The default port, as every client assumes it; one server needs no hashing.
+        assert_eq!(
+            StoreUrl::parse("memcached://[::1]").unwrap(),
+            StoreUrl::Memcached(memcached::MemcachedUrl {
+                servers: vec!["[::1]:11211".into()],
+                hashing: None,
+            })
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite://var/cache.db?table=django_cache").unwrap(),
+            StoreUrl::Sqlite(sql::SqliteUrl {
+                path: "var/cache.db".into(),
+                table: "django_cache".into()
+            })
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite:///abs/cache.db").unwrap(),
+            StoreUrl::Sqlite(sql::SqliteUrl {
+                path: "/abs/cache.db".into(),
+                table: sql::DEFAULT_TABLE.into()
+            })
+        );
+        assert!(matches!(
+            StoreUrl::parse("redis://:pw@localhost:6379/2").unwrap(),
+            StoreUrl::Redis(_)
+        ));
+        assert_eq!(
+            StoreUrl::parse("redis+cluster://a:7000").unwrap().kind(),
+            StoreKind::Redis
+        );
+    }
+
+    /// A table name goes into SQL text, so anything but an identifier is refused.
+    #[test]
+    fn refuses_bad_addresses() {
+        for bad in [
+            "sqlite://x.db?table=a;drop",
+            "sqlite://x.db?tbl=a",
+            "memcached://a:1,",
+            "memcached://a:1:2",
+            "memcached://a:1?hashing=modula",
+            "memcached://a:1?hash=ketama",
+            "http://example.com",
+            "rediss://secure:6380",
+            "redis+cluster://",
+            "redis+cluster://a:7000,b",
+            "redis+cluster://a:7000,:7001",
+            "redis+cluster://a:7000/1",
+            "redis+cluster://a:notaport",
+            "redis+cluster://u:p@a:7000,u:p@b:7001",
+            "rediss+cluster://a:7000",
+        ] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn key_rules_per_store_kind() {
         let limits = KeyLimits {
             redis_max_key_bytes: 8,
@@ -392,9 +563,9 @@ mod tests {
         assert!(check_key(StoreKind::Memcached, "a\u{7f}", &limits).is_err());
         assert!(check_key(StoreKind::Redis, "a b", &limits).is_ok());
         assert!(check_key(StoreKind::Redis, "123456789", &limits).is_err());
-        assert!(check_key(StoreKind::Sqlite, &"é".repeat(255), &limits).is_ok());
-        assert!(check_key(StoreKind::Sqlite, &"é".repeat(256), &limits).is_err());
-        for kind in [StoreKind::Redis, StoreKind::Memcached, StoreKind::Sqlite] {
+        assert!(check_key(StoreKind::Sql, &"é".repeat(255), &limits).is_ok());
+        assert!(check_key(StoreKind::Sql, &"é".repeat(256), &limits).is_err());
+        for kind in [StoreKind::Redis, StoreKind::Memcached, StoreKind::Sql] {
             assert!(check_key(kind, "", &limits).is_err());
         }
     }

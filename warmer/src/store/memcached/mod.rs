@@ -14,6 +14,7 @@
 mod route;
 
 mod quiet;
+mod url;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +23,13 @@ use memcache::exp::{AsyncMetaClient, Delete, Get, Meta, MutationStatus, Router, 
 use schemas::report::HitCounters;
 
 use super::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, ValueEncoding, WriteItem,
-    WriteOutcome, item_hash,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, ValueEncoding,
+    WriteItem, WriteMode, WriteOutcome, item_hash,
 };
 
 use route::AppRouter;
 pub use route::{Hashing, ServerName};
+pub use url::{MemcachedUrl, with_default_hashing};
 
 pub struct MemcachedStore {
     url: String,
@@ -121,7 +123,50 @@ impl MemcachedStore {
         }
     }
 
-    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+    /// The add path: quiet meta sets (see [`quiet`]). Keys an error line may belong to are
+    /// looked up: absent, the error was theirs; present, the add stored them.
+    async fn add(&self, items: &[WriteItem<'_>]) -> Result<Vec<WriteOutcome>, StoreError> {
+        let quiet::AddResult {
+            mut outcomes,
+            uncertain,
+            broken,
+        } = self.quiet.add(items).await;
+        if let Some(reason) = broken {
+            // A whole-call failure, retried by the run (see `run::faults`).
+            return Err(self.error(reason));
+        }
+        for (indexes, message) in uncertain {
+            let keys: Vec<&str> = indexes.iter().map(|&i| items[i].key).collect();
+            let present = self.contains(&keys).await?;
+            for (i, present) in indexes.into_iter().zip(present) {
+                if !present {
+                    outcomes[i] = WriteOutcome::Refused(message.clone());
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Reads `stats` from every server with the crate's classic client (the meta client has
+    /// no stats verb). Blocking, so it runs off the async workers.
+    async fn stats(&self) -> Result<Vec<std::collections::HashMap<String, String>>, StoreError> {
+        let urls: Vec<String> = self
+            .servers
+            .iter()
+            .map(|server| format!("memcache://{server}"))
+            .collect();
+        let stats = tokio::task::spawn_blocking(move || {
+            memcache::Client::connect(urls).and_then(|client| client.stats())
+        })
+        .await
+        .map_err(|e| self.error(e))?
+        .map_err(|e| self.error(e))?;
+        Ok(stats.into_iter().map(|(_, stats)| stats).collect())
+    }
+}
+
+impl CacheStore for MemcachedStore {
+    async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         let results = self
             .client
             .run_many(keys.iter().map(|key| Get::new(key).without_value()))
@@ -133,7 +178,7 @@ impl MemcachedStore {
             .collect())
     }
 
-    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+    async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         let results = self
             .client
             .run_many(keys.iter().map(|key| Get::new(key).meta(Meta::NONE.ttl())))
@@ -159,20 +204,19 @@ impl MemcachedStore {
             .collect())
     }
 
-    pub async fn write(
+    async fn write(
         &self,
         items: &[WriteItem<'_>],
-        overwrite: bool,
+        mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
-        if !overwrite {
+        if mode == WriteMode::Add {
             return self.add(items).await;
         }
         let sets = items.iter().map(|item| {
             let secs = u32::try_from(item.ttl.as_secs()).unwrap_or(u32::MAX).max(1);
-            let set = Set::new(item.key, item.value)
+            Set::new(item.key, item.value)
                 .ttl(Ttl::secs(secs))
-                .client_flags(item.flags);
-            if overwrite { set } else { set.add() }
+                .client_flags(item.flags)
         });
         let results = self
             .client
@@ -190,34 +234,10 @@ impl MemcachedStore {
             .collect())
     }
 
-    /// The add path: quiet meta sets (see [`quiet`]). Keys an error line may belong to are
-    /// looked up: absent, the error was theirs; present, the add stored them.
-    async fn add(&self, items: &[WriteItem<'_>]) -> Result<Vec<WriteOutcome>, StoreError> {
-        let quiet::AddResult {
-            mut outcomes,
-            uncertain,
-            broken,
-        } = self.quiet.add(items).await;
-        if let Some(reason) = broken {
-            // A whole-call failure, retried by the run (see `run::faults`).
-            return Err(self.error(reason));
-        }
-        for (indexes, message) in uncertain {
-            let keys: Vec<&str> = indexes.iter().map(|&i| items[i].key).collect();
-            let present = self.contains(&keys).await?;
-            for (i, present) in indexes.into_iter().zip(present) {
-                if !present {
-                    outcomes[i] = WriteOutcome::Refused(message.clone());
-                }
-            }
-        }
-        Ok(outcomes)
-    }
-
     /// `mg <key> v f c` for the value, its flags and its CAS; where their hash matches
     /// ([`item_hash`]: a rewrite with other flags is a change), `md <key> C<cas>`, which
     /// deletes only if nothing changed the item since it was read.
-    pub async fn delete_if_unchanged(
+    async fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
     ) -> Result<Vec<UndoOutcome>, StoreError> {
@@ -262,51 +282,35 @@ impl MemcachedStore {
     }
 
     /// `evictions` summed over the servers.
-    pub async fn evictions(&self) -> Result<u64, StoreError> {
+    async fn evictions(&self) -> Result<Option<u64>, StoreError> {
         let stats = self.stats().await?;
-        Ok(sum(&stats, "evictions"))
-    }
-
-    /// Reads `stats` from every server with the crate's classic client (the meta client has
-    /// no stats verb). Blocking, so it runs off the async workers.
-    async fn stats(&self) -> Result<Vec<std::collections::HashMap<String, String>>, StoreError> {
-        let urls: Vec<String> = self
-            .servers
-            .iter()
-            .map(|server| format!("memcache://{server}"))
-            .collect();
-        let stats = tokio::task::spawn_blocking(move || {
-            memcache::Client::connect(urls).and_then(|client| client.stats())
-        })
-        .await
-        .map_err(|e| self.error(e))?
-        .map_err(|e| self.error(e))?;
-        Ok(stats.into_iter().map(|(_, stats)| stats).collect())
+        Ok(Some(sum(&stats, "evictions")))
     }
 
     /// The sum of `limit_maxbytes` over the servers.
-    pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
+    async fn capacity(&self) -> Result<Option<u64>, StoreError> {
         let stats = self.stats().await?;
         Ok(Some(sum(&stats, "limit_maxbytes")).filter(|&bytes| bytes > 0))
     }
 
     /// The sum of `bytes` (what the items take) over the servers.
-    pub async fn used_memory(&self) -> Result<u64, StoreError> {
+    async fn used_memory(&self) -> Result<Option<u64>, StoreError> {
         let stats = self.stats().await?;
-        Ok(sum(&stats, "bytes"))
+        Ok(Some(sum(&stats, "bytes")))
     }
 
     /// One `mn` to every server, for the store's latency as a client sees it.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client.noop().await.map_err(|e| self.error(e))
+    async fn ping(&self) -> Result<bool, StoreError> {
+        self.client.noop().await.map_err(|e| self.error(e))?;
+        Ok(true)
     }
 
-    pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {
+    async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
         let stats = self.stats().await?;
-        Ok(HitCounters {
+        Ok(Some(HitCounters {
             hits: sum(&stats, "get_hits"),
             misses: sum(&stats, "get_misses"),
-        })
+        }))
     }
 }
 

@@ -35,8 +35,8 @@ use super::{
     write_outcome,
 };
 use crate::store::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, WriteItem, WriteOutcome,
-    redact,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, WriteItem,
+    WriteMode, WriteOutcome, redact,
 };
 
 /// Which primary owns each slot, as an index into the primaries listed by `CLUSTER SLOTS`.
@@ -258,7 +258,38 @@ impl RedisClusterStore {
         Ok(replies)
     }
 
-    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+    /// One INFO section of every primary (the crate sends a command routed to all primaries to
+    /// each, and answers with a map of node address to reply).
+    async fn info(&self, section: &str) -> Result<Vec<HashMap<String, String>>, StoreError> {
+        let mut connection = self.connection.clone();
+        let reply = connection
+            .route_command(
+                redis::cmd("INFO").arg(section).clone(),
+                RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        let Value::Map(by_node) = reply else {
+            return Err(StoreError {
+                kind: "redis-cluster",
+                url: self.url.clone(),
+                message: format!("unexpected reply to INFO on every primary: {reply:?}"),
+                transient: false,
+            });
+        };
+        by_node
+            .into_iter()
+            .map(|(_, text)| {
+                let text: String = redis::from_redis_value(text.extract_error()?)?;
+                Ok(parse_info(&text))
+            })
+            .collect::<RedisResult<_>>()
+            .map_err(|e| self.error(e))
+    }
+}
+
+impl CacheStore for RedisClusterStore {
+    async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         let replies = self
             .pipeline(keys, 1, |pipe, i| {
                 pipe.cmd("EXISTS").arg(keys[i]);
@@ -267,7 +298,7 @@ impl RedisClusterStore {
         Ok(replies.into_iter().map(exists).collect())
     }
 
-    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+    async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         let replies = self
             .pipeline(keys, 2, |pipe, i| {
                 push_fetch(pipe, keys[i]);
@@ -286,14 +317,14 @@ impl RedisClusterStore {
         Ok(fetched)
     }
 
-    pub async fn write(
+    async fn write(
         &self,
         items: &[WriteItem<'_>],
-        overwrite: bool,
+        mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
         let replies = self
-            .pipeline(&keys, 1, |pipe, i| push_write(pipe, &items[i], overwrite))
+            .pipeline(&keys, 1, |pipe, i| push_write(pipe, &items[i], mode))
             .await?;
         Ok(replies.into_iter().map(write_outcome).collect())
     }
@@ -303,7 +334,7 @@ impl RedisClusterStore {
     /// with the value read. The script touches one key, so it runs on that key's primary; a
     /// primary that does not know the script yet (`NOSCRIPT`) gets it through
     /// `Script::invoke_async`, which loads it there.
-    pub async fn delete_if_unchanged(
+    async fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
     ) -> Result<Vec<UndoOutcome>, StoreError> {
@@ -347,44 +378,17 @@ impl RedisClusterStore {
         Ok(outcomes)
     }
 
-    /// One INFO section of every primary (the crate sends a command routed to all primaries to
-    /// each, and answers with a map of node address to reply).
-    async fn info(&self, section: &str) -> Result<Vec<HashMap<String, String>>, StoreError> {
-        let mut connection = self.connection.clone();
-        let reply = connection
-            .route_command(
-                redis::cmd("INFO").arg(section).clone(),
-                RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
-            )
-            .await
-            .map_err(|e| self.error(e))?;
-        let Value::Map(by_node) = reply else {
-            return Err(StoreError {
-                kind: "redis-cluster",
-                url: self.url.clone(),
-                message: format!("unexpected reply to INFO on every primary: {reply:?}"),
-                transient: false,
-            });
-        };
-        by_node
-            .into_iter()
-            .map(|(_, text)| {
-                let text: String = redis::from_redis_value(text.extract_error()?)?;
-                Ok(parse_info(&text))
-            })
-            .collect::<RedisResult<_>>()
-            .map_err(|e| self.error(e))
-    }
-
     /// `evicted_keys` summed over the primaries.
-    pub async fn evictions(&self) -> Result<u64, StoreError> {
+    async fn evictions(&self) -> Result<Option<u64>, StoreError> {
         let info = self.info("stats").await?;
-        Ok(info.iter().map(|node| counter(node, "evicted_keys")).sum())
+        Ok(Some(
+            info.iter().map(|node| counter(node, "evicted_keys")).sum(),
+        ))
     }
 
     /// `maxmemory` summed over the primaries (a key lives on one of them, so the cluster holds
     /// their sum); none when any primary is unlimited, as the total is then unknown.
-    pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
+    async fn capacity(&self) -> Result<Option<u64>, StoreError> {
         let info = self.info("memory").await?;
         let total: Option<u64> = info
             .iter()
@@ -394,32 +398,33 @@ impl RedisClusterStore {
     }
 
     /// `used_memory` summed over the primaries.
-    pub async fn used_memory(&self) -> Result<u64, StoreError> {
+    async fn used_memory(&self) -> Result<Option<u64>, StoreError> {
         let info = self.info("memory").await?;
-        Ok(info.iter().map(|node| counter(node, "used_memory")).sum())
+        Ok(Some(
+            info.iter().map(|node| counter(node, "used_memory")).sum(),
+        ))
     }
 
     /// One `PING` to a node, for the store's latency as a client sees it.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
         redis::cmd("PING")
             .query_async::<()>(&mut connection)
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        Ok(true)
     }
 
     /// The primaries' read counters, summed.
-    pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {
+    async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
         let info = self.info("stats").await?;
-        Ok(info
-            .iter()
-            .map(hit_counters)
-            .fold(HitCounters { hits: 0, misses: 0 }, |total, node| {
-                HitCounters {
-                    hits: total.hits + node.hits,
-                    misses: total.misses + node.misses,
-                }
-            }))
+        Ok(Some(info.iter().map(hit_counters).fold(
+            HitCounters { hits: 0, misses: 0 },
+            |total, node| HitCounters {
+                hits: total.hits + node.hits,
+                misses: total.misses + node.misses,
+            },
+        )))
     }
 }
 

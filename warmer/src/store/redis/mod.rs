@@ -19,6 +19,7 @@
 //! replies with the same functions, below the store.
 
 mod cluster;
+mod url;
 
 use std::collections::HashMap;
 
@@ -27,11 +28,12 @@ use redis::{Pipeline, RedisResult, Value};
 use schemas::report::HitCounters;
 
 use super::{
-    CALL_TIMEOUT, CONNECT_TIMEOUT, Fetched, StoreError, UndoOutcome, ValueEncoding, WriteItem,
-    WriteOutcome, duration_from_millis, redact, value_hash,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, ValueEncoding,
+    WriteItem, WriteMode, WriteOutcome, duration_from_millis, redact, value_hash,
 };
 
 pub use cluster::RedisClusterStore;
+pub use url::{ClusterUrl, RedisUrl};
 
 /// Compare-and-delete: deletes KEYS[1] only if it holds exactly ARGV[1]: its string value, or
 /// with ARGV[2] = `dump` its `DUMP` (a value of another type). Returns 1 when deleted, 0 when
@@ -100,7 +102,19 @@ impl RedisStore {
             .map_err(|e| self.error(e))
     }
 
-    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+    async fn info(&self, section: &str) -> Result<HashMap<String, String>, StoreError> {
+        let mut connection = self.connection.clone();
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(parse_info(&text))
+    }
+}
+
+impl CacheStore for RedisStore {
+    async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for key in keys {
@@ -113,7 +127,7 @@ impl RedisStore {
     /// `GET` + `PTTL` per key, then `DUMP` + `PTTL` for the keys of other types. (One `MGET`
     /// for the batch's values plus a `PTTL` per key halves the replica's commands, but measured
     /// slower end to end, with 100 B and 2 KiB values alike: docs/benchmarks.md.)
-    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+    async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         let mut pipe = redis::Pipeline::with_capacity(keys.len() * 2);
         pipe.ignore_errors();
         for key in keys {
@@ -134,10 +148,10 @@ impl RedisStore {
         Ok(fetched)
     }
 
-    pub async fn write(
+    async fn write(
         &self,
         items: &[WriteItem<'_>],
-        overwrite: bool,
+        mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         // Each command's buffers are sized before its arguments go in: `pipe.cmd(…).arg(…)`
         // grows two vectors per command from empty, and allocation was 15-20% of the warmer's
@@ -148,7 +162,7 @@ impl RedisStore {
         let mut pipe = redis::Pipeline::with_capacity(items.len());
         pipe.ignore_errors();
         for item in items {
-            push_write(&mut pipe, item, overwrite);
+            push_write(&mut pipe, item, mode);
         }
         let replies = self.pipeline(&pipe).await?;
         Ok(replies.into_iter().map(write_outcome).collect())
@@ -157,7 +171,7 @@ impl RedisStore {
     /// `GET` each key (`DUMP` for a key of another type), compare its value's hash, then run
     /// [`DELETE_IF_EQUAL`] with the value read, pipelined by its SHA (`EVALSHA`); a server that
     /// does not know the script yet gets it through `Script::invoke_async`, which loads it.
-    pub async fn delete_if_unchanged(
+    async fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
     ) -> Result<Vec<UndoOutcome>, StoreError> {
@@ -203,47 +217,39 @@ impl RedisStore {
     }
 
     /// `evicted_keys` from INFO stats.
-    pub async fn evictions(&self) -> Result<u64, StoreError> {
+    async fn evictions(&self) -> Result<Option<u64>, StoreError> {
         let info = self.info("stats").await?;
-        Ok(counter(&info, "evicted_keys"))
-    }
-
-    async fn info(&self, section: &str) -> Result<HashMap<String, String>, StoreError> {
-        let mut connection = self.connection.clone();
-        let text: String = redis::cmd("INFO")
-            .arg(section)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(parse_info(&text))
+        Ok(Some(counter(&info, "evicted_keys")))
     }
 
     /// `maxmemory` from INFO (readable where CONFIG is disabled); none when unlimited.
-    pub async fn capacity(&self) -> Result<Option<u64>, StoreError> {
+    async fn capacity(&self) -> Result<Option<u64>, StoreError> {
         let info = self.info("memory").await?;
         Ok(Some(counter(&info, "maxmemory")).filter(|&bytes| bytes > 0))
     }
 
     /// `used_memory` from INFO: what the server holds now, in bytes.
-    pub async fn used_memory(&self) -> Result<u64, StoreError> {
+    async fn used_memory(&self) -> Result<Option<u64>, StoreError> {
         let info = self.info("memory").await?;
-        Ok(info
-            .get("used_memory")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        Ok(Some(
+            info.get("used_memory")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ))
     }
 
     /// One `PING`, for the store's latency as a client sees it.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
         redis::cmd("PING")
             .query_async::<()>(&mut connection)
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        Ok(true)
     }
 
-    pub async fn hit_counters(&self) -> Result<HitCounters, StoreError> {
-        Ok(hit_counters(&self.info("stats").await?))
+    async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
+        Ok(Some(hit_counters(&self.info("stats").await?)))
     }
 }
 
@@ -308,7 +314,7 @@ fn push_dump(pipe: &mut Pipeline, key: &str) {
     }
 }
 
-/// Adds `GET key` and `PTTL key` to `pipe`, their buffers sized up front (as in `push_set`).
+/// Adds `GET key` and `PTTL key` to `pipe`, their buffers sized up front (as in `push_write`).
 fn push_fetch(pipe: &mut Pipeline, key: &str) {
     for name in ["GET", "PTTL"] {
         let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
@@ -319,7 +325,7 @@ fn push_fetch(pipe: &mut Pipeline, key: &str) {
 
 /// Adds `SET key value [NX] PX ttl` (a string) or `RESTORE key ttl payload [REPLACE]` (a
 /// dump) to `pipe`, its buffers sized before the arguments go in (see `RedisStore::write`).
-fn push_write(pipe: &mut Pipeline, item: &WriteItem<'_>, overwrite: bool) {
+fn push_write(pipe: &mut Pipeline, item: &WriteItem<'_>, mode: WriteMode) {
     let millis = u64::try_from(item.ttl.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
@@ -327,7 +333,7 @@ fn push_write(pipe: &mut Pipeline, item: &WriteItem<'_>, overwrite: bool) {
     match item.encoding {
         ValueEncoding::Raw => {
             command.arg("SET").arg(item.key).arg(item.value);
-            if !overwrite {
+            if mode == WriteMode::Add {
                 command.arg("NX");
             }
             command.arg("PX").arg(millis);
@@ -338,7 +344,7 @@ fn push_write(pipe: &mut Pipeline, item: &WriteItem<'_>, overwrite: bool) {
                 .arg(item.key)
                 .arg(millis)
                 .arg(item.value);
-            if overwrite {
+            if mode == WriteMode::Overwrite {
                 command.arg("REPLACE");
             }
         }

@@ -1,5 +1,5 @@
-//! An SQL database cache in SQLite, laid out as Django's DatabaseCache table:
-//! `cache_key varchar(255) PRIMARY KEY, value text, expires datetime`.
+//! `sqlite://PATH[?table=NAME]`: an SQL database cache in an SQLite file, laid out as Django's
+//! DatabaseCache table (see [`super`]).
 //!
 //! It is the warmer's embedded default store. Add is an insert that may replace only an
 //! expired row, one transaction per batch. `expires` is written the way Django's SQLite backend
@@ -13,11 +13,44 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{
-    Fetched, Role, StoreError, UndoOutcome, ValueEncoding, WriteItem, WriteOutcome, value_hash,
+use super::TableOptions;
+use crate::store::{
+    Address, CacheStore, Fetched, Role, StoreError, StoreKind, UndoOutcome, UrlError,
+    ValueEncoding, WriteItem, WriteMode, WriteOutcome, value_hash,
 };
 
 const EXPIRES_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
+
+/// A table laid out as Django's DatabaseCache in an SQLite file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteUrl {
+    pub path: PathBuf,
+    pub table: String,
+}
+
+impl Address for SqliteUrl {
+    const SCHEMES: &'static [&'static str] = &["sqlite://"];
+    const NAME: &'static str = "sqlite";
+    const KIND: StoreKind = StoreKind::Sql;
+    type Store = SqliteStore;
+
+    fn parse(text: &str) -> Result<SqliteUrl, UrlError> {
+        let rest = text.strip_prefix("sqlite://").unwrap_or(text);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(UrlError::new(text, "expected sqlite://PATH[?table=NAME]"));
+        }
+        let options = TableOptions::parse(text, query)?;
+        Ok(SqliteUrl {
+            path: PathBuf::from(path),
+            table: options.table,
+        })
+    }
+
+    async fn connect(&self, role: Role) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(&self.path, &self.table, role).await
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -75,8 +108,14 @@ impl SqliteStore {
         .map_err(|e| error(e.to_string()))?
         .map_err(|e| error(e.to_string()))
     }
+}
 
-    pub async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
+impl CacheStore for SqliteStore {
+    fn in_process(&self) -> bool {
+        true
+    }
+
+    async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         Ok(self
             .fetch(keys)
             .await?
@@ -85,7 +124,7 @@ impl SqliteStore {
             .collect())
     }
 
-    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
+    async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         self.with_connection(move |connection, table| {
             let now = Utc::now();
@@ -104,11 +143,12 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn write(
+    async fn write(
         &self,
         items: &[WriteItem<'_>],
-        overwrite: bool,
+        mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let overwrite = mode == WriteMode::Overwrite;
         let items: Vec<(String, Result<String, String>, Duration)> = items
             .iter()
             .map(|item| {
@@ -170,7 +210,7 @@ impl SqliteStore {
 
     /// In one transaction: read each live row, compare its value's hash, and delete it on the
     /// condition that the value is still the one read.
-    pub async fn delete_if_unchanged(
+    async fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
     ) -> Result<Vec<UndoOutcome>, StoreError> {
@@ -314,7 +354,7 @@ mod tests {
                     item("stale", "new", 600),
                     item("fresh", "new", 600),
                 ],
-                false,
+                WriteMode::Add,
             )
             .await
             .unwrap();
@@ -337,7 +377,7 @@ mod tests {
         assert!(fetched[3].is_none());
 
         let outcomes = store
-            .write(&[item("live", "new", 600)], true)
+            .write(&[item("live", "new", 600)], WriteMode::Overwrite)
             .await
             .unwrap();
         assert_eq!(outcomes, [WriteOutcome::Written]);

@@ -1,0 +1,26 @@
+//! The names of the environment variables the warmer reads, in one place, below every module
+//! that reads them (settings, and the stores' messages that name them).
+
+pub const CONFIG: &str = "CACHEWARM_CONFIG";
+pub const ENV: &str = "CACHEWARM_ENV";
+pub const ENABLED: &str = "CACHEWARM_ENABLED";
+pub const MANIFEST: &str = "CACHEWARM_MANIFEST";
+pub const SOURCE: &str = "CACHEWARM_SOURCE";
+/// Target URLs separated by whitespace (a memcached URL has commas of its own).
+pub const TARGETS: &str = "CACHEWARM_TARGETS";
+pub const TIMEOUT: &str = "CACHEWARM_TIMEOUT";
+pub const CONCURRENCY: &str = "CACHEWARM_CONCURRENCY";
+pub const RATE: &str = "CACHEWARM_RATE";
+pub const BANDWIDTH: &str = "CACHEWARM_BANDWIDTH";
+pub const MAX_FILL: &str = "CACHEWARM_MAX_FILL";
+/// Category names separated by commas.
+pub const CATEGORIES: &str = "CACHEWARM_CATEGORIES";
+pub const BATCH_SIZE: &str = "CACHEWARM_BATCH_SIZE";
+pub const MIN_TTL: &str = "CACHEWARM_MIN_TTL";
+pub const DEFAULT_TTL: &str = "CACHEWARM_DEFAULT_TTL";
+pub const RUNS_DIR: &str = "CACHEWARM_RUNS_DIR";
+pub const STRICT: &str = "CACHEWARM_STRICT";
+pub const HIGH_WATER: &str = "CACHEWARM_HIGH_WATER";
+pub const RETRIES: &str = "CACHEWARM_RETRIES";
+pub const LATENCY_MULTIPLE: &str = "CACHEWARM_LATENCY_MULTIPLE";
+pub const MEMCACHED_HASHING: &str = "CACHEWARM_MEMCACHED_HASHING";

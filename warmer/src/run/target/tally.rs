@@ -1,0 +1,353 @@
+//! What a target's writes came to: one count per outcome, overall and per category, the
+//! bytes written, how far the target got, and the first entries not warmed. Bookkeeping only:
+//! no store, no clock, so every rule here is unit-tested below.
+
+use std::collections::BTreeMap;
+
+use schemas::checkpoint::TargetProgress;
+use schemas::report::{Counts, NOT_WARMED_LISTED, NotWarmed};
+
+use super::decide::writes_category;
+use super::limits::Limit;
+use crate::manifest::{CategoryTotal, Entry};
+use crate::run::Batch;
+use crate::run::progress::categories_by_name;
+
+/// Where one manifest entry ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Disposition {
+    Written,
+    AlreadyPresent,
+    SourceMiss,
+    InvalidKey,
+    SkippedBudget,
+    SkippedNearExpiry,
+    Failed,
+}
+
+impl Disposition {
+    /// The reason listed in the report's `not_warmed`; `None` when the entry is in the store.
+    fn not_warmed_reason(self) -> Option<&'static str> {
+        match self {
+            Disposition::Written | Disposition::AlreadyPresent => None,
+            Disposition::SourceMiss => Some("source_miss"),
+            Disposition::InvalidKey => Some("invalid_key"),
+            Disposition::SkippedBudget => Some("skipped_budget"),
+            Disposition::SkippedNearExpiry => Some("skipped_near_expiry"),
+            Disposition::Failed => Some("failed"),
+        }
+    }
+}
+
+/// What a target's writes came to so far.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tally {
+    pub(super) counts: Counts,
+    /// Indexed like the manifest's categories.
+    pub(super) categories: Vec<Counts>,
+    pub(super) failure_reasons: BTreeMap<String, u64>,
+    pub(super) bytes_written: u64,
+    /// Entries before this index have all been handled.
+    pub(super) next_entry: usize,
+    /// The byte budget stopped writing.
+    pub(super) budget_reached: bool,
+    /// The rank of the first entry skipped for the budget.
+    pub(super) budget_cut_rank: Option<u64>,
+    /// The first entries not warmed, in rank order.
+    pub(super) not_warmed: Vec<NotWarmed>,
+    /// Which limit stopped writing.
+    pub(super) stopped_by: Option<Limit>,
+    /// What the read-back of this invocation's writes found (`--verify`).
+    pub(super) verified: crate::run::verify::VerifyTally,
+}
+
+impl Tally {
+    /// Remembers an entry not warmed, while fewer than [`NOT_WARMED_LISTED`] are listed.
+    fn note(
+        &mut self,
+        rank: u64,
+        entry: &Entry,
+        disposition: Disposition,
+        detail: Option<String>,
+        categories: &[CategoryTotal],
+    ) {
+        let Some(reason) = disposition.not_warmed_reason() else {
+            return;
+        };
+        if disposition == Disposition::SkippedBudget && self.budget_cut_rank.is_none() {
+            self.budget_cut_rank = Some(rank);
+        }
+        if self.not_warmed.len() < NOT_WARMED_LISTED {
+            let category = categories.get(entry.category as usize);
+            self.not_warmed.push(NotWarmed {
+                rank,
+                key: entry.key.clone(),
+                category: category.map_or_else(String::new, |c| c.name.clone()),
+                requests: entry.requests,
+                reason: reason.to_owned(),
+                detail,
+            });
+        }
+    }
+
+    fn record(&mut self, category: u32, disposition: Disposition) {
+        let index = category as usize;
+        if index >= self.categories.len() {
+            self.categories.resize(index + 1, Counts::default());
+        }
+        let category = &mut self.categories[index];
+        for counts in [&mut self.counts, category] {
+            let slot = match disposition {
+                Disposition::Written => &mut counts.written,
+                Disposition::AlreadyPresent => &mut counts.already_present,
+                Disposition::SourceMiss => &mut counts.source_miss,
+                Disposition::InvalidKey => &mut counts.invalid_key,
+                Disposition::SkippedBudget => &mut counts.skipped_budget,
+                Disposition::SkippedNearExpiry => &mut counts.skipped_near_expiry,
+                Disposition::Failed => &mut counts.failed,
+            };
+            *slot += 1;
+        }
+    }
+
+    /// Counts every entry of a settled `batch` that this target handles: the first `skip` were
+    /// handled before a resume, a disabled category is not written. An entry left undecided
+    /// (its write never came back) counts as failed; `refused` gives the store's reason for
+    /// entries it refused, by index in the batch.
+    pub(super) fn account(
+        &mut self,
+        batch: &Batch,
+        decided: Vec<Option<Disposition>>,
+        skip: usize,
+        refused: &[(usize, String)],
+        enabled: &[bool],
+        categories: &[CategoryTotal],
+    ) {
+        for (i, (entry, disposition)) in batch.entries.iter().zip(decided).enumerate() {
+            if i < skip || !writes_category(enabled, entry.category) {
+                continue;
+            }
+            let disposition = disposition.unwrap_or(Disposition::Failed);
+            self.record(entry.category, disposition);
+            let detail = refused
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, r)| r.clone());
+            let rank = (batch.start + i + 1) as u64;
+            self.note(rank, entry, disposition, detail, categories);
+        }
+        self.next_entry = self.next_entry.max(batch.start + batch.entries.len());
+    }
+
+    /// Takes up where a checkpoint left off.
+    pub(super) fn restore(progress: &TargetProgress, names: &[String]) -> Tally {
+        let mut tally = Tally {
+            next_entry: progress.next_entry as usize,
+            bytes_written: progress.bytes_written,
+            budget_reached: progress.budget_reached,
+            failure_reasons: progress.failure_reasons.clone(),
+            categories: vec![Counts::default(); names.len()],
+            ..Tally::default()
+        };
+        for (name, counts) in &progress.categories {
+            if let Some(index) = names.iter().position(|n| n == name) {
+                tally.categories[index] = counts.clone();
+            }
+            tally.counts.add(counts);
+        }
+        tally
+    }
+
+    pub(super) fn progress(&self, names: &[String]) -> TargetProgress {
+        TargetProgress {
+            next_entry: self.next_entry as u64,
+            bytes_written: self.bytes_written,
+            budget_reached: self.budget_reached,
+            categories: categories_by_name(names, &self.categories),
+            failure_reasons: self.failure_reasons.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, category: u32, requests: u64) -> Entry {
+        Entry {
+            key: key.to_owned(),
+            category,
+            requests,
+            ttl_s: None,
+        }
+    }
+
+    fn batch(start: usize, entries: Vec<Entry>) -> Batch {
+        Batch {
+            start,
+            fetched: vec![None; entries.len()],
+            entries,
+        }
+    }
+
+    fn categories() -> Vec<CategoryTotal> {
+        ["pages", "users"]
+            .into_iter()
+            .map(|name| CategoryTotal {
+                name: name.to_owned(),
+                keys: 10,
+                requests: 100,
+            })
+            .collect()
+    }
+
+    /// Every handled entry lands in exactly one count, overall and in its category; entries
+    /// a resume already handled and entries of disabled categories are not counted again.
+    #[test]
+    fn account_counts_each_handled_entry_once() {
+        let entries = vec![
+            entry("a", 0, 9),
+            entry("b", 1, 8),
+            entry("c", 0, 7),
+            entry("d", 1, 6),
+            entry("e", 0, 5),
+        ];
+        let decided = vec![
+            Some(Disposition::Written),
+            Some(Disposition::AlreadyPresent),
+            Some(Disposition::SourceMiss),
+            None,
+            Some(Disposition::Written),
+        ];
+        let mut tally = Tally::default();
+        tally.account(
+            &batch(10, entries.clone()),
+            decided,
+            1,
+            &[],
+            &[true, true],
+            &categories(),
+        );
+        let c = &tally.counts;
+        assert_eq!(
+            (c.written, c.already_present, c.source_miss, c.failed),
+            (1, 1, 1, 1),
+            "the skipped first entry is not counted; an undecided one is failed"
+        );
+        assert_eq!(c.total(), 4);
+        assert_eq!(tally.categories[0].written, 1);
+        assert_eq!(tally.categories[0].source_miss, 1);
+        assert_eq!(tally.categories[1].already_present, 1);
+        assert_eq!(tally.categories[1].failed, 1);
+        assert_eq!(tally.next_entry, 15);
+
+        let mut only_pages = Tally::default();
+        let decided = vec![Some(Disposition::Written); 5];
+        only_pages.account(
+            &batch(0, entries),
+            decided,
+            0,
+            &[],
+            &[true, false],
+            &categories(),
+        );
+        assert_eq!(only_pages.counts.written, 3);
+        assert_eq!(only_pages.categories.get(1).map_or(0, Counts::total), 0);
+    }
+
+    /// `not_warmed` lists entries not in the store after the run, in rank order, with the
+    /// store's reason for a refusal; the first entry skipped for the budget is the cut rank.
+    #[test]
+    fn account_lists_entries_not_warmed_with_reasons() {
+        let entries = vec![
+            entry("ok", 0, 9),
+            entry("refused", 1, 8),
+            entry("over", 0, 7),
+            entry("over2", 0, 6),
+            entry("bad key", 1, 5),
+        ];
+        let decided = vec![
+            Some(Disposition::Written),
+            Some(Disposition::Failed),
+            Some(Disposition::SkippedBudget),
+            Some(Disposition::SkippedBudget),
+            Some(Disposition::InvalidKey),
+        ];
+        let refused = vec![(1, "value too large".to_owned())];
+        let mut tally = Tally::default();
+        tally.account(
+            &batch(100, entries),
+            decided,
+            0,
+            &refused,
+            &[true, true],
+            &categories(),
+        );
+        let listed: Vec<(u64, &str, &str, Option<&str>)> = tally
+            .not_warmed
+            .iter()
+            .map(|n| {
+                (
+                    n.rank,
+                    n.key.as_str(),
+                    n.reason.as_str(),
+                    n.detail.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (102, "refused", "failed", Some("value too large")),
+                (103, "over", "skipped_budget", None),
+                (104, "over2", "skipped_budget", None),
+                (105, "bad key", "invalid_key", None),
+            ]
+        );
+        assert_eq!(tally.not_warmed[0].category, "users");
+        assert_eq!(tally.not_warmed[0].requests, 8);
+        assert_eq!(tally.budget_cut_rank, Some(103));
+    }
+
+    /// The list stops at NOT_WARMED_LISTED entries, but the counts go on.
+    #[test]
+    fn not_warmed_is_capped() {
+        let entries: Vec<Entry> = (0..NOT_WARMED_LISTED + 5)
+            .map(|i| entry(&format!("k{i}"), 0, 1))
+            .collect();
+        let decided = vec![Some(Disposition::SourceMiss); entries.len()];
+        let mut tally = Tally::default();
+        tally.account(&batch(0, entries), decided, 0, &[], &[true], &categories());
+        assert_eq!(tally.not_warmed.len(), NOT_WARMED_LISTED);
+        assert_eq!(tally.counts.source_miss, (NOT_WARMED_LISTED + 5) as u64);
+        assert_eq!(tally.not_warmed.last().map(|n| n.rank), Some(25));
+    }
+
+    /// A checkpoint's progress restores the same counts, bytes and position, categories
+    /// matched by name (the checkpoint leaves out categories with no count).
+    #[test]
+    fn progress_restores_the_tally() {
+        let names = vec!["pages".to_owned(), "users".to_owned()];
+        let mut tally = Tally {
+            bytes_written: 1234,
+            budget_reached: true,
+            ..Tally::default()
+        };
+        tally.record(1, Disposition::Written);
+        tally.record(1, Disposition::Failed);
+        tally.failure_reasons.insert("OOM".to_owned(), 1);
+        tally.next_entry = 7;
+        let progress = tally.progress(&names);
+        assert_eq!(progress.categories.keys().collect::<Vec<_>>(), ["users"]);
+        let back = Tally::restore(&progress, &names);
+        assert_eq!(back.counts, tally.counts);
+        assert_eq!(back.categories[1], tally.categories[1]);
+        assert_eq!(back.categories[0], Counts::default());
+        assert_eq!(
+            (back.next_entry, back.bytes_written, back.budget_reached),
+            (7, 1234, true)
+        );
+        assert_eq!(back.failure_reasons, tally.failure_reasons);
+        assert_eq!(back.progress(&names), progress);
+    }
+}

@@ -123,6 +123,7 @@ fn warm(
         target,
         "--runs-dir",
         runs.to_str().unwrap(),
+        "--verify",
     ];
     args.extend(extra);
     report_of(&warmer(dir, &args, 0).stdout)
@@ -155,7 +156,7 @@ fn assert_all_written_and_verified(report: &Report, entries: usize) {
     let verification = target
         .verification
         .as_ref()
-        .expect("--verify is on by default");
+        .expect("the run was given --verify");
     assert_eq!(
         (verification.verified as usize, verification.mismatched),
         (entries, 0),
@@ -717,6 +718,7 @@ fn verify_reports_exactly_the_keys_changed_behind_its_back() {
         &target.url(),
         "--runs-dir",
         runs.to_str().unwrap(),
+        "--verify",
         "--verify-delay",
         "3s",
         "--strict",

@@ -56,9 +56,10 @@ pub const DEFAULT_RETRIES: u32 = 4;
 /// The latency multiple above which the run slows down: the issue's goal for live readers.
 pub const DEFAULT_LATENCY_MULTIPLE: f64 = 1.5;
 pub const DEFAULT_RUNS_DIR: &str = "cachewarm-runs";
-/// Read-back validation is on unless turned off: it cost N% of the warm's time at 100 k
-/// entries (bench/warm/run, docs/benchmarks.md).
-pub const DEFAULT_VERIFY: bool = true;
+/// Read-back validation is off unless asked for (`--verify`): at 100 k entries (100 B values,
+/// replica → Redis, 3 rounds each, docs/benchmarks.md) it cost 11% of the run's time (median
+/// 9.1 s against 8.2 s; 22% of the write phase), above the 10% the issue allows a default.
+pub const DEFAULT_VERIFY: bool = false;
 
 /// A setting that cannot be used, naming where it came from.
 #[derive(Debug, thiserror::Error)]

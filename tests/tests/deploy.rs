@@ -90,6 +90,8 @@ impl Setup {
             &self.manifest_path,
             "--source",
             &self.replica.url(),
+            // The targets include memcached and SQL caches of the replica's raw strings.
+            "--allow-cross-kind",
             "--runs-dir",
             &self.path(runs),
         ]

@@ -286,6 +286,7 @@ fn measured_hit_rates_equal_the_reads_the_test_counted() {
         "--source",
         &replica.url(),
         "--target",
+        "--allow-cross-kind",
         &redis.url(),
         "--target",
         &memcached.url(),

@@ -275,6 +275,20 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
         if target.retries > 0 {
             let _ = writeln!(out, "    store calls retried: {}", target.retries);
         }
+        if let Some(v) = &target.verification {
+            let _ = writeln!(
+                out,
+                "    read back: verified {}, mismatched {}, changed by the live app {}",
+                v.verified, v.mismatched, v.changed
+            );
+            for m in &v.mismatches {
+                let _ = writeln!(
+                    out,
+                    "      MISMATCH rank {} `{}`: {}",
+                    m.rank, m.key, m.reason
+                );
+            }
+        }
         if c.written == 0 && c.already_present > 0 && !report.dry_run {
             let _ = writeln!(
                 out,

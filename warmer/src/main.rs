@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,149 +34,12 @@ enum Command {
 /// [warmer]), then the defaults shown.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The config file [default: CACHEWARM_CONFIG, else ./cachewarm.toml when present].
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The manifest written by `analyzer rank` (`.json` or `.json.zst`).
-    #[arg(long)]
-    manifest: Option<PathBuf>,
-    /// Where values come from: a replica store URL (redis://, memcached://, sqlite://), a
-    /// snapshot file (.parquet), or `exec:COMMAND ARGS…`: loader processes that compute
-    /// values with the application's own code (loader protocol v1, see the README).
-    #[arg(long)]
-    source: Option<String>,
-    /// A store to warm; repeat for several. Default: the embedded SQLite store
-    /// `sqlite://cachewarm-cache.sqlite3` (table `cachewarm_cache`).
-    #[arg(long = "target")]
-    targets: Vec<String>,
-    /// Count what would be written, write nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Replace live entries too (the default keeps them).
-    #[arg(long)]
-    overwrite: bool,
-    /// Stop cleanly after this long (`90s`, `5m`); the report counts what was not reached
-    /// [default: 5m].
-    #[arg(long, value_parser = parse_duration)]
-    timeout: Option<Duration>,
-    /// Entries per pipelined batch [default: 2000].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    batch_size: Option<u32>,
-    /// Write batches in flight per target [default: 3].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
-    concurrency: Option<u32>,
-    /// At most this many writes per second per target [default: no limit].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    rate: Option<u64>,
-    /// At most this many key + value bytes per second per target (`4MiB`) [default: no limit].
-    #[arg(long, value_parser = parse_rate_size)]
-    bandwidth: Option<u64>,
-    /// Warm only entries of this manifest category; repeat for several [default: all].
-    #[arg(long = "category")]
-    categories: Vec<String>,
-    /// Skip entries whose remaining TTL is shorter than this [default: 60s].
-    #[arg(long, value_parser = parse_duration)]
-    min_ttl: Option<Duration>,
-    /// TTL for entries when neither the source nor the manifest gives one [default: 1h].
-    #[arg(long, value_parser = parse_duration)]
-    default_ttl: Option<Duration>,
-    /// The most of a target's capacity (Redis maxmemory, memcached limit_maxbytes) the run
-    /// may fill, as a percentage [default: 50%].
-    #[arg(long, value_parser = parse_percent)]
-    max_fill: Option<f64>,
-    /// Longest Redis key to write, in bytes [default: 65536].
-    #[arg(long)]
-    redis_max_key_bytes: Option<usize>,
-    /// Run directories (report, checkpoint, written-keys logs) are created under this
-    /// directory [default: cachewarm-runs].
-    #[arg(long)]
-    runs_dir: Option<PathBuf>,
-    /// The environment profile; default from CACHEWARM_ENV, RAILS_ENV, RACK_ENV, DJANGO_ENV,
-    /// APP_ENV. Warming is off in development and test unless turned on.
-    #[arg(long = "env")]
-    environment: Option<String>,
-    /// Turn warming on or off, whatever the environment and config say.
-    #[arg(long)]
-    enabled: Option<bool>,
-    /// Exit 1 when a store or the source failed, a loader included (by default the run exits
-    /// 0 so a deploy never breaks because of warming).
-    #[arg(long)]
-    strict: bool,
-    /// Keep writing to a store whose eviction counter grows during the run (by default the
-    /// run stops writing to it and reports why).
-    #[arg(long)]
-    keep_writing_on_evictions: bool,
-    /// Never push a target's used memory (live data included) past this share of its
-    /// capacity [default: 90%].
-    #[arg(long, value_parser = parse_percent)]
-    high_water: Option<f64>,
-    /// Retries of a failed store call, with exponential backoff and jitter, before its batch
-    /// counts as failed; three failed batches in a row open the store's circuit breaker
-    /// [default: 4].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
-    retries: Option<u32>,
-    /// Slow writing down when the store's latency rises above this multiple of its latency
-    /// before warming, or `off` [default: 1.5].
-    #[arg(long, value_parser = |t: &str| warmer::settings::parse_latency_multiple(t).map(Off))]
-    latency_multiple: Option<Off<f64>>,
-    /// Loader processes run side by side for an `exec:` source [default: the number of
-    /// cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-    loader_workers: Option<u32>,
-    /// Restart a loader that writes no line for this long while it owes answers, and ask its
-    /// keys again [default: 30s].
-    #[arg(long, value_parser = parse_duration)]
-    loader_timeout: Option<Duration>,
-    /// The largest value taken from a loader, a manifest key's entries together (`16MiB`);
-    /// larger ones are skipped and counted failed [default: 16MiB].
-    #[arg(long, value_parser = warmer::settings::parse_size)]
-    max_value_size: Option<u64>,
-    /// Continue an interrupted run: the run directory given, or without one the latest
-    /// unfinished run of the same manifest and targets (a new run when there is none).
-    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
-    resume: Option<Option<PathBuf>>,
+    #[command(flatten)]
+    flags: RunFlags,
     /// Run in the background (a new session, output to warmer.log in the run directory);
     /// prints the run directory and returns at once.
     #[arg(long)]
     detach: bool,
-    /// The new run's id (used by --detach).
-    #[arg(long, hide = true)]
-    run_id: Option<String>,
-    /// Measure the hit rate of live traffic over this long just before warming and again
-    /// just after (`60s`, `5m`), from the targets' own read counters. The run takes the
-    /// window, the warm, then the window again; --timeout bounds the warm only.
-    #[arg(long, value_parser = parse_duration)]
-    observe: Option<Duration>,
-    /// Compare the window after warming with this hit rate (`0.82` or `82%`) instead of
-    /// measuring a window before warming.
-    #[arg(long, value_parser = parse_rate)]
-    baseline_hit_rate: Option<f64>,
-    /// Write Prometheus metrics of the run to this file (for node_exporter's textfile
-    /// collector; written atomically).
-    #[arg(long)]
-    metrics_file: Option<PathBuf>,
-    /// Push the run's metrics to this Prometheus Pushgateway (`http://pushgateway:9091`).
-    #[arg(long)]
-    pushgateway: Option<String>,
-    /// Do not append the run to the run history (`RUNS_DIR/runs.parquet`).
-    #[arg(long)]
-    no_history: bool,
-    /// Copy values between stores of different kinds (Redis into memcached or SQL, or the
-    /// other way round). Refused by default: each kind's application client encodes values its
-    /// own way, so the copy would read back as other bytes (raw strings excepted).
-    #[arg(long)]
-    allow_cross_kind: bool,
-    /// Read back every key written, after its batch, and compare value hash, client flags and
-    /// TTL with what was sent; the report counts `verified` and `mismatched` [default: off:
-    /// it costs about a tenth of the run's time].
-    #[arg(long, overrides_with = "no_verify")]
-    verify: bool,
-    /// Do not read back what was written.
-    #[arg(long, overrides_with = "verify")]
-    no_verify: bool,
-    /// Wait this long between a batch's write and its read-back (a test's hook).
-    #[arg(long, hide = true, value_parser = parse_duration)]
-    verify_delay: Option<Duration>,
 }
 
 /// Take back what a run wrote: delete each key it wrote where the key still holds the value
@@ -234,37 +96,6 @@ struct SnapshotArgs {
     out: PathBuf,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    settings::parse_duration(text).map_err(|e| format!("`{text}` is {e}"))
-}
-
-fn parse_rate(text: &str) -> Result<f64, String> {
-    let trimmed = text.trim();
-    let rate = match trimmed.strip_suffix('%') {
-        Some(number) => number.trim().parse::<f64>().map(|p| p / 100.0),
-        None => trimmed.parse::<f64>(),
-    };
-    match rate {
-        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err(format!(
-            "`{text}` is not a hit rate; use a fraction between 0 and 1 (0.82) or a percentage (82%)"
-        )),
-    }
-}
-
-/// A setting that may be `off` (clap reads `Option<Option<T>>` as a flag with an optional
-/// value, so the inner option needs a type of its own).
-#[derive(Debug, Clone, Copy)]
-struct Off<T>(Option<T>);
-
-fn parse_percent(text: &str) -> Result<f64, String> {
-    settings::parse_percent(text).map_err(|e| format!("`{text}` is {e}"))
-}
-
-fn parse_rate_size(text: &str) -> Result<u64, String> {
-    settings::parse_rate_size(text).map_err(|e| format!("`{text}`: {e}"))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -307,56 +138,8 @@ type Failure = (anyhow::Error, ExitCode);
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let usage = |error: anyhow::Error| (error, ExitCode::from(2));
     let detach = args.detach;
-    let resume = args
-        .resume
-        .map(|dir| dir.map_or(ResumeFrom::Latest, ResumeFrom::Dir));
-    let flags = RunFlags {
-        config: args.config,
-        environment: args.environment,
-        enabled: args.enabled,
-        manifest: args.manifest,
-        source: args.source,
-        targets: args.targets,
-        timeout: args.timeout,
-        concurrency: args.concurrency,
-        rate: args.rate,
-        bandwidth: args.bandwidth,
-        max_fill: args.max_fill,
-        categories: args.categories,
-        batch_size: args.batch_size,
-        min_ttl: args.min_ttl,
-        default_ttl: args.default_ttl,
-        observe: args.observe.filter(|d| !d.is_zero()),
-        baseline_hit_rate: args.baseline_hit_rate,
-        metrics_file: args.metrics_file,
-        pushgateway: args.pushgateway,
-        no_history: args.no_history,
-        runs_dir: args.runs_dir,
-        strict: args.strict,
-        dry_run: args.dry_run,
-        overwrite: args.overwrite,
-        redis_max_key_bytes: args.redis_max_key_bytes,
-        keep_writing_on_evictions: args.keep_writing_on_evictions,
-        high_water: args.high_water,
-        retries: args.retries,
-        latency_multiple: args.latency_multiple.map(|Off(m)| m),
-        loader_workers: args.loader_workers,
-        loader_timeout: args.loader_timeout,
-        max_value_size: args.max_value_size,
-        resume,
-        run_id: args.run_id,
-        allow_cross_kind: args.allow_cross_kind,
-        verify: if args.no_verify {
-            Some(false)
-        } else if args.verify {
-            Some(true)
-        } else {
-            None
-        },
-        verify_delay: args.verify_delay,
-    };
     let (settings, strict) =
-        match settings::resolve(flags, &settings::process_env).map_err(|e| usage(e.into()))? {
+        match settings::resolve(args.flags, &settings::process_env).map_err(|e| usage(e.into()))? {
             Resolved::Run { settings, strict } => (settings, strict),
             Resolved::Disabled { reason } => {
                 println!("warmer: not warming: {reason}");

@@ -11,16 +11,23 @@
 //! works on it. A resumed run ([`RunSettings::resume`]) continues in the same directory: each
 //! target skips the entries it had handled, and its counts and bytes carry over.
 
+//!
+//! This file holds the run's settings and its course from start to report; `setup` checks the
+//! inputs before the run directory is made, `read` feeds the targets from the source, and
+//! `target/` is one target's task.
+
 mod coverage;
+mod error;
 pub(crate) mod faults;
 mod observe;
 mod pace;
 pub mod progress;
+mod read;
+mod setup;
 mod target;
 mod throttle;
 mod verify;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,16 +36,19 @@ use chrono::Utc;
 use schemas::checkpoint::TargetProgress;
 use schemas::report::{ManifestRef, Outcome, Timings};
 use schemas::{REPORT_SCHEMA_ID, Report};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::manifest::{self, Entry, ManifestError, ManifestFile};
-use crate::rundir::{WriteError, write_json_atomically};
-use crate::source::{Answer, LoaderError, LoaderSource, Source, SourceUrl, loader};
-use crate::store::{KeyLimits, Role, Store, StoreKind, StoreUrl, UrlError, WriteMode, redact};
+use crate::manifest::ManifestFile;
+use crate::rundir::write_json_atomically;
+use crate::source::Source;
+use crate::store::{KeyLimits, Role, Store, WriteMode, redact};
 use progress::Board;
+use setup::Plan;
 use target::TargetRun;
+
+pub use error::{RunError, error_chain};
+pub(crate) use read::{Batch, InFlight, stream_entries};
 
 /// Everything a run needs, resolved from flags and defaults before any work starts.
 #[derive(Debug, Clone)]
@@ -115,117 +125,11 @@ pub struct RunResult {
     pub run_dir: PathBuf,
 }
 
-/// Errors that stop a run before it starts, or keep its outputs from being written. Store
-/// failures are not among them: they are reported, and the run goes on with the other stores.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error(transparent)]
-    Url(#[from] UrlError),
-    #[error("`{0}` cannot be a target: a snapshot file is a source only")]
-    SnapshotTarget(String),
-    #[error("failed to write `{path}`")]
-    Output {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot resume `{dir}`: {message}")]
-    Resume { dir: PathBuf, message: String },
-    #[error("run `{dir}` has finished already; there is nothing to resume")]
-    Finished { dir: PathBuf },
-    #[error(
-        "run `{dir}` is being worked on by another warmer process{}",
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-    )]
-    Busy { dir: PathBuf, pid: Option<u32> },
-    #[error("{0}")]
-    Categories(String),
-    #[error(transparent)]
-    Loader(LoaderError),
-    #[error(
-        "refusing to copy {source_kind} values into the {target_kind} target `{target}`: a value \
-         is what the application's client makes of its bytes, and each kind of store is read by \
-         another client with its own encoding (Django's and Rails' Redis and memcached backends \
-         serialize differently; memcached's client flags and Redis's data types do not exist \
-         elsewhere), so the copies would read back as other bytes\nhint: pass \
-         --allow-cross-kind when the values are raw strings that mean the same in both"
-    )]
-    CrossKind {
-        source_kind: &'static str,
-        target_kind: &'static str,
-        target: String,
-    },
-}
-
-impl From<WriteError> for RunError {
-    fn from(error: WriteError) -> RunError {
-        RunError::Output {
-            path: error.path,
-            source: error.source,
-        }
-    }
-}
-
-/// A store kind's name in messages.
-fn kind_name(kind: StoreKind) -> &'static str {
-    match kind {
-        StoreKind::Redis => "Redis",
-        StoreKind::Memcached => "memcached",
-        StoreKind::Sql => "SQL database cache",
-    }
-}
-
-/// The kind of store behind a source, where known before connecting (a snapshot says in its
-/// metadata which kind it was taken from; one that does not, or cannot be read yet, is
-/// unknown: its failure is reported when the run opens it).
-fn source_kind(url: &SourceUrl) -> Option<StoreKind> {
-    match url {
-        SourceUrl::Store(store) => Some(store.kind()),
-        SourceUrl::Snapshot(path) => crate::source::snapshot_kind(path),
-    }
-}
-
-/// `error` and its causes, each after a colon: what a report, a log line and the summary
-/// show (a thiserror error displays only its own message).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let message = error.to_string();
-        // `#[error(transparent)]` wrappers repeat their source's message.
-        if !text.ends_with(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = error.source();
-    }
-    text
-}
-
 /// The share of the timeout kept for the final probe of the targets (at most
 /// [`FINAL_PROBE_MAX`]), so a run stopped by its deadline can still report what the stores hold
 /// and yet ends by its timeout.
 const FINAL_PROBE_SHARE: f64 = 0.1;
 const FINAL_PROBE_MAX: Duration = Duration::from_secs(30);
-
-/// Batches queued between the source reader and each target.
-const QUEUED_BATCHES: usize = 2;
-/// Manifest batches parsed ahead of the source reader.
-const PARSED_AHEAD: usize = 4;
-/// Source reads in flight at once. A replica answers one pipelined batch while the next is
-/// on the wire and the one before is being handed to the targets, so neither the warmer nor
-/// the replica waits for a round trip.
-const FETCHES_IN_FLIGHT: usize = 3;
-
-/// Entries `start..start + entries.len()` of the manifest and what the source has for each.
-#[derive(Debug)]
-pub(crate) struct Batch {
-    pub start: usize,
-    pub entries: Vec<Entry>,
-    pub fetched: Vec<Answer>,
-}
 
 /// Settings every target task reads.
 #[derive(Debug)]
@@ -259,87 +163,14 @@ pub async fn run(
             .mul_f64(FINAL_PROBE_SHARE)
             .min(FINAL_PROBE_MAX);
 
-    let path = settings.manifest.clone();
-    let manifest = tokio::task::spawn_blocking(move || manifest::open(&path))
-        .await
-        .expect("manifest verification does not panic")?;
-    // An `exec:` source is no store URL: its loader is started below, once the targets are
-    // known.
-    let loader_command = loader::command(&settings.source)
-        .transpose()
-        .map_err(RunError::Loader)?;
-    let source_url = match loader_command {
-        Some(_) => None,
-        None => Some(SourceUrl::parse(&settings.source)?),
-    };
-    let target_urls = settings
-        .targets
-        .iter()
-        .map(|text| match SourceUrl::parse(text) {
-            Ok(SourceUrl::Snapshot(_)) => Err(RunError::SnapshotTarget(text.clone())),
-            _ => Ok(StoreUrl::parse(text)?),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let category_enabled = match &settings.categories {
-        None => vec![true; manifest.categories.len()],
-        Some(names) => {
-            if let Some(unknown) = names
-                .iter()
-                .find(|name| !manifest.categories.iter().any(|c| &c.name == *name))
-            {
-                let known: Vec<&str> = manifest
-                    .categories
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect();
-                return Err(RunError::Categories(format!(
-                    "category `{unknown}` is not in manifest `{}`; its categories are: {}",
-                    settings.manifest.display(),
-                    known.join(", ")
-                )));
-            }
-            manifest
-                .categories
-                .iter()
-                .map(|c| names.contains(&c.name))
-                .collect()
-        }
-    };
-    let redacted_targets: Vec<String> = settings.targets.iter().map(|t| redact(t)).collect();
-    // The loader says hello before the run directory is made: a loader for another kind of
-    // store is a usage error, and leaves nothing behind. One that fails to start is reported
-    // like a source that is down.
-    let loader = match loader_command {
-        None => None,
-        Some(argv) => {
-            let targets: Vec<(String, &StoreUrl)> = redacted_targets
-                .iter()
-                .cloned()
-                .zip(target_urls.iter())
-                .collect();
-            match LoaderSource::start(argv, &settings.loader, &targets).await {
-                Ok(loader) => Some(Ok(loader)),
-                Err(error) if error.is_usage() => return Err(RunError::Loader(error)),
-                Err(error) => {
-                    tracing::error!(%error, "loader did not start; nothing will be written");
-                    Some(Err(error_chain(&error)))
-                }
-            }
-        }
-    };
-    if !settings.allow_cross_kind
-        && let Some(source_kind) = source_url.as_ref().and_then(source_kind)
-    {
-        for (url, text) in target_urls.iter().zip(&redacted_targets) {
-            if url.kind() != source_kind {
-                return Err(RunError::CrossKind {
-                    source_kind: kind_name(source_kind),
-                    target_kind: kind_name(url.kind()),
-                    target: text.clone(),
-                });
-            }
-        }
-    }
+    let Plan {
+        manifest,
+        source_url,
+        target_urls,
+        redacted_targets,
+        category_enabled,
+        loader,
+    } = setup::plan(&settings).await?;
 
     let (run_dir, lock, previous) = progress::open_run_dir(
         &settings,
@@ -461,7 +292,7 @@ pub async fn run(
     let checkpointer = tokio::spawn(progress::keep_writing(Arc::clone(&shared)));
     let warm_start = Instant::now();
     let (source_error, outcome) = match &source {
-        Ok(source) => warm(source, &mut targets, &shared, resume_from, stop).await,
+        Ok(source) => read::warm(source, &mut targets, &shared, resume_from, stop).await,
         Err(error) => {
             tracing::error!(error, "source failed; nothing will be written");
             let outcome = if Instant::now() >= deadline {
@@ -554,225 +385,6 @@ pub async fn run(
     crate::report::write_outputs(&report, &run_dir, &shared.settings.report)?;
     drop(lock);
     Ok(RunResult { report, run_dir })
-}
-
-/// The manifest's entries in batches of `batch_size`, parsed ahead on a thread of their own.
-pub(crate) fn stream_entries(
-    shared: &Shared,
-    batch_size: usize,
-) -> mpsc::Receiver<Result<Vec<Entry>, ManifestError>> {
-    manifest::batches(&shared.manifest, batch_size, PARSED_AHEAD)
-}
-
-/// Reads the source in rank order and feeds every live target; returns the source's failure,
-/// if any, and how the run ended.
-async fn warm(
-    source: &Arc<Source>,
-    targets: &mut [TargetRun],
-    shared: &Arc<Shared>,
-    resume_from: u64,
-    stop: watch::Receiver<bool>,
-) -> (Option<String>, Outcome) {
-    let mut senders = Vec::new();
-    let mut handles = Vec::new();
-    for target in targets.iter_mut() {
-        let Some(worker) = target.take_worker(shared, source) else {
-            continue;
-        };
-        let (sender, receiver) = mpsc::channel::<Arc<Batch>>(QUEUED_BATCHES);
-        senders.push(sender);
-        handles.push(tokio::spawn(worker.run(receiver, Arc::clone(shared))));
-    }
-
-    let mut source_error = None;
-    let mut outcome = Outcome::Completed;
-    if !senders.is_empty() {
-        let mut entries = stream_entries(shared, shared.settings.batch_size);
-        let mut fetches = InFlight::new(FETCHES_IN_FLIGHT);
-        let mut next_start = 0usize;
-        let mut reading = true;
-        loop {
-            // Keep FETCHES_IN_FLIGHT source reads going; hand the oldest on when it is back.
-            while reading && !fetches.is_full() {
-                if *stop.borrow() {
-                    outcome = Outcome::Interrupted;
-                    reading = false;
-                    break;
-                }
-                let batch = match entries.recv().await {
-                    Some(Ok(batch)) => batch,
-                    Some(Err(error)) => {
-                        let error = error_chain(&error);
-                        tracing::error!(error, "manifest unreadable; stopping");
-                        source_error = Some(error);
-                        reading = false;
-                        break;
-                    }
-                    None => {
-                        reading = false;
-                        break;
-                    }
-                };
-                let mut batch = batch;
-                let mut start = next_start;
-                next_start += batch.len();
-                // A resumed run reads from the first entry some target has not handled.
-                if next_start as u64 <= resume_from {
-                    continue;
-                }
-                if (start as u64) < resume_from {
-                    let skip = resume_from as usize - start;
-                    batch.drain(..skip);
-                    start += skip;
-                }
-                let source = Arc::clone(source);
-                let shared = Arc::clone(shared);
-                fetches.push(async move {
-                    // Entries of categories the run leaves out are not asked for (a loader
-                    // would compute them for nothing); they are skipped when counted.
-                    let wanted: Vec<bool> = batch
-                        .iter()
-                        .map(|e| {
-                            shared
-                                .category_enabled
-                                .get(e.category as usize)
-                                .copied()
-                                .unwrap_or(true)
-                        })
-                        .collect();
-                    let fetched = {
-                        let keys: Vec<&str> = batch
-                            .iter()
-                            .zip(&wanted)
-                            .filter(|(_, wanted)| **wanted)
-                            .map(|(e, _)| e.key.as_str())
-                            .collect();
-                        let fetch = source.answers(&keys, shared.settings.retries);
-                        tokio::time::timeout_at(shared.deadline, fetch).await
-                    };
-                    let fetched = fetched.map(|fetched| {
-                        fetched.map(|answers| {
-                            let mut answers = answers.into_iter();
-                            wanted
-                                .iter()
-                                .map(|&wanted| match wanted {
-                                    true => answers.next().unwrap_or(Answer::Miss(None)),
-                                    false => Answer::Miss(None),
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    });
-                    (start, batch, fetched)
-                });
-            }
-            let Some(done) = fetches.next().await else {
-                break;
-            };
-            let (start, batch_entries, fetched) = match done {
-                Ok(done) => done,
-                Err(error) => {
-                    source_error = Some(format!("source task failed: {error}"));
-                    break;
-                }
-            };
-            let fetched = match fetched {
-                Ok(Ok(fetched)) => fetched,
-                Ok(Err(error)) => {
-                    let error = error_chain(&error);
-                    tracing::error!(error, "source failed; stopping");
-                    source_error = Some(error);
-                    break;
-                }
-                Err(_) => {
-                    outcome = Outcome::TimedOut;
-                    break;
-                }
-            };
-            let batch = Arc::new(Batch {
-                start,
-                entries: batch_entries,
-                fetched,
-            });
-            for sender in &senders {
-                // A target that failed has dropped its receiver; the others go on.
-                let _ = sender.send(Arc::clone(&batch)).await;
-            }
-            senders.retain(|sender| !sender.is_closed());
-            if senders.is_empty() {
-                // Every target has stopped: reading on would be wasted work.
-                break;
-            }
-        }
-        // Reads still in flight after a stop are dropped: their entries are not attempted.
-        fetches.abort().await;
-    }
-    drop(senders);
-    if outcome == Outcome::Completed && *stop.borrow() {
-        // The targets stopped taking batches on the signal before the reader noticed it.
-        outcome = Outcome::Interrupted;
-    }
-    for (handle, target) in handles
-        .into_iter()
-        .zip(targets.iter_mut().filter(|t| t.is_waiting()))
-    {
-        match handle.await {
-            Ok(worker) => {
-                if worker.timed_out && outcome == Outcome::Completed {
-                    outcome = Outcome::TimedOut;
-                }
-                target.put_worker(worker);
-            }
-            Err(error) => target.fail(format!("target task failed: {error}")),
-        }
-    }
-    (source_error, outcome)
-}
-
-/// Up to `depth` tasks at once, their results taken in the order they were started: store
-/// calls overlap on the wire while every count is still made in rank order.
-#[derive(Debug)]
-pub(crate) struct InFlight<T> {
-    depth: usize,
-    tasks: VecDeque<JoinHandle<T>>,
-}
-
-impl<T: Send + 'static> InFlight<T> {
-    pub fn new(depth: usize) -> InFlight<T> {
-        InFlight {
-            depth: depth.max(1),
-            tasks: VecDeque::with_capacity(depth),
-        }
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.tasks.len() >= self.depth
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
-    pub fn push(&mut self, task: impl Future<Output = T> + Send + 'static) {
-        self.tasks.push_back(tokio::spawn(task));
-    }
-
-    /// The oldest task's result; `None` when none is running. Cancel-safe (for `select!`):
-    /// the task leaves the queue only once its result is taken.
-    pub async fn next(&mut self) -> Option<Result<T, tokio::task::JoinError>> {
-        let result = self.tasks.front_mut()?.await;
-        self.tasks.pop_front();
-        Some(result)
-    }
-
-    /// Stops the tasks still running, and waits until they are gone (they may hold a store).
-    pub async fn abort(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
-        }
-    }
 }
 
 /// Run ids sort by start time and stay unique across processes.

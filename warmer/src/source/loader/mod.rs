@@ -23,23 +23,32 @@
 //! read through and dropped, and a key whose values come to more than `--max-value-size` is
 //! counted failed with that reason, so no one answer holds more than that.
 
-mod lines;
-mod process;
+//!
+//! This file holds the source's face to the run ([`LoaderSource`]); `pool.rs` the worker
+//! places and their restarts, `load.rs` one request's keys until each is settled, `settle.rs`
+//! what an answer line means, and `process.rs` one loader process.
 
-use std::collections::{BTreeMap, HashMap};
+mod error;
+mod lines;
+mod load;
+mod pool;
+mod process;
+mod settle;
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use base64::Engine;
-use chrono::Utc;
-use schemas::loader::{self as protocol, Hello, LoaderStoreKind};
-use schemas::report::{LOADER_FAILURES_LISTED, LoaderFailure, LoaderReport};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use schemas::loader::{Hello, LoaderStoreKind};
+use schemas::report::{LoaderFailure, LoaderReport};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::Answer;
-use crate::store::{Fetched, StoreKind, StoreUrl, ValueEncoding};
+use crate::store::{StoreKind, StoreUrl};
+
+pub use error::LoaderError;
+use pool::Slot;
 use process::{LoaderProcess, StartError};
 
 /// How loader processes are run.
@@ -66,64 +75,6 @@ const LINE_SLACK: usize = 64 << 10;
 /// retries store calls (`run::faults`).
 const MIN_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(2);
-
-/// Why a loader source could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum LoaderError {
-    #[error("source `{source_text}`: {message}")]
-    Command {
-        source_text: String,
-        message: String,
-    },
-    #[error("cannot run loader `{program}`")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "loader `{command}` speaks protocol {protocol}; this warmer speaks protocol {}",
-        protocol::LOADER_PROTOCOL
-    )]
-    Protocol { command: String, protocol: u32 },
-    #[error(
-        "loader `{command}` makes values for {loader_kind} stores (its hello says \
-         store_kind \"{loader_kind}\"), but target `{target}` is a {target_kind} store: its \
-         values would not read back there\nhint: warm a {loader_kind} target with this loader, \
-         or configure the loader for the target's cache"
-    )]
-    KindMismatch {
-        command: String,
-        loader_kind: &'static str,
-        target: String,
-        target_kind: &'static str,
-    },
-    #[error(
-        "loader `{command}` did not start: {message}{}",
-        tail_text(stderr_tail)
-    )]
-    Hello {
-        command: String,
-        message: String,
-        stderr_tail: Vec<String>,
-    },
-}
-
-impl LoaderError {
-    /// Whether the error is in what was asked (exit 2) rather than in the loader at run time
-    /// (reported; the deploy goes on unless `--strict`).
-    pub fn is_usage(&self) -> bool {
-        !matches!(self, LoaderError::Hello { .. })
-    }
-}
-
-fn tail_text(tail: &[String]) -> String {
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!("\nits stderr ended with:\n  {}", tail.join("\n  "))
-    }
-}
 
 /// The words of an `exec:` source, when `source` is one.
 pub fn command(source: &str) -> Option<Result<Vec<String>, LoaderError>> {
@@ -169,18 +120,6 @@ struct Inner {
     stats: Mutex<Stats>,
 }
 
-/// One worker place: its process when running, and how soon it may be started again.
-#[derive(Debug)]
-struct Slot {
-    worker: u32,
-    process: Option<LoaderProcess>,
-    /// Pauses before restarts, growing while the loader keeps failing.
-    backoff: ExponentialBackoff,
-    restart_at: Option<Instant>,
-    /// Whether a process ran here before (a start is then a restart).
-    started: bool,
-}
-
 #[derive(Debug, Default)]
 struct Stats {
     started: u64,
@@ -199,27 +138,6 @@ fn backoff() -> ExponentialBuilder {
         .with_factor(2.0)
         .without_max_times()
         .with_jitter()
-}
-
-/// A worker taken from the pool; given back when dropped. A lease dropped halfway through a
-/// request (the run's deadline, a stop) gives its slot back without the process, which the
-/// drop kills: its answers would belong to a request nobody waits for.
-struct Lease<'a> {
-    slot: Option<Slot>,
-    inner: &'a Inner,
-    clean: bool,
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Some(mut slot) = self.slot.take() {
-            if !self.clean {
-                slot.process = None;
-            }
-            // The receiver lives as long as `inner`, which outlives every lease.
-            let _ = self.inner.back.send(slot);
-        }
-    }
 }
 
 impl LoaderSource {
@@ -371,395 +289,6 @@ impl LoaderSource {
         }
         for close in closing {
             close.await;
-        }
-    }
-}
-
-/// What became of one key of a request.
-#[derive(Debug)]
-enum KeyState {
-    /// Still to ask, with the tries it was charged so far and the last reason.
-    Pending {
-        tries: u32,
-        reason: Option<String>,
-    },
-    Done(Answer),
-}
-
-impl Inner {
-    async fn checkout(&self) -> Lease<'_> {
-        let slot = self.idle.lock().await.recv().await;
-        Lease {
-            slot,
-            inner: self,
-            clean: false,
-        }
-    }
-
-    /// Asks the loaders for `keys` until each is answered, or charged `retries + 1` tries.
-    async fn load(&self, keys: Vec<String>, retries: u32) -> Vec<Answer> {
-        let mut states: Vec<KeyState> = keys
-            .iter()
-            .map(|_| KeyState::Pending {
-                tries: 0,
-                reason: None,
-            })
-            .collect();
-        let mut pauses = backoff().build();
-        let mut start_failures = 0u32;
-        loop {
-            let pending: Vec<usize> = (0..keys.len())
-                .filter(|&i| matches!(states[i], KeyState::Pending { .. }))
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
-            let mut lease = self.checkout().await;
-            let Some(slot) = lease.slot.as_mut() else {
-                // The pool is gone (the run is ending).
-                fail_all(&mut states, "loader closed");
-                break;
-            };
-            if slot.process.is_none() {
-                if let Some(at) = slot.restart_at {
-                    tokio::time::sleep_until(at).await;
-                }
-                match self.start_in(slot).await {
-                    Ok(()) => {}
-                    Err(reason) => {
-                        start_failures += 1;
-                        if start_failures > retries {
-                            self.count_errors(&reason, pending.len());
-                            fail_all(&mut states, &reason);
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-            let id = {
-                let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-                stats.requests += 1;
-                stats.requests
-            };
-            let asked: Vec<&str> = pending.iter().map(|&i| keys[i].as_str()).collect();
-            let position: HashMap<&str, usize> =
-                pending.iter().map(|&i| (keys[i].as_str(), i)).collect();
-            let mut too_long = 0usize;
-            let mut retry_later = false;
-            let Some(process) = slot.process.as_mut() else {
-                continue;
-            };
-            let result = process
-                .request(
-                    id,
-                    &asked,
-                    self.settings.timeout,
-                    self.line_limit,
-                    |answer| {
-                        let Some((key, state)) = self.settle(answer) else {
-                            return;
-                        };
-                        let Some(&i) = position.get(key.as_str()) else {
-                            return;
-                        };
-                        let KeyState::Pending { tries, .. } = &states[i] else {
-                            return;
-                        };
-                        states[i] = match state {
-                            Settled::Final(answer) => KeyState::Done(answer),
-                            Settled::Retry(reason) => {
-                                retry_later = true;
-                                KeyState::Pending {
-                                    tries: tries + 1,
-                                    reason: Some(reason),
-                                }
-                            }
-                        };
-                    },
-                    || too_long += 1,
-                )
-                .await;
-            let unanswered: Vec<usize> = pending
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    matches!(
-                        states[i],
-                        KeyState::Pending {
-                            tries: _,
-                            reason: None
-                        }
-                    )
-                })
-                .collect();
-            match result {
-                Ok(()) => {
-                    slot.backoff = backoff().build();
-                    lease.clean = true;
-                    // Keys the loader passed over: when lines were dropped for their size,
-                    // those were theirs.
-                    let reason = if too_long > 0 {
-                        format!("value over --max-value-size ({})", self.max_value_text())
-                    } else {
-                        "the loader gave no answer".to_owned()
-                    };
-                    self.count_errors(&reason, unanswered.len());
-                    for i in unanswered {
-                        states[i] = KeyState::Done(Answer::Failed(reason.clone()));
-                    }
-                }
-                Err(failure) => {
-                    self.failed(slot, &failure).await;
-                    // The first key left unanswered is the likeliest to have broken it.
-                    if let Some(&suspect) = unanswered.first()
-                        && let KeyState::Pending { tries, .. } = &states[suspect]
-                    {
-                        states[suspect] = KeyState::Pending {
-                            tries: tries + 1,
-                            reason: Some(failure.reason.clone()),
-                        };
-                    }
-                    // The others are asked again with their tries as they were.
-                    for &i in unanswered.iter().skip(1) {
-                        if let KeyState::Pending { tries, .. } = states[i] {
-                            states[i] = KeyState::Pending {
-                                tries,
-                                reason: Some(failure.reason.clone()),
-                            };
-                        }
-                    }
-                }
-            }
-            drop(lease);
-            // Keys charged more tries than allowed are failed; the rest go round again.
-            let mut again = 0u64;
-            for state in &mut states {
-                if let KeyState::Pending { tries, reason } = state {
-                    if *tries > retries {
-                        let reason = reason.take().unwrap_or_default();
-                        self.count_errors(&reason, 1);
-                        *state = KeyState::Done(Answer::Failed(reason));
-                    } else {
-                        *reason = None;
-                        again += 1;
-                    }
-                }
-            }
-            if again > 0 {
-                self.stats.lock().unwrap_or_else(|e| e.into_inner()).retries += again;
-                if retry_later && let Some(pause) = pauses.next() {
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
-        states
-            .into_iter()
-            .map(|state| match state {
-                KeyState::Done(answer) => answer,
-                KeyState::Pending { .. } => Answer::Failed("loader closed".to_owned()),
-            })
-            .collect()
-    }
-
-    /// Starts a process in `slot`; on failure, records it and sets the slot's restart pause.
-    async fn start_in(&self, slot: &mut Slot) -> Result<(), String> {
-        let restart = slot.started;
-        slot.started = true;
-        {
-            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            stats.started += 1;
-            if restart {
-                stats.restarts += 1;
-            }
-        }
-        match LoaderProcess::start(
-            &self.argv,
-            slot.worker,
-            self.settings.timeout,
-            self.line_limit,
-        )
-        .await
-        {
-            Ok((process, hello)) => {
-                if hello.store_kind != self.hello.store_kind {
-                    tracing::warn!(
-                        worker = slot.worker,
-                        "a loader's hello names store kind `{}`, the first said `{}`",
-                        hello.store_kind.name(),
-                        self.hello.store_kind.name()
-                    );
-                }
-                slot.process = Some(process);
-                Ok(())
-            }
-            Err((error, tail)) => {
-                let (reason, message) = match error {
-                    StartError::Spawn(e) => ("loader did not start".to_owned(), e.to_string()),
-                    StartError::Hello(message) => ("loader did not start".to_owned(), message),
-                    StartError::Protocol(p) => (
-                        "loader did not start".to_owned(),
-                        format!("its hello says protocol {p}"),
-                    ),
-                };
-                self.record(slot, message, tail);
-                Err(reason)
-            }
-        }
-    }
-
-    /// A loader failed mid-request: kill it, record why with its stderr tail, and pause its
-    /// restart.
-    async fn failed(&self, slot: &mut Slot, failure: &process::Failure) {
-        let tail = match slot.process.take() {
-            Some(mut process) => process.stop().await,
-            None => Vec::new(),
-        };
-        self.record(slot, failure.message.clone(), tail);
-    }
-
-    fn record(&self, slot: &mut Slot, message: String, stderr_tail: Vec<String>) {
-        let pause = slot.backoff.next().unwrap_or(MAX_DELAY);
-        slot.restart_at = Some(Instant::now() + pause);
-        tracing::warn!(
-            worker = slot.worker,
-            message,
-            stderr = stderr_tail.join("\n"),
-            ?pause,
-            "loader failed; restarting it after a pause"
-        );
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        if stats.failures.len() < LOADER_FAILURES_LISTED {
-            stats.failures.push(LoaderFailure {
-                at: Utc::now(),
-                worker: slot.worker,
-                message,
-                stderr_tail,
-            });
-        }
-    }
-
-    fn count_errors(&self, reason: &str, keys: usize) {
-        if keys > 0 {
-            *self
-                .stats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .errors
-                .entry(reason.to_owned())
-                .or_default() += keys as u64;
-        }
-    }
-
-    fn max_value_text(&self) -> String {
-        bytesize::ByteSize::b(self.settings.max_value_size).to_string()
-    }
-
-    /// What an answer line comes to for its key: final, or worth asking again.
-    fn settle(&self, answer: protocol::Answer) -> Option<(String, Settled)> {
-        Some(match answer {
-            protocol::Answer::Done => return None,
-            protocol::Answer::Miss { key, reason } => {
-                *self
-                    .stats
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .misses
-                    .entry(reason.clone())
-                    .or_default() += 1;
-                (key, Settled::Final(Answer::Miss(Some(reason))))
-            }
-            protocol::Answer::Error {
-                key,
-                reason,
-                retryable,
-            } => {
-                let reason = format!("loader error: {reason}");
-                if retryable {
-                    (key, Settled::Retry(reason))
-                } else {
-                    self.count_errors(&reason, 1);
-                    (key, Settled::Final(Answer::Failed(reason)))
-                }
-            }
-            protocol::Answer::Entries { key, entries } => {
-                let answer = self.decode(entries);
-                if let Answer::Failed(reason) = &answer {
-                    self.count_errors(reason, 1);
-                }
-                if let Answer::Miss(Some(reason)) = &answer {
-                    *self
-                        .stats
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .misses
-                        .entry(reason.clone())
-                        .or_default() += 1;
-                }
-                (key, Settled::Final(answer))
-            }
-        })
-    }
-
-    /// The entries of one answer, decoded, within the value-size cap.
-    fn decode(&self, entries: Vec<protocol::Entry>) -> Answer {
-        if entries.is_empty() {
-            return Answer::Miss(Some("no entries".to_owned()));
-        }
-        let cap = self.settings.max_value_size;
-        // Base64 is 4 characters per 3 bytes: over the cap before decoding, over after.
-        let encoded: u64 = entries
-            .iter()
-            .map(|e| e.value_b64.len() as u64 / 4 * 3)
-            .sum();
-        if encoded > cap.saturating_add(3 * entries.len() as u64) {
-            return Answer::Failed(format!(
-                "value over --max-value-size ({})",
-                self.max_value_text()
-            ));
-        }
-        let mut decoded = Vec::with_capacity(entries.len());
-        let mut total = 0u64;
-        for entry in entries {
-            let value = match base64::engine::general_purpose::STANDARD.decode(&entry.value_b64) {
-                Ok(value) => value,
-                Err(e) => {
-                    return Answer::Failed(format!("loader sent a value that is not base64 ({e})"));
-                }
-            };
-            total += value.len() as u64;
-            if total > cap {
-                return Answer::Failed(format!(
-                    "value over --max-value-size ({})",
-                    self.max_value_text()
-                ));
-            }
-            decoded.push((
-                entry.key,
-                Fetched {
-                    value,
-                    ttl: entry.ttl_ms.map(Duration::from_millis),
-                    flags: entry.flags.unwrap_or(0),
-                    encoding: ValueEncoding::Raw,
-                },
-            ));
-        }
-        Answer::Entries(decoded)
-    }
-}
-
-/// What an answer line means for its key.
-#[derive(Debug)]
-enum Settled {
-    Final(Answer),
-    /// A retryable error: ask again later, with this reason if it is the last.
-    Retry(String),
-}
-
-fn fail_all(states: &mut [KeyState], reason: &str) {
-    for state in states {
-        if matches!(state, KeyState::Pending { .. }) {
-            *state = KeyState::Done(Answer::Failed(reason.to_owned()));
         }
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! - [`event`]: the `AccessEvent` columns as an Arrow schema, and the operation vocabulary.
 //! - [`manifest`]: manifest v1, and the checksum of its entries.
-//! - [`report`]: report v1.
+//! - [`report`]: report v1; in `report/`, the outcome vocabulary and its counts, read-back
+//!   validation, live-traffic windows and the loader's section.
 //! - [`checkpoint`]: checkpoint v1.
 //! - [`config`]: the `cachewarm.toml` file.
 //! - [`keys`]: the key rules of each store kind.

@@ -14,12 +14,15 @@
 //! Dependencies run one way, from the top of this list down (no module imports one that
 //! imports it back; `scripts/check-module-cycles` checks):
 //!
+//! - The binary (`main.rs`, `cli/`): one file per subcommand, above everything here.
 //! - [`settings`]: flags, `CACHEWARM_*` variables and `cachewarm.toml` resolved into a run's
-//!   settings, with environment profiles.
-//! - [`run`]: the orchestration of a run; `run/target/` is one target's lifecycle, write loop,
-//!   per-batch decisions, capacity limits and tally.
+//!   settings, with environment profiles; each layered setting is declared once.
+//! - [`run`]: the orchestration of a run: `setup` checks the inputs, `read` feeds the targets
+//!   from the source; `run/target/` is one target's lifecycle, write loop, per-batch
+//!   decisions, capacity limits and tally.
 //! - [`manifest`]: loading and verifying manifest v1. [`source`]: value sources and their
-//!   addresses: replica stores and snapshots.
+//!   addresses: replica stores, snapshots (`source/snapshot/`) and loader processes
+//!   (`source/loader/`).
 //! - [`report`]: what a run leaves behind beyond `report.json`: the summary, `report.md`,
 //!   `report.html`, the run history (`runs.parquet`) and Prometheus metrics.
 //! - [`rundir`]: the run directory (checkpoint, lock, written-keys logs) and the output

@@ -12,14 +12,14 @@ use super::{Failure, run_dir_or_latest};
 #[derive(Debug, clap::Args)]
 pub struct UndoArgs {
     /// The run's directory [default: the newest under --runs-dir].
-    pub run_dir: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
     /// Where run directories are [default: CACHEWARM_RUNS_DIR, else cachewarm-runs].
     #[arg(long)]
-    pub runs_dir: Option<PathBuf>,
+    runs_dir: Option<PathBuf>,
     /// A target URL with its password, for a target whose password the run's records hold
     /// redacted; repeat for several [default: CACHEWARM_TARGETS, separated by spaces].
     #[arg(long = "target")]
-    pub targets: Vec<String>,
+    targets: Vec<String>,
 }
 
 pub async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
 use super::limits::{Limit, Limits};
-use super::tally::Tally;
+use super::tally::{Tally, merge_item};
 use crate::retry;
 use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
@@ -62,8 +62,16 @@ impl Worker {
         shared: Arc<Shared>,
     ) -> Worker {
         let store = Arc::clone(&self.store);
-        let mut writes: InFlight<(Pending, Option<WriteResult>)> =
-            InFlight::new(shared.settings.concurrency);
+        // A table with an entry limit is written one batch at a time: with several in flight,
+        // a later batch could take the room left before an earlier one does, and the rows
+        // warmed would no longer be the top of the ranking. Each batch is then also decided
+        // after the one before has found the limit, so nothing is sent past it.
+        let depth = if store.has_entry_limit() {
+            1
+        } else {
+            shared.settings.concurrency
+        };
+        let mut writes: InFlight<(Pending, Option<WriteResult>)> = InFlight::new(depth);
         let mut stop = shared.stop.clone();
         let mut in_flight_bytes = 0u64;
         let mut in_flight_items = 0u64;
@@ -352,17 +360,7 @@ impl Worker {
                         EntryOutcome::Failed
                     }
                 };
-                // An entry with several items: any refused makes it failed, else any written
-                // makes it written.
-                decided[i] = Some(match (decided[i], item) {
-                    (Some(EntryOutcome::Failed), _) | (_, EntryOutcome::Failed) => {
-                        EntryOutcome::Failed
-                    }
-                    (Some(EntryOutcome::Written), _) | (_, EntryOutcome::Written) => {
-                        EntryOutcome::Written
-                    }
-                    _ => EntryOutcome::AlreadyPresent,
-                });
+                decided[i] = Some(merge_item(decided[i], item));
             }
         }
         for (i, reason) in reasons {

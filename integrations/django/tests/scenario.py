@@ -633,6 +633,7 @@ def run_e2e() -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "backend": BACKEND,
+        "database": connection.vendor,
         "manifest_entries": len(entries),
         "written": counts["written"],
         "cold_first_read_hit_rate": round(cold_rate, 4),
@@ -686,13 +687,16 @@ def check_selective(
 
 
 def check_max_entries() -> int:
-    """500 hot report keys against MAX_ENTRIES = 300, with the fill limit lifted: the table
-    never holds more than 300 rows."""
+    """500 hot report keys against MAX_ENTRIES = 300, with the fill limit lifted: the emptied
+    table takes exactly 300 rows, never more, and the report counts the other 200 as
+    ``skipped_budget``."""
+    keys, max_entries = 500, settings.CACHES["default"]["OPTIONS"]["MAX_ENTRIES"]
+    check(max_entries < keys, f"MAX_ENTRIES = {max_entries} leaves room for all {keys} keys")
     log = WORK / "many.jsonl"
     base = 1_800_000_000
     with log.open("w") as out:
         for round_ in range(2):
-            for i in range(500):
+            for i in range(keys):
                 day = datetime.date(2020, 1, 1) + datetime.timedelta(days=i)
                 out.write(
                     json.dumps(
@@ -707,16 +711,21 @@ def check_max_entries() -> int:
                     + "\n"
                 )
     manifest, entries = rank(log, "many")
-    check(len(entries) == 500, f"{len(entries)} entries")
+    check(len(entries) == keys, f"{len(entries)} entries")
     cache.clear()
     table = connection.ops.quote_name(settings.CACHES["default"]["LOCATION"])
     report, _ = cachewarm(manifest, "many", env={"CACHEWARM_MAX_FILL": "100%"})
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM {table}")
         rows = int(cursor.fetchone()[0])
-    counts = report["targets"][0]["counts"]
-    check(0 < rows <= 300, f"{rows} rows in a table with MAX_ENTRIES = 300 ({counts})")
-    check(rows == counts["written"], f"{rows} rows, {counts['written']} written")
+    target = report["targets"][0]
+    counts = target["counts"]
+    check(rows == max_entries, f"{rows} rows in a table with MAX_ENTRIES = {max_entries}")
+    check(
+        (counts["written"], counts["skipped_budget"]) == (max_entries, keys - max_entries),
+        f"{max_entries} written and {keys - max_entries} skipped_budget expected: {counts}",
+    )
+    check(target["stopped_by"] == "max_entries", f"stopped_by: {target['stopped_by']}")
     return rows
 
 

@@ -162,6 +162,22 @@ struct RunArgs {
     /// Do not append the run to the run history (`RUNS_DIR/runs.parquet`).
     #[arg(long)]
     no_history: bool,
+    /// Copy values between stores of different kinds (Redis into memcached or SQL, or the
+    /// other way round). Refused by default: each kind's application client encodes values its
+    /// own way, so the copy would read back as other bytes (raw strings excepted).
+    #[arg(long)]
+    allow_cross_kind: bool,
+    /// Read back every key written, after its batch, and compare value hash, client flags and
+    /// TTL with what was sent; the report counts `verified` and `mismatched` [default: off:
+    /// it costs about a tenth of the run's time].
+    #[arg(long, overrides_with = "no_verify")]
+    verify: bool,
+    /// Do not read back what was written.
+    #[arg(long, overrides_with = "verify")]
+    no_verify: bool,
+    /// Wait this long between a batch's write and its read-back (a test's hook).
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    verify_delay: Option<Duration>,
 }
 
 /// Take back what a run wrote: delete each key it wrote where the key still holds the value
@@ -329,6 +345,15 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         max_value_size: args.max_value_size,
         resume,
         run_id: args.run_id,
+        allow_cross_kind: args.allow_cross_kind,
+        verify: if args.no_verify {
+            Some(false)
+        } else if args.verify {
+            Some(true)
+        } else {
+            None
+        },
+        verify_delay: args.verify_delay,
     };
     let (settings, strict) =
         match settings::resolve(flags, &settings::process_env).map_err(|e| usage(e.into()))? {
@@ -375,7 +400,8 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         warmer::report::summary(&result.report, &result.run_dir)
     );
     // A loader that failed (crashed, hung, broke the protocol, or could not load some keys)
-    // is a failure of the source, even when its restarts got the keys written.
+    // is a failure of the source, even when its restarts got the keys written. A read-back
+    // that found other than what was sent is a failure too, for --strict.
     let loader_failed = result
         .report
         .loader
@@ -383,11 +409,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         .is_some_and(|l| !l.failures.is_empty() || !l.errors.is_empty());
     let failed = result.report.source_error.is_some()
         || loader_failed
-        || result
-            .report
-            .targets
-            .iter()
-            .any(|t| t.status == schemas::report::TargetStatus::Failed);
+        || result.report.targets.iter().any(|t| {
+            t.status == schemas::report::TargetStatus::Failed
+                || t.verification.as_ref().is_some_and(|v| v.mismatched > 0)
+        });
     Ok(if failed && strict {
         ExitCode::FAILURE
     } else {
@@ -659,18 +684,26 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
         .await
         .map_err(|e| failure(e.into()))?;
     let context = || format!("failed to write snapshot `{}`", args.out.display());
-    let mut writer = SnapshotWriter::create(&args.out, chrono::Utc::now())
+    let mut writer = SnapshotWriter::create(&args.out, source.kind(), chrono::Utc::now())
         .with_context(context)
         .map_err(failure)?;
     // Streamed: one batch of values in memory at a time, rows in the manifest's rank order
     // (the order a run reads them back in).
     let mut batches = warmer::manifest::batches(&manifest, 500, 4);
+    // How many rows carry each client flags value, and how many are Redis dumps: what the
+    // application's clients will need to read them back, shown with the summary.
+    let mut flags = std::collections::BTreeMap::<u32, u64>::new();
+    let mut dumps = 0u64;
     while let Some(batch) = batches.recv().await {
         let batch = batch.map_err(|e| failure(e.into()))?;
         let keys: Vec<&str> = batch.iter().map(|e| e.key.as_str()).collect();
         let fetched = source.fetch(&keys).await.map_err(|e| failure(e.into()))?;
         for (key, value) in keys.iter().zip(&fetched) {
             if let Some(value) = value {
+                *flags.entry(value.flags).or_default() += 1;
+                if value.encoding == warmer::store::ValueEncoding::RedisDump {
+                    dumps += 1;
+                }
                 writer
                     .push(key, value)
                     .with_context(context)
@@ -685,6 +718,16 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
         manifest.entries,
         warmer::store::redact(&args.source)
     );
+    if flags.keys().any(|&f| f != 0) {
+        let counts: Vec<String> = flags
+            .iter()
+            .map(|(flags, rows)| format!("{flags}: {rows}"))
+            .collect();
+        println!("  client flags (value: rows): {}", counts.join(", "));
+    }
+    if dumps > 0 {
+        println!("  Redis values of other types than strings (kept as DUMP payloads): {dumps}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -275,6 +275,20 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
         if target.retries > 0 {
             let _ = writeln!(out, "    store calls retried: {}", target.retries);
         }
+        if let Some(v) = &target.verification {
+            let _ = writeln!(
+                out,
+                "    read back: verified {}, mismatched {}, changed by the live app {}",
+                v.verified, v.mismatched, v.changed
+            );
+            for m in &v.mismatches {
+                let _ = writeln!(
+                    out,
+                    "      MISMATCH rank {} `{}`: {}",
+                    m.rank, m.key, m.reason
+                );
+            }
+        }
         if c.written == 0 && c.already_present > 0 && !report.dry_run {
             let _ = writeln!(
                 out,
@@ -383,6 +397,23 @@ pub(crate) mod tests {
         let md = super::markdown::render(&sample());
         assert!(md.contains("a\\|b"), "{md}");
         assert!(md.contains("| 25.0% | 75.0% | +50.0 pts |"), "{md}");
+    }
+
+    /// The deploy log's summary, whole: what a deploy shows of the run (reviewed in
+    /// `snapshots/`; `cargo insta review` after a deliberate change).
+    #[test]
+    fn summary_text() {
+        let summary = super::summary(
+            &sample(),
+            std::path::Path::new("/runs/20261121T000000000Z-1"),
+        );
+        insta::assert_snapshot!(summary);
+    }
+
+    /// The markdown report, whole.
+    #[test]
+    fn markdown_report() {
+        insta::assert_snapshot!(super::markdown::render(&sample()));
     }
 
     /// The history appends and reads back what it was given.

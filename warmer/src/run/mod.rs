@@ -18,6 +18,7 @@ mod pace;
 pub mod progress;
 mod target;
 mod throttle;
+mod verify;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ use tokio::time::Instant;
 use crate::manifest::{self, Entry, ManifestError, ManifestFile};
 use crate::rundir::{WriteError, write_json_atomically};
 use crate::source::{Answer, LoaderError, LoaderSource, Source, SourceUrl, loader};
-use crate::store::{KeyLimits, Role, Store, StoreUrl, UrlError, WriteMode, redact};
+use crate::store::{KeyLimits, Role, Store, StoreKind, StoreUrl, UrlError, WriteMode, redact};
 use progress::Board;
 use target::TargetRun;
 
@@ -83,6 +84,14 @@ pub struct RunSettings {
     pub loader: crate::source::LoaderSettings,
     /// Continue an earlier run instead of starting one.
     pub resume: Option<ResumeFrom>,
+    /// Copy between stores of different kinds (Redis → memcached, …), whose applications'
+    /// clients may not read each other's bytes.
+    pub allow_cross_kind: bool,
+    /// Read back what each batch wrote and compare it with what was sent (`run::verify`).
+    pub verify: bool,
+    /// A pause between a batch's write and its read-back: a test's hook to change keys behind
+    /// the run's back.
+    pub verify_delay: Duration,
     /// The new run's id (`--detach` picks it before starting the run in the background).
     pub run_id: Option<String>,
     /// Live-traffic observation and the report's outputs.
@@ -135,6 +144,19 @@ pub enum RunError {
     Categories(String),
     #[error(transparent)]
     Loader(LoaderError),
+    #[error(
+        "refusing to copy {source_kind} values into the {target_kind} target `{target}`: a value \
+         is what the application's client makes of its bytes, and each kind of store is read by \
+         another client with its own encoding (Django's and Rails' Redis and memcached backends \
+         serialize differently; memcached's client flags and Redis's data types do not exist \
+         elsewhere), so the copies would read back as other bytes\nhint: pass \
+         --allow-cross-kind when the values are raw strings that mean the same in both"
+    )]
+    CrossKind {
+        source_kind: &'static str,
+        target_kind: &'static str,
+        target: String,
+    },
 }
 
 impl From<WriteError> for RunError {
@@ -144,6 +166,42 @@ impl From<WriteError> for RunError {
             source: error.source,
         }
     }
+}
+
+/// A store kind's name in messages.
+fn kind_name(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::Redis => "Redis",
+        StoreKind::Memcached => "memcached",
+        StoreKind::Sql => "SQL database cache",
+    }
+}
+
+/// The kind of store behind a source, where known before connecting (a snapshot says in its
+/// metadata which kind it was taken from; one that does not, or cannot be read yet, is
+/// unknown: its failure is reported when the run opens it).
+fn source_kind(url: &SourceUrl) -> Option<StoreKind> {
+    match url {
+        SourceUrl::Store(store) => Some(store.kind()),
+        SourceUrl::Snapshot(path) => crate::source::snapshot_kind(path),
+    }
+}
+
+/// `error` and its causes, each after a colon: what a report, a log line and the summary
+/// show (a thiserror error displays only its own message).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let message = error.to_string();
+        // `#[error(transparent)]` wrappers repeat their source's message.
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// The share of the timeout kept for the final probe of the targets (at most
@@ -264,11 +322,24 @@ pub async fn run(
                 Err(error) if error.is_usage() => return Err(RunError::Loader(error)),
                 Err(error) => {
                     tracing::error!(%error, "loader did not start; nothing will be written");
-                    Some(Err(error.to_string()))
+                    Some(Err(error_chain(&error)))
                 }
             }
         }
     };
+    if !settings.allow_cross_kind
+        && let Some(source_kind) = source_url.as_ref().and_then(source_kind)
+    {
+        for (url, text) in target_urls.iter().zip(&redacted_targets) {
+            if url.kind() != source_kind {
+                return Err(RunError::CrossKind {
+                    source_kind: kind_name(source_kind),
+                    target_kind: kind_name(url.kind()),
+                    target: text.clone(),
+                });
+            }
+        }
+    }
 
     let (run_dir, lock, previous) = progress::open_run_dir(
         &settings,
@@ -360,7 +431,7 @@ pub async fn run(
         .await
         {
             Ok(Ok(source)) => Ok(Arc::new(source)),
-            Ok(Err(error)) => Err(format!("{error:#}")),
+            Ok(Err(error)) => Err(error_chain(&error)),
             Err(_) => Err("timed out opening the source".to_owned()),
         },
         (None, None) => Err("no source".to_owned()),
@@ -421,6 +492,20 @@ pub async fn run(
     }
 
     let finished_at = Utc::now();
+    let target_reports = targets
+        .iter()
+        .map(|t| {
+            let mut report = t.report(&shared, warm_ms);
+            // The target is fine but was not warmed (from some entry on): say why there too,
+            // for readers of one target's section.
+            if report.error.is_none()
+                && let Some(error) = &source_error
+            {
+                report.error = Some(format!("not warmed: the source failed: {error}"));
+            }
+            report
+        })
+        .collect();
     let mut report = Report {
         schema: REPORT_SCHEMA_ID.to_owned(),
         run_id: run_id.clone(),
@@ -441,7 +526,7 @@ pub async fn run(
             total_ms: start.elapsed().as_millis() as u64,
             warm_ms,
         },
-        targets: targets.iter().map(|t| t.report(&shared, warm_ms)).collect(),
+        targets: target_reports,
         observation: None,
         prediction: None,
         rank_curve: Vec::new(),
@@ -491,7 +576,7 @@ async fn warm(
     let mut senders = Vec::new();
     let mut handles = Vec::new();
     for target in targets.iter_mut() {
-        let Some(worker) = target.take_worker(shared) else {
+        let Some(worker) = target.take_worker(shared, source) else {
             continue;
         };
         let (sender, receiver) = mpsc::channel::<Arc<Batch>>(QUEUED_BATCHES);
@@ -517,8 +602,9 @@ async fn warm(
                 let batch = match entries.recv().await {
                     Some(Ok(batch)) => batch,
                     Some(Err(error)) => {
-                        tracing::error!(%error, "manifest unreadable; stopping");
-                        source_error = Some(format!("{error:#}"));
+                        let error = error_chain(&error);
+                        tracing::error!(error, "manifest unreadable; stopping");
+                        source_error = Some(error);
                         reading = false;
                         break;
                     }
@@ -592,8 +678,9 @@ async fn warm(
             let fetched = match fetched {
                 Ok(Ok(fetched)) => fetched,
                 Ok(Err(error)) => {
-                    tracing::error!(%error, "source failed; stopping");
-                    source_error = Some(error.to_string());
+                    let error = error_chain(&error);
+                    tracing::error!(error, "source failed; stopping");
+                    source_error = Some(error);
                     break;
                 }
                 Err(_) => {

@@ -4,7 +4,7 @@
 //! the run and by every resume of it. Two kinds of line, both compact JSON:
 //!
 //! - `{"op":"sent","run":R,"start":S,"keys":[…],"hashes":[…]}` before a batch goes to the
-//!   store: its keys and the hash of each value ([`value_hash`](crate::store::value_hash)),
+//!   store: its keys and the hash of each value and its flags ([`item_hash`](crate::store::item_hash)),
 //!   `R` counting the run's invocations (0, then 1 for the first resume…) and `S` the batch's
 //!   first manifest index.
 //! - `{"op":"written","run":R,"start":S,"written":[i…]}` once the store answered: which of the

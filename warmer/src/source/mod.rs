@@ -12,10 +12,13 @@ mod url;
 use std::sync::Arc;
 
 use crate::manifest::{ManifestError, ManifestFile};
-use crate::store::{Fetched, Role, Store, StoreError};
+use crate::store::{Fetched, Role, Store, StoreError, StoreKind};
 
 pub use loader::{LoaderError, LoaderSettings, LoaderSource};
-pub use snapshot::{Snapshot, SnapshotError, SnapshotWriter, key_hash, write_snapshot};
+pub use snapshot::{
+    SOURCE_KIND_KEY, Snapshot, SnapshotError, SnapshotWriter, key_hash, snapshot_kind,
+    write_snapshot,
+};
 pub use url::SourceUrl;
 
 /// What a source has for one manifest key.
@@ -131,6 +134,17 @@ impl Source {
             SourceUrl::Store(store) => {
                 Ok(Source::Replica(Store::connect(store, Role::Source).await?))
             }
+        }
+    }
+
+    /// The kind of store the values come from; `None` for a snapshot that does not say, and
+    /// for a loader, which serializes each value for the target with the application's own
+    /// client.
+    pub fn kind(&self) -> Option<StoreKind> {
+        match self {
+            Source::Replica(store) => Some(store.kind()),
+            Source::Snapshot(snapshot) => snapshot.source_kind(),
+            Source::Loader(_) => None,
         }
     }
 

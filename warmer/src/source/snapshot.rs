@@ -1,6 +1,17 @@
-//! Snapshots: a Parquet file of `key` (utf8), `value` (binary) and `expires_at` (timestamp µs
-//! UTC, null when the entry does not expire), written from a warm store by `warmer snapshot`
-//! and kept between deploys.
+//! Snapshots: a Parquet file of `key` (utf8), `value` (binary), `expires_at` (timestamp µs
+//! UTC, null when the entry does not expire), `flags` (uint32: memcached's client flags) and
+//! `encoding` (utf8: `raw`, or `redis-dump` for a Redis value of another type than a string,
+//! see [`ValueEncoding`]), written from a warm store by `warmer snapshot` and kept between
+//! deploys. The file's key-value metadata says which kind of store the values came from
+//! ([`SOURCE_KIND_KEY`]), for the run's cross-kind check.
+//!
+//! Snapshots written by other tools read too: only `key` and `value` are required (a snapshot
+//! without `flags` or `encoding`, as written before they existed, has flags 0 and raw values;
+//! one without `expires_at` never expires); `key` and `value` may be strings or binary of any
+//! offset size, `expires_at` a timestamp of any unit (one without a time zone is taken as UTC),
+//! `flags` any integer type; rows in any order and row groups of any size; and every codec
+//! Parquet writers use by default (snappy, gzip, lz4, zstd). The Arrow schema a writer embeds
+//! is not used (see [`reader`]): the Parquet types are.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,16 +20,30 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow_array::builder::{BinaryBuilder, StringBuilder, TimestampMicrosecondBuilder};
-use arrow_array::{Array, BinaryArray, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::builder::{
+    BinaryBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Int32Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use crate::store::{Fetched, ValueEncoding};
+use crate::store::{Fetched, StoreKind, ValueEncoding};
+
+/// The key in a snapshot file's key-value metadata that names the kind of store its values
+/// came from (`redis`, `memcached`, `sql`).
+pub const SOURCE_KIND_KEY: &str = "cachewarm.source_kind";
 
 /// Errors reading or writing a snapshot; they name the file.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +66,8 @@ pub enum SnapshotError {
         column: &'static str,
         problem: String,
     },
+    #[error("snapshot `{path}`: metadata `{SOURCE_KIND_KEY}` is `{value}`, not a store kind")]
+    SourceKind { path: PathBuf, value: String },
 }
 
 /// The snapshot's Arrow schema.
@@ -53,6 +80,8 @@ pub fn snapshot_schema() -> SchemaRef {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             true,
         ),
+        Field::new("flags", DataType::UInt32, false),
+        Field::new("encoding", DataType::Utf8, false),
     ]))
 }
 
@@ -74,21 +103,39 @@ const ROWS_PER_GROUP: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Snapshot {
     cursor: Mutex<Cursor>,
+    /// The kind of store the values came from, where the file says.
+    source_kind: Option<StoreKind>,
 }
 
 struct Cursor {
     path: PathBuf,
     rows: ParquetRecordBatchReader,
     /// The batch being read and the next row in it.
-    batch: Option<(RecordBatch, usize)>,
+    batch: Option<(Columns, usize)>,
     /// Hashes of the manifest keys the snapshot holds, sorted.
     wanted: Vec<u64>,
-    /// Rows read before their key was asked for: key → (value, expires_at µs).
+    /// Rows read before their key was asked for.
     early: HashMap<String, Row>,
 }
 
-/// A row's value and expiry (µs since the epoch; `None`: no expiry).
-type Row = (Vec<u8>, Option<i64>);
+/// One row's value and what goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    value: Vec<u8>,
+    /// µs since the epoch; `None`: no expiry.
+    expires_at: Option<i64>,
+    flags: u32,
+    encoding: ValueEncoding,
+}
+
+/// A batch of rows, its columns read into the types the snapshot's rows need.
+struct Columns {
+    keys: StringArray,
+    values: BinaryArray,
+    expires_at: Option<ArrayRef>,
+    flags: Option<Vec<u32>>,
+    encodings: Option<Vec<ValueEncoding>>,
+}
 
 impl std::fmt::Debug for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,9 +165,10 @@ impl Snapshot {
             let mask = ProjectionMask::columns(builder.parquet_schema(), ["key"]);
             builder.with_projection(mask)
         };
-        for batch in reader(path, keys_only)? {
+        let (keys_reader, source_kind) = reader(path, keys_only)?;
+        for batch in keys_reader {
             let batch = batch.map_err(|e| parquet_error(path, e.into()))?;
-            let keys = column::<StringArray>(path, &batch, "key", "utf8")?;
+            let keys = key_column(path, &batch)?;
             for key in keys.iter().flatten() {
                 if let Ok(i) = manifest_keys.binary_search(&key_hash(key)) {
                     held[i] = true;
@@ -133,12 +181,19 @@ impl Snapshot {
         Ok(Snapshot {
             cursor: Mutex::new(Cursor {
                 path: path.to_path_buf(),
-                rows: reader(path, |builder| builder)?,
+                rows: reader(path, |builder| builder)?.0,
                 batch: None,
                 wanted: manifest_keys,
                 early: HashMap::new(),
             }),
+            source_kind,
         })
+    }
+
+    /// The kind of store the snapshot's values came from, where the file says (snapshots
+    /// from other tools, and from before the warmer recorded it, do not).
+    pub fn source_kind(&self) -> Option<StoreKind> {
+        self.source_kind
     }
 
     /// The entries of `keys` that are still live at `now`. Blocking (it decodes the file).
@@ -154,19 +209,19 @@ impl Snapshot {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         keys.iter()
             .map(|key| {
-                let Some((value, expires_at)) = cursor.find(key)? else {
+                let Some(row) = cursor.find(key)? else {
                     return Ok(None);
                 };
-                let ttl = match expires_at {
+                let ttl = match row.expires_at {
                     None => None,
                     Some(at) if at <= now_us => return Ok(None),
                     Some(at) => Some(Duration::from_micros((at - now_us) as u64)),
                 };
                 Ok(Some(Fetched {
-                    value,
+                    value: row.value,
                     ttl,
-                    flags: 0,
-                    encoding: ValueEncoding::Raw,
+                    flags: row.flags,
+                    encoding: row.encoding,
                 }))
             })
             .collect()
@@ -194,11 +249,11 @@ impl Cursor {
         }
         loop {
             let (batch, row) = match &mut self.batch {
-                Some((batch, row)) if *row < batch.num_rows() => (batch, row),
+                Some((batch, row)) if *row < batch.keys.len() => (batch, row),
                 _ => match self.rows.next() {
                     Some(batch) => {
                         let batch = batch.map_err(|e| parquet_error(&self.path, e.into()))?;
-                        self.batch = Some((batch, 0));
+                        self.batch = Some((Columns::read(&self.path, &batch)?, 0));
                         continue;
                     }
                     None => return Ok(None),
@@ -206,31 +261,26 @@ impl Cursor {
             };
             let index = *row;
             *row += 1;
-            let keys = column::<StringArray>(&self.path, batch, "key", "utf8")?;
-            let values = column::<BinaryArray>(&self.path, batch, "value", "binary")?;
-            let expires = column::<TimestampMicrosecondArray>(
-                &self.path,
-                batch,
-                "expires_at",
-                "timestamp[us]",
-            )?;
-            if keys.is_null(index) || values.is_null(index) {
+            if batch.keys.is_null(index) || batch.values.is_null(index) {
                 continue;
             }
-            let found = keys.value(index);
+            let found = batch.keys.value(index);
             if self.wanted.binary_search(&key_hash(found)).is_err() {
                 continue;
             }
-            let row = (
-                values.value(index).to_vec(),
-                (!expires.is_null(index)).then(|| expires.value(index)),
-            );
+            let row = batch.row(index);
             if found == key {
                 return Ok(Some(row));
             }
             self.early.insert(found.to_owned(), row);
         }
     }
+}
+
+/// The kind of store the snapshot at `path` says its values came from (read from the file's
+/// footer only); `None` when it does not say or cannot be read.
+pub fn snapshot_kind(path: &Path) -> Option<StoreKind> {
+    reader(path, |builder| builder).ok()?.1
 }
 
 fn parquet_error(path: &Path, source: parquet::errors::ParquetError) -> SnapshotError {
@@ -240,40 +290,222 @@ fn parquet_error(path: &Path, source: parquet::errors::ParquetError) -> Snapshot
     }
 }
 
-/// A reader of the snapshot at `path`, `configure`d (a projection, say).
+/// A reader of the snapshot at `path`, `configure`d (a projection, say), and the kind of
+/// store the file says its values came from.
+///
+/// The Arrow schema a writer embeds is skipped: columns come in the types the Parquet schema
+/// gives (strings as `Utf8`, whatever offset size or dictionary pyarrow or polars wrote them
+/// with), so one set of types is read whoever wrote the file.
 fn reader(
     path: &Path,
     configure: impl FnOnce(
         ParquetRecordBatchReaderBuilder<File>,
     ) -> ParquetRecordBatchReaderBuilder<File>,
-) -> Result<ParquetRecordBatchReader, SnapshotError> {
+) -> Result<(ParquetRecordBatchReader, Option<StoreKind>), SnapshotError> {
     let file = File::open(path).map_err(|source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(|e| parquet_error(path, e))?
         .with_batch_size(ROWS_PER_READ);
-    configure(builder)
+    let kind = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|pairs| pairs.iter().find(|pair| pair.key == SOURCE_KIND_KEY))
+        .and_then(|pair| pair.value.clone());
+    let kind = match kind {
+        None => None,
+        Some(text) => Some(
+            text.parse::<StoreKind>()
+                .map_err(|_| SnapshotError::SourceKind {
+                    path: path.to_path_buf(),
+                    value: text,
+                })?,
+        ),
+    };
+    let reader = configure(builder)
         .build()
-        .map_err(|e| parquet_error(path, e))
+        .map_err(|e| parquet_error(path, e))?;
+    Ok((reader, kind))
 }
 
-/// The column `name` of `batch` as an `A`.
-fn column<'b, A: Array + 'static>(
-    path: &Path,
-    batch: &'b RecordBatch,
-    name: &'static str,
-    kind: &str,
-) -> Result<&'b A, SnapshotError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<A>())
-        .ok_or_else(|| SnapshotError::Column {
-            path: path.to_path_buf(),
-            column: name,
-            problem: format!("is missing or not {kind}"),
+/// A column problem in the snapshot at `path`.
+fn column_error(path: &Path, column: &'static str, problem: impl Into<String>) -> SnapshotError {
+    SnapshotError::Column {
+        path: path.to_path_buf(),
+        column,
+        problem: problem.into(),
+    }
+}
+
+/// The `key` column of `batch`.
+fn key_column(path: &Path, batch: &RecordBatch) -> Result<StringArray, SnapshotError> {
+    let column = batch
+        .column_by_name("key")
+        .ok_or_else(|| column_error(path, "key", "is missing"))?;
+    match column.data_type() {
+        DataType::Utf8 => Ok(column.as_string::<i32>().clone()),
+        DataType::Binary => StringArray::try_from_binary(column.as_binary::<i32>().clone())
+            .map_err(|e| column_error(path, "key", format!("is not UTF-8: {e}"))),
+        other => Err(column_error(
+            path,
+            "key",
+            format!("is {other}, not a string"),
+        )),
+    }
+}
+
+impl Columns {
+    /// The columns of `batch`, checked: `key` and `value` are required, the others optional.
+    fn read(path: &Path, batch: &RecordBatch) -> Result<Columns, SnapshotError> {
+        let keys = key_column(path, batch)?;
+        let value = batch
+            .column_by_name("value")
+            .ok_or_else(|| column_error(path, "value", "is missing"))?;
+        let values = match value.data_type() {
+            DataType::Binary => value.as_binary::<i32>().clone(),
+            DataType::Utf8 => BinaryArray::from(value.as_string::<i32>().clone()),
+            other => {
+                return Err(column_error(
+                    path,
+                    "value",
+                    format!("is {other}, not binary or a string"),
+                ));
+            }
+        };
+        let expires_at = match batch.column_by_name("expires_at") {
+            None => None,
+            Some(column) => match column.data_type() {
+                DataType::Timestamp(..) | DataType::Null => Some(Arc::clone(column)),
+                other => {
+                    return Err(column_error(
+                        path,
+                        "expires_at",
+                        format!("is {other}, not a timestamp"),
+                    ));
+                }
+            },
+        };
+        let flags = match batch.column_by_name("flags") {
+            None => None,
+            Some(column) => Some(flags_column(path, column)?),
+        };
+        let encodings = match batch.column_by_name("encoding") {
+            None => None,
+            Some(column) if column.data_type() == &DataType::Utf8 => Some(
+                column
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|name| match name {
+                        None => Ok(ValueEncoding::Raw),
+                        Some(name) => ValueEncoding::from_name(name).ok_or_else(|| {
+                            column_error(
+                                path,
+                                "encoding",
+                                format!("holds `{name}`; known encodings: raw, redis-dump"),
+                            )
+                        }),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(column) => {
+                return Err(column_error(
+                    path,
+                    "encoding",
+                    format!("is {}, not a string", column.data_type()),
+                ));
+            }
+        };
+        Ok(Columns {
+            keys,
+            values,
+            expires_at,
+            flags,
+            encodings,
         })
+    }
+
+    /// Row `index` (its key and value are not null).
+    fn row(&self, index: usize) -> Row {
+        Row {
+            value: self.values.value(index).to_vec(),
+            expires_at: self
+                .expires_at
+                .as_ref()
+                .and_then(|column| expiry_micros(column, index)),
+            flags: self.flags.as_ref().map_or(0, |flags| flags[index]),
+            encoding: self
+                .encodings
+                .as_ref()
+                .map_or(ValueEncoding::Raw, |encodings| encodings[index]),
+        }
+    }
+}
+
+/// The `flags` column as u32 (null: 0), from any integer type whose values fit.
+fn flags_column(path: &Path, column: &ArrayRef) -> Result<Vec<u32>, SnapshotError> {
+    fn fit<T: TryInto<u32> + Copy + std::fmt::Display>(
+        path: &Path,
+        values: impl Iterator<Item = Option<T>>,
+    ) -> Result<Vec<u32>, SnapshotError> {
+        values
+            .map(|value| match value {
+                None => Ok(0),
+                Some(v) => v.try_into().map_err(|_| {
+                    column_error(
+                        path,
+                        "flags",
+                        format!("holds {v}, not a 32-bit unsigned value"),
+                    )
+                }),
+            })
+            .collect()
+    }
+    match column.data_type() {
+        DataType::UInt32 => Ok(column
+            .as_primitive::<UInt32Type>()
+            .iter()
+            .map(Option::unwrap_or_default)
+            .collect()),
+        DataType::UInt64 => fit(path, column.as_primitive::<UInt64Type>().iter()),
+        DataType::Int64 => fit(path, column.as_primitive::<Int64Type>().iter()),
+        DataType::Int32 => fit(path, column.as_primitive::<Int32Type>().iter()),
+        other => Err(column_error(
+            path,
+            "flags",
+            format!("is {other}, not an integer"),
+        )),
+    }
+}
+
+/// Row `index` of an `expires_at` column in µs since the epoch, whatever its unit.
+fn expiry_micros(column: &ArrayRef, index: usize) -> Option<i64> {
+    if column.is_null(index) {
+        return None;
+    }
+    Some(match column.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => column
+            .as_primitive::<TimestampSecondType>()
+            .value(index)
+            .saturating_mul(1_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => column
+            .as_primitive::<TimestampMillisecondType>()
+            .value(index)
+            .saturating_mul(1_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => column
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(index),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            column
+                .as_primitive::<TimestampNanosecondType>()
+                .value(index)
+                / 1_000
+        }
+        _ => return None,
+    })
 }
 
 /// Writes a snapshot row group by row group: memory holds one row group, whatever the number
@@ -286,6 +518,8 @@ pub struct SnapshotWriter {
     keys: StringBuilder,
     values: BinaryBuilder,
     expires: TimestampMicrosecondBuilder,
+    flags: UInt32Builder,
+    encodings: StringBuilder,
     buffered: usize,
     rows: u64,
 }
@@ -300,8 +534,13 @@ impl std::fmt::Debug for SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Starts a snapshot at `path`, taken at `now` (remaining TTLs become expiry times).
-    pub fn create(path: &Path, now: DateTime<Utc>) -> Result<SnapshotWriter, SnapshotError> {
+    /// Starts a snapshot at `path` of values from a store of `kind` (when known), taken at
+    /// `now` (remaining TTLs become expiry times).
+    pub fn create(
+        path: &Path,
+        kind: Option<StoreKind>,
+        now: DateTime<Utc>,
+    ) -> Result<SnapshotWriter, SnapshotError> {
         let temp = path.with_extension("parquet.tmp");
         let file = File::create(&temp).map_err(|source| SnapshotError::Io {
             path: temp.clone(),
@@ -312,6 +551,12 @@ impl SnapshotWriter {
                 ZstdLevel::try_new(3).expect("valid level"),
             ))
             .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
+            .set_key_value_metadata(kind.map(|kind| {
+                vec![KeyValue::new(
+                    SOURCE_KIND_KEY.to_owned(),
+                    kind.as_str().to_owned(),
+                )]
+            }))
             .build();
         let writer = ArrowWriter::try_new(file, snapshot_schema(), Some(properties))
             .map_err(|e| parquet_error(path, e))?;
@@ -323,6 +568,8 @@ impl SnapshotWriter {
             keys: StringBuilder::new(),
             values: BinaryBuilder::new(),
             expires: TimestampMicrosecondBuilder::new(),
+            flags: UInt32Builder::new(),
+            encodings: StringBuilder::new(),
             buffered: 0,
             rows: 0,
         })
@@ -337,6 +584,8 @@ impl SnapshotWriter {
                 .timestamp_micros()
                 .saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX))
         }));
+        self.flags.append_value(fetched.flags);
+        self.encodings.append_value(fetched.encoding.name());
         self.buffered += 1;
         self.rows += 1;
         if self.buffered == ROWS_PER_GROUP {
@@ -356,6 +605,8 @@ impl SnapshotWriter {
                 Arc::new(self.keys.finish()),
                 Arc::new(self.values.finish()),
                 Arc::new(self.expires.finish().with_timezone("UTC")),
+                Arc::new(self.flags.finish()),
+                Arc::new(self.encodings.finish()),
             ],
         )
         .map_err(|e| parquet_error(&self.path, e.into()))?;
@@ -378,13 +629,15 @@ impl SnapshotWriter {
     }
 }
 
-/// Writes `(key, fetched)` pairs as a snapshot at `path`, taken at `now`.
+/// Writes `(key, fetched)` pairs from a store of `kind` as a snapshot at `path`, taken at
+/// `now`.
 pub fn write_snapshot<'a>(
     path: &Path,
+    kind: Option<StoreKind>,
     rows: impl IntoIterator<Item = (&'a str, &'a Fetched)>,
     now: DateTime<Utc>,
 ) -> Result<u64, SnapshotError> {
-    let mut writer = SnapshotWriter::create(path, now)?;
+    let mut writer = SnapshotWriter::create(path, kind, now)?;
     for (key, fetched) in rows {
         writer.push(key, fetched)?;
     }
@@ -404,23 +657,31 @@ mod tests {
         let expiring = Fetched {
             value: vec![0, 159, 146, 150],
             ttl: Some(Duration::from_secs(300)),
-            flags: 0,
+            flags: 1,
             encoding: ValueEncoding::Raw,
         };
         let forever = Fetched {
             value: b"plain".to_vec(),
             ttl: None,
             flags: 0,
-            encoding: ValueEncoding::Raw,
+            encoding: ValueEncoding::RedisDump,
         };
-        let written = write_snapshot(&path, [("a", &expiring), ("b", &forever)], now).unwrap();
+        let written = write_snapshot(
+            &path,
+            Some(StoreKind::Redis),
+            [("a", &expiring), ("b", &forever)],
+            now,
+        )
+        .unwrap();
         assert_eq!(written, 2);
 
         let snapshot = Snapshot::open(&path, hashes(&["a", "b", "c"])).unwrap();
         assert_eq!(snapshot.len(), 2);
+        assert_eq!(snapshot.source_kind(), Some(StoreKind::Redis));
         let fetched = snapshot.fetch(&["a", "b", "c"], now).unwrap();
         assert_eq!(fetched[0].as_ref().unwrap().value, expiring.value);
         assert_eq!(fetched[0].as_ref().unwrap().ttl, expiring.ttl);
+        assert_eq!(fetched[0].as_ref().unwrap().flags, 1);
         assert_eq!(fetched[1].as_ref(), Some(&forever));
         assert_eq!(fetched[2], None);
 
@@ -428,6 +689,53 @@ mod tests {
         let snapshot = Snapshot::open(&path, hashes(&["a"])).unwrap();
         let later = now + chrono::Duration::seconds(301);
         assert_eq!(snapshot.fetch(&["a"], later).unwrap(), [None]);
+    }
+
+    /// A snapshot in the three-column layout of before flags and encodings, as another tool
+    /// writes it: large strings for keys, strings for values, millisecond expiry times, gzip.
+    /// It reads with flags 0 and raw values, and no source kind.
+    #[test]
+    fn reads_older_and_foreign_layouts() {
+        use arrow_array::{LargeStringArray, TimestampMillisecondArray};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.parquet");
+        let now = Utc::now();
+        let later = now.timestamp_millis() + 600_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::LargeUtf8, false),
+            Field::new("value", DataType::Utf8, false),
+            Field::new(
+                "expires_at",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(LargeStringArray::from(vec!["b", "a"])),
+                Arc::new(StringArray::from(vec!["vb", "va"])),
+                Arc::new(TimestampMillisecondArray::from(vec![Some(later), None])),
+            ],
+        )
+        .unwrap();
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::GZIP(Default::default()))
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), schema, Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        let snapshot = Snapshot::open(&path, hashes(&["a", "b"])).unwrap();
+        assert_eq!(snapshot.source_kind(), None);
+        let fetched = snapshot.fetch(&["a", "b"], now).unwrap();
+        let a = fetched[0].as_ref().unwrap();
+        assert_eq!((a.value.as_slice(), a.ttl, a.flags), (&b"va"[..], None, 0));
+        assert_eq!(a.encoding, ValueEncoding::Raw);
+        let b = fetched[1].as_ref().unwrap();
+        let ttl = b.ttl.unwrap().as_secs();
+        assert!((598..=600).contains(&ttl), "{ttl}");
     }
 
     fn hashes(keys: &[&str]) -> Vec<u64> {
@@ -453,7 +761,13 @@ mod tests {
         let rows: Vec<(String, Fetched)> = (0..40_000)
             .map(|i| (format!("k{i}"), value(&format!("v{i}"))))
             .collect();
-        write_snapshot(&path, rows.iter().map(|(k, f)| (k.as_str(), f)), now).unwrap();
+        write_snapshot(
+            &path,
+            Some(StoreKind::Memcached),
+            rows.iter().map(|(k, f)| (k.as_str(), f)),
+            now,
+        )
+        .unwrap();
         // The manifest: odd keys from the end, one key the snapshot lacks, even keys in order.
         let mut manifest: Vec<String> = (0..40_000)
             .rev()

@@ -133,17 +133,45 @@ pub enum UndoOutcome {
 /// bytes of the value's SHA-256, in hex. 128 bits make a collision between a value the run
 /// wrote and the value found later practically impossible, at half the size of the full hash.
 pub fn value_hash(value: &[u8]) -> String {
+    item_hash(value, 0)
+}
+
+/// The hash of a value written with memcached client `flags`: [`value_hash`] when the flags are
+/// 0 (so written-keys logs from before flags were kept still compare), else the hash of the
+/// value followed by the flags (4 bytes, big-endian): the same bytes under other flags are
+/// another value to the application.
+pub fn item_hash(value: &[u8], flags: u32) -> String {
     let mut text = String::with_capacity(32);
-    push_value_hash(&mut text, value);
+    push_item_hash(&mut text, value, flags);
     text
 }
 
-/// Appends [`value_hash`] of `value` to `text` (the warm hashes every value it sends: no
-/// allocation per byte).
-pub fn push_value_hash(text: &mut String, value: &[u8]) {
+/// Appends the hash `warmer undo` compares for a value sent with `flags` in `encoding`:
+/// [`item_hash`], of a `DUMP` payload's [comparable](comparable_dump) form.
+pub fn push_entry_hash(text: &mut String, value: &[u8], flags: u32, encoding: ValueEncoding) {
+    match encoding {
+        ValueEncoding::Raw => push_item_hash(text, value, flags),
+        ValueEncoding::RedisDump => push_item_hash(text, &comparable_dump(value), flags),
+    }
+}
+
+/// The bytes a Redis `DUMP` payload is compared by: a hash or set kept as a hash table
+/// dumps in each server's hash order, so its type and member count stand for it.
+pub fn comparable_dump(payload: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    redis::dump::comparable(payload)
+}
+
+/// Appends [`item_hash`] of `value` and `flags` to `text` (the warm hashes every value it
+/// sends: no allocation per byte).
+pub fn push_item_hash(text: &mut String, value: &[u8], flags: u32) {
     use sha2::Digest;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in &sha2::Sha256::digest(value)[..16] {
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(value);
+    if flags != 0 {
+        hasher.update(flags.to_be_bytes());
+    }
+    for &b in &hasher.finalize()[..16] {
         text.push(HEX[usize::from(b >> 4)] as char);
         text.push(HEX[usize::from(b & 15)] as char);
     }
@@ -371,12 +399,33 @@ macro_rules! stores {
                 }
             }
 
-            /// See [`CacheStore::write`].
+            /// See [`CacheStore::write`]. A Redis `DUMP` payload is refused by every store
+            /// but Redis (only Redis can read it).
             pub async fn write(
                 &self,
                 items: &[WriteItem<'_>],
                 mode: WriteMode,
             ) -> Result<Vec<WriteOutcome>, StoreError> {
+                if self.kind() != StoreKind::Redis
+                    && items.iter().any(|item| item.encoding == ValueEncoding::RedisDump)
+                {
+                    let (dumps, raw): (Vec<_>, Vec<_>) = (0..items.len())
+                        .partition(|&i| items[i].encoding == ValueEncoding::RedisDump);
+                    let raw_items: Vec<WriteItem<'_>> = raw.iter().map(|&i| items[i]).collect();
+                    let mut outcomes = vec![WriteOutcome::Written; items.len()];
+                    for i in dumps {
+                        outcomes[i] = WriteOutcome::Refused(
+                            "a Redis DUMP payload (a hash, set, list, sorted set or stream) \
+                             can only be restored into Redis"
+                                .to_owned(),
+                        );
+                    }
+                    let written = Box::pin(self.write(&raw_items, mode)).await?;
+                    for (i, outcome) in raw.into_iter().zip(written) {
+                        outcomes[i] = outcome;
+                    }
+                    return Ok(outcomes);
+                }
                 match self {
                     $(Store::$variant(store) => store.write(items, mode).await,)+
                 }
@@ -464,6 +513,9 @@ mod tests {
             value_hash(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223" // sha256("abc"), first 16 bytes
         );
+        assert_eq!(item_hash(b"abc", 0), value_hash(b"abc"));
+        assert_ne!(item_hash(b"abc", 1), value_hash(b"abc"));
+        assert_ne!(item_hash(b"abc", 1), item_hash(b"abc", 2));
     }
 
     #[test]

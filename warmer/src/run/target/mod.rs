@@ -27,6 +27,7 @@ use super::faults::Breaker;
 use super::pace::Pace;
 use super::throttle::Throttle;
 use crate::rundir::written::{self, WrittenLog};
+use crate::source::Source;
 use crate::store::{Role, Store, StoreUrl};
 use limits::Limits;
 use tally::Tally;
@@ -145,7 +146,7 @@ impl TargetRun {
     }
 
     /// Hands the store to a worker task, unless the target already failed.
-    pub fn take_worker(&mut self, shared: &Shared) -> Option<Worker> {
+    pub fn take_worker(&mut self, shared: &Shared, source: &Arc<Source>) -> Option<Worker> {
         if self.error.is_some() {
             return None;
         }
@@ -169,6 +170,7 @@ impl TargetRun {
         Some(Worker {
             index: self.index,
             store,
+            source: Arc::clone(source),
             limits: Limits::new(
                 self.budget,
                 self.high_water,
@@ -242,6 +244,7 @@ impl TargetRun {
     /// The target's section of the report.
     pub fn report(&self, shared: &Shared, warm_ms: u64) -> TargetReport {
         let entries = shared.manifest.entries;
+        let verifying = shared.settings.verify && !shared.settings.dry_run;
         let mut counts = self.tally.counts.clone();
         counts.not_attempted = entries - counts.total();
         let categories = shared
@@ -266,6 +269,7 @@ impl TargetRun {
                     counts,
                     coverage_before: coverage(&self.before),
                     coverage_after: coverage(&self.after),
+                    verification: verifying.then(|| self.tally.verified.category(index)),
                 };
                 (category.name.clone(), report)
             })
@@ -302,6 +306,7 @@ impl TargetRun {
             stopped_by: self.tally.stopped_by.map(|limit| limit.as_str().to_owned()),
             throttle: self.throttle_report.clone(),
             retries: self.retried.load(Ordering::Relaxed),
+            verification: verifying.then(|| self.tally.verified.report()),
         }
     }
 }

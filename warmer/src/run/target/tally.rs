@@ -31,6 +31,8 @@ pub(crate) struct Tally {
     pub(super) not_warmed: Vec<NotWarmed>,
     /// Which limit stopped writing.
     pub(super) stopped_by: Option<Limit>,
+    /// What the read-back of this invocation's writes found (`--verify`).
+    pub(super) verified: crate::run::verify::VerifyTally,
 }
 
 /// What an entry comes to once one more of its items is back, given what its items before

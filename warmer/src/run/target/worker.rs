@@ -17,9 +17,11 @@ use crate::retry;
 use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
 use crate::run::throttle::Throttle;
+use crate::run::verify::{self, Verdict};
 use crate::run::{Batch, InFlight, Shared};
 use crate::rundir::written::{Record, WrittenLog};
-use crate::store::{Store, StoreError, WriteItem, WriteOutcome, push_value_hash};
+use crate::source::Source;
+use crate::store::{Store, StoreError, WriteItem, WriteOutcome, push_entry_hash};
 use schemas::report::EntryOutcome;
 
 /// How often a worker reads the store's eviction counter and used memory.
@@ -30,11 +32,18 @@ const NEAR_MARK_CHECK_EVERY: Duration = Duration::from_millis(20);
 /// What one write call came back with.
 type WriteResult = Result<Result<Vec<WriteOutcome>, StoreError>, tokio::time::error::Elapsed>;
 
+/// A write task's result: the batch, its write's outcome (`None`: nothing was sent), and the
+/// read-back verdicts of the items written (entry index in the batch, item index, verdict),
+/// with `--verify`.
+type Written = (Pending, Option<WriteResult>, Vec<((usize, usize), Verdict)>);
+
 /// The part of a target that runs in its own task during the warm phase.
 #[derive(Debug)]
 pub(crate) struct Worker {
     pub(super) index: usize,
     pub(super) store: Arc<Store>,
+    /// Read again for keys that read back other than written (see `run::verify`).
+    pub(super) source: Arc<Source>,
     pub(super) tally: Tally,
     pub(super) error: Option<String>,
     pub timed_out: bool,
@@ -71,7 +80,7 @@ impl Worker {
         } else {
             shared.settings.concurrency
         };
-        let mut writes: InFlight<(Pending, Option<WriteResult>)> = InFlight::new(depth);
+        let mut writes: InFlight<Written> = InFlight::new(depth);
         let mut stop = shared.stop.clone();
         let mut in_flight_bytes = 0u64;
         let mut in_flight_items = 0u64;
@@ -83,7 +92,7 @@ impl Worker {
         while open || !writes.is_empty() {
             enum Step {
                 Batch(Option<Arc<Batch>>),
-                Done(Option<Result<(Pending, Option<WriteResult>), tokio::task::JoinError>>),
+                Done(Option<Result<Written, tokio::task::JoinError>>),
             }
             // Take the next batch while fewer than WRITES_IN_FLIGHT are out, count finished
             // writes otherwise (or when no batch is ready).
@@ -107,13 +116,13 @@ impl Worker {
                     continue;
                 }
                 Step::Done(done) => {
-                    let Some(Ok((pending, result))) = done else {
+                    let Some(Ok((pending, result, verdicts))) = done else {
                         self.error = Some("a write task failed".to_owned());
                         break;
                     };
                     in_flight_bytes -= pending.bytes;
                     in_flight_items -= pending.sent.len() as u64;
-                    self.settle(pending, result, &shared);
+                    self.settle(pending, result, verdicts, &shared);
                     self.check_store().await;
                     if self.stopped() {
                         break;
@@ -142,11 +151,11 @@ impl Worker {
                     // (an entry already present takes no budget): settle them first, so the
                     // line falls exactly where writing one batch at a time would put it.
                     while !self.stopped()
-                        && let Some(Ok((pending, result))) = writes.next().await
+                        && let Some(Ok((pending, result, verdicts))) = writes.next().await
                     {
                         in_flight_bytes -= pending.bytes;
                         in_flight_items -= pending.sent.len() as u64;
-                        self.settle(pending, result, &shared);
+                        self.settle(pending, result, verdicts, &shared);
                     }
                     self.check_store().await;
                 }
@@ -166,7 +175,7 @@ impl Worker {
                 in_flight_items,
             );
             if pending.sent.is_empty() {
-                self.settle(pending, None, &shared);
+                self.settle(pending, None, Vec::new(), &shared);
                 // Past a stop line the store is still watched: evictions are reported.
                 self.check_store().await;
                 if self.stopped() {
@@ -191,11 +200,19 @@ impl Worker {
                 self.throttle_pace = limit.map(|rate| Pace::new(rate as u64));
             }
             let store = Arc::clone(&store);
+            let source = Arc::clone(&self.source);
             let shared = Arc::clone(&shared);
             let retried = Arc::clone(&self.retried);
             writes.push(async move {
+                let sent_at = Instant::now();
                 let result = write(&store, &pending, &shared, &retried).await;
-                (pending, Some(result))
+                let verdicts = match &result {
+                    Ok(Ok(outcomes)) if shared.settings.verify && !shared.settings.dry_run => {
+                        read_back(&store, &source, &pending, outcomes, &shared, sent_at).await
+                    }
+                    _ => Vec::new(),
+                };
+                (pending, Some(result), verdicts)
             });
         }
         drop(batches);
@@ -242,7 +259,7 @@ impl Worker {
         // The store keys: what undo deletes (a loader's may differ from the manifest's).
         for &(i, j, _) in &pending.sent {
             if let Some((key, fetched)) = batch.fetched[i].item(&batch.entries[i].key, j) {
-                push_value_hash(&mut hashes, &fetched.value);
+                push_entry_hash(&mut hashes, &fetched.value, fetched.flags, fetched.encoding);
                 keys.push(key);
             }
         }
@@ -293,8 +310,15 @@ impl Worker {
         }
     }
 
-    /// Counts a batch once its writes are back (`None`: nothing was sent).
-    fn settle(&mut self, pending: Pending, result: Option<WriteResult>, shared: &Shared) {
+    /// Counts a batch once its writes are back (`None`: nothing was sent), and the read-back
+    /// `verdicts` of its entries written.
+    fn settle(
+        &mut self,
+        pending: Pending,
+        result: Option<WriteResult>,
+        verdicts: Vec<((usize, usize), Verdict)>,
+        shared: &Shared,
+    ) {
         let Pending {
             batch,
             mut decided,
@@ -386,6 +410,19 @@ impl Worker {
                 tracing::warn!(%error, path = %log.path().display(), "cannot append to the written-keys log");
             }
         }
+        for ((i, j), verdict) in verdicts {
+            let entry = &batch.entries[i];
+            // A loader's store key may differ from the manifest key: name what was read back.
+            let key = batch.fetched[i]
+                .item(&entry.key, j)
+                .map_or(entry.key.as_str(), |(key, _)| key);
+            let category = shared.manifest.categories.get(entry.category as usize);
+            let name = category.map_or("", |c| c.name.as_str());
+            let rank = (batch.start + i + 1) as u64;
+            self.tally
+                .verified
+                .record(rank, key, entry.category as usize, name, verdict);
+        }
         self.tally.account(
             &batch,
             decided,
@@ -437,17 +474,7 @@ async fn write(
     let items: Vec<WriteItem<'_>> = pending
         .sent
         .iter()
-        .filter_map(|&(i, j, _)| {
-            let entry = &batch.entries[i];
-            let (key, fetched) = batch.fetched[i].item(&entry.key, j)?;
-            Some(WriteItem {
-                key,
-                value: &fetched.value,
-                ttl: ttl_of(entry, fetched, settings.default_ttl),
-                flags: fetched.flags,
-                encoding: fetched.encoding,
-            })
-        })
+        .filter_map(|&(i, j, _)| write_item(batch, i, j, shared))
         .collect();
     tokio::time::timeout_at(
         shared.deadline,
@@ -456,4 +483,58 @@ async fn write(
         }),
     )
     .await
+}
+
+/// What is sent for item `j` of entry `i` of `batch`; `None` when the source had no value.
+fn write_item<'b>(batch: &'b Batch, i: usize, j: usize, shared: &Shared) -> Option<WriteItem<'b>> {
+    let entry = &batch.entries[i];
+    let (key, fetched) = batch.fetched[i].item(&entry.key, j)?;
+    Some(WriteItem {
+        key,
+        value: &fetched.value,
+        ttl: ttl_of(entry, fetched, shared.settings.default_ttl),
+        flags: fetched.flags,
+        encoding: fetched.encoding,
+    })
+}
+
+/// Reads back the entries of `pending` that `outcomes` say were written (see
+/// [`verify`](crate::run::verify)), `--verify-delay` after the write (a test's hook); their
+/// indexes in the batch and verdicts. A read-back that fails or runs past the deadline
+/// verifies nothing (and says so in the log).
+async fn read_back(
+    store: &Store,
+    source: &Source,
+    pending: &Pending,
+    outcomes: &[WriteOutcome],
+    shared: &Shared,
+    sent_at: Instant,
+) -> Vec<((usize, usize), Verdict)> {
+    let settings = &shared.settings;
+    let (indexes, items): (Vec<(usize, usize)>, Vec<WriteItem<'_>>) = pending
+        .sent
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| matches!(outcome, WriteOutcome::Written))
+        .filter_map(|(&(i, j, _), _)| Some(((i, j), write_item(&pending.batch, i, j, shared)?)))
+        .unzip();
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let read = async {
+        if !settings.verify_delay.is_zero() {
+            tokio::time::sleep(settings.verify_delay).await;
+        }
+        // A snapshot does not change: only a live replica can explain a rewrite.
+        let source = matches!(source, Source::Replica(_)).then_some(source);
+        verify::verify(store, source, &items, || sent_at.elapsed()).await
+    };
+    match tokio::time::timeout_at(shared.deadline, read).await {
+        Ok(Ok(verdicts)) => indexes.into_iter().zip(verdicts).collect(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "read-back failed; this batch is not verified");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
 }

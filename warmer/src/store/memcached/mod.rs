@@ -1,8 +1,11 @@
 //! Memcached through the `memcache` crate's meta-protocol client, which pipelines each batch
 //! per server and routes keys across servers.
 //!
-//! Add is `ms <key> <size> T<ttl> ME` (add mode), sent in quiet mode by [`quiet`] (see there
-//! why not through the crate); a source read is `mg <key> v t`.
+//! Add is `ms <key> <size> T<ttl> F<flags> ME` (add mode), sent in quiet mode by [`quiet`] (see
+//! there why not through the crate); a source read is `mg <key> v t f`. The client flags go
+//! with every value: they tell the application's client how to decode it (pymemcache and
+//! Django: 1 pickled, 2 int, 16 text; pylibmc: 1 pickled, 2 int, 4 long, 8 zlib; Dalli: 1
+//! Marshal, 2 compressed), so an item copied without them reads back as other bytes.
 //!
 //! With several servers, keys are routed by [`route::AppRouter`] as the application's own
 //! client routes them (`hashing` in the URL or the config), for every operation: writes (the
@@ -21,7 +24,7 @@ use schemas::report::HitCounters;
 
 use super::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, ValueEncoding,
-    WriteItem, WriteMode, WriteOutcome, value_hash,
+    WriteItem, WriteMode, WriteOutcome, item_hash,
 };
 
 use route::AppRouter;
@@ -233,8 +236,9 @@ impl CacheStore for MemcachedStore {
             .collect())
     }
 
-    /// `mg <key> v c` for the value and its CAS; where the value's hash matches,
-    /// `md <key> C<cas>`, which deletes only if nothing changed the item since it was read.
+    /// `mg <key> v f c` for the value, its flags and its CAS; where their hash matches
+    /// ([`item_hash`]: a rewrite with other flags is a change), `md <key> C<cas>`, which
+    /// deletes only if nothing changed the item since it was read.
     async fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
@@ -255,7 +259,9 @@ impl CacheStore for MemcachedStore {
                 continue;
             };
             match (result.value, result.item.cas) {
-                (Some(value), Some(cas)) if value_hash(&value) == *hash => {
+                (Some(value), Some(cas))
+                    if item_hash(&value, result.client_flags.unwrap_or(0)) == *hash =>
+                {
                     deletes.push((i, Delete::new(key).compare_cas(cas)));
                 }
                 _ => outcomes[i] = UndoOutcome::Changed,

@@ -1,4 +1,5 @@
-//! The add path to memcached: quiet-mode meta sets, pipelined per server, closed by `mn`.
+//! The add path to memcached: quiet-mode meta sets (with the items' client flags), pipelined per
+//! server, closed by `mn`.
 //!
 //! Why not the `memcache` crate's meta client for this one path: its batches ask a reply of
 //! every command (it stamps each with an opaque token and checks the echoes) and keep the `q`

@@ -30,8 +30,9 @@ use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Value};
 use schemas::report::HitCounters;
 
 use super::{
-    DELETE_IF_EQUAL, counter, exists, fetched, hit_counters, parse_info, push_delete_if_equal,
-    push_fetch, push_set, settle_undo, undo_candidates, write_outcome,
+    DELETE_IF_EQUAL, counter, dump_candidates, dumped, exists, fetched, hit_counters, parse_info,
+    push_delete_if_equal, push_dump, push_fetch, push_write, settle_undo, undo_candidates,
+    write_outcome,
 };
 use crate::store::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, WriteItem,
@@ -303,7 +304,17 @@ impl CacheStore for RedisClusterStore {
                 push_fetch(pipe, keys[i]);
             })
             .await?;
-        Ok(fetched(replies))
+        let (mut fetched, others) = fetched(replies);
+        if !others.is_empty() {
+            let other_keys: Vec<&str> = others.iter().map(|&i| keys[i]).collect();
+            let replies = self
+                .pipeline(&other_keys, 2, |pipe, i| push_dump(pipe, other_keys[i]))
+                .await?;
+            for (i, value) in others.into_iter().zip(dumped(replies)) {
+                fetched[i] = value;
+            }
+        }
+        Ok(fetched)
     }
 
     async fn write(
@@ -313,12 +324,13 @@ impl CacheStore for RedisClusterStore {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
         let replies = self
-            .pipeline(&keys, 1, |pipe, i| push_set(pipe, &items[i], mode))
+            .pipeline(&keys, 1, |pipe, i| push_write(pipe, &items[i], mode))
             .await?;
         Ok(replies.into_iter().map(write_outcome).collect())
     }
 
-    /// As on a single server: `GET` each key, compare its value's hash, then compare-and-delete
+    /// As on a single server: `GET` each key (`DUMP` for another type), compare its value's
+    /// hash, then compare-and-delete
     /// with the value read. The script touches one key, so it runs on that key's primary; a
     /// primary that does not know the script yet (`NOSCRIPT`) gets it through
     /// `Script::invoke_async`, which loads it there.
@@ -332,15 +344,24 @@ impl CacheStore for RedisClusterStore {
                 pipe.cmd("GET").arg(keys[i]);
             })
             .await?;
-        let (mut outcomes, candidates) = undo_candidates(values, items);
+        let (mut outcomes, mut candidates, others) = undo_candidates(values, items);
+        if !others.is_empty() {
+            let other_keys: Vec<&str> = others.iter().map(|&i| keys[i]).collect();
+            let dumps = self
+                .pipeline(&other_keys, 1, |pipe, i| {
+                    pipe.cmd("DUMP").arg(other_keys[i]);
+                })
+                .await?;
+            dump_candidates(dumps, &others, items, &mut outcomes, &mut candidates);
+        }
         if candidates.is_empty() {
             return Ok(outcomes);
         }
-        let candidate_keys: Vec<&str> = candidates.iter().map(|(i, _)| keys[*i]).collect();
+        let candidate_keys: Vec<&str> = candidates.iter().map(|c| keys[c.index]).collect();
         let script = redis::Script::new(DELETE_IF_EQUAL);
         let replies = self
             .pipeline(&candidate_keys, 1, |pipe, c| {
-                push_delete_if_equal(pipe, &script, candidate_keys[c], &candidates[c].1);
+                push_delete_if_equal(pipe, &script, candidate_keys[c], &candidates[c]);
             })
             .await?;
         let mut connection = self.connection.clone();

@@ -4,11 +4,22 @@
 //! drops mid-run, the call in flight fails (and the run retries it with backoff) while the
 //! manager dials again, so a store that comes back within the retries is warmed to the end.
 //!
-//! Add is `SET key value NX PX ttl` (replace drops `NX`); a source read is `GET` + `PTTL`.
-//! A Redis Cluster (`cluster`) sends the same commands and reads the replies with the same
-//! functions, below the store.
+//! Values of every type are copied. A source read is `GET` + `PTTL`; a key that answers
+//! `WRONGTYPE` (a hash, set, sorted set, list or stream) is read again with `DUMP` + `PTTL`,
+//! which gives its whole value in Redis's own serialization ([`ValueEncoding::RedisDump`]).
+//! Add is `SET key value NX PX ttl` for a string (replace drops `NX`) and `RESTORE key ttl
+//! payload` for a dump (replace adds `REPLACE`): without `REPLACE`, `RESTORE` answers `BUSYKEY`
+//! for a key that exists, which is add semantics. A payload the target refuses (the RDB
+//! version of a newer server, a bad checksum) fails that one write, with Redis's reason.
+//!
+//! Strings keep `GET`/`SET` rather than `DUMP`/`RESTORE` for everything: the bytes stay the
+//! application's own (a snapshot of them is readable by any tool, and undo and `--verify`
+//! compare them as the application reads them), and they are copied faster (measured: see
+//! docs/benchmarks.md). A Redis Cluster (`cluster`) sends the same commands and reads the
+//! replies with the same functions, below the store.
 
 mod cluster;
+pub(super) mod dump;
 mod url;
 
 use std::collections::HashMap;
@@ -25,11 +36,18 @@ use super::{
 pub use cluster::RedisClusterStore;
 pub use url::{ClusterUrl, RedisUrl};
 
-/// Compare-and-delete: deletes KEYS[1] only if it holds exactly ARGV[1]. Returns 1 when
-/// deleted, 0 when the key holds another value, -1 when it is gone.
+/// Compare-and-delete: deletes KEYS[1] only if it holds exactly ARGV[1]: its string value, or
+/// with ARGV[2] = `dump` its `DUMP` (a value of another type). Returns 1 when deleted, 0 when
+/// the key holds another value, -1 when it is gone.
 const DELETE_IF_EQUAL: &str = r"
-local current = redis.call('GET', KEYS[1])
-if not current then return -1 end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return -1 end
+local current
+if ARGV[2] == 'dump' then
+  current = redis.call('DUMP', KEYS[1])
+elseif kind == 'string' then
+  current = redis.call('GET', KEYS[1])
+end
 if current == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
@@ -107,16 +125,28 @@ impl CacheStore for RedisStore {
         Ok(replies.into_iter().map(exists).collect())
     }
 
-    /// `GET` + `PTTL` per key. (One `MGET` for the batch's values plus a `PTTL` per key halves
-    /// the replica's commands, but measured slower end to end, with 100 B and 2 KiB values
-    /// alike: docs/benchmarks.md.)
+    /// `GET` + `PTTL` per key, then `DUMP` + `PTTL` for the keys of other types. (One `MGET`
+    /// for the batch's values plus a `PTTL` per key halves the replica's commands, but measured
+    /// slower end to end, with 100 B and 2 KiB values alike: docs/benchmarks.md.)
     async fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Fetched>>, StoreError> {
         let mut pipe = redis::Pipeline::with_capacity(keys.len() * 2);
         pipe.ignore_errors();
         for key in keys {
             push_fetch(&mut pipe, key);
         }
-        Ok(fetched(self.pipeline(&pipe).await?))
+        let (mut fetched, others) = fetched(self.pipeline(&pipe).await?);
+        if !others.is_empty() {
+            let mut pipe = redis::Pipeline::with_capacity(others.len() * 2);
+            pipe.ignore_errors();
+            for &i in &others {
+                push_dump(&mut pipe, keys[i]);
+            }
+            let dumped = dumped(self.pipeline(&pipe).await?);
+            for (i, value) in others.into_iter().zip(dumped) {
+                fetched[i] = value;
+            }
+        }
+        Ok(fetched)
     }
 
     async fn write(
@@ -133,15 +163,15 @@ impl CacheStore for RedisStore {
         let mut pipe = redis::Pipeline::with_capacity(items.len());
         pipe.ignore_errors();
         for item in items {
-            push_set(&mut pipe, item, mode);
+            push_write(&mut pipe, item, mode);
         }
         let replies = self.pipeline(&pipe).await?;
         Ok(replies.into_iter().map(write_outcome).collect())
     }
 
-    /// `GET` each key, compare its value's hash, then run [`DELETE_IF_EQUAL`] with the value
-    /// read, pipelined by its SHA (`EVALSHA`); a server that does not know the script yet gets
-    /// it through `Script::invoke_async`, which loads it.
+    /// `GET` each key (`DUMP` for a key of another type), compare its value's hash, then run
+    /// [`DELETE_IF_EQUAL`] with the value read, pipelined by its SHA (`EVALSHA`); a server that
+    /// does not know the script yet gets it through `Script::invoke_async`, which loads it.
     async fn delete_if_unchanged(
         &self,
         items: &[(&str, &str)],
@@ -152,15 +182,25 @@ impl CacheStore for RedisStore {
         for key in &keys {
             pipe.cmd("GET").arg(*key);
         }
-        let (mut outcomes, candidates) = undo_candidates(self.pipeline(&pipe).await?, items);
+        let (mut outcomes, mut candidates, others) =
+            undo_candidates(self.pipeline(&pipe).await?, items);
+        if !others.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &i in &others {
+                pipe.cmd("DUMP").arg(keys[i]);
+            }
+            let dumps = self.pipeline(&pipe).await?;
+            dump_candidates(dumps, &others, items, &mut outcomes, &mut candidates);
+        }
         if candidates.is_empty() {
             return Ok(outcomes);
         }
         let script = redis::Script::new(DELETE_IF_EQUAL);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for (i, value) in &candidates {
-            push_delete_if_equal(&mut pipe, &script, items[*i].0, value);
+        for candidate in &candidates {
+            push_delete_if_equal(&mut pipe, &script, items[candidate.index].0, candidate);
         }
         let replies = self.pipeline(&pipe).await?;
         let mut connection = self.connection.clone();
@@ -223,13 +263,13 @@ fn exists(reply: RedisResult<Value>) -> bool {
 }
 
 /// The replies of `GET key` and `PTTL key` for each key in turn: the value and its remaining
-/// TTL, where live.
-fn fetched(replies: Vec<RedisResult<Value>>) -> Vec<Option<Fetched>> {
+/// TTL, where live; and the indexes of the keys that hold another type than a string (GET
+/// answered WRONGTYPE), to read with [`push_dump`].
+fn fetched(replies: Vec<RedisResult<Value>>) -> (Vec<Option<Fetched>>, Vec<usize>) {
     let mut fetched = Vec::with_capacity(replies.len() / 2);
+    let mut others = Vec::new();
     let mut replies = replies.into_iter();
     while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
-        // A key that is not a string (a hash, say) answers GET with WRONGTYPE: not a value the
-        // warmer can copy, so it counts as a miss.
         fetched.push(match (value, pttl) {
             (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => Some(Fetched {
                 value,
@@ -237,14 +277,45 @@ fn fetched(replies: Vec<RedisResult<Value>>) -> Vec<Option<Fetched>> {
                 flags: 0,
                 encoding: ValueEncoding::Raw,
             }),
+            (Err(e), _) if e.code() == Some("WRONGTYPE") => {
+                others.push(fetched.len());
+                None
+            }
             _ => None,
         });
     }
-    fetched
+    (fetched, others)
 }
 
-/// `SET key value [NX] PX ttl`.
-/// Adds `GET key` and `PTTL key` to `pipe`, their buffers sized up front (as in `push_set`).
+/// The replies of `DUMP key` and `PTTL key` for each key in turn: the serialized value and its
+/// remaining TTL, where live.
+fn dumped(replies: Vec<RedisResult<Value>>) -> Vec<Option<Fetched>> {
+    let mut dumped = Vec::with_capacity(replies.len() / 2);
+    let mut replies = replies.into_iter();
+    while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
+        dumped.push(match (value, pttl) {
+            (Ok(Value::BulkString(value)), Ok(Value::Int(pttl))) if pttl != -2 => Some(Fetched {
+                value,
+                ttl: duration_from_millis(pttl),
+                flags: 0,
+                encoding: ValueEncoding::RedisDump,
+            }),
+            _ => None,
+        });
+    }
+    dumped
+}
+
+/// Adds `DUMP key` and `PTTL key` to `pipe`.
+fn push_dump(pipe: &mut Pipeline, key: &str) {
+    for name in ["DUMP", "PTTL"] {
+        let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
+        command.arg(name).arg(key);
+        pipe.add_command(command);
+    }
+}
+
+/// Adds `GET key` and `PTTL key` to `pipe`, their buffers sized up front (as in `push_write`).
 fn push_fetch(pipe: &mut Pipeline, key: &str) {
     for name in ["GET", "PTTL"] {
         let mut command = redis::Cmd::with_capacity(2, key.len() + 4);
@@ -253,18 +324,32 @@ fn push_fetch(pipe: &mut Pipeline, key: &str) {
     }
 }
 
-/// Adds `SET key value [NX] PX ttl` to `pipe`, its buffers sized before the arguments go in
-/// (see `RedisStore::write`).
-fn push_set(pipe: &mut Pipeline, item: &WriteItem<'_>, mode: WriteMode) {
+/// Adds `SET key value [NX] PX ttl` (a string) or `RESTORE key ttl payload [REPLACE]` (a
+/// dump) to `pipe`, its buffers sized before the arguments go in (see `RedisStore::write`).
+fn push_write(pipe: &mut Pipeline, item: &WriteItem<'_>, mode: WriteMode) {
     let millis = u64::try_from(item.ttl.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
     let mut command = redis::Cmd::with_capacity(6, item.key.len() + item.value.len() + 30);
-    command.arg("SET").arg(item.key).arg(item.value);
-    if mode == WriteMode::Add {
-        command.arg("NX");
+    match item.encoding {
+        ValueEncoding::Raw => {
+            command.arg("SET").arg(item.key).arg(item.value);
+            if mode == WriteMode::Add {
+                command.arg("NX");
+            }
+            command.arg("PX").arg(millis);
+        }
+        ValueEncoding::RedisDump => {
+            command
+                .arg("RESTORE")
+                .arg(item.key)
+                .arg(millis)
+                .arg(item.value);
+            if mode == WriteMode::Overwrite {
+                command.arg("REPLACE");
+            }
+        }
     }
-    command.arg("PX").arg(millis);
     pipe.add_command(command);
 }
 
@@ -273,39 +358,91 @@ fn write_outcome(reply: RedisResult<Value>) -> WriteOutcome {
         Ok(Value::Okay) => WriteOutcome::Written,
         Ok(Value::SimpleString(s)) if s == "OK" => WriteOutcome::Written,
         Ok(Value::Nil) => WriteOutcome::AlreadyPresent,
+        // RESTORE without REPLACE on a key that exists.
+        Err(e) if e.code() == Some("BUSYKEY") => WriteOutcome::AlreadyPresent,
         Ok(other) => WriteOutcome::Refused(format!("unexpected reply {other:?}")),
         Err(e) => WriteOutcome::Refused(e.to_string()),
     }
 }
 
+/// A key undo may delete: it still holds the value the run wrote.
+#[derive(Debug)]
+struct UndoCandidate {
+    /// The item's index.
+    index: usize,
+    /// The value read: a string's bytes, or a `DUMP` payload.
+    value: Vec<u8>,
+    dump: bool,
+}
+
 /// Undo's first step, from the replies of `GET key` for each `(key, hash)`: each item's
-/// outcome, and the items to compare-and-delete (index and value read): those that still hold
-/// a value with the hash the run wrote. Their outcome is settled by [`settle_undo`].
+/// outcome, the items to compare-and-delete (those that still hold a string with the hash the
+/// run wrote; their outcome is settled by [`settle_undo`]), and the indexes of the keys of
+/// another type, to compare by their `DUMP` ([`dump_candidates`]).
 fn undo_candidates(
     values: Vec<RedisResult<Value>>,
     items: &[(&str, &str)],
-) -> (Vec<UndoOutcome>, Vec<(usize, Vec<u8>)>) {
+) -> (Vec<UndoOutcome>, Vec<UndoCandidate>, Vec<usize>) {
     let mut outcomes = vec![UndoOutcome::Missing; items.len()];
     let mut candidates = Vec::new();
+    let mut others = Vec::new();
     for (i, (value, (_, hash))) in values.into_iter().zip(items).enumerate() {
         match value {
             Ok(Value::BulkString(value)) if value_hash(&value) == *hash => {
-                candidates.push((i, value));
+                candidates.push(UndoCandidate {
+                    index: i,
+                    value,
+                    dump: false,
+                });
             }
             Ok(Value::Nil) => {}
+            Err(e) if e.code() == Some("WRONGTYPE") => others.push(i),
             _ => outcomes[i] = UndoOutcome::Changed,
         }
     }
-    (outcomes, candidates)
+    (outcomes, candidates, others)
+}
+
+/// Undo's first step for keys of another type than a string, from the replies of `DUMP key`
+/// for the items at `others`. A restored value dumps as the payload the run wrote when the
+/// target serializes it as the source did (same Redis version and encoding settings), and a
+/// large hash or set as one of the same type and size ([`dump::comparable`], as the run
+/// hashed it): otherwise it is kept, the safe side.
+fn dump_candidates(
+    dumps: Vec<RedisResult<Value>>,
+    others: &[usize],
+    items: &[(&str, &str)],
+    outcomes: &mut [UndoOutcome],
+    candidates: &mut Vec<UndoCandidate>,
+) {
+    for (&i, dump) in others.iter().zip(dumps) {
+        match dump {
+            Ok(Value::BulkString(value)) if value_hash(&dump::comparable(&value)) == items[i].1 => {
+                candidates.push(UndoCandidate {
+                    index: i,
+                    value,
+                    dump: true,
+                });
+            }
+            Ok(Value::Nil) => outcomes[i] = UndoOutcome::Missing,
+            _ => outcomes[i] = UndoOutcome::Changed,
+        }
+    }
 }
 
 /// `EVALSHA` of [`DELETE_IF_EQUAL`] on `key` with the value read.
-fn push_delete_if_equal(pipe: &mut Pipeline, script: &redis::Script, key: &str, value: &[u8]) {
+fn push_delete_if_equal(
+    pipe: &mut Pipeline,
+    script: &redis::Script,
+    key: &str,
+    candidate: &UndoCandidate,
+) {
     pipe.cmd("EVALSHA")
         .arg(script.get_hash())
         .arg(1)
         .arg(key)
-        .arg(value);
+        .arg(&candidate.value)
+        .arg(if candidate.dump { "dump" } else { "get" });
 }
 
 /// Undo's second step, from the replies of [`DELETE_IF_EQUAL`] for each candidate: a server
@@ -313,25 +450,27 @@ fn push_delete_if_equal(pipe: &mut Pipeline, script: &redis::Script, key: &str, 
 /// `connection`, which loads it.
 async fn settle_undo(
     outcomes: &mut [UndoOutcome],
-    candidates: &[(usize, Vec<u8>)],
+    candidates: &[UndoCandidate],
     replies: Vec<RedisResult<Value>>,
     items: &[(&str, &str)],
     script: &redis::Script,
     connection: &mut impl redis::aio::ConnectionLike,
 ) -> RedisResult<()> {
-    for ((i, value), reply) in candidates.iter().zip(replies) {
+    for (candidate, reply) in candidates.iter().zip(replies) {
+        let i = candidate.index;
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 script
-                    .key(items[*i].0)
-                    .arg(value.as_slice())
+                    .key(items[i].0)
+                    .arg(candidate.value.as_slice())
+                    .arg(if candidate.dump { "dump" } else { "get" })
                     .invoke_async(connection)
                     .await?
             }
             Err(e) => return Err(e),
         };
-        outcomes[*i] = match reply {
+        outcomes[i] = match reply {
             Value::Int(1) => UndoOutcome::Deleted,
             Value::Int(0) => UndoOutcome::Changed,
             _ => UndoOutcome::Missing,

@@ -1,0 +1,170 @@
+//! A `redis-server` of our own, alone or as a 3-node Redis Cluster.
+
+use super::*;
+
+/// A `redis-server` of our own.
+#[derive(Debug)]
+pub struct RedisServer {
+    process: Process,
+    pub port: u16,
+    extra: Vec<String>,
+}
+
+fn spawn_redis(port: u16, dir: &Path, log: &Path, extra: &[String]) -> Child {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(log)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server (is it installed? scripts/test installs it)");
+    wait_for_port(port, &mut child, log);
+    child
+}
+
+impl RedisServer {
+    /// Starts a server with persistence off; `extra` are further `--name value` arguments.
+    pub fn start(extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("redis.log");
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        let child = spawn_redis(port, dir.path(), &log, &extra);
+        RedisServer {
+            process: Process {
+                name: "redis-server",
+                child,
+                dir,
+                log,
+            },
+            port,
+            extra,
+        }
+    }
+
+    /// Kills the server and starts it again, empty, on the same port (a restart, as a
+    /// deploy or a crash makes one).
+    pub fn restart(&mut self) {
+        self.process.stop();
+        let process = &mut self.process;
+        process.child = spawn_redis(self.port, process.dir.path(), &process.log, &self.extra);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection for the test's own reads and writes.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("connect to the test's redis-server")
+    }
+
+    /// Kills the server (to test how a run copes with a store that goes away).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// How long a new cluster may take until every node reports `cluster_state:ok`.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster of our own: three primaries, no replicas, the 16384 slots split between
+/// them by `redis-cli --cluster create`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers (`extra` goes to each) and joins them.
+    pub fn start(extra: &[&str]) -> RedisCluster {
+        let mut args = vec!["--cluster-enabled", "yes"];
+        // Relative to the node's own --dir, so each node has its own.
+        args.extend(["--cluster-config-file", "nodes.conf"]);
+        args.extend(extra);
+        let nodes: Vec<RedisServer> = cluster_ports(3)
+            .into_iter()
+            .map(|port| RedisServer::start_on(port, &args))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli (it comes with redis-server)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let start = Instant::now();
+        // `create` returns when the slots are assigned; each node says ok once it has heard
+        // from the others that every slot is served.
+        while !cluster.nodes.iter().all(|node| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut node.connection())
+                .expect("CLUSTER INFO");
+            info.contains("cluster_state:ok")
+        }) {
+            assert!(
+                start.elapsed() < CLUSTER_TIMEOUT,
+                "the cluster was not ok within {CLUSTER_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// A cluster connection for the test's own reads and writes (the crate follows the slots).
+    pub fn connection(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.nodes.iter().map(RedisServer::url))
+            .and_then(|client| client.get_connection())
+            .expect("connect to the test's cluster")
+    }
+}
+
+/// `n` ports that were free a moment ago, each with its cluster bus port (port + 10000) free
+/// as well.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let port = free_port();
+        let bus_free = port
+            .checked_add(10_000)
+            .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        // No node's port may be another's bus port.
+        let clash = ports
+            .iter()
+            .any(|&other| other == port || u32::from(other).abs_diff(u32::from(port)) == 10_000);
+        if bus_free && !clash {
+            ports.push(port);
+        }
+    }
+    ports
+}

@@ -546,6 +546,9 @@ def run_e2e() -> dict[str, Any]:
     check(counts["failed"] == 0 and counts["source_miss"] == 0, f"first run: {counts}")
     warm = warm_state(entries, sessions, expected)
     check(warm == counts["written"] and warm > 0, f"{warm} keys warm, report says {counts}")
+    # Session keys are logged hashed: the report's coverage asks for the keys the loader wrote.
+    covered = target["coverage_after"]["keys_present"]
+    check(covered == warm, f"coverage after finds {covered} keys, {warm} are warm")
     if KIND != "sql":
         check(warm == len(entries), f"{warm} of {len(entries)} manifest keys warm")
     fragments_warm = {
@@ -627,6 +630,8 @@ def run_e2e() -> dict[str, Any]:
         on_two == bumped["targets"][0]["counts"]["written"] and on_two > 0,
         f"{on_two} warm under VERSION 2",
     )
+    covered = bumped["targets"][0]["coverage_after"]["keys_present"]
+    check(covered == on_two, f"coverage after the bump finds {covered} keys, {on_two} are warm")
     check(
         warm_state(entries, sessions, expected, version=1) == 0, "nothing written under VERSION 1"
     )

@@ -256,18 +256,27 @@ impl Worker {
         let batch = &pending.batch;
         let mut hashes = String::with_capacity(pending.sent.len() * 32);
         let mut keys = Vec::with_capacity(pending.sent.len());
-        // The store keys: what undo deletes (a loader's may differ from the manifest's).
+        let mut entries = Vec::with_capacity(pending.sent.len());
+        let mut own_keys = false;
+        // The store keys: what undo deletes (a loader's may differ from the manifest's), and
+        // what the final coverage probe asks for.
         for &(i, j, _) in &pending.sent {
             if let Some((key, fetched)) = batch.fetched[i].item(&batch.entries[i].key, j) {
                 push_entry_hash(&mut hashes, &fetched.value, fetched.flags, fetched.encoding);
+                own_keys |= key != batch.entries[i].key;
                 keys.push(key);
+                entries.push(i as u32);
             }
+        }
+        if !own_keys {
+            entries.clear();
         }
         log.append_sent(
             shared.invocation,
             batch.start as u64,
             keys.into_iter(),
             &hashes,
+            &entries,
         )
     }
 

@@ -148,11 +148,9 @@ fn all_present(keys_per_entry: &[usize], valid: &[bool], found: &[bool]) -> Vec<
         .iter()
         .zip(valid)
         .map(|(&keys, &valid)| {
-            // Each key of a valid entry takes its answer from `found`, present or not.
-            valid
-                && (0..keys)
-                    .map(|_| found.next() == Some(&true))
-                    .fold(true, |all, present| all && present)
+            // Each key of a valid entry takes its answer from `found`, present or not (so no
+            // short-circuiting `all`).
+            valid && (0..keys).filter(|_| found.next() == Some(&true)).count() == keys
         })
         .collect()
 }

@@ -4,7 +4,10 @@
 //! manifest the analyzer ranks on its own: one aggregation written twice (polars and SQL) is
 //! only worth having if the two agree.
 //!
-//! `scripts/test` installs Java 17 (Debian) and PySpark (PyPI) into [`spark_python`]'s venv.
+//! The DuckDB dialect of the same query runs too, through DuckDB from PyPI.
+//!
+//! `scripts/test` installs Java 17 (Debian), and PySpark and DuckDB (PyPI) into
+//! [`spark_python`]'s venv.
 
 // A failed step should stop the test where it failed.
 #![allow(clippy::unwrap_used)]
@@ -98,7 +101,8 @@ fn analyzer(args: &[&str]) -> std::process::Output {
 
 /// Runs the PySpark job in `local[2]` mode with `args`.
 fn spark_job(args: &[&str]) {
-    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../integrations/spark/cachewarm_keystats.py");
+    let job =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../integrations/spark/cachewarm_keystats.py");
     let python = spark_python();
     let output = Command::new(&python)
         .arg(job)
@@ -117,63 +121,238 @@ fn sorted(mut keys: Vec<KeyStats>) -> Vec<KeyStats> {
     keys
 }
 
-/// The manifest ranked from Spark's key stats is the one the analyzer ranks alone, byte for
-/// byte (Spark's medians are exact); and so is every row of the key-stats table.
-#[test]
-fn spark_key_stats_rank_into_the_local_manifest() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| -> PathBuf { dir.path().join(name) };
-    write_log(&path("access.csv"));
-    analyzer(&["ingest", text(&path("access.csv")), "--out", text(&path("dataset"))]);
-    let partitions = std::fs::read_dir(path("dataset"))
+/// The generated log ingested into `DIR/dataset`, and ranked there by the analyzer alone into
+/// `DIR/local.json`.
+fn dataset_and_local_manifest(dir: &Path) -> (PathBuf, PathBuf) {
+    let log = dir.join("access.csv");
+    let dataset = dir.join("dataset");
+    let manifest = dir.join("local.json");
+    write_log(&log);
+    analyzer(&["ingest", text(&log), "--out", text(&dataset)]);
+    let partitions = std::fs::read_dir(&dataset)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("date="))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("date=")
+        })
         .count();
     assert_eq!(partitions, 2, "the log should span two days");
-
-    let common = ["--budget", BUDGET, "--store", "memcached"];
-    let mut args = vec!["rank", "--data", text(&path("dataset")), "--out"];
-    args.push(text(&path("local.json")));
-    args.extend(common);
+    let mut args = vec!["rank", "--data", text(&dataset), "--out", text(&manifest)];
+    args.extend(RANK_ARGS);
     analyzer(&args);
+    (dataset, manifest)
+}
 
-    let sql = analyzer(&["aggregate-sql", "--dialect", "spark"]).stdout;
-    std::fs::write(path("aggregate.sql"), sql).unwrap();
-    let started = Instant::now();
-    spark_job(&[
-        "--data",
-        text(&path("dataset")),
-        "--sql",
-        text(&path("aggregate.sql")),
+/// The flags both rankings are given: a budget that packing reaches, and a store whose key
+/// rules leave keys out.
+const RANK_ARGS: [&str; 4] = ["--budget", BUDGET, "--store", "memcached"];
+
+/// Ranks the key stats at `key_stats` into `manifest` and checks it is the local manifest,
+/// byte for byte, and the table the local aggregation's, row for row.
+fn assert_ranks_as_local(dataset: &Path, local: &Path, key_stats: &Path, manifest: &Path) {
+    let mut args = vec![
+        "rank",
+        "--key-stats",
+        text(key_stats),
         "--out",
-        text(&path("key-stats")),
-    ]);
-    eprintln!("the Spark job took {:?}", started.elapsed());
-
-    let mut args = vec!["rank", "--key-stats", text(&path("key-stats")), "--out"];
-    args.push(text(&path("spark.json")));
-    args.extend(common);
+        text(manifest),
+    ];
+    args.extend(RANK_ARGS);
     analyzer(&args);
 
-    let local = read_manifest(&path("local.json"));
-    let spark = read_manifest(&path("spark.json"));
+    let (local_manifest, other) = (read_manifest(local), read_manifest(manifest));
     // The workload exercises every rule: packing stops at the budget, and keys are left out
     // as deleted, read once, and invalid for memcached (keys with spaces).
-    assert!(local.entries.len() > 300, "{}", local.entries.len());
-    assert!(local.header.totals.keys_over_budget > 0);
+    assert!(
+        local_manifest.entries.len() > 300,
+        "{}",
+        local_manifest.entries.len()
+    );
+    assert!(local_manifest.header.totals.keys_over_budget > 0);
     for reason in ["deleted", "one_hit_wonder", "invalid_key"] {
-        assert!(local.header.exclusions.contains_key(reason), "{reason}");
+        assert!(
+            local_manifest.header.exclusions.contains_key(reason),
+            "{reason}"
+        );
     }
     let keys = |m: &schemas::Manifest| m.entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
-    assert_eq!(keys(&spark), keys(&local), "the same keys in the same order");
-    assert_eq!(spark, local);
+    assert_eq!(
+        keys(&other),
+        keys(&local_manifest),
+        "the same keys in the same order"
+    );
+    assert_eq!(other, local_manifest);
     assert!(
-        std::fs::read(path("spark.json")).unwrap() == std::fs::read(path("local.json")).unwrap(),
+        std::fs::read(manifest).unwrap() == std::fs::read(local).unwrap(),
         "the manifests differ in their bytes"
     );
 
-    let local_stats = rank::aggregate(&path("dataset"), &AggregateOptions::default()).unwrap();
-    let spark_stats = rank::read_key_stats(&path("key-stats")).unwrap();
-    assert_eq!(spark_stats.keys.len(), local_stats.keys.len());
-    assert_eq!(sorted(spark_stats.keys), sorted(local_stats.keys));
+    let local_stats = rank::aggregate(dataset, &AggregateOptions::default()).unwrap();
+    let other_stats = rank::read_key_stats(key_stats).unwrap();
+    assert_eq!(other_stats.keys.len(), local_stats.keys.len());
+    assert_eq!(sorted(other_stats.keys), sorted(local_stats.keys));
+}
+
+/// The manifest ranked from Spark's key stats is the one the analyzer ranks alone, byte for
+/// byte (Spark's medians are exact), and so is every row of the key-stats table. The job takes
+/// the query from a file here, as `spark-submit` on a cluster would.
+#[test]
+fn spark_key_stats_rank_into_the_local_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset, local) = dataset_and_local_manifest(dir.path());
+    let sql = dir.path().join("aggregate.sql");
+    std::fs::write(
+        &sql,
+        analyzer(&["aggregate-sql", "--dialect", "spark"]).stdout,
+    )
+    .unwrap();
+    let key_stats = dir.path().join("key-stats");
+    let started = Instant::now();
+    spark_job(&[
+        "--data",
+        text(&dataset),
+        "--sql",
+        text(&sql),
+        "--out",
+        text(&key_stats),
+    ]);
+    eprintln!("the Spark job took {:?}", started.elapsed());
+    assert_ranks_as_local(&dataset, &local, &key_stats, &dir.path().join("spark.json"));
+}
+
+/// The same query in DuckDB's dialect, run by DuckDB over the same dataset, gives the same
+/// table and manifest: the SQL is written once for every engine.
+#[test]
+fn duckdb_key_stats_rank_into_the_local_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset, local) = dataset_and_local_manifest(dir.path());
+    let sql = dir.path().join("aggregate.sql");
+    std::fs::write(
+        &sql,
+        analyzer(&["aggregate-sql", "--dialect", "duckdb"]).stdout,
+    )
+    .unwrap();
+    let key_stats = dir.path().join("key-stats.parquet");
+    let script = "import sys, duckdb\n\
+        dataset, sql, out = sys.argv[1:]\n\
+        con = duckdb.connect()\n\
+        con.execute(f\"CREATE VIEW events AS SELECT * FROM read_parquet('{dataset}/date=*/*.parquet')\")\n\
+        con.execute(f\"COPY ({open(sql).read()}) TO '{out}' (FORMAT parquet)\")\n";
+    let output = Command::new(spark_python())
+        .args(["-c", script, text(&dataset), text(&sql), text(&key_stats)])
+        .output()
+        .unwrap();
+    check_exit(output, 0, "DuckDB");
+    assert_ranks_as_local(
+        &dataset,
+        &local,
+        &key_stats,
+        &dir.path().join("duckdb.json"),
+    );
+}
+
+/// The merge of partial aggregates that docs/DESIGN-NOTES.md ("Key stats") gives, run by
+/// DuckDB on both sides: per key, sums, least and greatest instants, and the latest part's
+/// deleted-last and medians.
+const MERGE_SQL: &str = "SELECT key, \
+    CAST(SUM(requests) AS BIGINT) AS requests, \
+    CAST(SUM(hits) AS BIGINT) AS hits, \
+    CAST(SUM(misses) AS BIGINT) AS misses, \
+    CAST(SUM(weighted_requests) AS BIGINT) AS weighted_requests, \
+    CAST(SUM(writes) AS BIGINT) AS writes, \
+    MIN(first_seen) AS first_seen, MAX(last_read) AS last_read, MAX(last_seen) AS last_seen, \
+    max_by(deleted_last, last_seen) AS deleted_last, \
+    max_by(value_size, last_seen) AS value_size, max_by(ttl_s, last_seen) AS ttl_s, \
+    CAST(SUM(miss_latency_us) AS BIGINT) AS miss_latency_us, \
+    CAST(SUM(miss_latencies) AS BIGINT) AS miss_latencies, \
+    MAX(reference_time) AS reference_time, MAX(half_life_us) AS half_life_us \
+    FROM parts GROUP BY key";
+
+/// Daily partial aggregates, made with the same reference time and half-life and merged as
+/// the design notes say, are the one-pass aggregation: equal in every column but the medians
+/// of keys seen on both days (medians do not merge). This is what lets a fleet aggregate each
+/// day once and keep the parts.
+#[test]
+fn daily_partial_aggregates_merge_into_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset, local) = dataset_and_local_manifest(dir.path());
+    let header = read_manifest(&local).header;
+    let half_life_us = (header.scoring.unwrap().half_life_s.unwrap() * 1e6).round() as u64;
+    let reference = header.window.end.to_rfc3339();
+    let sql = dir.path().join("aggregate.sql");
+    let half_life = format!("{half_life_us}us");
+    let query = analyzer(&[
+        "aggregate-sql",
+        "--dialect",
+        "duckdb",
+        "--half-life",
+        &half_life,
+        "--reference-time",
+        &reference,
+    ]);
+    std::fs::write(&sql, query.stdout).unwrap();
+    let merged = dir.path().join("merged.parquet");
+    let script = "import sys, duckdb, glob\n\
+        dataset, sql, merge, out = sys.argv[1:]\n\
+        query = open(sql).read()\n\
+        parts = []\n\
+        for n, day in enumerate(sorted(glob.glob(f'{dataset}/date=*'))):\n\
+        \x20   con = duckdb.connect()\n\
+        \x20   con.execute(f\"CREATE VIEW events AS SELECT * FROM read_parquet('{day}/*.parquet')\")\n\
+        \x20   parts.append(f'{out}.part{n}.parquet')\n\
+        \x20   con.execute(f\"COPY ({query}) TO '{parts[-1]}' (FORMAT parquet)\")\n\
+        con = duckdb.connect()\n\
+        con.execute(f'CREATE VIEW parts AS SELECT * FROM read_parquet({parts!r})')\n\
+        con.execute(f\"COPY ({merge}) TO '{out}' (FORMAT parquet)\")\n";
+    let output = Command::new(spark_python())
+        .args([
+            "-c",
+            script,
+            text(&dataset),
+            text(&sql),
+            MERGE_SQL,
+            text(&merged),
+        ])
+        .output()
+        .unwrap();
+    check_exit(output, 0, "DuckDB");
+
+    let whole = rank::aggregate(
+        &dataset,
+        &AggregateOptions {
+            until: None,
+            half_life: rank::HalfLife::Fixed(std::time::Duration::from_micros(half_life_us)),
+        },
+    )
+    .unwrap();
+    let merged = rank::read_key_stats(&merged).unwrap();
+    assert_eq!(merged.keys.len(), whole.keys.len());
+    let midnight = whole.window_start.date_naive().succ_opt().unwrap();
+    let (mut both_days, mut medians_differ) = (0, 0);
+    for (part, one) in sorted(merged.keys)
+        .into_iter()
+        .zip(sorted(whole.keys.clone()))
+    {
+        let on_both_days =
+            one.first_seen.date_naive() < midnight && one.last_seen.date_naive() >= midnight;
+        if on_both_days {
+            both_days += 1;
+            medians_differ +=
+                usize::from((part.value_size, part.ttl_s) != (one.value_size, one.ttl_s));
+            let without_medians = |k: &KeyStats| KeyStats {
+                value_size: None,
+                ttl_s: None,
+                ..k.clone()
+            };
+            assert_eq!(without_medians(&part), without_medians(&one));
+        } else {
+            assert_eq!(part, one);
+        }
+    }
+    assert_eq!(merged.window_end, whole.window_end);
+    assert!(both_days > 100, "{both_days} keys seen on both days");
+    eprintln!("{medians_differ} of {both_days} keys on both days have other medians merged");
 }

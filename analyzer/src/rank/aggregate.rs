@@ -69,7 +69,7 @@ pub fn aggregate(dataset: &Path, options: &AggregateOptions) -> Result<DatasetSt
 
 /// The default half-life of a window from `start` to `end` (µs), as the SQL computes it too:
 /// whole µs, rounded down.
-pub fn auto_half_life(start: i64, end: i64) -> std::time::Duration {
+fn auto_half_life(start: i64, end: i64) -> std::time::Duration {
     std::time::Duration::from_micros(
         u64::try_from(end - start).unwrap_or(0) / AUTO_HALF_LIFE_DIVISOR,
     )

@@ -33,8 +33,7 @@ use schemas::manifest::{
 use schemas::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
 
 pub use aggregate::{
-    AUTO_HALF_LIFE_DIVISOR, AggregateOptions, HalfLife, aggregate, auto_half_life, dataset_files,
-    is_read, scan, time_span,
+    AggregateOptions, HalfLife, aggregate, dataset_files, is_read, scan, time_span,
 };
 pub use budget::ResolvedBudget;
 pub use categories::Classifier;

@@ -303,9 +303,21 @@ mod tests {
         let duckdb = aggregate_sql(&options(Dialect::Duckdb)).unwrap();
         let trino = aggregate_sql(&options(Dialect::Trino)).unwrap();
         for (sql, own, foreign) in [
-            (&spark, ["unix_micros(", " DIV 8", "percentile("], ["epoch_us(", "\""]),
-            (&duckdb, ["epoch_us(", " // 8", "quantile_cont("], ["unix_micros(", "`"]),
-            (&trino, ["to_unixtime(", ") / 8", "approx_percentile("], ["epoch_us(", "`"]),
+            (
+                &spark,
+                ["unix_micros(", " DIV 8", "percentile("],
+                ["epoch_us(", "\""],
+            ),
+            (
+                &duckdb,
+                ["epoch_us(", " // 8", "quantile_cont("],
+                ["unix_micros(", "`"],
+            ),
+            (
+                &trino,
+                ["to_unixtime(", ") / 8", "approx_percentile("],
+                ["epoch_us(", "`"],
+            ),
         ] {
             for word in own {
                 assert!(sql.contains(word), "{word} missing from\n{sql}");
@@ -318,7 +330,11 @@ mod tests {
             approx_medians: true,
             ..options(Dialect::Spark)
         };
-        assert!(aggregate_sql(&approx).unwrap().contains("percentile_approx("));
+        assert!(
+            aggregate_sql(&approx)
+                .unwrap()
+                .contains("percentile_approx(")
+        );
     }
 
     /// With the reference time and half-life given, parts of the dataset can be aggregated

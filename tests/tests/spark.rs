@@ -236,22 +236,101 @@ fn duckdb_key_stats_rank_into_the_local_manifest() {
     )
     .unwrap();
     let key_stats = dir.path().join("key-stats.parquet");
-    let script = "import sys, duckdb\n\
-        dataset, sql, out = sys.argv[1:]\n\
-        con = duckdb.connect()\n\
-        con.execute(f\"CREATE VIEW events AS SELECT * FROM read_parquet('{dataset}/date=*/*.parquet')\")\n\
-        con.execute(f\"COPY ({open(sql).read()}) TO '{out}' (FORMAT parquet)\")\n";
-    let output = Command::new(spark_python())
-        .args(["-c", script, text(&dataset), text(&sql), text(&key_stats)])
-        .output()
-        .unwrap();
-    check_exit(output, 0, "DuckDB");
+    duckdb_key_stats(&dataset, &sql, &key_stats);
     assert_ranks_as_local(
         &dataset,
         &local,
         &key_stats,
         &dir.path().join("duckdb.json"),
     );
+}
+
+/// Runs SQL `statements` in one DuckDB connection.
+fn duckdb(statements: &[String]) {
+    let script = "import sys, duckdb\n\
+        con = duckdb.connect()\n\
+        for statement in sys.argv[1:]:\n\
+        \x20   con.execute(statement)\n";
+    let output = Command::new(spark_python())
+        .args(["-c", script])
+        .args(statements)
+        .output()
+        .unwrap();
+    check_exit(output, 0, "DuckDB");
+}
+
+/// Runs the query in `sql` over the dataset's events with DuckDB, into the Parquet file `out`.
+fn duckdb_key_stats(dataset: &Path, sql: &Path, out: &Path) {
+    duckdb(&[
+        format!(
+            "CREATE VIEW events AS SELECT * FROM read_parquet('{}/date=*/*.parquet')",
+            text(dataset)
+        ),
+        format!(
+            "COPY ({}) TO '{}' (FORMAT parquet)",
+            std::fs::read_to_string(sql).unwrap(),
+            text(out)
+        ),
+    ]);
+}
+
+/// A key-stats table that cannot be ranked is refused with its file and what is wrong in
+/// it: a key twice (parts not merged), rows of different reference times, a column of the
+/// wrong type, a column missing. Each is made by DuckDB from a good table.
+#[test]
+fn unusable_key_stats_are_refused_naming_the_file_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset, _) = dataset_and_local_manifest(dir.path());
+    let sql = dir.path().join("aggregate.sql");
+    std::fs::write(
+        &sql,
+        analyzer(&["aggregate-sql", "--dialect", "duckdb"]).stdout,
+    )
+    .unwrap();
+    let good = dir.path().join("good.parquet");
+    duckdb_key_stats(&dataset, &sql, &good);
+    let cases = [
+        (
+            "twice",
+            "SELECT * FROM t UNION ALL (SELECT * FROM t LIMIT 1)",
+            "holds key `",
+        ),
+        (
+            "mixed",
+            "SELECT * REPLACE (CASE WHEN requests = 2 THEN reference_time - INTERVAL 1 HOUR \
+             ELSE reference_time END AS reference_time) FROM t",
+            "mixes rows of reference_time",
+        ),
+        (
+            "text",
+            "SELECT * REPLACE (CAST(requests AS VARCHAR) AS requests) FROM t",
+            "column `requests` is",
+        ),
+        (
+            "missing",
+            "SELECT * EXCLUDE (half_life_us) FROM t",
+            "column `half_life_us` is missing",
+        ),
+    ];
+    for (name, query, message) in cases {
+        let bad = dir.path().join(format!("{name}.parquet"));
+        duckdb(&[
+            format!(
+                "CREATE VIEW t AS SELECT * FROM read_parquet('{}')",
+                text(&good)
+            ),
+            format!("COPY ({query}) TO '{}' (FORMAT parquet)", text(&bad)),
+        ]);
+        let out = dir.path().join(format!("{name}.json"));
+        let mut args = vec!["rank", "--key-stats", text(&bad), "--out", text(&out)];
+        args.extend(RANK_ARGS);
+        let output = Command::new(bin("analyzer")).args(&args).output().unwrap();
+        let output = check_exit(output, 1, name);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(text(&bad)), "{name}: {stderr}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+        assert!(!out.exists(), "{name}");
+    }
 }
 
 /// The merge of partial aggregates that docs/DESIGN-NOTES.md ("Key stats") gives, run by
@@ -294,31 +373,38 @@ fn daily_partial_aggregates_merge_into_the_whole() {
         &reference,
     ]);
     std::fs::write(&sql, query.stdout).unwrap();
+    let query = std::fs::read_to_string(&sql).unwrap();
+    let mut days: Vec<PathBuf> = std::fs::read_dir(&dataset)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("date=")
+        })
+        .collect();
+    days.sort();
+    let mut parts = Vec::new();
+    for (n, day) in days.iter().enumerate() {
+        let part = dir.path().join(format!("part-{n}.parquet"));
+        duckdb(&[
+            format!(
+                "CREATE VIEW events AS SELECT * FROM read_parquet('{}/*.parquet')",
+                text(day)
+            ),
+            format!("COPY ({query}) TO '{}' (FORMAT parquet)", text(&part)),
+        ]);
+        parts.push(format!("'{}'", text(&part)));
+    }
     let merged = dir.path().join("merged.parquet");
-    let script = "import sys, duckdb, glob\n\
-        dataset, sql, merge, out = sys.argv[1:]\n\
-        query = open(sql).read()\n\
-        parts = []\n\
-        for n, day in enumerate(sorted(glob.glob(f'{dataset}/date=*'))):\n\
-        \x20   con = duckdb.connect()\n\
-        \x20   con.execute(f\"CREATE VIEW events AS SELECT * FROM read_parquet('{day}/*.parquet')\")\n\
-        \x20   parts.append(f'{out}.part{n}.parquet')\n\
-        \x20   con.execute(f\"COPY ({query}) TO '{parts[-1]}' (FORMAT parquet)\")\n\
-        con = duckdb.connect()\n\
-        con.execute(f'CREATE VIEW parts AS SELECT * FROM read_parquet({parts!r})')\n\
-        con.execute(f\"COPY ({merge}) TO '{out}' (FORMAT parquet)\")\n";
-    let output = Command::new(spark_python())
-        .args([
-            "-c",
-            script,
-            text(&dataset),
-            text(&sql),
-            MERGE_SQL,
-            text(&merged),
-        ])
-        .output()
-        .unwrap();
-    check_exit(output, 0, "DuckDB");
+    duckdb(&[
+        format!(
+            "CREATE VIEW parts AS SELECT * FROM read_parquet([{}])",
+            parts.join(", ")
+        ),
+        format!("COPY ({MERGE_SQL}) TO '{}' (FORMAT parquet)", text(&merged)),
+    ]);
 
     let whole = rank::aggregate(
         &dataset,

@@ -58,10 +58,13 @@ pub(crate) mod tests {
         }
     }
 
-    /// Transient failures are retried until the call succeeds; others are not retried.
-    #[tokio::test]
+    /// Transient failures are retried until the call succeeds; others are not retried. The
+    /// pauses between tries grow from [`MIN_DELAY`], each one its step plus up to as much
+    /// again of jitter (on tokio's paused clock, which moves only as the test sleeps).
+    #[tokio::test(start_paused = true)]
     async fn retries_transient_failures_only() {
         let retried = Arc::new(AtomicU64::new(0));
+        let started = tokio::time::Instant::now();
         let mut calls = 0;
         let result = retrying(4, &retried, || {
             calls += 1;
@@ -77,8 +80,15 @@ pub(crate) mod tests {
         .await;
         assert_eq!(result.unwrap(), 3);
         assert_eq!(retried.load(Ordering::Relaxed), 2);
+        // Two pauses: 100 ms and 200 ms, each with up to as much again of jitter.
+        let paused = started.elapsed();
+        assert!(
+            (Duration::from_millis(300)..=Duration::from_millis(600)).contains(&paused),
+            "{paused:?}"
+        );
 
         let mut calls = 0;
+        let started = tokio::time::Instant::now();
         let result: Result<(), _> = retrying(4, &retried, || {
             calls += 1;
             async { Err(error(false)) }
@@ -86,6 +96,11 @@ pub(crate) mod tests {
         .await;
         assert!(result.is_err());
         assert_eq!(calls, 1);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no pause before giving up"
+        );
 
         let mut calls = 0;
         let result: Result<(), _> = retrying(2, &retried, || {

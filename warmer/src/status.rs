@@ -165,3 +165,37 @@ pub fn text(status: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `warmer status` of a run interrupted half-way, twice resumed, whose last invocation
+    /// left a report: the text an operator reads (reviewed in `snapshots/`).
+    #[test]
+    fn interrupted_run_text() {
+        let report = crate::report::tests::sample();
+        let checkpoint: Checkpoint = serde_json::from_value(serde_json::json!({
+            "schema": schemas::CHECKPOINT_SCHEMA_ID,
+            "run_id": report.run_id,
+            "manifest_sha256": "ab".repeat(32),
+            "targets": ["redis://new:6379"],
+            "next_entry": 2,
+            "counts": [report.targets[0].counts],
+            "finished": false,
+            "updated_at": "2026-11-21T00:00:09Z",
+            "manifest_path": "m.json",
+            "manifest_entries": 3,
+            "environment": "prod",
+            "resumed": 2,
+        }))
+        .expect("a valid checkpoint");
+        let status = Status {
+            run_dir: PathBuf::from("/runs/20261121T000000000Z-1"),
+            state: State::Interrupted,
+            checkpoint,
+            report: Some(report),
+        };
+        insta::assert_snapshot!(text(&status));
+    }
+}

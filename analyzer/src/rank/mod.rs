@@ -389,26 +389,17 @@ pub fn build_manifest(
 /// Writes `manifest` to `path` (zstd-compressed when the name ends in `.zst`), atomically: a
 /// temporary file beside it, synced, then renamed over the target.
 ///
-/// The layout is the header on one line and one entry per line, so a manifest stays readable
-/// with `head`, `grep` and `zstdcat`.
+/// The layout is the header on one line and one entry per line ([`schemas::manifest::lines`]),
+/// so a manifest stays readable with `head`, `grep` and `zstdcat`.
 pub fn write_manifest(manifest: &Manifest, path: &Path) -> Result<(), RankError> {
     let write_error = |source| RankError::Write {
         path: path.to_path_buf(),
         source,
     };
     let mut text = Vec::with_capacity(128 * (manifest.entries.len() + 8));
-    text.extend_from_slice(b"{\"header\":");
-    serde_json::to_writer(&mut text, &manifest.header)
+    schemas::manifest::lines::write(manifest, &mut text)
         .map_err(std::io::Error::from)
         .map_err(write_error)?;
-    text.extend_from_slice(b",\n\"entries\":[");
-    for (i, entry) in manifest.entries.iter().enumerate() {
-        text.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-        serde_json::to_writer(&mut text, entry)
-            .map_err(std::io::Error::from)
-            .map_err(write_error)?;
-    }
-    text.extend_from_slice(b"\n]}\n");
     if path.extension().is_some_and(|ext| ext == "zst") {
         text = zstd::encode_all(text.as_slice(), 3).map_err(write_error)?;
     }

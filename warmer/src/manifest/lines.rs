@@ -1,4 +1,4 @@
-//! The fast parser of the analyzer's layout: header line, `"entries":[` line, one compact entry
+//! The fast parser of the analyzer's layout ([`schemas::manifest::lines`]): header line, `"entries":[` line, one compact entry
 //! per line. Each entry's text is handed on as it is (the checksum covers it) with the fields a
 //! run uses, read positionally where the line is serde's exact output.
 
@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::io::BufRead;
 
 use schemas::ManifestHeader;
+use schemas::manifest::lines;
 
 use super::{Bytes, EntryFields, ManifestError, OnFields, Scan};
 
@@ -29,16 +30,13 @@ impl Bytes {
             Ok(n > 0)
         };
         next_line(&mut line)?;
-        let Some(header_text) = line
-            .strip_prefix(b"{\"header\":")
-            .and_then(|rest| rest.strip_suffix(b","))
-        else {
+        let Some(header_text) = lines::header_text(&line) else {
             return Err(Scan::NotLines);
         };
         let header =
             self.header_from(serde_json::from_slice(header_text).map_err(|_| Scan::NotLines)?)?;
         next_line(&mut line)?;
-        if line != b"\"entries\":[" {
+        if line != lines::ENTRIES_LINE {
             return Err(Scan::NotLines);
         }
         let mut index = 0usize;
@@ -46,10 +44,10 @@ impl Bytes {
             if !next_line(&mut line)? {
                 return Err(self.parse_error("the file ends inside `entries`").into());
             }
-            if line == b"]}" {
+            if line == lines::END_LINE {
                 break;
             }
-            let raw = line.strip_suffix(b",").unwrap_or(&line);
+            let raw = lines::entry_text(&line);
             let fields = match positional_fields(raw) {
                 Some(fields) => Ok(fields),
                 None => serde_json::from_slice::<EntryFields<'_>>(raw),
@@ -123,15 +121,15 @@ pub(super) fn positional_fields(line: &[u8]) -> Option<EntryFields<'_>> {
     })
 }
 
-/// A JSON unsigned integer at the start of `rest`, consumed.
+/// A JSON unsigned integer at the start of `rest` that fits a `u64`, consumed.
 fn take_number(rest: &mut &[u8]) -> Option<u64> {
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+    if digits == 0 || digits > 20 || (digits > 1 && rest[0] == b'0') {
         return None;
     }
     let mut n = 0u64;
     for &b in &rest[..digits] {
-        n = n * 10 + u64::from(b - b'0');
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     *rest = &rest[digits..];
     Some(n)

@@ -261,14 +261,8 @@ mod tests {
 
     /// The layout `analyzer rank` writes: header line, then one entry per line.
     fn lines(manifest: &Manifest) -> Vec<u8> {
-        let mut text = b"{\"header\":".to_vec();
-        serde_json::to_writer(&mut text, &manifest.header).unwrap();
-        text.extend_from_slice(b",\n\"entries\":[");
-        for (i, entry) in manifest.entries.iter().enumerate() {
-            text.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-            serde_json::to_writer(&mut text, entry).unwrap();
-        }
-        text.extend_from_slice(b"\n]}\n");
+        let mut text = Vec::new();
+        schemas::manifest::lines::write(manifest, &mut text).unwrap();
         text
     }
 
@@ -364,6 +358,36 @@ mod tests {
             b"{\"rank\":1,\"key\":\"k\",\"category\":\"c\",\"score\":1.0,\"requests\":2,\"hits\":0,\"misses\":0,\"size_bytes\":1,\"ttl_s\":4294967296,\"last_seen\":\"t\"}",
         ] {
             assert!(positional_fields(other).is_none());
+        }
+    }
+
+    proptest::proptest! {
+        /// For any key, category, rank, request count and TTL, the positional reader takes
+        /// what serde_json takes from the line `analyzer rank` writes, or leaves the line to
+        /// serde_json when a string needs escapes.
+        #[test]
+        fn positional_reader_agrees_with_serde_on_any_entry(
+            key in proptest::prelude::any::<String>(),
+            category in "[a-z]{1,8}|\\PC{0,8}",
+            rank in proptest::prelude::any::<u64>(),
+            requests in proptest::prelude::any::<u64>(),
+            ttl_s in proptest::option::of(proptest::prelude::any::<u32>()),
+        ) {
+            let mut entry = manifest(1).entries.remove(0);
+            (entry.key, entry.category, entry.rank, entry.requests, entry.ttl_s) =
+                (key, category, rank, requests, ttl_s);
+            let line = serde_json::to_vec(&entry).unwrap();
+            let serde: EntryFields<'_> = serde_json::from_slice(&line).unwrap();
+            match positional_fields(&line) {
+                Some(fields) => proptest::prop_assert_eq!(
+                    (fields.rank, &*fields.key, &*fields.category, fields.requests, fields.ttl_s),
+                    (serde.rank, &*serde.key, &*serde.category, serde.requests, serde.ttl_s)
+                ),
+                None => {
+                    let escaped = |text: &str| serde_json::to_string(text).unwrap().len() != text.len() + 2;
+                    proptest::prop_assert!(escaped(&entry.key) || escaped(&entry.category), "{entry:?}");
+                }
+            }
         }
     }
 

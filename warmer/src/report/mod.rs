@@ -399,6 +399,23 @@ pub(crate) mod tests {
         assert!(md.contains("| 25.0% | 75.0% | +50.0 pts |"), "{md}");
     }
 
+    /// The deploy log's summary, whole: what a deploy shows of the run (reviewed in
+    /// `snapshots/`; `cargo insta review` after a deliberate change).
+    #[test]
+    fn summary_text() {
+        let summary = super::summary(
+            &sample(),
+            std::path::Path::new("/runs/20261121T000000000Z-1"),
+        );
+        insta::assert_snapshot!(summary);
+    }
+
+    /// The markdown report, whole.
+    #[test]
+    fn markdown_report() {
+        insta::assert_snapshot!(super::markdown::render(&sample()));
+    }
+
     /// The history appends and reads back what it was given.
     #[test]
     fn history_round_trip() {

@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod lines;
+
 /// The schema id of manifest v1, stored in `header.schema`.
 pub const MANIFEST_SCHEMA_ID: &str = "cachewarm.manifest/v1";
 
@@ -203,8 +205,37 @@ pub fn entries_sha256(entries: &[ManifestEntry]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A header with every required field and empty entries (`entries_sha256` to be set).
+    pub(crate) fn header() -> ManifestHeader {
+        let at = DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap();
+        ManifestHeader {
+            schema: MANIFEST_SCHEMA_ID.into(),
+            generator: "test".into(),
+            generated_at: at,
+            window: ObservationWindow { start: at, end: at },
+            budget: Budget {
+                bytes: 300,
+                source: "test".into(),
+                capacity_bytes: None,
+            },
+            totals: Totals {
+                keys_seen: 0,
+                requests_seen: 0,
+                keys_selected: 0,
+                requests_selected: 0,
+                bytes_selected: 0,
+                keys_over_budget: 0,
+            },
+            categories: Default::default(),
+            scoring: None,
+            exclusions: Default::default(),
+            prediction: None,
+            entries_sha256: entries_sha256(&[]),
+        }
+    }
 
     fn entry(rank: u64, key: &str, score: f64) -> ManifestEntry {
         ManifestEntry {

@@ -245,6 +245,36 @@ fn duckdb_key_stats_rank_into_the_local_manifest() {
     );
 }
 
+/// The job asks the analyzer for the query when given `--analyzer`, passing its aggregation
+/// flags on: it must run what `aggregate-sql` prints for them, not a query of its own.
+#[test]
+fn the_job_asks_the_analyzer_for_the_query_with_its_flags() {
+    let flags = [
+        "--half-life",
+        "6h",
+        "--reference-time",
+        "2026-11-21T00:00:00Z",
+        "--approx-medians",
+    ];
+    let mut args = vec!["aggregate-sql", "--dialect", "spark"];
+    args.extend(flags);
+    let expected = String::from_utf8(analyzer(&args).stdout).unwrap();
+    let script = "import sys\n\
+        import cachewarm_keystats as job\n\
+        args = job.parse_args(['--data', 'd', '--out', 'o'] + sys.argv[1:])\n\
+        sys.stdout.write(job.aggregate_sql(args))\n";
+    let analyzer_bin = bin("analyzer");
+    let output = Command::new(spark_python())
+        .args(["-c", script, "--analyzer", text(&analyzer_bin)])
+        .args(flags)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../integrations/spark"))
+        .output()
+        .unwrap();
+    let output = check_exit(output, 0, "the job's aggregate_sql");
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+    assert!(expected.contains("percentile_approx("), "{expected}");
+}
+
 /// Runs SQL `statements` in one DuckDB connection.
 fn duckdb(statements: &[String]) {
     let script = "import sys, duckdb\n\

@@ -268,6 +268,8 @@ fn the_job_asks_the_analyzer_for_the_query_with_its_flags() {
         .args(["-c", script, "--analyzer", text(&analyzer_bin)])
         .args(flags)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../integrations/spark"))
+        // Importing the job from the clone must not leave bytecode in it.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap();
     let output = check_exit(output, 0, "the job's aggregate_sql");

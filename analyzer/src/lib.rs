@@ -13,8 +13,9 @@
 //! - [`input`]: opening files or stdin, plain, gzip or zstd.
 //! - [`ingest`]: the readers, one folder per format, and the ingest summary.
 //! - [`dataset`]: the partitioned Parquet dataset and its row, `AccessEvent`.
-//! - [`rank`]: aggregation, scoring, categories, exclusions, packing into a budget, and
-//!   writing the manifest.
+//! - [`rank`]: the per-key aggregation into the key-stats table (polars here, or the SQL of
+//!   `aggregate-sql` on Spark, DuckDB or Trino), then scoring, categories, exclusions, packing
+//!   into a budget, and writing the manifest.
 //! - [`simulate`]: the backtest that predicts how much a manifest helps.
 //! - [`stats`]: workload characterization, with the columns of Twitter's published table.
 //! - [`settings`]: flags and `cachewarm.toml`, resolved.

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use analyzer::ingest::{self, Format, IngestOptions, IngestSummary};
-use analyzer::rank::{self, RankOptions};
+use analyzer::rank::sql::{self, Dialect, SqlOptions};
+use analyzer::rank::{self, HalfLife, RankOptions};
 use analyzer::settings::{self, RankFlags};
 use analyzer::simulate::{self, SimulateOptions, Simulation, Split};
 use analyzer::stats::{self, GroupBy};
@@ -24,6 +25,7 @@ struct Cli {
 enum Command {
     Ingest(IngestArgs),
     Rank(RankArgs),
+    AggregateSql(AggregateSqlArgs),
     Simulate(SimulateArgs),
     Stats(StatsArgs),
 }
@@ -52,8 +54,16 @@ struct IngestArgs {
 #[derive(Debug, clap::Args)]
 struct RankArgs {
     /// The dataset directory written by `analyzer ingest`.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "key_stats",
+        conflicts_with = "key_stats"
+    )]
+    data: Option<PathBuf>,
+    /// Rank a key-stats Parquet table (a file or a directory of them) that another engine
+    /// aggregated with the SQL of `analyzer aggregate-sql`, instead of a dataset.
+    #[arg(long, conflicts_with = "simulate")]
+    key_stats: Option<PathBuf>,
     /// Where to write the manifest; a name ending in `.zst` is zstd-compressed.
     #[arg(long)]
     out: PathBuf,
@@ -65,6 +75,28 @@ struct RankArgs {
     simulate: bool,
     #[command(flatten)]
     backtest: BacktestFlags,
+}
+
+/// Print the per-key aggregation as one SQL query over a relation named `events` (the
+/// dataset), for Spark, DuckDB or Trino; its result is the key-stats table that `rank
+/// --key-stats` ranks.
+#[derive(Debug, clap::Args)]
+struct AggregateSqlArgs {
+    /// The engine the query is written for.
+    #[arg(long, value_enum)]
+    dialect: Dialect,
+    /// Half-life of a read's weight (`6h`), or `off` [default: an eighth of the events' span,
+    /// as `rank`].
+    #[arg(long)]
+    half_life: Option<String>,
+    /// The instant read weights are relative to (RFC 3339) [default: the last event, as
+    /// `rank`]. Give the same one, and a --half-life, to every part to be merged.
+    #[arg(long, value_parser = settings::parse_instant)]
+    reference_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Approximate medians (Spark's percentile_approx, DuckDB's approx_quantile), which hold
+    /// bounded memory per key; Trino's are always approximate.
+    #[arg(long)]
+    approx_medians: bool,
 }
 
 /// Backtest the ranking: rank from the older part of the dataset, replay the newer part through
@@ -148,6 +180,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => run_ingest(args),
         Command::Rank(args) => run_rank(args),
+        Command::AggregateSql(args) => run_aggregate_sql(args),
         Command::Simulate(args) => run_simulate(args),
         Command::Stats(args) => run_stats(args),
     };
@@ -254,13 +287,31 @@ fn print_ingest_summary(summary: &IngestSummary) {
 fn run_rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     let config = settings::load_config(args.rank.config.as_deref())?;
     let options = settings::rank_options(&args.rank, &config)?;
-    let mut manifest = rank::rank(&args.data, &options)
-        .with_context(|| format!("failed to rank `{}`", args.data.display()))?;
-    if args.simulate {
-        let simulation = simulate::simulate(&args.data, &args.backtest.options(options.clone()))
-            .with_context(|| format!("failed to backtest `{}`", args.data.display()))?;
-        manifest.header.prediction = Some(simulation.prediction);
-    }
+    let manifest = match (&args.data, &args.key_stats) {
+        (_, Some(key_stats)) => {
+            if args.rank.half_life.is_some() {
+                return Err(settings::SettingsError::Flag(
+                    "--half-life is the aggregation's (`aggregate-sql --half-life`); the \
+                     key-stats table's weights already carry it"
+                        .into(),
+                )
+                .into());
+            }
+            rank::rank_key_stats(key_stats, &options)
+                .with_context(|| format!("failed to rank `{}`", key_stats.display()))?
+        }
+        (Some(data), None) => {
+            let mut manifest = rank::rank(data, &options)
+                .with_context(|| format!("failed to rank `{}`", data.display()))?;
+            if args.simulate {
+                let simulation = simulate::simulate(data, &args.backtest.options(options.clone()))
+                    .with_context(|| format!("failed to backtest `{}`", data.display()))?;
+                manifest.header.prediction = Some(simulation.prediction);
+            }
+            manifest
+        }
+        (None, None) => unreachable!("clap requires --data or --key-stats"),
+    };
     rank::write_manifest(&manifest, &args.out)?;
     let header = &manifest.header;
     let totals = &header.totals;
@@ -300,6 +351,24 @@ fn run_rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     if let Some(prediction) = &header.prediction {
         print_prediction(prediction);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_aggregate_sql(args: AggregateSqlArgs) -> anyhow::Result<ExitCode> {
+    let half_life = match args.half_life.as_deref() {
+        Some(text) => settings::parse_half_life(text)
+            .map_err(|e| settings::SettingsError::Flag(format!("--half-life: {e}")))?,
+        None => HalfLife::Auto,
+    };
+    let options = SqlOptions {
+        dialect: args.dialect,
+        half_life,
+        reference_time: args.reference_time,
+        approx_medians: args.approx_medians,
+    };
+    let text =
+        sql::aggregate_sql(&options).map_err(|e| settings::SettingsError::Flag(e.to_string()))?;
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -159,10 +159,10 @@ pub fn rank_options(
 
     let half_life = match flags.half_life.as_deref() {
         Some(text) => {
-            half_life(text).map_err(|e| SettingsError::Flag(format!("--half-life: {e}")))?
+            parse_half_life(text).map_err(|e| SettingsError::Flag(format!("--half-life: {e}")))?
         }
         None => match file.half_life.as_deref() {
-            Some(text) => half_life(text).map_err(|e| from_file("half_life", e))?,
+            Some(text) => parse_half_life(text).map_err(|e| from_file("half_life", e))?,
             None => HalfLife::Auto,
         },
     };
@@ -246,7 +246,8 @@ pub fn classifier(
     Classifier::new(category_rules(loaded, extra_presets)?).map_err(|e| loaded.error(e.to_string()))
 }
 
-fn half_life(text: &str) -> Result<HalfLife, String> {
+/// Parses a half-life: a duration (`6h`), or `off`.
+pub fn parse_half_life(text: &str) -> Result<HalfLife, String> {
     if text.trim() == "off" {
         return Ok(HalfLife::Off);
     }

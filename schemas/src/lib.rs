@@ -3,13 +3,15 @@
 //! Both programs agree on four things, and this crate is where they are written down: the
 //! access event that logs are ingested into, the hot-key manifest that the analyzer writes and
 //! the warmer reads, the report a warm run leaves behind, and the checkpoint a resumed run needs.
-//! Every on-disk format carries a schema id with a version; the JSON Schema files in
-//! `schemas/json/` are generated from these types (see [`json_schemas`]) and a test fails when
-//! they are stale.
+//! The analyzer's two halves agree on a fifth, the key-stats table, which a Spark job may write
+//! in place of the analyzer's own aggregation. Every JSON format carries a schema id with a
+//! version; the JSON Schema files in `schemas/json/` are generated from these types (see
+//! [`json_schemas`]) and a test fails when they are stale.
 //!
 //! # Layout
 //!
 //! - [`event`]: the `AccessEvent` columns as an Arrow schema, and the operation vocabulary.
+//! - [`key_stats`]: key stats v1, the per-key aggregation that ranking scores and packs.
 //! - [`manifest`]: manifest v1, and the checksum of its entries.
 //! - [`report`]: report v1; in `report/`, the outcome vocabulary and its counts, read-back
 //!   validation, live-traffic windows and the loader's section.
@@ -21,6 +23,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod event;
+pub mod key_stats;
 pub mod keys;
 pub mod loader;
 pub mod manifest;
@@ -28,6 +31,7 @@ pub mod report;
 
 pub use checkpoint::{CHECKPOINT_SCHEMA_ID, Checkpoint};
 pub use event::{Op, access_event_schema};
+pub use key_stats::KeyStats;
 pub use manifest::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
 pub use report::{REPORT_SCHEMA_ID, Report};
 
@@ -43,6 +47,10 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         (
             "manifest.v1.schema.json",
             render(schemars::schema_for!(Manifest)),
+        ),
+        (
+            "key-stats.v1.schema.json",
+            render(schemars::schema_for!(KeyStats)),
         ),
         (
             "report.v1.schema.json",

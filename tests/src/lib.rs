@@ -95,6 +95,19 @@ pub fn python_packages() -> PathBuf {
     Path::new(&home).join(".cache/cachewarm/python")
 }
 
+/// The Python of the virtualenv where `scripts/test` installs PySpark and DuckDB (pinned, from
+/// PyPI), outside the clone so it survives between runs; Spark's Java 17 comes from Debian.
+pub fn spark_python() -> PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    let python = Path::new(&home).join(".cache/cachewarm/spark-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing; hint: scripts/test installs PySpark and DuckDB there",
+        python.display()
+    );
+    python
+}
+
 /// Variables that would change a warmer run's environment profile or settings: the tests
 /// remove them and set their own.
 pub const WARMER_ENVIRONMENT: [&str; 8] = [

@@ -14,4 +14,5 @@ mod postgres;
 mod rank;
 mod rank_quality;
 mod report;
+mod spark;
 mod stats;

@@ -219,20 +219,29 @@ fn add_ttl_and_undo_on_both_expires_types() {
 /// Django culls a third of the table on its next write past `MAX_ENTRIES`: a warm never takes
 /// the table past it, in PostgreSQL or SQLite, and counts what did not fit as
 /// `skipped_budget`, the most valuable keys first.
+///
+/// Regression: the entries left out at the limit were counted `already_present` (the store's
+/// "no room" answer was merged as if the row were there), so the report showed no
+/// `skipped_budget` while the table had stopped at the limit. And with several batches in
+/// flight, a later batch could take the room first: SQLite held a key ranked below the top.
 #[test]
-#[ignore = "known bug: the table stops at MAX_ENTRIES, but the report counts the PostgreSQL \
-            target's 20 written rows as 0 written (open in issue 14's notes)"]
 fn max_entries_is_never_passed() {
+    // 40 keys to warm into a table of 30 that already holds 10 rows of the application's:
+    // room for 20 new rows.
+    const KEYS: usize = 40;
+    const MAX_ENTRIES: i64 = 30;
+    const OTHER_ROWS: i64 = 10;
+    const ROOM: u64 = (MAX_ENTRIES - OTHER_ROWS) as u64;
     let dir = tempfile::tempdir().unwrap();
     let server = PostgresServer::start();
-    let (keys, manifest) = source_and_manifest(&server, dir.path(), 40);
+    let (_, manifest) = source_and_manifest(&server, dir.path(), KEYS);
     let mut client = server.client();
     create_cache_table(&mut client, "small", true);
     client
         .execute(
             "INSERT INTO small SELECT 'other:' || n, 'x', now() + interval '1 hour' \
-             FROM generate_series(1, 10) AS n",
-            &[],
+             FROM generate_series(1, $1) AS n",
+            &[&(OTHER_ROWS as i32)],
         )
         .unwrap();
     let sqlite_path = dir.path().join("cache.sqlite3");
@@ -241,16 +250,21 @@ fn max_entries_is_never_passed() {
         connection
             .execute_batch(
                 "CREATE TABLE small (cache_key varchar(255) NOT NULL PRIMARY KEY, \
-                 value text NOT NULL, expires datetime NOT NULL); \
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) \
-                 INSERT INTO small SELECT 'other:' || i, 'x', '9999-12-31 00:00:00' FROM n;",
+                 value text NOT NULL, expires datetime NOT NULL);",
+            )
+            .unwrap();
+        connection
+            .execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+                 INSERT INTO small SELECT 'other:' || i, 'x', '9999-12-31 00:00:00' FROM n",
+                [OTHER_ROWS],
             )
             .unwrap();
     }
     let targets = [
-        format!("{}&max_entries=30", server.url("small")),
+        format!("{}&max_entries={MAX_ENTRIES}", server.url("small")),
         format!(
-            "sqlite://{}?table=small&max_entries=30",
+            "sqlite://{}?table=small&max_entries={MAX_ENTRIES}",
             sqlite_path.display()
         ),
     ];
@@ -259,16 +273,23 @@ fn max_entries_is_never_passed() {
         dir.path(),
         &run_args(&manifest, &server.url("source"), &targets, &runs),
     );
-    assert_eq!(rows(&mut client, "small"), 30);
+    assert_eq!(rows(&mut client, "small"), MAX_ENTRIES);
     let sqlite_rows: i64 = rusqlite::Connection::open(&sqlite_path)
         .unwrap()
         .query_row("SELECT count(*) FROM small", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(sqlite_rows, 30);
+    assert_eq!(sqlite_rows, MAX_ENTRIES);
     let ranked = cachewarm_tests::read_manifest(Path::new(&manifest));
+    assert_eq!(report.targets.len(), 2);
     for t in &report.targets {
-        assert_eq!(t.counts.written, 20, "{}", t.url);
-        assert_eq!(t.counts.skipped_budget, keys.len() as u64 - 20, "{}", t.url);
+        let c = &t.counts;
+        assert_eq!(
+            (c.written, c.skipped_budget, c.already_present, c.failed),
+            (ROOM, KEYS as u64 - ROOM, 0, 0),
+            "{}: (written, skipped_budget, already_present, failed)",
+            t.url
+        );
+        assert_eq!(c.total(), KEYS as u64, "{}", t.url);
         assert_eq!(t.stopped_by.as_deref(), Some("max_entries"), "{}", t.url);
     }
     // The keys written are the top of the ranking.
@@ -281,9 +302,28 @@ fn max_entries_is_never_passed() {
         .into_iter()
         .map(|row| row.get(0))
         .collect();
-    let top: Vec<&String> = ranked.entries.iter().take(20).map(|e| &e.key).collect();
-    for key in &written {
-        assert!(top.contains(&key), "{key} is not in the top 20");
+    let top: Vec<&String> = ranked
+        .entries
+        .iter()
+        .take(ROOM as usize)
+        .map(|e| &e.key)
+        .collect();
+    let sqlite_written: Vec<String> = rusqlite::Connection::open(&sqlite_path)
+        .unwrap()
+        .prepare("SELECT cache_key FROM small WHERE cache_key NOT LIKE 'other:%'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (store, written) in [("postgres", &written), ("sqlite", &sqlite_written)] {
+        assert_eq!(written.len(), ROOM as usize, "{store}");
+        for key in written {
+            assert!(
+                top.contains(&key),
+                "{store}: {key} is not in the top {ROOM}"
+            );
+        }
     }
     assert!(text.contains("max_entries"), "{text}");
 }

@@ -1,18 +1,17 @@
-//! Per-key aggregation of the dataset with polars.
+//! The per-key aggregation of the dataset with polars: the key-stats table of one machine.
+//!
+//! The same aggregation, as SQL for engines that scale out, is `super::sql`; both give the
+//! table of `schemas::key_stats`, which `super::key_stats` turns into ranking input.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 use schemas::event::columns;
+use schemas::key_stats::{WEIGHT_SCALE, columns as out};
 
 use super::RankError;
-
-/// The fixed-point scale of recency-weighted reads: weights are summed as integers so the sum
-/// does not depend on the order polars' threads add them in, and the same dataset always gives
-/// the same manifest, byte for byte. 2^20 keeps six significant digits of a read that is 20
-/// half-lives old.
-pub const WEIGHT_SCALE: f64 = (1u64 << 20) as f64;
+use super::key_stats::{DatasetStats, from_frame};
 
 /// The default half-life is the window's span divided by this: 3 hours for a day of logs. A
 /// longer one averages more reads (less noise when popularity is stable), a shorter one
@@ -21,47 +20,6 @@ pub const WEIGHT_SCALE: f64 = (1u64 << 20) as f64;
 /// drifts, where a quarter fell to 77% under drift. `analyzer simulate` compares half-lives
 /// on a real dataset.
 pub const AUTO_HALF_LIFE_DIVISOR: u64 = 8;
-
-/// What the dataset says about one key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeyStats {
-    pub key: String,
-    /// Read requests: the sum of `count` over reads.
-    pub requests: u64,
-    pub hits: u64,
-    pub misses: u64,
-    /// Read requests, each weighted by `0.5^(age / half-life)` where age is the time from the
-    /// read to the window's end; in units of 1 / [`WEIGHT_SCALE`].
-    pub weighted_requests: u64,
-    /// Writes (set, add, replace, cas), by `count`.
-    pub writes: u64,
-    /// The last read, if any.
-    pub last_read: Option<DateTime<Utc>>,
-    /// The last access of any kind.
-    pub last_seen: DateTime<Utc>,
-    /// Whether the last access was a delete (a delete at the same instant as the last access
-    /// counts as last).
-    pub deleted_last: bool,
-    /// The median logged value size, when any was logged.
-    pub value_size: Option<u64>,
-    /// The median TTL given on writes, when any was logged.
-    pub ttl_s: Option<u32>,
-    /// The sum and number of logged latencies of missed reads, in µs.
-    pub miss_latency_us: u64,
-    pub miss_latencies: u64,
-}
-
-/// The keys seen (in no particular order), and dataset-wide figures.
-#[derive(Debug, Clone)]
-pub struct DatasetStats {
-    pub keys: Vec<KeyStats>,
-    pub window_start: DateTime<Utc>,
-    pub window_end: DateTime<Utc>,
-    /// The median of the keys' value sizes: the size assumed for keys with none logged.
-    pub typical_value_size: u64,
-    /// The half-life the weights were computed with; `None` when every read weighs 1.
-    pub half_life: Option<std::time::Duration>,
-}
 
 /// Which events to aggregate, and how to weigh reads.
 #[derive(Debug, Clone, Default)]
@@ -83,39 +41,38 @@ pub enum HalfLife {
     Fixed(std::time::Duration),
 }
 
-/// Aggregates every Parquet file of the dataset at `dataset` per key.
+/// Aggregates every Parquet file of the dataset at `dataset` per key; the weights are relative
+/// to the last event (the end of the window).
 pub fn aggregate(dataset: &Path, options: &AggregateOptions) -> Result<DatasetStats, RankError> {
     let files = dataset_files(dataset)?;
     let polars_error = |source| RankError::Polars {
         path: dataset.to_path_buf(),
         source,
     };
-    let events = || scan(&files, options.until);
     let Some((start, end)) = time_span(&files, options.until).map_err(polars_error)? else {
         return Err(RankError::NoEvents(dataset.to_path_buf()));
     };
     let half_life = match options.half_life {
         HalfLife::Off => None,
         HalfLife::Fixed(span) => Some(span),
-        HalfLife::Auto => Some(std::time::Duration::from_micros(
-            u64::try_from(end - start).unwrap_or(0) / AUTO_HALF_LIFE_DIVISOR,
-        ))
-        .filter(|span| !span.is_zero()),
+        HalfLife::Auto => Some(auto_half_life(start, end)).filter(|span| !span.is_zero()),
     };
-    let frame = events()
+    let frame = scan(&files, options.until)
         .and_then(|events| per_key(events, end, half_life).collect())
         .map_err(polars_error)?;
-    let keys = to_key_stats(&frame).map_err(polars_error)?;
-    let mut sizes: Vec<u64> = keys.iter().filter_map(|k| k.value_size).collect();
-    sizes.sort_unstable();
-    let instant = |micros| DateTime::from_timestamp_micros(micros).unwrap_or_default();
-    Ok(DatasetStats {
-        window_start: instant(start),
-        window_end: instant(end),
-        typical_value_size: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
-        half_life,
-        keys,
-    })
+    let keys = from_frame(&frame).map_err(|source| RankError::KeyStats {
+        path: dataset.to_path_buf(),
+        source,
+    })?;
+    DatasetStats::from_keys(keys, dataset)
+}
+
+/// The default half-life of a window from `start` to `end` (µs), as the SQL computes it too:
+/// whole µs, rounded down.
+fn auto_half_life(start: i64, end: i64) -> std::time::Duration {
+    std::time::Duration::from_micros(
+        u64::try_from(end - start).unwrap_or(0) / AUTO_HALF_LIFE_DIVISOR,
+    )
 }
 
 /// The Parquet files of the dataset; an error when there are none.
@@ -185,9 +142,9 @@ pub fn is_write() -> Expr {
         .or(col(columns::OP).eq(lit("cas")))
 }
 
-/// The per-key aggregation, in no particular order: ranking sorts by score, and sorting 2
-/// million keys here (by requests, ties by key) took a fifth of the whole query in string
-/// comparisons.
+/// The per-key aggregation, in no particular order (ranking sorts by score, and sorting 2
+/// million keys here, by requests, ties by key, took a fifth of the whole query in string
+/// comparisons), as the key-stats table.
 fn per_key(
     events: LazyFrame,
     end_micros: i64,
@@ -215,6 +172,17 @@ fn per_key(
     let is_read = || col("_read");
     let is_write = || col("_write");
     let is_miss = || col("_miss");
+    let micros = || col(columns::TS).cast(DataType::Int64);
+    let instant = |expr: Expr| {
+        expr.cast(DataType::Datetime(
+            TimeUnit::Microseconds,
+            Some(TimeZone::UTC),
+        ))
+    };
+    let half_life_us = match half_life {
+        Some(span) => lit(u64::try_from(span.as_micros()).unwrap_or(u64::MAX)),
+        None => lit(NULL).cast(DataType::UInt64),
+    };
     events
         .with_columns([
             self::is_read().alias("_read"),
@@ -225,86 +193,69 @@ fn per_key(
         ])
         .group_by([col(columns::KEY)])
         .agg([
-            sum_count_if(is_read()).alias("requests"),
-            sum_count_if(is_read().and(col(columns::HIT).eq(lit(true)))).alias("hits"),
-            sum_count_if(is_miss()).alias("misses"),
+            sum_count_if(is_read()).alias(out::REQUESTS),
+            sum_count_if(is_read().and(col(columns::HIT).eq(lit(true)))).alias(out::HITS),
+            sum_count_if(is_miss()).alias(out::MISSES),
             when(is_read())
                 .then(weighted)
                 .otherwise(lit(0u64))
                 .sum()
-                .alias("weighted"),
-            sum_count_if(is_write()).alias("writes"),
+                .alias(out::WEIGHTED_REQUESTS),
+            sum_count_if(is_write()).alias(out::WRITES),
+            micros().min().alias(out::FIRST_SEEN),
             when(is_read())
-                .then(col(columns::TS).cast(DataType::Int64))
+                .then(micros())
                 .otherwise(lit(NULL).cast(DataType::Int64))
                 .max()
-                .alias("last_read"),
-            col(columns::TS)
-                .max()
-                .cast(DataType::Int64)
-                .alias("last_seen"),
+                .alias(out::LAST_READ),
+            micros().max().alias(out::LAST_SEEN),
             // The last delete rather than the last operation: a conditional max is a single
             // pass, where sorting every key's operations by time took most of the query.
             when(col(columns::OP).eq(lit("delete")))
-                .then(col(columns::TS).cast(DataType::Int64))
+                .then(micros())
                 .otherwise(lit(NULL).cast(DataType::Int64))
                 .max()
-                .alias("last_delete"),
+                .alias("_last_delete"),
             col(columns::VALUE_SIZE)
                 .cast(DataType::Float64)
                 .median()
-                .alias("value_size"),
+                .alias(out::VALUE_SIZE),
             when(is_write())
                 .then(col(columns::TTL_S).cast(DataType::Float64))
                 .otherwise(lit(NULL).cast(DataType::Float64))
                 .median()
-                .alias("ttl_s"),
+                .alias(out::TTL_S),
             when(is_miss().and(col(columns::LATENCY_US).is_not_null()))
                 .then(col(columns::LATENCY_US).cast(DataType::UInt64))
                 .otherwise(lit(0u64))
                 .sum()
-                .alias("miss_latency_us"),
+                .alias(out::MISS_LATENCY_US),
             when(is_miss().and(col(columns::LATENCY_US).is_not_null()))
                 .then(lit(1u64))
                 .otherwise(lit(0u64))
                 .cast(DataType::UInt64)
                 .sum()
-                .alias("miss_latencies"),
+                .alias(out::MISS_LATENCIES),
         ])
-}
-
-fn to_key_stats(frame: &DataFrame) -> PolarsResult<Vec<KeyStats>> {
-    let key = frame.column(columns::KEY)?.str()?;
-    let requests = frame.column("requests")?.u64()?;
-    let hits = frame.column("hits")?.u64()?;
-    let misses = frame.column("misses")?.u64()?;
-    let weighted = frame.column("weighted")?.u64()?;
-    let writes = frame.column("writes")?.u64()?;
-    let last_read = frame.column("last_read")?.i64()?;
-    let last_seen = frame.column("last_seen")?.i64()?;
-    let last_delete = frame.column("last_delete")?.i64()?;
-    let value_size = frame.column("value_size")?.f64()?;
-    let ttl_s = frame.column("ttl_s")?.f64()?;
-    let miss_latency_us = frame.column("miss_latency_us")?.u64()?;
-    let miss_latencies = frame.column("miss_latencies")?.u64()?;
-    let instant = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap_or_default();
-    let mut keys = Vec::with_capacity(frame.height());
-    for i in 0..frame.height() {
-        keys.push(KeyStats {
-            key: key.get(i).unwrap_or_default().to_owned(),
-            requests: requests.get(i).unwrap_or(0),
-            hits: hits.get(i).unwrap_or(0),
-            misses: misses.get(i).unwrap_or(0),
-            weighted_requests: weighted.get(i).unwrap_or(0),
-            writes: writes.get(i).unwrap_or(0),
-            last_read: last_read.get(i).map(instant),
-            last_seen: instant(last_seen.get(i).unwrap_or(0)),
-            deleted_last: last_delete.get(i).is_some() && last_delete.get(i) == last_seen.get(i),
-            value_size: value_size.get(i).map(|v| v.round() as u64),
-            ttl_s: ttl_s.get(i).map(|v| v.round() as u32),
-            miss_latency_us: miss_latency_us.get(i).unwrap_or(0),
-            miss_latencies: miss_latencies.get(i).unwrap_or(0),
-        });
-    }
-    Ok(keys)
+        .select([
+            col(out::KEY),
+            col(out::REQUESTS),
+            col(out::HITS),
+            col(out::MISSES),
+            col(out::WEIGHTED_REQUESTS),
+            col(out::WRITES),
+            instant(col(out::FIRST_SEEN)),
+            instant(col(out::LAST_READ)),
+            instant(col(out::LAST_SEEN)),
+            col("_last_delete")
+                .eq(col(out::LAST_SEEN))
+                .fill_null(lit(false))
+                .alias(out::DELETED_LAST),
+            col(out::VALUE_SIZE),
+            col(out::TTL_S),
+            col(out::MISS_LATENCY_US),
+            col(out::MISS_LATENCIES),
+            instant(lit(end_micros)).alias(out::REFERENCE_TIME),
+            half_life_us.alias(out::HALF_LIFE_US),
+        ])
 }

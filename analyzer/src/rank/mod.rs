@@ -1,8 +1,10 @@
 //! Rank: the dataset's hot keys, packed into a byte budget, as a manifest.
 //!
-//! polars aggregates the dataset per key (lazily, over every Parquet file); then each key is
+//! Two halves, with the key-stats table (`schemas::key_stats`) between them. First the per-key
+//! aggregation: polars over every Parquet file of the dataset (`aggregate`), or any SQL engine
+//! running `sql`'s query, whose table `key_stats` reads back. Then, once per key, each key is
 //! classified into a category, checked against the exclusion rules, scored, and the keys are
-//! packed greedily by score into the budget.
+//! packed greedily by score into the budget (`build_manifest`), whichever engine aggregated.
 //!
 //! The score is the value of a warmed byte: recency-weighted read requests (each read weighs
 //! `0.5^(age / half-life)`) × the cost of a miss (the key's mean logged miss latency, else the
@@ -15,6 +17,8 @@
 mod aggregate;
 pub mod budget;
 pub mod categories;
+pub mod key_stats;
+pub mod sql;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,11 +33,13 @@ use schemas::manifest::{
 use schemas::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
 
 pub use aggregate::{
-    AggregateOptions, DatasetStats, HalfLife, KeyStats, WEIGHT_SCALE, aggregate, dataset_files,
-    is_read, scan, time_span,
+    AggregateOptions, HalfLife, aggregate, dataset_files, is_read, scan, time_span,
 };
 pub use budget::ResolvedBudget;
 pub use categories::Classifier;
+pub use key_stats::{DatasetStats, KeyStatsError, read_key_stats};
+pub use schemas::KeyStats;
+pub use schemas::key_stats::WEIGHT_SCALE;
 
 /// The category of keys no rule matches.
 pub const DEFAULT_CATEGORY: &str = "default";
@@ -57,6 +63,29 @@ pub enum RankError {
         #[source]
         source: polars::error::PolarsError,
     },
+    #[error("the key-stats table `{0}` holds no keys")]
+    NoKeys(PathBuf),
+    #[error("the key-stats table `{path}` is not usable")]
+    KeyStats {
+        path: PathBuf,
+        #[source]
+        source: KeyStatsError,
+    },
+    #[error(
+        "the key-stats table `{path}` mixes rows of {column} {first} and {other}: aggregate \
+         every part with the same --reference-time and --half-life"
+    )]
+    MixedKeyStats {
+        path: PathBuf,
+        column: &'static str,
+        first: String,
+        other: String,
+    },
+    #[error(
+        "the key-stats table `{path}` holds key `{key}` twice: merge partial aggregates first \
+         (docs/DESIGN-NOTES.md, \"Key stats\")"
+    )]
+    DuplicateKey { path: PathBuf, key: String },
     #[error("failed to write the manifest `{path}`")]
     Write {
         path: PathBuf,
@@ -138,6 +167,13 @@ impl RankOptions {
 /// Builds the manifest of the dataset at `dataset`.
 pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
     let stats = aggregate(dataset, &options.aggregate_options())?;
+    build_manifest(&stats, options, generated_at())
+}
+
+/// Builds the manifest of the key-stats table at `path` (`rank --key-stats`), which another
+/// engine aggregated; the options' half-life and `until` were the aggregation's to apply.
+pub fn rank_key_stats(path: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
+    let stats = read_key_stats(path)?;
     build_manifest(&stats, options, generated_at())
 }
 
@@ -248,7 +284,9 @@ pub fn build_manifest(
         }
         let size = key.key.len() as u64 + key.value_size.unwrap_or(stats.typical_value_size);
         let footprint = size + options.item_overhead;
-        let score = key.weighted_requests as f64 / WEIGHT_SCALE * miss_cost(key) / footprint as f64;
+        let score =
+            key.weighted_requests as f64 / WEIGHT_SCALE * stats.recency_factor * miss_cost(key)
+                / footprint as f64;
         candidates.push(Candidate {
             stats: key,
             category,

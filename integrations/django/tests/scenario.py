@@ -546,6 +546,9 @@ def run_e2e() -> dict[str, Any]:
     check(counts["failed"] == 0 and counts["source_miss"] == 0, f"first run: {counts}")
     warm = warm_state(entries, sessions, expected)
     check(warm == counts["written"] and warm > 0, f"{warm} keys warm, report says {counts}")
+    # Session keys are logged hashed: the report's coverage asks for the keys the loader wrote.
+    covered = target["coverage_after"]["keys_present"]
+    check(covered == warm, f"coverage after finds {covered} keys, {warm} are warm")
     if KIND != "sql":
         check(warm == len(entries), f"{warm} of {len(entries)} manifest keys warm")
     fragments_warm = {
@@ -627,12 +630,15 @@ def run_e2e() -> dict[str, Any]:
         on_two == bumped["targets"][0]["counts"]["written"] and on_two > 0,
         f"{on_two} warm under VERSION 2",
     )
+    covered = bumped["targets"][0]["coverage_after"]["keys_present"]
+    check(covered == on_two, f"coverage after the bump finds {covered} keys, {on_two} are warm")
     check(
         warm_state(entries, sessions, expected, version=1) == 0, "nothing written under VERSION 1"
     )
 
     result: dict[str, Any] = {
         "backend": BACKEND,
+        "database": connection.vendor,
         "manifest_entries": len(entries),
         "written": counts["written"],
         "cold_first_read_hit_rate": round(cold_rate, 4),
@@ -686,13 +692,16 @@ def check_selective(
 
 
 def check_max_entries() -> int:
-    """500 hot report keys against MAX_ENTRIES = 300, with the fill limit lifted: the table
-    never holds more than 300 rows."""
+    """500 hot report keys against MAX_ENTRIES = 300, with the fill limit lifted: the emptied
+    table takes exactly 300 rows, never more, and the report counts the other 200 as
+    ``skipped_budget``."""
+    keys, max_entries = 500, settings.CACHES["default"]["OPTIONS"]["MAX_ENTRIES"]
+    check(max_entries < keys, f"MAX_ENTRIES = {max_entries} leaves room for all {keys} keys")
     log = WORK / "many.jsonl"
     base = 1_800_000_000
     with log.open("w") as out:
         for round_ in range(2):
-            for i in range(500):
+            for i in range(keys):
                 day = datetime.date(2020, 1, 1) + datetime.timedelta(days=i)
                 out.write(
                     json.dumps(
@@ -707,16 +716,21 @@ def check_max_entries() -> int:
                     + "\n"
                 )
     manifest, entries = rank(log, "many")
-    check(len(entries) == 500, f"{len(entries)} entries")
+    check(len(entries) == keys, f"{len(entries)} entries")
     cache.clear()
     table = connection.ops.quote_name(settings.CACHES["default"]["LOCATION"])
     report, _ = cachewarm(manifest, "many", env={"CACHEWARM_MAX_FILL": "100%"})
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM {table}")
         rows = int(cursor.fetchone()[0])
-    counts = report["targets"][0]["counts"]
-    check(0 < rows <= 300, f"{rows} rows in a table with MAX_ENTRIES = 300 ({counts})")
-    check(rows == counts["written"], f"{rows} rows, {counts['written']} written")
+    target = report["targets"][0]
+    counts = target["counts"]
+    check(rows == max_entries, f"{rows} rows in a table with MAX_ENTRIES = {max_entries}")
+    check(
+        (counts["written"], counts["skipped_budget"]) == (max_entries, keys - max_entries),
+        f"{max_entries} written and {keys - max_entries} skipped_budget expected: {counts}",
+    )
+    check(target["stopped_by"] == "max_entries", f"stopped_by: {target['stopped_by']}")
     return rows
 
 

@@ -144,14 +144,6 @@ fn redis_values_of_every_type_are_copied() {
         .unwrap();
     assert_eq!(kept, "kept");
 
-    for e in std::fs::read_dir(&run_dir).unwrap() {
-        let p = e.unwrap().path();
-        eprintln!(
-            "DBG {} {}",
-            p.display(),
-            std::fs::read_to_string(&p).unwrap_or_default()
-        );
-    }
     let undo = warmer(dir.path(), &["undo", run_dir.to_str().unwrap()], 0);
     let text = String::from_utf8_lossy(&undo.stdout);
     assert!(
@@ -192,6 +184,55 @@ fn redis_values_of_every_type_go_through_a_snapshot() {
     let (report, _) = warm(dir.path(), &manifest, &path, &target.url(), &[]);
     assert_all_written_and_verified(&report, keys.len());
     assert_same_values(&mut replica.connection(), &mut target.connection(), &keys);
+}
+
+/// Rewrites the `value` of the row of `key` in the snapshot at `path` with pyarrow, every
+/// other row, column and the file's metadata kept.
+const CORRUPT_ONE_PAYLOAD: &str = r#"
+import sys
+import pyarrow as pa, pyarrow.parquet as pq
+path, key = sys.argv[1], sys.argv[2]
+table = pq.read_table(path)
+values = table.column("value").to_pylist()
+row = table.column("key").to_pylist().index(key)
+payload = bytearray(values[row])
+payload[-1] ^= 0xFF
+values[row] = bytes(payload)
+index = table.schema.get_field_index("value")
+table = table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+pq.write_table(table, path)
+"#;
+
+/// A `DUMP` payload the target refuses (here its checksum no longer matches, as a payload from
+/// a newer server's RDB version is refused the same way) is counted `failed` with Redis's
+/// reason, and every other key is still restored.
+#[test]
+fn a_payload_the_target_refuses_is_counted_failed_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = RedisServer::start(&[]);
+    let keys = fill_every_type(&mut replica.connection());
+    let manifest = manifest_for(dir.path(), &keys);
+    let (path, _) = snapshot(dir.path(), &manifest, &replica.url(), "snap.parquet");
+    python(CORRUPT_ONE_PAYLOAD, &[&path, "t:zset"], "");
+
+    let target = RedisServer::start(&[]);
+    let (report, _) = warm(dir.path(), &manifest, &path, &target.url(), &[]);
+    let target_report = &report.targets[0];
+    assert_eq!(target_report.counts.failed, 1);
+    assert_eq!(target_report.counts.written as usize, keys.len() - 1);
+    let reasons: Vec<&String> = target_report.failure_reasons.keys().collect();
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("checksum"),
+        "{reasons:?}"
+    );
+    let mut connection = target.connection();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("t:zset")
+        .query(&mut connection)
+        .unwrap();
+    assert!(!exists, "the refused key is not written");
+    let copied: Vec<String> = keys.iter().filter(|k| *k != "t:zset").cloned().collect();
+    assert_same_values(&mut replica.connection(), &mut connection, &copied);
 }
 
 // --- copies between kinds -----------------------------------------------------------------

@@ -1,5 +1,10 @@
 //! Coverage: how much of the manifest's request weight a store holds right now.
+//!
+//! An entry is asked for under its manifest key, unless the run wrote it under store keys of
+//! its own (a loader's, after a key-version bump say): then it is present when all of those
+//! are, since the application reads those keys and not the manifest's.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use schemas::report::Coverage;
@@ -25,11 +30,12 @@ pub(crate) struct Probe {
 /// (requests present, requests total, keys present).
 type Sums = (u64, u64, u64);
 
-/// Probes every manifest key that is valid for `store`, streaming the manifest, before
-/// `deadline`.
+/// Probes every manifest entry that is valid for `store`, streaming the manifest, before
+/// `deadline`: under the keys `store_keys` gives for its manifest index, else its manifest key.
 pub(crate) async fn probe(
     store: &Arc<Store>,
     shared: &Arc<Shared>,
+    store_keys: &Arc<HashMap<u64, Vec<String>>>,
     deadline: Instant,
 ) -> Result<Probe, String> {
     let mut overall: Sums = (0, 0, 0);
@@ -37,6 +43,7 @@ pub(crate) async fn probe(
     let mut entries = stream_entries(shared, PROBE_BATCH);
     let mut probes = InFlight::new(PROBES_IN_FLIGHT);
     let mut reading = true;
+    let mut next_index = 0u64;
     let result = loop {
         let mut unreadable = None;
         while reading && !probes.is_full() {
@@ -44,8 +51,12 @@ pub(crate) async fn probe(
                 Some(Ok(batch)) => {
                     let store = Arc::clone(store);
                     let shared = Arc::clone(shared);
+                    let store_keys = Arc::clone(store_keys);
+                    let start = next_index;
+                    next_index += batch.len() as u64;
                     probes.push(async move {
-                        let present = present(&store, &shared, &batch, deadline).await;
+                        let present =
+                            present(&store, &shared, &batch, start, &store_keys, deadline).await;
                         (batch, present)
                     });
                 }
@@ -90,32 +101,79 @@ pub(crate) async fn probe(
     })
 }
 
-/// Whether each entry of `batch` is in `store`; a key invalid for the store counts as absent.
+/// Whether each entry of `batch` (the first at manifest index `start`) is in `store`, under
+/// its store keys when `store_keys` has them, else under its manifest key; a key invalid for
+/// the store counts as absent.
 async fn present(
     store: &Store,
     shared: &Shared,
     batch: &[Entry],
+    start: u64,
+    store_keys: &HashMap<u64, Vec<String>>,
     deadline: Instant,
 ) -> Result<Vec<bool>, String> {
     let limits = &shared.settings.key_limits;
-    let valid: Vec<bool> = batch
+    let keys_of: Vec<Vec<&str>> = batch
         .iter()
-        .map(|e| store.check_key(&e.key, limits).is_ok())
+        .zip(start..)
+        .map(|(entry, index)| match store_keys.get(&index) {
+            Some(keys) => keys.iter().map(String::as_str).collect(),
+            None => vec![entry.key.as_str()],
+        })
         .collect();
-    let keys: Vec<&str> = batch
+    let valid: Vec<bool> = keys_of
+        .iter()
+        .map(|keys| keys.iter().all(|key| store.check_key(key, limits).is_ok()))
+        .collect();
+    let keys: Vec<&str> = keys_of
         .iter()
         .zip(&valid)
         .filter(|(_, valid)| **valid)
-        .map(|(e, _)| e.key.as_str())
+        .flat_map(|(keys, _)| keys.iter().copied())
         .collect();
     let found = match tokio::time::timeout_at(deadline, store.contains(&keys)).await {
         Ok(Ok(found)) => found,
         Ok(Err(error)) => return Err(error.to_string()),
         Err(_) => return Err("timed out probing the store".into()),
     };
-    let mut found = found.into_iter();
-    Ok(valid
-        .into_iter()
-        .map(|valid| valid && found.next().unwrap_or(false))
-        .collect())
+    let keys_per_entry: Vec<usize> = keys_of.iter().map(Vec::len).collect();
+    Ok(all_present(&keys_per_entry, &valid, &found))
+}
+
+/// Whether each entry is present: all its keys (`keys_per_entry`) were `found`, which holds
+/// one answer per key of each `valid` entry, in order (the others were not asked for).
+fn all_present(keys_per_entry: &[usize], valid: &[bool], found: &[bool]) -> Vec<bool> {
+    let mut found = found.iter();
+    keys_per_entry
+        .iter()
+        .zip(valid)
+        .map(|(&keys, &valid)| {
+            // Each key of a valid entry takes its answer from `found`, present or not (so no
+            // short-circuiting `all`).
+            valid && (0..keys).filter(|_| found.next() == Some(&true)).count() == keys
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry written under several store keys is present only when all of them are; an
+    /// entry invalid for the store takes no answer and is absent.
+    #[test]
+    fn an_entry_is_present_when_all_its_keys_are() {
+        let keys_per_entry = [1, 2, 2, 1, 1];
+        let valid = [true, true, true, false, true];
+        let found = [true, true, false, true, true, true];
+        assert_eq!(
+            all_present(&keys_per_entry, &valid, &found),
+            [true, false, true, false, true]
+        );
+        assert_eq!(
+            all_present(&[2], &[true], &[true]),
+            [false],
+            "an answer missing"
+        );
+    }
 }

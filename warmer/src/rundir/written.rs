@@ -6,7 +6,9 @@
 //! - `{"op":"sent","run":R,"start":S,"keys":[…],"hashes":[…]}` before a batch goes to the
 //!   store: its keys and the hash of each value and its flags ([`item_hash`](crate::store::item_hash)),
 //!   `R` counting the run's invocations (0, then 1 for the first resume…) and `S` the batch's
-//!   first manifest index.
+//!   first manifest index. When a store key differs from its manifest key (a loader's), the
+//!   line also has `"entries":[o…]`: each key's manifest entry, as an offset from `S`, so that
+//!   the final coverage probe asks the store for the keys the run wrote ([`store_keys`]).
 //! - `{"op":"written","run":R,"start":S,"written":[i…]}` once the store answered: which of the
 //!   batch's keys were written (rather than found present, refused…).
 //!
@@ -31,6 +33,10 @@ pub enum Record {
         start: u64,
         keys: Vec<String>,
         hashes: Vec<String>,
+        /// Each key's manifest entry, as an offset from `start`; empty when every key is its
+        /// entry's manifest key.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        entries: Vec<u32>,
     },
     Written {
         run: u32,
@@ -87,13 +93,15 @@ impl WrittenLog {
     /// Appends the `sent` record of a batch, the same line [`append`](Self::append) writes for
     /// a [`Record::Sent`], without building one: the warm logs every key it sends, and owned
     /// copies of each key and hash were a tenth of its time. `hashes` are the value hashes,
-    /// concatenated (32 hex digits each, see [`value_hash`](crate::store::value_hash)).
+    /// concatenated (32 hex digits each, see [`value_hash`](crate::store::value_hash));
+    /// `entries` as in the record (empty: left out).
     pub fn append_sent<'k>(
         &mut self,
         run: u32,
         start: u64,
         keys: impl Iterator<Item = &'k str>,
         hashes: &str,
+        entries: &[u32],
     ) -> std::io::Result<()> {
         let mut line = Vec::with_capacity(64 + hashes.len() * 3);
         write!(
@@ -115,9 +123,55 @@ impl WrittenLog {
             line.extend_from_slice(hash);
             line.push(b'"');
         }
-        line.extend_from_slice(b"]}\n");
+        line.push(b']');
+        if !entries.is_empty() {
+            line.extend_from_slice(b",\"entries\":");
+            serde_json::to_writer(&mut line, entries)?;
+        }
+        line.extend_from_slice(b"}\n");
         self.file.write_all(&line)
     }
+}
+
+/// The store keys the log says were sent for manifest entries whose keys differ from their
+/// manifest key (a loader's), by manifest index: the last invocation that sent an entry gives
+/// its keys. Entries not listed were sent under their manifest key, or not at all.
+pub fn store_keys(path: &Path) -> std::io::Result<HashMap<u64, Vec<String>>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(e),
+    };
+    let mut sent: BTreeMap<(u32, u64), (Vec<String>, Vec<u32>)> = BTreeMap::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        // A torn last line (the process died mid-write) is skipped: its batch was not sent.
+        if let Ok(Record::Sent {
+            run,
+            start,
+            keys,
+            entries,
+            ..
+        }) = serde_json::from_str::<Record>(&line)
+            && !entries.is_empty()
+        {
+            sent.insert((run, start), (keys, entries));
+        }
+    }
+    let mut by_entry: HashMap<u64, Vec<String>> = HashMap::new();
+    for ((_, start), (keys, entries)) in sent {
+        let mut seen_here = std::collections::HashSet::new();
+        for (key, offset) in keys.into_iter().zip(entries) {
+            let index = start + u64::from(offset);
+            let slot = by_entry.entry(index).or_default();
+            // A later invocation's keys replace an earlier one's.
+            if seen_here.insert(index) {
+                slot.clear();
+            }
+            slot.push(key);
+        }
+    }
+    Ok(by_entry)
 }
 
 /// Whether the run saw a key written, or only sent it.
@@ -153,6 +207,7 @@ pub fn read_log(path: &Path) -> std::io::Result<Vec<(String, String, Certainty)>
                 start,
                 keys,
                 hashes,
+                ..
             } => {
                 sent.insert((run, start), (keys, hashes));
             }
@@ -217,17 +272,53 @@ mod tests {
             crate::store::value_hash(b"1"),
             crate::store::value_hash(b"2"),
         ];
-        log.append_sent(1, 500, keys.iter().copied(), &hashes.concat())
+        log.append_sent(1, 500, keys.iter().copied(), &hashes.concat(), &[])
             .unwrap();
-        let record = Record::Sent {
-            run: 1,
-            start: 500,
-            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-            hashes: hashes.to_vec(),
-        };
-        let mut expected = serde_json::to_vec(&record).unwrap();
-        expected.push(b'\n');
+        log.append_sent(1, 502, keys.iter().copied(), &hashes.concat(), &[0, 3])
+            .unwrap();
+        let mut expected = Vec::new();
+        for (start, entries) in [(500, vec![]), (502, vec![0, 3])] {
+            let record = Record::Sent {
+                run: 1,
+                start,
+                keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+                hashes: hashes.to_vec(),
+                entries,
+            };
+            serde_json::to_writer(&mut expected, &record).unwrap();
+            expected.push(b'\n');
+        }
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    /// The store keys of each entry sent under keys of its own, by manifest index; a resume
+    /// that sent an entry again gives its keys; entries sent under their manifest key are
+    /// not listed.
+    #[test]
+    fn store_keys_by_manifest_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), 0);
+        let mut log = WrittenLog::open(path.clone()).unwrap();
+        let hashes = |n: usize| crate::store::value_hash(b"v").repeat(n);
+        log.append_sent(
+            0,
+            10,
+            ["v2:a", "v2:a:meta", "v2:c"].into_iter(),
+            &hashes(3),
+            &[0, 0, 2],
+        )
+        .unwrap();
+        log.append_sent(0, 20, ["plain"].into_iter(), &hashes(1), &[])
+            .unwrap();
+        log.append_sent(1, 10, ["v3:a"].into_iter(), &hashes(1), &[0])
+            .unwrap();
+        drop(log);
+        let keys = store_keys(&path).unwrap();
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[&10], strings(&["v3:a"]));
+        assert_eq!(keys[&12], strings(&["v2:c"]));
+        assert!(store_keys(&dir.path().join("absent")).unwrap().is_empty());
     }
 
     /// A batch answered lists only its written keys; one never answered lists all its keys;
@@ -243,6 +334,7 @@ mod tests {
             start: 0,
             keys: strings(&["a", "b"]),
             hashes: strings(&["ha", "hb"]),
+            entries: Vec::new(),
         })
         .unwrap();
         log.append(&Record::Written {
@@ -256,6 +348,7 @@ mod tests {
             start: 2,
             keys: strings(&["c"]),
             hashes: strings(&["hc"]),
+            entries: Vec::new(),
         })
         .unwrap();
         drop(log);

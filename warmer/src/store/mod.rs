@@ -284,6 +284,12 @@ pub trait CacheStore: std::fmt::Debug + Send + Sync {
     fn in_process(&self) -> bool {
         false
     }
+
+    /// Whether the store has a limit on its number of entries (a SQL cache's `max_entries`),
+    /// past which its writes come back [`WriteOutcome::NoRoom`].
+    fn has_entry_limit(&self) -> bool {
+        false
+    }
 }
 
 /// The registered stores, one line each: `Variant(its::Address)`. Makes [`StoreUrl`] (parsed
@@ -369,6 +375,13 @@ macro_rules! stores {
             pub fn in_process(&self) -> bool {
                 match self {
                     $(Store::$variant(store) => store.in_process(),)+
+                }
+            }
+
+            /// See [`CacheStore::has_entry_limit`].
+            pub fn has_entry_limit(&self) -> bool {
+                match self {
+                    $(Store::$variant(store) => store.has_entry_limit(),)+
                 }
             }
 

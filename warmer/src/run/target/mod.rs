@@ -14,6 +14,7 @@ mod limits;
 mod tally;
 mod worker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -137,7 +138,9 @@ impl TargetRun {
                         .flatten();
             }
         }
-        match coverage::probe(&store, shared, deadline).await {
+        // Before the run no store key of its own is known: the manifest keys are probed.
+        let store_keys = Arc::default();
+        match coverage::probe(&store, shared, &store_keys, deadline).await {
             Ok(probe) => target.before = Some(probe),
             Err(error) => tracing::warn!(target = target.url, error, "coverage probe failed"),
         }
@@ -235,7 +238,16 @@ impl TargetRun {
             return;
         };
         self.hits_after = within(deadline, store.hit_counters()).await.flatten();
-        match coverage::probe(store, shared, deadline).await {
+        // The keys the run (and the invocations before it) wrote for entries under keys of
+        // their own: those are what the application reads.
+        // (A dry run writes no log: the manifest keys are probed.)
+        let path = written::log_path(&shared.run_dir, self.index);
+        let store_keys = written::store_keys(&path).unwrap_or_else(|error| {
+            tracing::warn!(target = self.url, %error, path = %path.display(),
+                "cannot read the written-keys log; coverage probes the manifest keys");
+            HashMap::new()
+        });
+        match coverage::probe(store, shared, &Arc::new(store_keys), deadline).await {
             Ok(probe) => self.after = Some(probe),
             Err(error) => tracing::warn!(target = self.url, error, "final coverage probe failed"),
         }

@@ -35,6 +35,21 @@ pub(crate) struct Tally {
     pub(super) verified: crate::run::verify::VerifyTally,
 }
 
+/// What an entry comes to once one more of its items is back, given what its items before
+/// came to (`None`: this is its first). An entry with several items (a loader's store keys) is
+/// failed when any item was refused, else written when any was, else skipped for the budget
+/// when any found no room (it is not all in the store), else already present.
+pub(super) fn merge_item(so_far: Option<EntryOutcome>, item: EntryOutcome) -> EntryOutcome {
+    use EntryOutcome::{AlreadyPresent, Failed, SkippedBudget, Written};
+    let Some(so_far) = so_far else {
+        return item;
+    };
+    [Failed, Written, SkippedBudget]
+        .into_iter()
+        .find(|outcome| so_far == *outcome || item == *outcome)
+        .unwrap_or(AlreadyPresent)
+}
+
 impl Tally {
     /// Remembers an entry not warmed, while fewer than [`NOT_WARMED_LISTED`] are listed.
     fn note(
@@ -270,6 +285,33 @@ mod tests {
         assert_eq!(tally.not_warmed[0].category, "users");
         assert_eq!(tally.not_warmed[0].requests, 8);
         assert_eq!(tally.budget_cut_rank, Some(103));
+    }
+
+    /// Regression: an item that found no room under a SQL cache's entry limit made its entry
+    /// `already_present`, so a run stopped by `MAX_ENTRIES` counted the entries it left out as
+    /// present in the store instead of `skipped_budget`.
+    #[test]
+    fn an_entry_is_what_its_items_came_to() {
+        use EntryOutcome::{AlreadyPresent, Failed, SkippedBudget, Written};
+        for item in [Written, AlreadyPresent, SkippedBudget, Failed] {
+            assert_eq!(merge_item(None, item), item, "a lone item is the entry");
+        }
+        let cases = [
+            (AlreadyPresent, SkippedBudget, SkippedBudget),
+            (SkippedBudget, AlreadyPresent, SkippedBudget),
+            (SkippedBudget, Written, Written),
+            (Written, AlreadyPresent, Written),
+            (Written, Failed, Failed),
+            (Failed, SkippedBudget, Failed),
+            (AlreadyPresent, AlreadyPresent, AlreadyPresent),
+        ];
+        for (so_far, item, entry) in cases {
+            assert_eq!(
+                merge_item(Some(so_far), item),
+                entry,
+                "{so_far:?} then {item:?}"
+            );
+        }
     }
 
     /// The list stops at NOT_WARMED_LISTED entries, but the counts go on.

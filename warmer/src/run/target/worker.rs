@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
 use super::limits::{Limit, Limits};
-use super::tally::Tally;
+use super::tally::{Tally, merge_item};
 use crate::retry;
 use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
@@ -71,7 +71,16 @@ impl Worker {
         shared: Arc<Shared>,
     ) -> Worker {
         let store = Arc::clone(&self.store);
-        let mut writes: InFlight<Written> = InFlight::new(shared.settings.concurrency);
+        // A table with an entry limit is written one batch at a time: with several in flight,
+        // a later batch could take the room left before an earlier one does, and the rows
+        // warmed would no longer be the top of the ranking. Each batch is then also decided
+        // after the one before has found the limit, so nothing is sent past it.
+        let depth = if store.has_entry_limit() {
+            1
+        } else {
+            shared.settings.concurrency
+        };
+        let mut writes: InFlight<Written> = InFlight::new(depth);
         let mut stop = shared.stop.clone();
         let mut in_flight_bytes = 0u64;
         let mut in_flight_items = 0u64;
@@ -247,18 +256,27 @@ impl Worker {
         let batch = &pending.batch;
         let mut hashes = String::with_capacity(pending.sent.len() * 32);
         let mut keys = Vec::with_capacity(pending.sent.len());
-        // The store keys: what undo deletes (a loader's may differ from the manifest's).
+        let mut entries = Vec::with_capacity(pending.sent.len());
+        let mut own_keys = false;
+        // The store keys: what undo deletes (a loader's may differ from the manifest's), and
+        // what the final coverage probe asks for.
         for &(i, j, _) in &pending.sent {
             if let Some((key, fetched)) = batch.fetched[i].item(&batch.entries[i].key, j) {
                 push_entry_hash(&mut hashes, &fetched.value, fetched.flags, fetched.encoding);
+                own_keys |= key != batch.entries[i].key;
                 keys.push(key);
+                entries.push(i as u32);
             }
+        }
+        if !own_keys {
+            entries.clear();
         }
         log.append_sent(
             shared.invocation,
             batch.start as u64,
             keys.into_iter(),
             &hashes,
+            &entries,
         )
     }
 
@@ -375,17 +393,7 @@ impl Worker {
                         EntryOutcome::Failed
                     }
                 };
-                // An entry with several items: any refused makes it failed, else any written
-                // makes it written.
-                decided[i] = Some(match (decided[i], item) {
-                    (Some(EntryOutcome::Failed), _) | (_, EntryOutcome::Failed) => {
-                        EntryOutcome::Failed
-                    }
-                    (Some(EntryOutcome::Written), _) | (_, EntryOutcome::Written) => {
-                        EntryOutcome::Written
-                    }
-                    _ => EntryOutcome::AlreadyPresent,
-                });
+                decided[i] = Some(merge_item(decided[i], item));
             }
         }
         for (i, reason) in reasons {

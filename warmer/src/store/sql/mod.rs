@@ -73,21 +73,29 @@ fn is_identifier(name: &str) -> bool {
 }
 
 /// Which items of a batch may be sent under the entry limit, in order: those whose key the
-/// table holds already (`present`) take no room; a new key takes one row, while `rows` plus the
-/// new rows so far stay within `max_entries`. Items not `sendable` (refused already) take none.
-fn new_rows_allowed(present: &[bool], sendable: &[bool], rows: u64, max_entries: u64) -> Vec<bool> {
+/// table holds already (`present`) take no room, nor does a key repeated in the batch after it
+/// was given a row; a new key takes one row, while `rows` plus the new rows so far stay within
+/// `max_entries`. Items not `sendable` (refused already) take none.
+fn new_rows_allowed(
+    keys: &[&str],
+    present: &[bool],
+    sendable: &[bool],
+    rows: u64,
+    max_entries: u64,
+) -> Vec<bool> {
     let mut room = max_entries.saturating_sub(rows);
-    present
-        .iter()
-        .zip(sendable)
-        .map(|(&present, &sendable)| {
-            if !sendable || present {
+    let mut given = std::collections::HashSet::new();
+    keys.iter()
+        .zip(present.iter().zip(sendable))
+        .map(|(key, (&present, &sendable))| {
+            if !sendable || present || given.contains(key) {
                 return true;
             }
             if room == 0 {
                 return false;
             }
             room -= 1;
+            given.insert(key);
             true
         })
         .collect()
@@ -131,15 +139,29 @@ mod tests {
     /// New keys take room until the limit; keys already there, and refused items, take none.
     #[test]
     fn new_rows_stop_at_the_entry_limit() {
+        let keys = ["a", "b", "c", "d", "e", "f"];
         let present = [false, true, false, false, false, true];
         let sendable = [true, true, false, true, true, true];
         assert_eq!(
-            new_rows_allowed(&present, &sendable, 8, 10),
+            new_rows_allowed(&keys, &present, &sendable, 8, 10),
             [true, true, true, true, false, true]
         );
         assert_eq!(
-            new_rows_allowed(&present, &sendable, 12, 10),
+            new_rows_allowed(&keys, &present, &sendable, 12, 10),
             [false, true, true, false, false, true]
+        );
+    }
+
+    /// A key repeated in a batch is one row: written again, it takes no more room. One that
+    /// found no room the first time finds none the second.
+    #[test]
+    fn a_repeated_key_takes_one_row() {
+        let keys = ["a", "b", "a", "c", "c"];
+        let present = [false; 5];
+        let sendable = [true; 5];
+        assert_eq!(
+            new_rows_allowed(&keys, &present, &sendable, 8, 10),
+            [true, true, true, false, false]
         );
     }
 

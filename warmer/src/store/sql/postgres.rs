@@ -378,6 +378,10 @@ fn expires_at(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 }
 
 impl CacheStore for PostgresStore {
+    fn has_entry_limit(&self) -> bool {
+        self.address.options.max_entries.is_some()
+    }
+
     async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         Ok(self
             .fetch(keys)
@@ -417,7 +421,7 @@ impl CacheStore for PostgresStore {
             let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
             let (rows, present) = self.rows_and_present(&client, &keys).await?;
             let sendable: Vec<bool> = outcomes.iter().map(Option::is_none).collect();
-            for (i, allowed) in new_rows_allowed(&present, &sendable, rows, max_entries)
+            for (i, allowed) in new_rows_allowed(&keys, &present, &sendable, rows, max_entries)
                 .into_iter()
                 .enumerate()
             {

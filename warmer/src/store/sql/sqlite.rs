@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{SqlOptions, live_until};
+use super::{SqlOptions, live_until, new_rows_allowed};
 use crate::store::{
     Address, CacheStore, Fetched, Role, StoreError, StoreKind, UndoOutcome, UrlError,
     ValueEncoding, WriteItem, WriteMode, WriteOutcome, value_hash,
@@ -123,6 +123,10 @@ impl CacheStore for SqliteStore {
         true
     }
 
+    fn has_entry_limit(&self) -> bool {
+        self.max_entries.is_some()
+    }
+
     async fn contains(&self, keys: &[&str]) -> Result<Vec<bool>, StoreError> {
         Ok(self
             .fetch(keys)
@@ -177,17 +181,27 @@ impl CacheStore for SqliteStore {
                 connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcomes = Vec::with_capacity(items.len());
             {
-                let mut rows: u64 = match max_entries {
-                    Some(_) => transaction.query_row(
-                        &format!("SELECT count(*) FROM \"{table}\""),
-                        [],
-                        |row| row.get::<_, i64>(0).map(|n| n.unsigned_abs()),
-                    )?,
-                    None => 0,
+                let allowed = match max_entries {
+                    Some(max_entries) => {
+                        let rows = transaction.query_row(
+                            &format!("SELECT count(*) FROM \"{table}\""),
+                            [],
+                            |row| row.get::<_, i64>(0).map(|n| n.unsigned_abs()),
+                        )?;
+                        let mut present = transaction.prepare_cached(&format!(
+                            "SELECT count(*) > 0 FROM \"{table}\" WHERE cache_key = ?1"
+                        ))?;
+                        let keys: Vec<&str> = items.iter().map(|(key, ..)| key.as_str()).collect();
+                        let present = keys
+                            .iter()
+                            .map(|key| present.query_row(params![key], |row| row.get(0)))
+                            .collect::<rusqlite::Result<Vec<bool>>>()?;
+                        let sendable: Vec<bool> =
+                            items.iter().map(|(_, value, _)| value.is_ok()).collect();
+                        new_rows_allowed(&keys, &present, &sendable, rows, max_entries)
+                    }
+                    None => vec![true; items.len()],
                 };
-                let mut present = transaction.prepare_cached(&format!(
-                    "SELECT count(*) > 0 FROM \"{table}\" WHERE cache_key = ?1"
-                ))?;
                 // Add: insert, or take over the row only when it has expired.
                 let condition = if overwrite {
                     String::new()
@@ -199,7 +213,7 @@ impl CacheStore for SqliteStore {
                      ON CONFLICT(cache_key) DO UPDATE SET value = excluded.value, \
                      expires = excluded.expires {condition}"
                 ))?;
-                for (key, value, ttl) in &items {
+                for ((key, value, ttl), allowed) in items.iter().zip(allowed) {
                     let value = match value {
                         Ok(value) => value,
                         Err(reason) => {
@@ -207,17 +221,9 @@ impl CacheStore for SqliteStore {
                             continue;
                         }
                     };
-                    if let Some(max_entries) = max_entries {
-                        // A new row needs room under the limit; a row already there (live or
-                        // expired) takes none.
-                        let known: bool = present.query_row(params![key], |row| row.get(0))?;
-                        if !known {
-                            if rows >= max_entries {
-                                outcomes.push(WriteOutcome::NoRoom);
-                                continue;
-                            }
-                            rows += 1;
-                        }
+                    if !allowed {
+                        outcomes.push(WriteOutcome::NoRoom);
+                        continue;
                     }
                     let expires = chrono::Duration::from_std(*ttl)
                         .ok()

@@ -28,10 +28,13 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.models import Permission  # noqa: E402
 from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402, F401 (for the scenarios)
 from django.test import Client  # noqa: E402
+from django.utils import timezone  # noqa: E402, F401 (for the scenarios)
 
 from cachewarm_django import access_log  # noqa: E402
 from cachewarm_django.sessions import CACHED_DB_PREFIX, session_hash  # noqa: E402
+from shop import services  # noqa: E402, F401 (for the scenarios)
 from shop.models import Country, Order, Profile, Setting  # noqa: E402
 
 WORK = Path(os.environ["SCENARIO_DIR"])

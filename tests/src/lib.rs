@@ -180,6 +180,58 @@ pub fn run_bin(name: &str, args: &[&str], code: i32) -> Output {
     output
 }
 
+/// The arguments of `warmer run` of `manifest` from `source` into each of `targets`, with run
+/// directories under `runs`, and `extra` after them.
+pub fn run_args<T: AsRef<str>>(
+    manifest: &str,
+    source: &str,
+    targets: &[T],
+    runs: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--manifest",
+        manifest,
+        "--source",
+        source,
+        "--runs-dir",
+        runs,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for target in targets {
+        args.push("--target".into());
+        args.push(target.as_ref().to_owned());
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// `warmer run` of `manifest` from `source` into `target` in `dir` (runs under `dir/runs`),
+/// `extra` added, expected to exit 0: its report and run directory.
+pub fn warm(
+    dir: &Path,
+    manifest: &str,
+    source: &str,
+    target: &str,
+    extra: &[&str],
+) -> (schemas::Report, PathBuf) {
+    let runs = dir.join("runs");
+    let args = run_args(
+        manifest,
+        source,
+        &[target],
+        runs.to_str().expect("a UTF-8 temporary path"),
+        extra,
+    );
+    let output = warmer_command(dir, &args)
+        .output()
+        .expect("start the warmer");
+    report_of(&check_exit(output, 0, &format!("warmer {}", args.join(" "))).stdout)
+}
+
 /// The report whose path `warmer run` printed (`report: PATH`), and its run directory.
 pub fn report_of(stdout: &[u8]) -> (schemas::Report, PathBuf) {
     let text = String::from_utf8_lossy(stdout);

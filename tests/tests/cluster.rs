@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use cachewarm_tests::{RedisCluster, RedisServer, app_keys, ingest_and_rank, report_of, run_bin};
+use cachewarm_tests::{
+    RedisCluster, RedisServer, app_keys, ingest_and_rank, report_of, run_bin, warm,
+};
 use redis::{Commands, ConnectionLike};
-use schemas::Report;
 
 /// A value of `size` bytes that names its key, so a value found under the wrong key shows.
 fn value_for(key: &str, size: usize) -> String {
@@ -124,31 +125,6 @@ fn keys_per_node(cluster: &RedisCluster) -> Vec<u64> {
         .iter()
         .map(|node| redis::cmd("DBSIZE").query(&mut node.connection()).unwrap())
         .collect()
-}
-
-/// `warmer run` from `source` into `target`, with runs under `dir/runs`: its report and run
-/// directory.
-fn warm(
-    dir: &Path,
-    manifest: &str,
-    source: &str,
-    target: &str,
-    extra: &[&str],
-) -> (Report, PathBuf) {
-    let runs = dir.join("runs");
-    let mut args = vec![
-        "run",
-        "--manifest",
-        manifest,
-        "--source",
-        source,
-        "--target",
-        target,
-        "--runs-dir",
-        runs.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    report_of(&run_bin("warmer", &args, 0).stdout)
 }
 
 /// Warming a cluster from a single Redis replica: every key lands on the primary that owns its

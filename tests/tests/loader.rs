@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cachewarm_tests::{
-    MemcachedServer, RedisServer, check_exit, ingest_and_rank, report_of, warmer_command,
+    MemcachedServer, RedisServer, check_exit, ingest_and_rank, report_of, run_args, warmer_command,
 };
 use memcache::exp::Get;
 use redis::Commands;
@@ -81,24 +81,13 @@ impl Setup {
 
     /// `warmer run` from the manifest with `source`, into `targets`, plus `extra`.
     fn args(&self, source: &str, targets: &[String], extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "run",
-            "--manifest",
+        run_args(
             &self.manifest_path,
-            "--source",
             source,
-            "--runs-dir",
+            targets,
             self.path("runs").to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        for target in targets {
-            args.push("--target".into());
-            args.push(target.clone());
-        }
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        args
+            extra,
+        )
     }
 
     /// A fresh state directory for the faulty loader.

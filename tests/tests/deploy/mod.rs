@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cachewarm_tests::{
-    MemcachedServer, RedisServer, Rng, app_keys, check_exit, ingest_and_rank, report_of,
+    MemcachedServer, RedisServer, Rng, app_keys, check_exit, ingest_and_rank, report_of, run_args,
     warmer_command,
 };
 use memcache::exp::{Get, Meta};
@@ -89,26 +89,17 @@ impl Setup {
 
     /// `warmer run` from the replica into `targets`, with runs under `runs`.
     fn run_args(&self, targets: &[String], runs: &str, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "run",
-            "--manifest",
+        // The targets include memcached and SQL caches of the replica's raw strings.
+        let extra: Vec<&str> = std::iter::once("--allow-cross-kind")
+            .chain(extra.iter().copied())
+            .collect();
+        run_args(
             &self.manifest_path,
-            "--source",
             &self.replica.url(),
-            // The targets include memcached and SQL caches of the replica's raw strings.
-            "--allow-cross-kind",
-            "--runs-dir",
+            targets,
             &self.path(runs),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        for target in targets {
-            args.push("--target".into());
-            args.push(target.clone());
-        }
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        args
+            &extra,
+        )
     }
 }
 

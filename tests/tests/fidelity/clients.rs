@@ -168,5 +168,3 @@ fn pylibmc_values_survive_a_copy() {
 fn dalli_values_survive_a_copy() {
     app_values_survive_a_copy(App::Dalli);
 }
-
-// --- Redis data types ---------------------------------------------------------------------

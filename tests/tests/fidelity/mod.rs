@@ -108,8 +108,8 @@ fn warmer(dir: &Path, args: &[&str], code: i32) -> Output {
     check_exit(output, code, &format!("warmer {}", args.join(" ")))
 }
 
-/// `warmer run` of `manifest` from `source` into `target`, `extra` added; its report and run
-/// directory.
+/// `warmer run` of `manifest` from `source` into `target` with `--verify`, `extra` added; its
+/// report and run directory.
 fn warm(
     dir: &Path,
     manifest: &Path,
@@ -117,21 +117,10 @@ fn warm(
     target: &str,
     extra: &[&str],
 ) -> (Report, PathBuf) {
-    let runs = dir.join("runs");
-    let mut args = vec![
-        "run",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--source",
-        source,
-        "--target",
-        target,
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--verify",
-    ];
-    args.extend(extra);
-    report_of(&warmer(dir, &args, 0).stdout)
+    let extra: Vec<&str> = std::iter::once("--verify")
+        .chain(extra.iter().copied())
+        .collect();
+    cachewarm_tests::warm(dir, manifest.to_str().unwrap(), source, target, &extra)
 }
 
 /// `warmer snapshot` of `manifest`'s keys from `source` into `DIR/name`; its path and output.
@@ -169,7 +158,18 @@ fn assert_all_written_and_verified(report: &Report, entries: usize) {
     );
 }
 
-// --- memcached client flags ---------------------------------------------------------------
+/// Sets each of `keys` to `value of KEY` for an hour.
+fn set_strings(connection: &mut redis::Connection, keys: &[String]) {
+    for key in keys {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(format!("value of {key}"))
+            .arg("EX")
+            .arg(3600)
+            .query(connection)
+            .unwrap();
+    }
+}
 
 /// Redis → memcached, directly or from a snapshot taken from Redis, is refused with exit 2 and
 /// a message that says why and how to allow it; nothing is written. With `--allow-cross-kind`
@@ -179,16 +179,7 @@ fn cross_kind_copies_are_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let replica = RedisServer::start(&[]);
     let keys: Vec<String> = (0..20).map(|i| format!("raw:{i}")).collect();
-    let mut connection = replica.connection();
-    for key in &keys {
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg(format!("value of {key}"))
-            .arg("EX")
-            .arg(3600)
-            .query(&mut connection)
-            .unwrap();
-    }
+    set_strings(&mut replica.connection(), &keys);
     let manifest = manifest_for(dir.path(), &keys);
     let memcached = MemcachedServer::start(64);
     let (snap, _) = snapshot(dir.path(), &manifest, &replica.url(), "snap.parquet");
@@ -220,5 +211,3 @@ fn cross_kind_copies_are_refused_unless_allowed() {
     );
     assert_all_written_and_verified(&report, keys.len());
 }
-
-// --- snapshots from other tools -----------------------------------------------------------

@@ -234,5 +234,3 @@ fn a_payload_the_target_refuses_is_counted_failed_with_the_reason() {
     let copied: Vec<String> = keys.iter().filter(|k| *k != "t:zset").cloned().collect();
     assert_same_values(&mut replica.connection(), &mut connection, &copied);
 }
-
-// --- copies between kinds -----------------------------------------------------------------

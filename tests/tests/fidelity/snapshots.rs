@@ -115,5 +115,3 @@ fn an_unreadable_snapshot_says_why() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("brotli"), "{log}");
 }
-
-// --- read-back validation -----------------------------------------------------------------

@@ -14,15 +14,7 @@ fn verify_reports_exactly_the_keys_changed_behind_its_back() {
     let replica = RedisServer::start(&[]);
     let keys: Vec<String> = (0..40).map(|i| format!("v:{i}")).collect();
     let mut source = replica.connection();
-    for key in &keys {
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg(format!("value of {key}"))
-            .arg("EX")
-            .arg(3600)
-            .query(&mut source)
-            .unwrap();
-    }
+    set_strings(&mut source, &keys);
     let manifest = manifest_for(dir.path(), &keys);
     let target = RedisServer::start(&[]);
     let runs = dir.path().join("runs");

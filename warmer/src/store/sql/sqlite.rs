@@ -370,25 +370,32 @@ mod tests {
         }
     }
 
+    /// A target on a new Django cache table (at most `max_entries` rows) that holds a live row
+    /// `live` and an expired row `stale`, both `old`; the file's path.
+    async fn with_live_and_stale_rows(
+        max_entries: Option<u64>,
+    ) -> (tempfile::TempDir, PathBuf, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite3");
+        let store = SqliteStore::open(&address(&path, "django_cache", max_entries), Role::Target)
+            .await
+            .unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO django_cache VALUES ('live', 'old', '9999-12-31 23:59:59.999999'), \
+                 ('stale', 'old', '2000-01-01 00:00:00')",
+                [],
+            )
+            .unwrap();
+        (dir, path, store)
+    }
+
     /// Add semantics on a real SQLite file: a live row is kept, an expired one is replaced,
     /// and `overwrite` replaces anyway.
     #[tokio::test]
     async fn add_keeps_live_rows_and_replaces_expired_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache.sqlite3");
-        let store = SqliteStore::open(&address(&path, "django_cache", None), Role::Target)
-            .await
-            .unwrap();
-        {
-            let connection = Connection::open(&path).unwrap();
-            connection
-                .execute(
-                    "INSERT INTO django_cache VALUES ('live', 'old', '9999-12-31 23:59:59.999999'), \
-                     ('stale', 'old', '2000-01-01 00:00:00')",
-                    [],
-                )
-                .unwrap();
-        }
+        let (_dir, _, store) = with_live_and_stale_rows(None).await;
         let outcomes = store
             .write(
                 &[
@@ -444,21 +451,7 @@ mod tests {
     /// a live one kept) take no room.
     #[tokio::test]
     async fn the_table_never_grows_past_max_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache.sqlite3");
-        let store = SqliteStore::open(&address(&path, "django_cache", Some(4)), Role::Target)
-            .await
-            .unwrap();
-        {
-            let connection = Connection::open(&path).unwrap();
-            connection
-                .execute(
-                    "INSERT INTO django_cache VALUES ('live', 'old', '9999-12-31 23:59:59'), \
-                     ('stale', 'old', '2000-01-01 00:00:00')",
-                    [],
-                )
-                .unwrap();
-        }
+        let (_dir, path, store) = with_live_and_stale_rows(Some(4)).await;
         let outcomes = store
             .write(
                 &[

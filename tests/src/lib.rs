@@ -6,6 +6,7 @@
 //! The servers come from PATH, PostgreSQL from Debian's `/usr/lib/postgresql/VERSION/bin`
 //! (`scripts/test` installs them when missing).
 
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -178,6 +179,35 @@ pub fn run_bin(name: &str, args: &[&str], code: i32) -> Output {
         );
     }
     output
+}
+
+/// Runs `command` with `input` on its stdin; its stdout, once it exited 0 (else a panic with
+/// both outputs). `what` names the program in messages.
+pub fn feed(mut command: Command, input: &str, what: &str) -> String {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("a piped stdin")
+        .write_all(input.as_bytes())
+        .unwrap_or_else(|e| panic!("write to {what}: {e}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap_or_else(|e| panic!("{what} printed other than UTF-8: {e}"))
 }
 
 /// The arguments of `warmer run` of `manifest` from `source` into each of `targets`, with run

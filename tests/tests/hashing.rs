@@ -10,13 +10,12 @@
 // A failed step should stop the test where it failed.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use cachewarm_tests::{
-    MemcachedServer, RedisServer, check_exit, ingest_and_rank, python_packages, read_manifest,
-    report_of, warmer_command,
+    MemcachedServer, RedisServer, check_exit, feed, ingest_and_rank, python_packages,
+    read_manifest, report_of, warmer_command,
 };
 use redis::Commands;
 
@@ -89,7 +88,7 @@ bad.first(10).each { |k| puts k }
 /// found (or wrote), and the first keys it did not.
 fn app_client(app: App, mode: &str, servers: &[String], pairs: &[(String, String)]) -> usize {
     let servers = servers.join(",");
-    let mut command = match app {
+    let command = match app {
         App::Dalli => {
             let mut command = Command::new("/usr/bin/ruby");
             command.args(["-e", RUBY_CLIENT, mode, &servers]);
@@ -107,27 +106,13 @@ fn app_client(app: App, mode: &str, servers: &[String], pairs: &[(String, String
             command
         }
     };
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start the {app:?} client: {e} (scripts/test installs it)"));
     let input: String = pairs.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{app:?} client failed ({}); hint: scripts/test installs python3-pylibmc, ruby-dalli \
-         and pymemcache\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = feed(
+        command,
+        &input,
+        &format!(
+            "the {app:?} client (scripts/test installs python3-pylibmc, ruby-dalli and pymemcache)"
+        ),
     );
     let mut lines = stdout.lines();
     let count: usize = lines.next().unwrap().trim().parse().unwrap();

@@ -14,13 +14,12 @@
 // A failed step should stop the test where it failed.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cachewarm_tests::{
-    MemcachedServer, RedisCluster, RedisServer, check_exit, ingest_and_rank, python_packages,
+    MemcachedServer, RedisCluster, RedisServer, check_exit, feed, ingest_and_rank, python_packages,
     read_manifest, report_of, warmer_command,
 };
 use redis::ConnectionLike;
@@ -59,30 +58,6 @@ fn ruby(script: &str, args: &[&str], input: &str) -> String {
     let mut command = Command::new("/usr/bin/ruby");
     command.arg("-e").arg(script).args(args);
     feed(command, input, "ruby (scripts/test installs ruby-dalli)")
-}
-
-fn feed(mut command: Command, input: &str, what: &str) -> String {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {what}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{what} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 /// A manifest of `keys` (a canonical CSV log reading each key three times, through

@@ -36,7 +36,8 @@ struct IngestArgs {
     /// Log files to read; `-` reads stdin. Plain, gzip or zstd.
     #[arg(required = true)]
     inputs: Vec<String>,
-    /// The dataset directory (created when missing).
+    /// The dataset directory (created when missing), or `s3://BUCKET/PREFIX` (credentials and
+    /// endpoint from the standard AWS variables).
     #[arg(long)]
     out: PathBuf,
     /// The log format.
@@ -53,15 +54,15 @@ struct IngestArgs {
 /// Rank the dataset's hot keys into a manifest that fits a byte budget.
 #[derive(Debug, clap::Args)]
 struct RankArgs {
-    /// The dataset directory written by `analyzer ingest`.
+    /// The dataset directory written by `analyzer ingest`, or its `s3://BUCKET/PREFIX`.
     #[arg(
         long,
         required_unless_present = "key_stats",
         conflicts_with = "key_stats"
     )]
     data: Option<PathBuf>,
-    /// Rank a key-stats Parquet table (a file or a directory of them) that another engine
-    /// aggregated with the SQL of `analyzer aggregate-sql`, instead of a dataset.
+    /// Rank a key-stats Parquet table (a file or a directory of them, local or `s3://`) that
+    /// another engine aggregated with the SQL of `analyzer aggregate-sql`, instead of a dataset.
     #[arg(long, conflicts_with = "simulate")]
     key_stats: Option<PathBuf>,
     /// Where to write the manifest; a name ending in `.zst` is zstd-compressed.
@@ -103,7 +104,7 @@ struct AggregateSqlArgs {
 /// an LRU cache cold, warmed with that manifest, and warmed by a clairvoyant oracle.
 #[derive(Debug, clap::Args)]
 struct SimulateArgs {
-    /// The dataset directory written by `analyzer ingest`.
+    /// The dataset directory written by `analyzer ingest`, or its `s3://BUCKET/PREFIX`.
     #[arg(long)]
     data: PathBuf,
     #[command(flatten)]
@@ -120,7 +121,7 @@ struct SimulateArgs {
 /// operation mix, Zipf alpha).
 #[derive(Debug, clap::Args)]
 struct StatsArgs {
-    /// The dataset directory written by `analyzer ingest`.
+    /// The dataset directory written by `analyzer ingest`, or its `s3://BUCKET/PREFIX`.
     #[arg(long)]
     data: PathBuf,
     /// What a row is: one per `namespace` value (null namespace: `-`), one per key category
@@ -188,8 +189,15 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
+            let mut printed = error.to_string();
             for cause in error.chain().skip(1) {
-                eprintln!("  Caused by: {cause}");
+                let text = cause.to_string();
+                // Some crates (object_store) repeat their source's message in their own: a
+                // cause the line above already says adds nothing.
+                if !printed.contains(&text) {
+                    eprintln!("  Caused by: {text}");
+                    printed = text;
+                }
             }
             // Usage and configuration errors exit 2, like clap's own; the rest 1.
             if error.downcast_ref::<settings::SettingsError>().is_some() {
@@ -289,14 +297,7 @@ fn run_rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     let options = settings::rank_options(&args.rank, &config)?;
     let manifest = match (&args.data, &args.key_stats) {
         (_, Some(key_stats)) => {
-            if args.rank.half_life.is_some() {
-                return Err(settings::SettingsError::Flag(
-                    "--half-life is the aggregation's (`aggregate-sql --half-life`); the \
-                     key-stats table's weights already carry it"
-                        .into(),
-                )
-                .into());
-            }
+            settings::refuse_half_life(&args.rank, &config)?;
             rank::rank_key_stats(key_stats, &options)
                 .with_context(|| format!("failed to rank `{}`", key_stats.display()))?
         }

@@ -128,6 +128,23 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// Refuses a half-life for `rank --key-stats`: it was the aggregation's to apply
+/// (`aggregate-sql --half-life`) and the table's weights already carry it, so one given here
+/// (flag or config) would be silently ignored.
+pub fn refuse_half_life(flags: &RankFlags, loaded: &LoadedConfig) -> Result<(), SettingsError> {
+    const WHY: &str = "is the aggregation's (`aggregate-sql --half-life`); the key-stats \
+                       table's weights already carry it";
+    if flags.half_life.is_some() {
+        return Err(SettingsError::Flag(format!("--half-life {WHY}")));
+    }
+    if loaded.config.rank.half_life.is_some() {
+        return Err(loaded.error(format!(
+            "rank.half_life {WHY}; use a config without it with --key-stats"
+        )));
+    }
+    Ok(())
+}
+
 /// Resolves the flags and config into rank options. Reads a live store's capacity when
 /// `--capacity-from` is given.
 pub fn rank_options(

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 mod memcached_server;
 mod postgres_server;
 mod redis_server;
+mod s3_server;
 
 pub use memcached_server::MemcachedServer;
 pub use postgres_server::{POSTGRES_USER, PostgresServer};
 pub use redis_server::{RedisCluster, RedisServer};
+pub use s3_server::S3Server;
 
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,8 +98,9 @@ pub fn python_packages() -> PathBuf {
     Path::new(&home).join(".cache/cachewarm/python")
 }
 
-/// The Python of the virtualenv where `scripts/test` installs PySpark and DuckDB (pinned, from
-/// PyPI), outside the clone so it survives between runs; Spark's Java 17 comes from Debian.
+/// The Python of the virtualenv where `scripts/test` installs PySpark, DuckDB and moto's S3
+/// server (pinned, from PyPI), outside the clone so it survives between runs; Spark's Java 17
+/// comes from Debian.
 pub fn spark_python() -> PathBuf {
     let home = std::env::var_os("HOME").expect("HOME is set");
     let python = Path::new(&home).join(".cache/cachewarm/spark-venv/bin/python");

@@ -10,6 +10,7 @@ mod e2e;
 mod fidelity;
 mod hashing;
 mod loader;
+mod object_storage;
 mod postgres;
 mod rank;
 mod rank_quality;

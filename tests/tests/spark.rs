@@ -32,7 +32,7 @@ const BUDGET: &str = "256KiB";
 /// do not say, with and without latencies, rows of `count` > 1, writes with value sizes (an
 /// even number of them per key is common, so medians fall between two values and are
 /// rounded) and TTLs, deletes, and operations that are neither.
-fn write_log(path: &Path) {
+pub(crate) fn write_log(path: &Path) {
     let keys = app_keys(KEYS);
     let zipf = Zipf::new(KEYS, 0.9);
     let mut rng = Rng::new(17);
@@ -85,12 +85,12 @@ fn write_log(path: &Path) {
     std::fs::write(path, text).unwrap();
 }
 
-fn text(path: &Path) -> &str {
+pub(crate) fn text(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
 /// Runs the analyzer with a fixed `generated_at`, so manifests compare byte for byte.
-fn analyzer(args: &[&str]) -> std::process::Output {
+pub(crate) fn analyzer(args: &[&str]) -> std::process::Output {
     let output = Command::new(bin("analyzer"))
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1795200000")
@@ -123,7 +123,7 @@ fn sorted(mut keys: Vec<KeyStats>) -> Vec<KeyStats> {
 
 /// The generated log ingested into `DIR/dataset`, and ranked there by the analyzer alone into
 /// `DIR/local.json`.
-fn dataset_and_local_manifest(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn dataset_and_local_manifest(dir: &Path) -> (PathBuf, PathBuf) {
     let log = dir.join("access.csv");
     let dataset = dir.join("dataset");
     let manifest = dir.join("local.json");
@@ -148,7 +148,7 @@ fn dataset_and_local_manifest(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// The flags both rankings are given: a budget that packing reaches, and a store whose key
 /// rules leave keys out.
-const RANK_ARGS: [&str; 4] = ["--budget", BUDGET, "--store", "memcached"];
+pub(crate) const RANK_ARGS: [&str; 4] = ["--budget", BUDGET, "--store", "memcached"];
 
 /// Ranks the key stats at `key_stats` into `manifest` and checks it is the local manifest,
 /// byte for byte, and the table the local aggregation's, row for row.
@@ -292,7 +292,7 @@ fn duckdb(statements: &[String]) {
 }
 
 /// Runs the query in `sql` over the dataset's events with DuckDB, into the Parquet file `out`.
-fn duckdb_key_stats(dataset: &Path, sql: &Path, out: &Path) {
+pub(crate) fn duckdb_key_stats(dataset: &Path, sql: &Path, out: &Path) {
     duckdb(&[
         format!(
             "CREATE VIEW events AS SELECT * FROM read_parquet('{}/date=*/*.parquet')",
@@ -473,4 +473,27 @@ fn daily_partial_aggregates_merge_into_the_whole() {
     assert_eq!(merged.window_end, whole.window_end);
     assert!(both_days > 100, "{both_days} keys seen on both days");
     eprintln!("{medians_differ} of {both_days} keys on both days have other medians merged");
+}
+
+/// A half-life in the config is the aggregation's too: with `--key-stats` it is refused
+/// naming the config file and field, not silently ignored (the table's weights carry the
+/// half-life the aggregation was given).
+#[test]
+fn a_config_half_life_is_refused_with_key_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cachewarm.toml");
+    std::fs::write(&config, "[rank]\nhalf_life = \"6h\"\n").unwrap();
+    let output = Command::new(bin("analyzer"))
+        .args(["rank", "--key-stats", "unused.parquet", "--budget", BUDGET])
+        .args(["--out", text(&dir.path().join("m.json"))])
+        .args(["--config", text(&config)])
+        .output()
+        .unwrap();
+    let output = check_exit(output, 2, "rank --key-stats with a config half-life");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(text(&config)), "{stderr}");
+    assert!(
+        stderr.contains("rank.half_life is the aggregation's"),
+        "{stderr}"
+    );
 }

@@ -7,16 +7,26 @@
 //! polars) skip files whose names start with `_`. A line is appended after the input's files
 //! are in place, so a crash in between can at worst leave an input unrecorded (a re-run then
 //! ingests it again), never recorded without its data.
+//!
+//! Object storage cannot append to an object, and rewriting one shared object would let two
+//! ingests lose each other's lines. So on `s3://` each entry is an object of its own,
+//! `DATASET/_ingest_ledger/{ingested_at}-{fingerprint}.json`, put once its input's files are
+//! uploaded; loading lists them.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::remote::{Remote, RemoteError};
+
 /// The ledger's file name inside the dataset.
 pub const LEDGER_FILE: &str = "_ingest_ledger.jsonl";
+/// The ledger's directory of one-entry objects inside a dataset on object storage.
+pub const LEDGER_DIR: &str = "_ingest_ledger";
 
 /// One ingested input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,12 +61,15 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to reach the ingest ledger on object storage")]
+    Remote(#[from] RemoteError),
 }
 
 /// The ledger of one dataset.
 #[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
+    remote: Option<Arc<Remote>>,
     by_fingerprint: HashMap<String, LedgerEntry>,
 }
 
@@ -90,6 +103,27 @@ impl Ledger {
         }
         Ok(Ledger {
             path,
+            remote: None,
+            by_fingerprint,
+        })
+    }
+
+    /// Loads the ledger of the dataset on object storage that `remote` reaches.
+    pub fn load_remote(remote: Arc<Remote>) -> Result<Ledger, LedgerError> {
+        let mut by_fingerprint = HashMap::new();
+        for relative in remote.list(LEDGER_DIR)? {
+            let bytes = remote.get(&relative)?;
+            let entry: LedgerEntry =
+                serde_json::from_slice(&bytes).map_err(|e| LedgerError::Parse {
+                    path: remote.location(&relative),
+                    line: 1,
+                    message: e.to_string(),
+                })?;
+            by_fingerprint.insert(entry.fingerprint.clone(), entry);
+        }
+        Ok(Ledger {
+            path: remote.location(LEDGER_DIR),
+            remote: Some(remote),
             by_fingerprint,
         })
     }
@@ -106,6 +140,16 @@ impl Ledger {
             source,
         };
         let mut line = serde_json::to_vec(&entry).map_err(|e| error(e.into()))?;
+        if let Some(remote) = &self.remote {
+            let name = format!(
+                "{LEDGER_DIR}/{}-{}.json",
+                entry.ingested_at.format("%Y%m%dT%H%M%S%6fZ"),
+                entry.fingerprint
+            );
+            remote.put(&name, line)?;
+            self.by_fingerprint.insert(entry.fingerprint.clone(), entry);
+            return Ok(());
+        }
         line.push(b'\n');
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(error)?;

@@ -12,6 +12,7 @@ mod jsonl;
 mod memcached_watch;
 mod rails;
 mod redis_monitor;
+mod target;
 mod twitter;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,8 @@ use serde::Serialize;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::dataset::{DatasetError, DatasetWriter, Ledger, LedgerEntry, LedgerError};
+use crate::dataset::remote::RemoteError;
+use crate::dataset::{DatasetError, DatasetWriter, LedgerEntry, LedgerError};
 use crate::input::{self, Compression, Input};
 
 pub use event::{
@@ -136,6 +138,13 @@ pub enum IngestError {
     Dataset(#[from] DatasetError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("failed to create a local staging directory for the upload")]
+    Staging {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("input pattern `{pattern}`: {message}")]
     Pattern { pattern: String, message: String },
 }
@@ -269,12 +278,14 @@ pub fn ingest(
     dataset: &Path,
 ) -> Result<IngestSummary, IngestError> {
     let inputs = expand_globs(inputs)?;
-    let mut ledger = Ledger::load(dataset)?;
+    let target = target::Target::open(dataset)?;
+    let mut ledger = target.ledger(dataset)?;
+    let root = target.write_root(dataset);
     let run_stem = unique_file_stem();
     let mut files = Vec::with_capacity(inputs.len());
     let mut written = Vec::new();
     for (index, path) in inputs.iter().enumerate() {
-        let mut writer = DatasetWriter::new(dataset, &format!("{run_stem}-{index}"));
+        let mut writer = DatasetWriter::new(root, &format!("{run_stem}-{index}"));
         let progress = progress_bar(options.progress, path);
         let (mut summary, input) = ingest_one(path, options.format, &mut writer, progress.clone())?;
         progress.finish_and_clear();
@@ -294,7 +305,7 @@ pub fn ingest(
                 earlier.input
             ));
         } else {
-            let paths = writer.finish()?;
+            let paths = target.publish(root, writer.finish()?)?;
             ledger.append(LedgerEntry {
                 fingerprint: fingerprint.clone(),
                 input: path.clone(),
@@ -303,8 +314,7 @@ pub fn ingest(
                 ingested_at: chrono::Utc::now(),
                 files: paths
                     .iter()
-                    .filter_map(|p| p.strip_prefix(dataset).ok())
-                    .map(|p| p.to_string_lossy().into_owned())
+                    .filter_map(|p| target.relative(dataset, p))
                     .collect(),
             })?;
             written.extend(paths);

@@ -151,6 +151,9 @@ pub fn read_key_stats(path: &Path) -> Result<DatasetStats, RankError> {
 }
 
 fn key_stats_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if crate::dataset::remote::is_remote(path) {
+        return remote_key_stats_files(path);
+    }
     if !std::fs::metadata(path)?.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -160,7 +163,7 @@ fn key_stats_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('_') || name.starts_with('.') {
+            if crate::dataset::is_skipped(&name) {
                 continue;
             }
             if entry.file_type()?.is_dir() {
@@ -172,6 +175,24 @@ fn key_stats_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// The key-stats files under an `s3://` prefix, by the same rules as a local directory; a
+/// location ending in `.parquet` is one file.
+fn remote_key_stats_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use crate::dataset::remote::Remote;
+    if path.to_string_lossy().ends_with(".parquet") {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let remote = Remote::open(path).map_err(std::io::Error::other)?;
+    let objects = remote.list("").map_err(std::io::Error::other)?;
+    Ok(objects
+        .iter()
+        .filter(|relative| {
+            !relative.split('/').any(crate::dataset::is_skipped) && relative.ends_with(".parquet")
+        })
+        .map(|relative| remote.location(relative))
+        .collect())
 }
 
 /// The rows of a key-stats frame: columns by name (others ignored), integers of any width,

@@ -194,3 +194,61 @@ fn redis_monitor_capture() {
     let (summary, manifest) = ingest_and_rank_all(dir.path(), &log, "redis-monitor");
     check(&manifest, &summary, &issued);
 }
+
+/// Redis `MONITOR` of a short burst from four connections whose read-through steps interleave
+/// (another connection's commands come between a miss and its write), captured to the end
+/// with no pause: every read is within the 250 ms miss window of the end, so only each
+/// connection's own next command can say whether it hit. Each connection's last command is a
+/// `PING`, as a client's next request would be; every hit and miss must then be known.
+#[test]
+fn redis_monitor_capture_settles_reads_by_connection() {
+    const CONNECTIONS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&[]);
+    let log = dir.path().join("monitor.log");
+    let mut capture = Capture::start(redis.port, "MONITOR\r\n", "+OK", &log);
+
+    let mut connections: Vec<_> = (0..CONNECTIONS).map(|_| redis.connection()).collect();
+    // The key each connection missed and has yet to write.
+    let mut to_write: Vec<Option<String>> = vec![None; CONNECTIONS];
+    let keys = app_keys(200);
+    let zipf = Zipf::new(keys.len(), 0.9);
+    let mut rng = Rng::new(23);
+    let mut issued = Issued::default();
+    let write = |connection: &mut redis::Connection, key: &str| {
+        let _: () = connection
+            .set_ex(key, format!("value of {key}"), 600)
+            .unwrap();
+    };
+    for _ in 0..1500 {
+        let c = (rng.next_u64() % CONNECTIONS as u64) as usize;
+        if let Some(key) = to_write[c].take() {
+            write(&mut connections[c], &key);
+            issued.writes += 1;
+            continue;
+        }
+        let key = &keys[zipf.sample(&mut rng)];
+        *issued.reads.entry(key.clone()).or_default() += 1;
+        let value: Option<String> = connections[c].get(key).unwrap();
+        if value.is_some() {
+            issued.hits += 1;
+        } else {
+            issued.misses += 1;
+            to_write[c] = Some(key.clone());
+        }
+    }
+    for (c, connection) in connections.iter_mut().enumerate() {
+        if let Some(key) = to_write[c].take() {
+            write(connection, &key);
+            issued.writes += 1;
+        }
+        let _: () = redis::cmd("PING")
+            .arg(format!("capture-end-{c}"))
+            .query(connection)
+            .unwrap();
+    }
+    capture.until(&format!("capture-end-{}", CONNECTIONS - 1));
+
+    let (summary, manifest) = ingest_and_rank_all(dir.path(), &log, "redis-monitor");
+    check(&manifest, &summary, &issued);
+}

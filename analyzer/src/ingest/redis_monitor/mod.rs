@@ -8,10 +8,16 @@
 //! Arguments are quoted with C-style escapes (`\"`, `\\`, `\n`, `\xHH`). The database number
 //! becomes the namespace (`db0`) and the client address the client.
 //!
-//! MONITOR does not say whether a read hit. For read-through traffic it can be inferred: a
-//! `GET` followed by a `SET` (or `SETEX`, `PSETEX`, `SETNX`) of the same key from the same
-//! client within [`MISS_WINDOW_US`] (250 ms) is a miss; a `GET` with no such write is a hit. A
-//! `GET` less than the window before the end of the log with no write after it, and every
+//! MONITOR does not say whether a read hit. For read-through traffic it can be inferred from
+//! what the same client (connection) does next, since a read-through client that missed
+//! writes the key before it sends anything else:
+//! - a `GET` followed by a `SET` (or `SETEX`, `PSETEX`, `SETNX`) of the same key from the same
+//!   client within [`MISS_WINDOW_US`] (250 ms) is a miss;
+//! - a `GET` after which the same client sent any other command first is a hit, at once;
+//! - a `GET` after which its client said nothing for the window is a hit too (the client that
+//!   missed would have written by then).
+//!
+//! So only a `GET` whose client says nothing more in the last 250 ms of the log, and every
 //! other read command (`MGET`, `GETEX`, `GETDEL`, hash reads), keeps `hit` null: nothing can
 //! be inferred for them.
 
@@ -35,11 +41,12 @@ pub fn sniff(head: &[&str]) -> bool {
     lines.peek().is_some() && lines.all(|line| parse_line(line.as_bytes()).is_ok())
 }
 
-/// A GET whose hit is not known yet.
+/// A GET held until its outcome is known or its window has passed (events leave in order).
 struct PendingRead {
     event: AccessEvent,
-    /// Set when a write of the key by the client came within the window.
-    missed: bool,
+    /// `Some(false)` when a write of the key by the client came within the window, `Some(true)`
+    /// when the client sent another command first; `None` while neither has happened.
+    hit: Option<bool>,
 }
 
 /// Reads MONITOR output from `input` into `sink`.
@@ -69,7 +76,8 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
             by_client_key.remove_if(&read.event, first);
             first += 1;
             let mut event = read.event;
-            event.hit = Some(!read.missed);
+            // A window without a write of the key by its client: a hit.
+            event.hit = Some(read.hit.unwrap_or(true));
             sink.event(event)?;
         }
         let events = match to_events(&command) {
@@ -79,30 +87,30 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 return Ok(());
             }
         };
+        // The command's writes answer their keys' pending GETs of this client (misses); then
+        // the client's other pending GETs were hits, since it went on to something else.
+        for (event, _) in events.iter().filter(|(_, r)| *r == Role::ReadThroughWrite) {
+            if let Some(index) = by_client_key.take(event) {
+                pending[index - first].hit = Some(false);
+            }
+        }
+        for index in by_client_key.take_client(command.client) {
+            pending[index - first].hit = Some(true);
+        }
         for (event, role) in events {
-            match role {
-                Role::ReadThroughGet => {
-                    by_client_key.insert(&event, first + pending.len());
-                    pending.push_back(PendingRead {
-                        event,
-                        missed: false,
-                    });
-                }
-                Role::ReadThroughWrite => {
-                    if let Some(index) = by_client_key.take(&event) {
-                        pending[index - first].missed = true;
-                    }
-                    sink.event(event)?;
-                }
-                Role::Plain => sink.event(event)?,
+            if role == Role::ReadThroughGet {
+                by_client_key.insert(&event, first + pending.len());
+                pending.push_back(PendingRead { event, hit: None });
+            } else {
+                sink.event(event)?;
             }
         }
         Ok(())
     })?;
-    // Reads within the window of the end: a miss is known, a hit cannot be inferred.
+    // Reads within the window of the end: known when their client went on, else unknown.
     for read in pending {
         let mut event = read.event;
-        event.hit = read.missed.then_some(false);
+        event.hit = read.hit;
         sink.event(event)?;
     }
     Ok(Ok(ReadStats {
@@ -133,6 +141,16 @@ impl ClientKeyIndex {
     /// Removes and returns the index of the pending GET of the event's client and key.
     fn take(&mut self, event: &AccessEvent) -> Option<usize> {
         self.0.get_mut(Self::client(event))?.remove(&event.key)
+    }
+
+    /// Removes every pending GET of `client`, returning their indexes.
+    fn take_client(&mut self, client: &str) -> impl Iterator<Item = usize> + use<> {
+        let keys = self
+            .0
+            .get_mut(client)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        keys.into_values()
     }
 
     /// Forgets the entry of the event's client and key if it still points at `index`.
@@ -430,8 +448,8 @@ mod tests {
     }
 
     /// GET then SET of the key by the same client within the window is a miss; a GET with no
-    /// write within the window is a hit; another client's SET does not count; at the end, a
-    /// GET answered by a SET is a miss and one without stays unknown.
+    /// write within the window is a hit; another client's SET does not count; near the end, a
+    /// GET answered by a SET is a miss, one whose client sent another command is a hit.
     #[test]
     fn infers_hits_for_read_through_traffic() {
         let sink = run(concat!(
@@ -459,12 +477,47 @@ mod tests {
                 ("k", "a:1", Some(false)),
                 ("j", "b:2", Some(false)),
                 ("j", "a:1", Some(true)),
-                ("k", "a:1", None),
+                ("k", "a:1", Some(true)),
                 ("m", "a:1", Some(false)),
             ]
         );
         let writes = sink.events.iter().filter(|e| e.op == Op::Set).count();
         assert_eq!(writes, 4);
+    }
+
+    /// Near the end of a capture, a GET is settled by its own client's next command: another
+    /// command (even a GET, or a SET of another key) makes it a hit, a SET of its key a miss;
+    /// other clients' commands say nothing about it, and a GET whose client says nothing more
+    /// stays unknown.
+    #[test]
+    fn the_next_command_of_the_same_client_settles_a_get() {
+        let sink = run(concat!(
+            "20.000000 [0 a:1] \"GET\" \"k\"\n",
+            "20.000100 [0 b:2] \"GET\" \"j\"\n",
+            "20.000200 [0 c:3] \"GET\" \"m\"\n",
+            "20.000300 [0 b:2] \"SET\" \"x\" \"v\"\n",
+            "20.000400 [0 a:1] \"SET\" \"k\" \"v\"\n",
+            "20.000500 [0 a:1] \"GET\" \"n\"\n",
+            "20.000600 [0 a:1] \"GET\" \"p\"\n",
+            "20.000700 [0 c:3] \"GET\" \"m\"\n",
+        ));
+        let reads: Vec<(&str, &str, Option<bool>)> = sink
+            .events
+            .iter()
+            .filter(|e| e.op == Op::Get)
+            .map(|e| (e.key.as_str(), e.client.as_deref().unwrap(), e.hit))
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                ("k", "a:1", Some(false)),
+                ("j", "b:2", Some(true)),
+                ("m", "c:3", Some(true)),
+                ("n", "a:1", Some(true)),
+                ("p", "a:1", None),
+                ("m", "c:3", None),
+            ]
+        );
     }
 
     #[test]

@@ -57,14 +57,11 @@ pub async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    std::fs::create_dir_all(&run_dir)
+    warmer::rundir::create(&run_dir)
         .with_context(|| format!("failed to create `{}`", run_dir.display()))
         .map_err(failure)?;
     let log_path = run_dir.join("warmer.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = warmer::rundir::open_owner_only(&log_path)
         .with_context(|| format!("failed to open `{}`", log_path.display()))
         .map_err(failure)?;
     let exe = std::env::current_exe()

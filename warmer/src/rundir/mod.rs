@@ -6,6 +6,7 @@
 //! ([`written`]), and a `lock` file held while a process works on the run. The directory is
 //! its owner's only (`0700`), and so are its files (`0600`): they list the keys written.
 
+pub mod mask;
 pub mod written;
 
 use std::fs::File;

@@ -12,6 +12,7 @@ use super::limits::Limit;
 use crate::manifest::{CategoryTotal, Entry};
 use crate::run::Batch;
 use crate::run::progress::categories_by_name;
+use crate::rundir::mask::KeyMask;
 
 /// What a target's writes came to so far.
 #[derive(Debug, Default, Clone)]
@@ -59,6 +60,7 @@ impl Tally {
         outcome: EntryOutcome,
         detail: Option<String>,
         categories: &[CategoryTotal],
+        mask: &KeyMask,
     ) {
         if outcome.is_in_store() {
             return;
@@ -70,7 +72,7 @@ impl Tally {
             let category = categories.get(entry.category as usize);
             self.not_warmed.push(NotWarmed {
                 rank,
-                key: entry.key.clone(),
+                key: mask.show(&entry.key, category).into_owned(),
                 category: category.map_or_else(String::new, |c| c.name.clone()),
                 requests: entry.requests,
                 reason: outcome,
@@ -102,6 +104,7 @@ impl Tally {
         refused: &[(usize, String)],
         enabled: &[bool],
         categories: &[CategoryTotal],
+        mask: &KeyMask,
     ) {
         for (i, (entry, outcome)) in batch.entries.iter().zip(decided).enumerate() {
             if i < skip || !writes_category(enabled, entry.category) {
@@ -114,7 +117,7 @@ impl Tally {
                 .find(|(j, _)| *j == i)
                 .map(|(_, r)| r.clone());
             let rank = (batch.start + i + 1) as u64;
-            self.note(rank, entry, outcome, detail, categories);
+            self.note(rank, entry, outcome, detail, categories, mask);
         }
         self.next_entry = self.next_entry.max(batch.start + batch.entries.len());
     }
@@ -177,6 +180,7 @@ mod tests {
                 name: name.to_owned(),
                 keys: 10,
                 requests: 100,
+                sensitive: false,
             })
             .collect()
     }
@@ -207,6 +211,7 @@ mod tests {
             &[],
             &[true, true],
             &categories(),
+            &KeyMask::from_secret(b"test"),
         );
         let c = &tally.counts;
         assert_eq!(
@@ -230,6 +235,7 @@ mod tests {
             &[],
             &[true, false],
             &categories(),
+            &KeyMask::from_secret(b"test"),
         );
         assert_eq!(only_pages.counts.written, 3);
         assert_eq!(only_pages.categories.get(1).map_or(0, Counts::total), 0);
@@ -262,6 +268,7 @@ mod tests {
             &refused,
             &[true, true],
             &categories(),
+            &KeyMask::from_secret(b"test"),
         );
         let listed: Vec<(u64, &str, EntryOutcome, Option<&str>)> = tally
             .not_warmed
@@ -322,7 +329,15 @@ mod tests {
             .collect();
         let decided = vec![Some(EntryOutcome::SourceMiss); entries.len()];
         let mut tally = Tally::default();
-        tally.account(&batch(0, entries), decided, 0, &[], &[true], &categories());
+        tally.account(
+            &batch(0, entries),
+            decided,
+            0,
+            &[],
+            &[true],
+            &categories(),
+            &KeyMask::from_secret(b"test"),
+        );
         assert_eq!(tally.not_warmed.len(), NOT_WARMED_LISTED);
         assert_eq!(tally.counts.source_miss, (NOT_WARMED_LISTED + 5) as u64);
         assert_eq!(tally.not_warmed.last().map(|n| n.rank), Some(25));

@@ -428,9 +428,10 @@ impl Worker {
             let category = shared.manifest.categories.get(entry.category as usize);
             let name = category.map_or("", |c| c.name.as_str());
             let rank = (batch.start + i + 1) as u64;
+            let shown = shared.mask.show(key, category);
             self.tally
                 .verified
-                .record(rank, key, entry.category as usize, name, verdict);
+                .record(rank, &shown, entry.category as usize, name, verdict);
         }
         self.tally.account(
             &batch,
@@ -439,6 +440,7 @@ impl Worker {
             &refused,
             &shared.category_enabled,
             &shared.manifest.categories,
+            &shared.mask,
         );
         shared
             .board

@@ -16,6 +16,11 @@
 //! `kill -9` while it was on the wire): undo treats each of its keys as possibly written, and
 //! still deletes only where the key holds the value the run would have written. Lines are
 //! flushed to the file before the batch is sent and before the checkpoint moves past it.
+//!
+//! The keys are kept in clear, sensitive ones too: undo must name each key to the store, and
+//! that is all the log holds besides the value hashes. So the file is its owner's only (`0600`,
+//! in a `0700` run directory), and reports show sensitive keys hashed instead
+//! ([`super::mask`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

@@ -51,6 +51,12 @@ pub(super) fn merge_item(so_far: Option<EntryOutcome>, item: EntryOutcome) -> En
         .unwrap_or(AlreadyPresent)
 }
 
+/// The manifest's categories, and how their keys are shown: what names a listed entry.
+pub(super) struct Naming<'a> {
+    pub categories: &'a [CategoryTotal],
+    pub mask: &'a KeyMask,
+}
+
 impl Tally {
     /// Remembers an entry not warmed, while fewer than [`NOT_WARMED_LISTED`] are listed.
     fn note(
@@ -59,8 +65,7 @@ impl Tally {
         entry: &Entry,
         outcome: EntryOutcome,
         detail: Option<String>,
-        categories: &[CategoryTotal],
-        mask: &KeyMask,
+        naming: &Naming<'_>,
     ) {
         if outcome.is_in_store() {
             return;
@@ -69,10 +74,10 @@ impl Tally {
             self.budget_cut_rank = Some(rank);
         }
         if self.not_warmed.len() < NOT_WARMED_LISTED {
-            let category = categories.get(entry.category as usize);
+            let category = naming.categories.get(entry.category as usize);
             self.not_warmed.push(NotWarmed {
                 rank,
-                key: mask.show(&entry.key, category).into_owned(),
+                key: naming.mask.show(&entry.key, category).into_owned(),
                 category: category.map_or_else(String::new, |c| c.name.clone()),
                 requests: entry.requests,
                 reason: outcome,
@@ -103,8 +108,7 @@ impl Tally {
         skip: usize,
         refused: &[(usize, String)],
         enabled: &[bool],
-        categories: &[CategoryTotal],
-        mask: &KeyMask,
+        naming: &Naming<'_>,
     ) {
         for (i, (entry, outcome)) in batch.entries.iter().zip(decided).enumerate() {
             if i < skip || !writes_category(enabled, entry.category) {
@@ -117,7 +121,7 @@ impl Tally {
                 .find(|(j, _)| *j == i)
                 .map(|(_, r)| r.clone());
             let rank = (batch.start + i + 1) as u64;
-            self.note(rank, entry, outcome, detail, categories, mask);
+            self.note(rank, entry, outcome, detail, naming);
         }
         self.next_entry = self.next_entry.max(batch.start + batch.entries.len());
     }
@@ -173,6 +177,15 @@ mod tests {
         }
     }
 
+    fn naming(categories: &[CategoryTotal]) -> Naming<'_> {
+        static MASK: std::sync::LazyLock<KeyMask> =
+            std::sync::LazyLock::new(|| KeyMask::from_secret(b"test"));
+        Naming {
+            categories,
+            mask: &MASK,
+        }
+    }
+
     fn categories() -> Vec<CategoryTotal> {
         ["pages", "users"]
             .into_iter()
@@ -210,8 +223,7 @@ mod tests {
             1,
             &[],
             &[true, true],
-            &categories(),
-            &KeyMask::from_secret(b"test"),
+            &naming(&categories()),
         );
         let c = &tally.counts;
         assert_eq!(
@@ -234,8 +246,7 @@ mod tests {
             0,
             &[],
             &[true, false],
-            &categories(),
-            &KeyMask::from_secret(b"test"),
+            &naming(&categories()),
         );
         assert_eq!(only_pages.counts.written, 3);
         assert_eq!(only_pages.categories.get(1).map_or(0, Counts::total), 0);
@@ -267,8 +278,7 @@ mod tests {
             0,
             &refused,
             &[true, true],
-            &categories(),
-            &KeyMask::from_secret(b"test"),
+            &naming(&categories()),
         );
         let listed: Vec<(u64, &str, EntryOutcome, Option<&str>)> = tally
             .not_warmed
@@ -335,8 +345,7 @@ mod tests {
             0,
             &[],
             &[true],
-            &categories(),
-            &KeyMask::from_secret(b"test"),
+            &naming(&categories()),
         );
         assert_eq!(tally.not_warmed.len(), NOT_WARMED_LISTED);
         assert_eq!(tally.counts.source_miss, (NOT_WARMED_LISTED + 5) as u64);

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
 use super::limits::{Limit, Limits};
-use super::tally::{Tally, merge_item};
+use super::tally::{Naming, Tally, merge_item};
 use crate::retry;
 use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
@@ -439,8 +439,10 @@ impl Worker {
             skip,
             &refused,
             &shared.category_enabled,
-            &shared.manifest.categories,
-            &shared.mask,
+            &Naming {
+                categories: &shared.manifest.categories,
+                mask: &shared.mask,
+            },
         );
         shared
             .board

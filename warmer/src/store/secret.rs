@@ -1,263 +1,48 @@
-//! Passwords kept out of the command line: a store URL may name where its password is
-//! (`?password_file=PATH`, `?password_env=CACHEWARM_…`), and a URL that gives none takes the
-//! role's variable (`CACHEWARM_SOURCE_PASSWORD`, `CACHEWARM_TARGET_PASSWORD`) when it is set.
+//! Passwords kept out of the command line (see [`cachewarm_secret`]): a store URL may name its
+//! password's file or variable, and a URL that says nothing of a password takes the role's
+//! variable (`CACHEWARM_SOURCE_PASSWORD`, `CACHEWARM_TARGET_PASSWORD`) when it is set.
 //!
-//! The password is put into the URL's user info only when the URL is parsed, so what settings,
-//! reports, the run's checkpoint and `--detach` carry is the URL as given: a file's path or a
-//! variable's name, never the password. `warmer undo` parses the recorded URL again and so
-//! finds the password where the run found it.
+//! The password is put into the URL only when it is parsed ([`StoreUrl::parse`](super::StoreUrl::parse)),
+//! so what settings, reports, the run's checkpoint and `--detach` carry names a file or a
+//! variable, never the password; `warmer undo` parses the recorded URL again and so finds the
+//! password where the run found it.
 
 use std::borrow::Cow;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+pub use cachewarm_secret::{PASSWORD_ENV, PASSWORD_FILE, has_inline_password};
 
 use super::{Role, UrlError};
 use crate::env_vars;
 
-/// The schemes whose servers take a password; other stores have no authentication in the
-/// warmer, so these parameters are theirs to refuse.
-const SCHEMES: &[&str] = &[
-    "redis",
-    "rediss",
-    "redis+cluster",
-    "rediss+cluster",
-    "redis+sentinel",
-    "rediss+sentinel",
-    "postgres",
-    "postgresql",
-];
-
-/// The query parameter naming a file that holds the password.
-pub const PASSWORD_FILE: &str = "password_file";
-/// The query parameter naming a `CACHEWARM_*` variable that holds the password.
-pub const PASSWORD_ENV: &str = "password_env";
-
-/// User info characters left as they are: RFC 3986's unreserved ones.
-const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// `text` with the role's password variable named (`?password_env=CACHEWARM_TARGET_PASSWORD`)
-/// when that variable is set and the URL says nothing of a password itself. Applied where the
-/// settings are resolved, so that the run's records name the variable.
+/// `text` naming the role's password variable when that is set and the URL gives none.
 pub fn with_role_default(text: &str, role: Role, env: &dyn Fn(&str) -> Option<String>) -> String {
     let var = match role {
         Role::Source => env_vars::SOURCE_PASSWORD,
         Role::Target => env_vars::TARGET_PASSWORD,
     };
-    let Some(parts) = Parts::split(text) else {
-        return text.to_owned();
-    };
-    let named = parts
-        .params()
-        .any(|(name, _)| name == PASSWORD_FILE || name == PASSWORD_ENV);
-    if parts.password().is_some() || named || env(var).is_none() {
-        return text.to_owned();
-    }
-    let separator = if parts.query.is_some() { '&' } else { '?' };
-    format!(
-        "{}{separator}{PASSWORD_ENV}={var}{}",
-        &text[..parts.fragment_start],
-        &text[parts.fragment_start..]
-    )
+    cachewarm_secret::with_default_variable(text, var, env)
 }
 
-/// Whether `text` carries a password in clear (what the command line must not).
-pub fn has_inline_password(text: &str) -> bool {
-    Parts::split(text).is_some_and(|parts| parts.password().is_some())
-}
-
-/// `text` with the password its `password_file` or `password_env` names put into its user
-/// info (percent-encoded) and those parameters removed, ready for the store's own parser.
-pub fn resolve(text: &str) -> Result<Cow<'_, str>, UrlError> {
-    let Some(parts) = Parts::split(text) else {
-        return Ok(Cow::Borrowed(text));
-    };
-    let error = |reason: String| UrlError::new(text, reason);
-    let mut password = None;
-    let mut kept = Vec::new();
-    for (name, value) in parts.params() {
-        let value = percent_decode_str(value).decode_utf8_lossy();
-        let found = match name {
-            PASSWORD_FILE => std::fs::read_to_string(&*value)
-                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| error(format!("cannot read {PASSWORD_FILE} `{value}`: {e}")))?,
-            PASSWORD_ENV if !value.starts_with("CACHEWARM_") => {
-                return Err(error(format!(
-                    "{PASSWORD_ENV} must name a CACHEWARM_* variable, not `{value}`: a URL \
-                     may not send other secrets of the environment to its server"
-                )));
-            }
-            PASSWORD_ENV => std::env::var(&*value)
-                .map_err(|_| error(format!("{PASSWORD_ENV}: the variable `{value}` is not set")))?,
-            _ => {
-                kept.push((name, value));
-                continue;
-            }
-        };
-        if password.is_some() || parts.password().is_some() {
-            return Err(error(format!(
-                "the password is given twice; give it once: in the URL, by {PASSWORD_FILE} \
-                 or by {PASSWORD_ENV}"
-            )));
-        }
-        password = Some(found);
-    }
-    let Some(password) = password else {
-        return Ok(Cow::Borrowed(text));
-    };
-    let query: Vec<String> = kept
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", query.join("&"))
-    };
-    Ok(Cow::Owned(format!(
-        "{}://{}:{}@{}{}{query}{}",
-        parts.scheme,
-        parts.user(),
-        utf8_percent_encode(&password, USERINFO),
-        parts.hosts,
-        parts.path,
-        &text[parts.fragment_start..]
-    )))
-}
-
-/// A URL taken apart by hand: a list of hosts (`redis+cluster://a:1,b:2`) is no URL to the
-/// url crate.
-struct Parts<'a> {
-    scheme: &'a str,
-    userinfo: Option<&'a str>,
-    hosts: &'a str,
-    path: &'a str,
-    query: Option<&'a str>,
-    /// Where `#…` starts (the text's length when there is none).
-    fragment_start: usize,
-}
-
-impl<'a> Parts<'a> {
-    /// The parts of `text`, when its scheme is one whose server takes a password.
-    fn split(text: &'a str) -> Option<Parts<'a>> {
-        let (scheme, rest) = text.split_once("://")?;
-        if !SCHEMES.contains(&scheme) {
-            return None;
-        }
-        let fragment_start = text.find('#').unwrap_or(text.len());
-        let rest = &rest[..fragment_start - scheme.len() - 3];
-        let (before_query, query) = match rest.split_once('?') {
-            Some((before, query)) => (before, Some(query)),
-            None => (rest, None),
-        };
-        let (authority, path) =
-            before_query.split_at(before_query.find('/').unwrap_or(before_query.len()));
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, authority),
-        };
-        Some(Parts {
-            scheme,
-            userinfo,
-            hosts,
-            path,
-            query,
-            fragment_start,
-        })
-    }
-
-    fn user(&self) -> &'a str {
-        self.userinfo
-            .map(|info| info.split_once(':').map_or(info, |(user, _)| user))
-            .unwrap_or("")
-    }
-
-    fn password(&self) -> Option<&'a str> {
-        self.userinfo
-            .and_then(|info| info.split_once(':'))
-            .map(|(_, password)| password)
-    }
-
-    fn params(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        super::url::query_pairs(self.query.unwrap_or(""))
-    }
+/// `text` with the password it names put in, for the store's own parser.
+pub(super) fn resolve(text: &str) -> Result<Cow<'_, str>, UrlError> {
+    cachewarm_secret::resolve(text).map_err(|reason| UrlError::new(text, reason))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The password a file holds goes into the user info, encoded; the parameter is gone and
-    /// the others stay.
+    /// Each role has its variable: a source never takes the targets' password.
     #[test]
-    fn reads_the_password_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        std::fs::write(&file, "p@ss:w/rd\n").unwrap();
-        let file = file.display();
-        assert_eq!(
-            resolve(&format!("redis://cache:6379/2?password_file={file}")).unwrap(),
-            "redis://:p%40ss%3Aw%2Frd@cache:6379/2"
-        );
-        assert_eq!(
-            resolve(&format!(
-                "postgres://app@db/site?table=cache&password_file={file}&max_entries=5"
-            ))
-            .unwrap(),
-            "postgres://app:p%40ss%3Aw%2Frd@db/site?table=cache&max_entries=5"
-        );
-        assert_eq!(
-            resolve(&format!(
-                "redis+cluster://app@a:7000,b:7001?password_file={file}"
-            ))
-            .unwrap(),
-            "redis+cluster://app:p%40ss%3Aw%2Frd@a:7000,b:7001"
-        );
-        let error = resolve(&format!("redis://:x@cache?password_file={file}")).unwrap_err();
-        assert!(error.reason.contains("given twice"), "{error}");
-        assert!(!error.to_string().contains(":x@"), "{error}");
-        let error = resolve("redis://cache?password_file=/nonexistent/pw").unwrap_err();
-        assert!(error.reason.contains("/nonexistent/pw"), "{error}");
-    }
-
-    /// Only `CACHEWARM_*` variables may be named: a URL that could name any variable could
-    /// send another secret of the environment to the server it names.
-    #[test]
-    fn password_env_names_only_cachewarm_variables() {
-        let error = resolve("redis://cache?password_env=AWS_SECRET_ACCESS_KEY").unwrap_err();
-        assert!(error.reason.contains("CACHEWARM_"), "{error}");
-        let error = resolve("redis://cache?password_env=CACHEWARM_UNSET_IN_TESTS").unwrap_err();
-        assert!(error.reason.contains("not set"), "{error}");
-    }
-
-    /// The role's variable is named only when it is set and the URL says nothing of a
-    /// password; stores without authentication are left alone.
-    #[test]
-    fn names_the_role_variable() {
+    fn each_role_takes_its_variable() {
         let set = |name: &str| (name == env_vars::TARGET_PASSWORD).then(|| "pw".to_owned());
         assert_eq!(
-            with_role_default("redis://cache/1", Role::Target, &set),
-            "redis://cache/1?password_env=CACHEWARM_TARGET_PASSWORD"
+            with_role_default("redis://cache", Role::Target, &set),
+            "redis://cache?password_env=CACHEWARM_TARGET_PASSWORD"
         );
-        assert_eq!(
-            with_role_default("postgres://app@db/s?table=t", Role::Target, &set),
-            "postgres://app@db/s?table=t&password_env=CACHEWARM_TARGET_PASSWORD"
-        );
-        for unchanged in [
-            "redis://:inline@cache",
-            "redis://cache?password_file=/run/pw",
-            "memcached://cache:11211",
-        ] {
-            assert_eq!(with_role_default(unchanged, Role::Target, &set), unchanged);
-        }
         assert_eq!(
             with_role_default("redis://cache", Role::Source, &set),
             "redis://cache"
         );
-        assert!(has_inline_password("redis+cluster://u:pw@a:1,b:2"));
-        assert!(!has_inline_password("redis://u@a:1"));
     }
 }

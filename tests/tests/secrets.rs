@@ -56,8 +56,9 @@ fn keys(n: usize) -> (Vec<String>, Vec<String>) {
     (sessions, pages)
 }
 
-/// A log where every key is read a few times, ranked with the Django preset into `dir`.
-fn manifest(dir: &Path, all: &[&String]) -> PathBuf {
+/// A log where every key is read a few times, ranked with the Django preset into `dir` under
+/// `budget`, `rank_args` added.
+fn manifest(dir: &Path, all: &[&String], budget: &str, rank_args: &[&str]) -> PathBuf {
     let log = dir.join("access.csv");
     let mut text = String::from("ts,key,op,hit,value_size,ttl_s,client\n");
     for (i, key) in all.iter().enumerate() {
@@ -69,8 +70,9 @@ fn manifest(dir: &Path, all: &[&String]) -> PathBuf {
         }
     }
     std::fs::write(&log, text).unwrap();
-    let (_, manifest) =
-        ingest_and_rank(dir, &log, "1MiB", "manifest.json", &["--preset", "django"]);
+    let mut args = vec!["--preset", "django"];
+    args.extend_from_slice(rank_args);
+    let (_, manifest) = ingest_and_rank(dir, &log, budget, "manifest.json", &args);
     manifest
 }
 
@@ -102,7 +104,7 @@ fn cmdline(pid: u32) -> String {
 /// user (its default user is off). The source holds every page and half the sessions (the
 /// other half are not warmed, and so listed by the report).
 fn servers(sessions: &[String], pages: &[String]) -> (RedisServer, RedisServer) {
-    let source = RedisServer::start(&["--requirepass", SOURCE_PASSWORD]);
+    let source = RedisServer::start(&["--requirepass", SOURCE_PASSWORD, "--maxmemory", "64mb"]);
     let mut acl = vec!["--user"];
     acl.extend_from_slice(TARGET_ACL);
     acl.extend_from_slice(&["--user", "default", "off"]);
@@ -141,23 +143,30 @@ fn target_connection(target: &RedisServer) -> redis::Connection {
 /// warmer or of its background child, nor in any file under the runs directory, nor in what
 /// it printed; the run directory is 0700 and its files 0600; the report names the sessions
 /// not warmed only by category and hash; undo (through the least-privilege ACL user of the
-/// README) removes the session keys the run wrote.
+/// README) removes the session keys the run wrote. The analyzer's `--capacity-from` takes
+/// the same password file.
 #[test]
 fn passwords_from_file_and_variable_stay_out_of_argv_and_run_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (sessions, pages) = keys(12);
     let all: Vec<&String> = sessions.iter().chain(&pages).collect();
-    let manifest = manifest(dir.path(), &all);
     let (source, target) = servers(&sessions, &pages);
     let password_file = dir.path().join("source.pw");
     std::fs::write(&password_file, format!("{SOURCE_PASSWORD}\n")).unwrap();
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-
     let source_url = format!(
         "redis://127.0.0.1:{}?password_file={}",
         source.port,
         password_file.display()
     );
+    let manifest = manifest(dir.path(), &all, "50%", &["--capacity-from", &source_url]);
+    // Half of the source's 64 MiB maxmemory: the analyzer got in with the file's password.
+    let budget = cachewarm_tests::read_manifest(&manifest)
+        .header
+        .budget
+        .bytes;
+    assert_eq!(budget, 32 * 1024 * 1024);
+
     let target_url = format!("redis://cachewarm@127.0.0.1:{}", target.port);
     let runs = dir.path().join("runs");
     let args: Vec<String> = [
@@ -300,7 +309,7 @@ fn a_password_on_the_command_line_warns() {
     let dir = tempfile::tempdir().unwrap();
     let (sessions, pages) = keys(3);
     let all: Vec<&String> = sessions.iter().chain(&pages).collect();
-    let manifest = manifest(dir.path(), &all);
+    let manifest = manifest(dir.path(), &all, "1MiB", &[]);
     let (source, target) = servers(&sessions, &pages);
     let source_url = format!("redis://:{SOURCE_PASSWORD}@127.0.0.1:{}", source.port);
     let target_url = format!(

@@ -444,3 +444,67 @@ fn the_demo_reports_hold_no_session_id() {
         }
     }
 }
+
+/// A Redis Cluster target whose nodes require a password, given once by `password_file` in
+/// the `redis+cluster://` URL: every seed node gets it, and every key lands in the cluster.
+#[test]
+fn a_cluster_takes_its_password_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sessions, pages) = keys(6);
+    let all: Vec<&String> = sessions.iter().chain(&pages).collect();
+    let manifest = manifest(dir.path(), &all, "1MiB", &[]);
+    let (source, _) = servers(&sessions, &pages);
+    let cluster = cachewarm_tests::RedisCluster::start(&[]);
+    // Set once the cluster is formed: the bus between the nodes takes no password.
+    for node in &cluster.nodes {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(TARGET_PASSWORD)
+            .query::<()>(&mut node.connection())
+            .unwrap();
+    }
+    let files = dir.path().join("secrets");
+    std::fs::create_dir(&files).unwrap();
+    for (name, password) in [("source", SOURCE_PASSWORD), ("cluster", TARGET_PASSWORD)] {
+        std::fs::write(files.join(name), password).unwrap();
+    }
+    let source_url = format!(
+        "redis://127.0.0.1:{}?password_file={}",
+        source.port,
+        files.join("source").display()
+    );
+    let target_url = format!(
+        "{}?password_file={}",
+        cluster.url(),
+        files.join("cluster").display()
+    );
+    let (report, run_dir) = cachewarm_tests::warm(
+        dir.path(),
+        manifest.to_str().unwrap(),
+        &source_url,
+        &target_url,
+        &[],
+    );
+    assert_eq!(
+        report.targets[0].counts.written as usize,
+        pages.len() + sessions.len() / 2,
+        "{:?}",
+        report.targets[0]
+    );
+    let seeds = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("redis://:{TARGET_PASSWORD}@127.0.0.1:{}", node.port));
+    let mut connection = redis::cluster::ClusterClient::new(seeds.collect::<Vec<_>>())
+        .and_then(|client| client.get_connection())
+        .unwrap();
+    for key in &pages {
+        let value: Option<String> = redis::cmd("GET").arg(key).query(&mut connection).unwrap();
+        assert_eq!(value, Some(format!("value of {key}")));
+    }
+    for file in files_under(&run_dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        assert!(!text.contains(TARGET_PASSWORD), "{}", file.display());
+    }
+}

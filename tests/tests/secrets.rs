@@ -42,6 +42,22 @@ const TARGET_ACL: &[&str] = &[
     "+del",
 ];
 
+/// The source's read-only ACL user, as README's "Security" section lists its commands.
+const SOURCE_ACL: &[&str] = &[
+    "reader",
+    "on",
+    ">src-pw-4f1c9a77e2",
+    "~*",
+    "resetchannels",
+    "-@all",
+    "+ping",
+    "+info",
+    "+select",
+    "+get",
+    "+pttl",
+    "+dump",
+];
+
 /// `n` Django session keys (the ids are the test's own, random-looking) and `n` page keys.
 fn keys(n: usize) -> (Vec<String>, Vec<String>) {
     let sessions = (0..n)
@@ -100,11 +116,19 @@ fn cmdline(pid: u32) -> String {
     String::from_utf8_lossy(&bytes).replace('\0', " ")
 }
 
-/// Redis servers with passwords: the source takes `requirepass`, the target only the ACL
-/// user (its default user is off). The source holds every page and half the sessions (the
+/// Redis servers with passwords: the source takes `requirepass` (the test's own writes) and
+/// its read-only ACL user, the target only its ACL user (its default user is off). The source holds every page and half the sessions (the
 /// other half are not warmed, and so listed by the report).
 fn servers(sessions: &[String], pages: &[String]) -> (RedisServer, RedisServer) {
-    let source = RedisServer::start(&["--requirepass", SOURCE_PASSWORD, "--maxmemory", "64mb"]);
+    let mut args = vec![
+        "--requirepass",
+        SOURCE_PASSWORD,
+        "--maxmemory",
+        "64mb",
+        "--user",
+    ];
+    args.extend_from_slice(SOURCE_ACL);
+    let source = RedisServer::start(&args);
     let mut acl = vec!["--user"];
     acl.extend_from_slice(TARGET_ACL);
     acl.extend_from_slice(&["--user", "default", "off"]);
@@ -155,7 +179,7 @@ fn passwords_from_file_and_variable_stay_out_of_argv_and_run_directory() {
     std::fs::write(&password_file, format!("{SOURCE_PASSWORD}\n")).unwrap();
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let source_url = format!(
-        "redis://127.0.0.1:{}?password_file={}",
+        "redis://reader@127.0.0.1:{}?password_file={}",
         source.port,
         password_file.display()
     );
@@ -470,7 +494,7 @@ fn a_cluster_takes_its_password_from_a_file() {
         std::fs::write(files.join(name), password).unwrap();
     }
     let source_url = format!(
-        "redis://127.0.0.1:{}?password_file={}",
+        "redis://reader@127.0.0.1:{}?password_file={}",
         source.port,
         files.join("source").display()
     );

@@ -201,7 +201,9 @@ pub async fn run(
 
     let mask = crate::rundir::mask::KeyMask::load(
         &settings.runs_dir,
-        crate::settings::process_env(crate::env_vars::KEY_HASH_SECRET),
+        std::env::var(crate::env_vars::KEY_HASH_SECRET)
+            .ok()
+            .filter(|secret| !secret.is_empty()),
     )
     .map_err(|source| RunError::Output {
         path: settings.runs_dir.join(crate::rundir::mask::SECRET_FILE),

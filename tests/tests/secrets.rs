@@ -190,6 +190,16 @@ fn passwords_from_file_and_variable_stay_out_of_argv_and_run_directory() {
         .budget
         .bytes;
     assert_eq!(budget, 32 * 1024 * 1024);
+    // The analyzer's files hold every key: its owner's only too.
+    assert_eq!(mode(&manifest), 0o600);
+    let parts: Vec<PathBuf> = files_under(&dir.path().join("dataset"))
+        .into_iter()
+        .filter(|file| file.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(!parts.is_empty());
+    for part in parts {
+        assert_eq!(mode(&part), 0o600, "{}", part.display());
+    }
 
     let target_url = format!("redis://cachewarm@127.0.0.1:{}", target.port);
     let runs = dir.path().join("runs");

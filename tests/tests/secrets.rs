@@ -117,8 +117,9 @@ fn cmdline(pid: u32) -> String {
 }
 
 /// Redis servers with passwords: the source takes `requirepass` (the test's own writes) and
-/// its read-only ACL user, the target only its ACL user (its default user is off). The source holds every page and half the sessions (the
-/// other half are not warmed, and so listed by the report).
+/// its read-only ACL user, the target only its ACL user (its default user is off). The source
+/// holds every page and half the sessions (the other half are not warmed, and so listed by the
+/// report).
 fn servers(sessions: &[String], pages: &[String]) -> (RedisServer, RedisServer) {
     let mut args = vec![
         "--requirepass",

@@ -311,9 +311,8 @@ macro_rules! stores {
         }
 
         impl StoreUrl {
-            /// Parses a store address.
-            /// A password named by `password_file` or `password_env` is read here (see
-            /// [`secret`]).
+            /// Parses a store address; a password its `password_file` or `password_env`
+            /// names is read here (see [`secret`]).
             pub fn parse(text: &str) -> Result<StoreUrl, UrlError> {
                 let resolved = secret::resolve(text)?;
                 let text = resolved.as_ref();

@@ -2,8 +2,8 @@
 //! password's file or variable, and a URL that says nothing of a password takes the role's
 //! variable (`CACHEWARM_SOURCE_PASSWORD`, `CACHEWARM_TARGET_PASSWORD`) when it is set.
 //!
-//! The password is put into the URL only when it is parsed ([`StoreUrl::parse`](super::StoreUrl::parse)),
-//! so what settings, reports, the run's checkpoint and `--detach` carry names a file or a
+//! The password is put into the URL only when it is parsed
+//! ([`StoreUrl::parse`](super::StoreUrl::parse)), so what settings, reports, the run's checkpoint and `--detach` carry names a file or a
 //! variable, never the password; `warmer undo` parses the recorded URL again and so finds the
 //! password where the run found it.
 

@@ -1,6 +1,6 @@
 //! What every store address shares: the error for one that is refused, the query parameters
-//! after `?`, and the redaction of passwords for logs and reports (`cachewarm_secret`'s). Each store parses its own
-//! URL in its folder; the list of stores makes [`StoreUrl`](super::StoreUrl).
+//! after `?`, and the redaction of passwords for logs and reports (`cachewarm_secret`'s). Each
+//! store parses its own URL in its folder; the list of stores makes [`StoreUrl`](super::StoreUrl).
 
 /// Why an address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

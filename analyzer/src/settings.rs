@@ -76,6 +76,7 @@ pub struct RankFlags {
     pub capacity: Option<u64>,
     /// Read the capacity from a live store: `redis://…` (maxmemory) or
     /// `memcached://host:port[,host:port…]` (limit_maxbytes summed). Also sets the store kind.
+    /// A Redis password: `?password_file=FILE` or `?password_env=CACHEWARM_…`, not in the URL.
     #[arg(long, env = "CACHEWARM_CAPACITY_FROM")]
     pub capacity_from: Option<String>,
     /// The config file [default: ./cachewarm.toml when it exists].

@@ -12,33 +12,47 @@
 //! calls, and the temporary name stays predictable (hidden, after the target) for an operator
 //! who finds one left by a power cut.
 //!
+//! Every file is created readable and writable by its owner only (`0600`): manifests, run
+//! records and reports list cache keys, and keys can be sensitive (session ids). An operator
+//! who wants to share one copies it on purpose.
+//!
 //! # Layout
 //!
 //! - [`write_atomic`]: bytes in memory to a file.
 //! - [`write_atomic_with`]: a writer (e.g. Parquet) streaming into the temporary file.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The mode of every file written here: the owner's only.
+pub const OWNER_ONLY: u32 = 0o600;
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_with(path, |file| file.write_all(bytes))
 }
 
-/// Writes `path` atomically through `write`, which fills the temporary file; then fsync and
-/// rename. When anything fails the temporary file is removed and `path` is left as it was.
+/// Writes `path` atomically through `write`, which fills the temporary file (mode `0600`);
+/// then fsync and rename. When anything fails the temporary file is removed and `path` is left
+/// as it was.
 pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
     let temp = temp_path(path);
-    let result = File::create(&temp).and_then(|mut file| {
-        write(&mut file)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    });
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(OWNER_ONLY)
+        .open(&temp)
+        .and_then(|mut file| {
+            write(&mut file)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
@@ -71,6 +85,17 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["report.json"]);
+    }
+
+    /// The file is its owner's only, whatever the umask: it may list sensitive keys.
+    #[test]
+    fn the_file_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.jsonl");
+        write_atomic(&path, b"{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     /// A writer that fails leaves the old file as it was, and no temporary file.

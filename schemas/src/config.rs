@@ -223,4 +223,8 @@ pub struct CategoryRule {
     pub min_requests: Option<u64>,
     /// The TTL the warmer gives this category's keys when the source has none (`30m`).
     pub ttl: Option<String>,
+    /// Whether a key of this category is a secret (a session id is a login token): reports,
+    /// logs and the run history show it only as its category and a short keyed hash. Default
+    /// false; true for the `django.sessions` and `rails.sessions` presets.
+    pub sensitive: Option<bool>,
 }

@@ -15,5 +15,6 @@ mod postgres;
 mod rank;
 mod rank_quality;
 mod report;
+mod secrets;
 mod spark;
 mod stats;

@@ -27,6 +27,15 @@ pub const MEMCACHED_HASHING: &str = "CACHEWARM_MEMCACHED_HASHING";
 pub const LOADER_WORKERS: &str = "CACHEWARM_LOADER_WORKERS";
 pub const LOADER_TIMEOUT: &str = "CACHEWARM_LOADER_TIMEOUT";
 pub const MAX_VALUE_SIZE: &str = "CACHEWARM_MAX_VALUE_SIZE";
+/// The password of the source, for a source URL that gives none itself (see
+/// `store::secret`).
+pub const SOURCE_PASSWORD: &str = "CACHEWARM_SOURCE_PASSWORD";
+/// The password of every target whose URL gives none itself; a target with a password of its
+/// own names its variable: `?password_env=CACHEWARM_…`.
+pub const TARGET_PASSWORD: &str = "CACHEWARM_TARGET_PASSWORD";
+/// The secret of the keyed hash that stands in for sensitive keys in reports and logs
+/// (default: the runs directory's `key-hash.secret`; see `rundir::mask`).
+pub const KEY_HASH_SECRET: &str = "CACHEWARM_KEY_HASH_SECRET";
 /// libpq's variable for the PostgreSQL password, read by the `postgres://` store when the URL
 /// gives none (so that it need not be in the process list).
 pub const PGPASSWORD: &str = "PGPASSWORD";

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,10 +166,17 @@ impl Partition {
         })?;
         let final_path = dir.join(format!("part-{file_stem}.parquet"));
         let temp_path = dir.join(format!(".part-{file_stem}.parquet.tmp"));
-        let file = File::create(&temp_path).map_err(|source| DatasetError::Create {
-            path: temp_path.clone(),
-            source,
-        })?;
+        // Owner-only, as every file cachewarm writes: the rows hold the keys, sessions' too.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(cachewarm_fs::OWNER_ONLY)
+            .open(&temp_path)
+            .map_err(|source| DatasetError::Create {
+                path: temp_path.clone(),
+                source,
+            })?;
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(properties.clone())).map_err(
             |source| DatasetError::Parquet {
                 path: temp_path.clone(),

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use cachewarm_secret::redact;
 use schemas::keys::StoreKind;
 
 /// How long to wait for a store when reading its capacity.
@@ -126,11 +127,14 @@ pub fn resolve(
 
 /// Reads the capacity of the live store at `url`: Redis `maxmemory` (INFO memory) or the sum
 /// of memcached servers' `limit_maxbytes`.
-pub fn capacity_from(url: &str) -> Result<Capacity, BudgetError> {
+/// A password named by `?password_file=` or `?password_env=` is read (see
+/// [`cachewarm_secret`]); messages show the URL as given, redacted.
+pub fn capacity_from(given: &str) -> Result<Capacity, BudgetError> {
     let probe_error = |message: String| BudgetError::Probe {
-        url: redact(url),
+        url: redact(given),
         message,
     };
+    let url = &*cachewarm_secret::resolve(given).map_err(probe_error)?;
     if url.starts_with("redis://") || url.starts_with("redis+unix://") {
         let client = redis::Client::open(url).map_err(|e| probe_error(e.to_string()))?;
         let mut connection = client
@@ -157,7 +161,7 @@ pub fn capacity_from(url: &str) -> Result<Capacity, BudgetError> {
         }
         return Ok(Capacity {
             bytes: maxmemory,
-            source: format!("maxmemory of {}", redact(url)),
+            source: format!("maxmemory of {}", redact(given)),
             store: Some(StoreKind::Redis),
         });
     }
@@ -185,7 +189,7 @@ pub fn capacity_from(url: &str) -> Result<Capacity, BudgetError> {
         }
         return Ok(Capacity {
             bytes: total,
-            source: format!("limit_maxbytes of {}", redact(url)),
+            source: format!("limit_maxbytes of {}", redact(given)),
             store: Some(StoreKind::Memcached),
         });
     }
@@ -194,31 +198,6 @@ pub fn capacity_from(url: &str) -> Result<Capacity, BudgetError> {
          others (for a Redis Cluster, its primaries' maxmemory together)"
             .into(),
     ))
-}
-
-/// `url` with any password replaced by `***`.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        // A list of hosts (`redis+cluster://u:p@a:1,b:2`) is no URL to the url crate: the
-        // password is what lies between the user info's first `:` and its `@`.
-        Err(_) => {
-            let authority = url.split_once("://").map_or("", |(_, rest)| {
-                rest.split(['/', '?', '#']).next().unwrap_or(rest)
-            });
-            match authority
-                .rsplit_once('@')
-                .and_then(|(info, _)| info.split_once(':'))
-            {
-                Some((_, password)) => url.replacen(&format!(":{password}@"), ":***@", 1),
-                None => url.to_owned(),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -235,10 +214,6 @@ mod tests {
 
     #[test]
     fn redacts_a_cluster_url() {
-        assert_eq!(
-            redact("redis+cluster://app:s3cret@a:7000,b:7001"),
-            "redis+cluster://app:***@a:7000,b:7001"
-        );
         let error = capacity_from("redis+cluster://app:s3cret@a:7000,b:7001").unwrap_err();
         assert!(!error.to_string().contains("s3cret"), "{error}");
     }

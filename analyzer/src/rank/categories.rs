@@ -23,9 +23,14 @@ pub fn preset(name: &str) -> Option<Vec<CategoryRule>> {
         regex: vec![regex.to_owned()],
         ..CategoryRule::default()
     };
+    // A session id in a key is a login token.
+    let secret = |name: &str, regex: &str| CategoryRule {
+        sensitive: Some(true),
+        ..rule(name, regex)
+    };
     match name {
         "django" => Some(vec![
-            rule(
+            secret(
                 "django.sessions",
                 r"^[^:]*:\d+:django\.contrib\.sessions\.cache",
             ),
@@ -38,7 +43,7 @@ pub fn preset(name: &str) -> Option<Vec<CategoryRule>> {
         ]),
         "rails" => Some(vec![
             rule("rails.views", r"^(?:[^:/]+:)?views/"),
-            rule("rails.sessions", r"^(?:[^:/]+:)?_session_id:"),
+            secret("rails.sessions", r"^(?:[^:/]+:)?_session_id:"),
             rule("rails.${1}", r"^([A-Za-z0-9_.-]+):"),
         ]),
         _ => None,

@@ -320,6 +320,9 @@ pub fn build_manifest(
                 bytes: 0,
                 budget_bytes: category_budget(candidate.rule),
                 ttl_s: category_ttl(candidate.rule),
+                sensitive: candidate
+                    .rule
+                    .is_some_and(|r| classifier.categories[r].sensitive == Some(true)),
             });
         let over_category = totals
             .budget_bytes

@@ -167,6 +167,10 @@ pub struct CategoryTotals {
     /// The TTL its rule gives the category's keys, in seconds (also in each entry's `ttl_s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u32>,
+    /// Whether its keys are secrets (its rule's `sensitive`): shown only as the category and a
+    /// keyed hash outside the manifest and the run directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
 
 /// One hot key.

@@ -1,5 +1,7 @@
 //! `warmer run --detach`: the same run started again in the background, in a session of its
-//! own, with its output in the run directory.
+//! own, with its output in the run directory. The source and targets go to it through its
+//! environment (`CACHEWARM_SOURCE`, `CACHEWARM_TARGETS`), not its command line: a URL may hold
+//! a password, and a command line is readable by every user of the host.
 
 use std::process::ExitCode;
 
@@ -55,14 +57,11 @@ pub async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    std::fs::create_dir_all(&run_dir)
+    warmer::rundir::create(&run_dir)
         .with_context(|| format!("failed to create `{}`", run_dir.display()))
         .map_err(failure)?;
     let log_path = run_dir.join("warmer.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = warmer::rundir::open_owner_only(&log_path)
         .with_context(|| format!("failed to open `{}`", log_path.display()))
         .map_err(failure)?;
     let exe = std::env::current_exe()
@@ -97,6 +96,8 @@ pub async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
         .map_err(failure)?;
     let child = command
         .args(&child_args)
+        .env(warmer::env_vars::SOURCE, &settings.source)
+        .env(warmer::env_vars::TARGETS, settings.targets.join(" "))
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(stderr)
@@ -114,14 +115,19 @@ pub async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The command line for the background run: this one without `--detach`, `--resume [DIR]`
-/// and `--run-id ID` (the caller adds what the background run must do).
+/// The command line for the background run: this one without `--detach`, `--resume [DIR]`,
+/// `--run-id ID` (the caller adds what the background run must do), `--source URL` and
+/// `--target URL` (given through the environment).
 fn child_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut out = Vec::with_capacity(args.len());
     let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
-        if text == "--detach" || text.starts_with("--resume=") || text.starts_with("--run-id=") {
+        if text == "--detach"
+            || ["--resume=", "--run-id=", "--source=", "--target="]
+                .iter()
+                .any(|flag| text.starts_with(flag))
+        {
             continue;
         }
         if text == "--resume" {
@@ -134,7 +140,7 @@ fn child_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
             }
             continue;
         }
-        if text == "--run-id" {
+        if ["--run-id", "--source", "--target"].contains(&text.as_ref()) {
             args.next();
             continue;
         }
@@ -147,7 +153,8 @@ fn child_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 mod tests {
     use super::*;
 
-    /// The background run gets the same command line minus what the parent decides for it.
+    /// The background run gets the same command line minus what the parent decides for it,
+    /// and minus the URLs (they may hold passwords; the child reads them from its environment).
     #[test]
     fn child_args_drop_detach_resume_and_run_id() {
         let args = |text: &str| -> Vec<std::ffi::OsString> {
@@ -157,11 +164,13 @@ mod tests {
             child_args(args(
                 "run --detach --resume runs/r1 --rate 5 --run-id x --target a"
             )),
-            args("run --rate 5 --target a")
+            args("run --rate 5")
         );
         assert_eq!(
-            child_args(args("run --resume --target a --resume=runs/r2 --detach")),
-            args("run --target a")
+            child_args(args(
+                "run --resume --target a --resume=runs/r2 --detach --source=redis://:pw@s --strict"
+            )),
+            args("run --strict")
         );
     }
 }

@@ -17,7 +17,8 @@ pub struct SnapshotArgs {
     /// The manifest whose keys to save.
     #[arg(long)]
     manifest: PathBuf,
-    /// The warm store to read (redis://, memcached://, sqlite://).
+    /// The warm store to read (redis://, memcached://, sqlite://); its password from
+    /// `?password_file=`, `?password_env=` or CACHEWARM_SOURCE_PASSWORD.
     #[arg(long)]
     source: String,
     /// The snapshot file to write.
@@ -30,7 +31,12 @@ pub async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
     let failure = |error: anyhow::Error| (error, ExitCode::FAILURE);
     let manifest = warmer::manifest::open(&args.manifest).map_err(|e| usage(e.into()))?;
     let manifest = Arc::new(manifest);
-    let url = SourceUrl::parse(&args.source).map_err(|e| usage(e.into()))?;
+    let source_text = warmer::store::secret::with_role_default(
+        &args.source,
+        warmer::store::Role::Source,
+        &warmer::settings::process_env,
+    );
+    let url = SourceUrl::parse(&source_text).map_err(|e| usage(e.into()))?;
     let source = Source::open(&url, &manifest, 0)
         .await
         .map_err(|e| failure(e.into()))?;

@@ -17,12 +17,22 @@ pub struct UndoArgs {
     #[arg(long)]
     runs_dir: Option<PathBuf>,
     /// A target URL with its password, for a target whose password the run's records hold
-    /// redacted; repeat for several [default: CACHEWARM_TARGETS, separated by spaces].
+    /// redacted (not for one given by password_file or a variable: the records name those);
+    /// repeat for several [default: CACHEWARM_TARGETS, separated by spaces].
     #[arg(long = "target")]
     targets: Vec<String>,
 }
 
 pub async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
+    for url in &args.targets {
+        if warmer::store::secret::has_inline_password(url) {
+            tracing::warn!(
+                url = warmer::store::redact(url),
+                "a password on the command line is visible to every user of the host (ps); \
+                 give the target in CACHEWARM_TARGETS instead"
+            );
+        }
+    }
     let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
     let mut targets = args.targets;
     if targets.is_empty()

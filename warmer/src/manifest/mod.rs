@@ -88,6 +88,9 @@ pub struct CategoryTotal {
     pub name: String,
     pub keys: u64,
     pub requests: u64,
+    /// Whether its keys are shown hashed (the header's `sensitive`; see
+    /// [`crate::rundir::mask`]).
+    pub sensitive: bool,
 }
 
 /// A verified manifest, kept open for streaming its entries.

@@ -69,20 +69,22 @@ pub fn open(path: &Path) -> Result<ManifestFile, ManifestError> {
             expected: index as u64 + 1,
         });
     }
+    let categories = verify
+        .categories
+        .into_iter()
+        .map(|(name, (keys, requests))| CategoryTotal {
+            sensitive: header.categories.get(&name).is_some_and(|c| c.sensitive),
+            name,
+            keys,
+            requests,
+        })
+        .collect();
     Ok(ManifestFile {
         bytes,
         layout,
         header,
         entries: verify.count,
-        categories: verify
-            .categories
-            .into_iter()
-            .map(|(name, (keys, requests))| CategoryTotal {
-                name,
-                keys,
-                requests,
-            })
-            .collect(),
+        categories,
     })
 }
 

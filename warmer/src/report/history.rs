@@ -470,9 +470,11 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Row>> {
 /// that is not a history this version can read is moved aside (`runs.parquet.unreadable-…`),
 /// never overwritten.
 pub fn append(path: &Path, report: &Report) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let context = || format!("failed to append to the run history `{}`", path.display());
     let lock_path = sibling(path, ".lock");
     let lock = File::options()
+        .mode(cachewarm_fs::OWNER_ONLY)
         .create(true)
         .truncate(false)
         .write(true)

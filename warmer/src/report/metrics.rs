@@ -244,7 +244,7 @@ pub fn push(base: &str, report: &Report, text: &str) -> anyhow::Result<()> {
     };
     result
         .map(drop)
-        .with_context(|| format!("failed to push metrics to `{url}`"))
+        .with_context(|| format!("failed to push metrics to `{}`", crate::store::redact(&url)))
 }
 
 /// A label value escaped for the text format.

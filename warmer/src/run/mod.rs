@@ -147,6 +147,8 @@ pub(crate) struct Shared {
     pub stop: watch::Receiver<bool>,
     /// Indexed like the manifest's categories: whether the run writes that category.
     pub category_enabled: Vec<bool>,
+    /// How reports and logs show the keys of sensitive categories.
+    pub mask: crate::rundir::mask::KeyMask,
 }
 
 /// Runs the warm described by `settings`; `stop` turning true interrupts it between batches.
@@ -197,6 +199,16 @@ pub async fn run(
     }
     tracing::info!(run_id, entries = manifest.entries, "warm run starting");
 
+    let mask = crate::rundir::mask::KeyMask::load(
+        &settings.runs_dir,
+        std::env::var(crate::env_vars::KEY_HASH_SECRET)
+            .ok()
+            .filter(|secret| !secret.is_empty()),
+    )
+    .map_err(|source| RunError::Output {
+        path: settings.runs_dir.join(crate::rundir::mask::SECRET_FILE),
+        source,
+    })?;
     let manifest = Arc::new(manifest);
     let board = Board::new(
         progress::CheckpointBase {
@@ -241,6 +253,7 @@ pub async fn run(
         board,
         stop: stop.clone(),
         category_enabled,
+        mask,
     });
     let resume_from = resumed_progress
         .iter()

@@ -217,7 +217,7 @@ pub(crate) fn open_run_dir(
         .clone()
         .unwrap_or_else(|| new_run_id(started_at));
     let dir = settings.runs_dir.join(run_id);
-    std::fs::create_dir_all(&dir).map_err(output(&dir))?;
+    crate::rundir::create(&dir).map_err(output(&dir))?;
     let lock = lock_for_run(&dir)
         .map_err(output(&dir))?
         .ok_or(RunError::Busy {

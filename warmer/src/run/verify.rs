@@ -52,7 +52,8 @@ pub(crate) struct VerifyTally {
 
 impl VerifyTally {
     /// Counts one verdict on store key `key` of the entry ranked `rank`, of the category at
-    /// `index` named `category_name`.
+    /// `index` named `category_name`; `key` as reports and logs show it (see
+    /// [`crate::rundir::mask`]).
     pub fn record(
         &mut self,
         rank: u64,

@@ -3,8 +3,10 @@
 //! `warmer run` writes it (through `run`); `warmer status` and `warmer undo` only read it, so
 //! they depend on this module, not on the run's machinery. Its files: `checkpoint.json`
 //! (progress, rewritten as batches finish), `report.json`, the written-keys logs
-//! ([`written`]), and a `lock` file held while a process works on the run.
+//! ([`written`]), and a `lock` file held while a process works on the run. The directory is
+//! its owner's only (`0700`), and so are its files (`0600`): they list the keys written.
 
+pub mod mask;
 pub mod written;
 
 use std::fs::File;
@@ -23,9 +25,33 @@ pub struct RunLock {
     _file: File,
 }
 
+/// Makes the run directory `dir` (and the runs directory above it, if missing), its owner's
+/// only (`0700`); one made by an older warmer is closed too.
+pub fn create(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Opens the file `path` of a run directory for appending, its owner's only.
+pub fn open_owner_only(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(cachewarm_fs::OWNER_ONLY)
+        .open(path)
+}
+
 /// Takes the lock of `run_dir`; `None` when another process holds it.
 pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<RunLock>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
+        .mode(cachewarm_fs::OWNER_ONLY)
         .create(true)
         .truncate(false)
         .write(true)

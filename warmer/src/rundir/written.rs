@@ -16,9 +16,14 @@
 //! `kill -9` while it was on the wire): undo treats each of its keys as possibly written, and
 //! still deletes only where the key holds the value the run would have written. Lines are
 //! flushed to the file before the batch is sent and before the checkpoint moves past it.
+//!
+//! The keys are kept in clear, sensitive ones too: undo must name each key to the store, and
+//! that is all the log holds besides the value hashes. So the file is its owner's only (`0600`,
+//! in a `0700` run directory), and reports show sensitive keys hashed instead
+//! ([`super::mask`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -61,11 +66,7 @@ impl WrittenLog {
     /// Opens the log for appending. A torn last line (a process killed mid-write) is ended
     /// first, so the next record starts a line of its own.
     pub fn open(path: PathBuf) -> std::io::Result<WrittenLog> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&path)?;
+        let mut file = super::open_owner_only(&path)?;
         let length = file.metadata()?.len();
         if length > 0 {
             let mut last = [0u8; 1];
@@ -352,7 +353,10 @@ mod tests {
         })
         .unwrap();
         drop(log);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"{\"op\":\"sent\",\"run\":1,\"sta").unwrap();
         let keys = read_log(&path).unwrap();
         assert_eq!(

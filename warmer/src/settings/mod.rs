@@ -24,7 +24,7 @@ use schemas::config::Config;
 
 use crate::env_vars;
 use crate::run::{ResumeFrom, RunSettings};
-use crate::store::{KeyLimits, WriteMode};
+use crate::store::{KeyLimits, Role, WriteMode, redact, secret};
 
 pub use fields::{
     DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_DEFAULT_TTL, DEFAULT_HIGH_WATER,
@@ -108,6 +108,24 @@ pub fn load_config(
     Ok(LoadedConfig { config, path })
 }
 
+/// Warns of each `--source`/`--target` that holds its password: the command line is in the
+/// process list, readable by every user of the host. The run goes on, as before.
+fn warn_inline_passwords(flags: &RunFlags) {
+    for url in flags.source.iter().chain(&flags.targets) {
+        if secret::has_inline_password(url) {
+            tracing::warn!(
+                url = redact(url),
+                "a password on the command line is visible to every user of the host (ps); \
+                 give it by ?{}=FILE, ?{}=CACHEWARM_… or {}/{} instead",
+                secret::PASSWORD_FILE,
+                secret::PASSWORD_ENV,
+                env_vars::SOURCE_PASSWORD,
+                env_vars::TARGET_PASSWORD,
+            );
+        }
+    }
+}
+
 /// The process's environment, for [`resolve`].
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -118,6 +136,7 @@ pub fn resolve(
     flags: RunFlags,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, SettingsError> {
+    warn_inline_passwords(&flags);
     let loaded = load_config(flags.config.as_deref(), var)?;
     let (environment, named_by) = match &flags.environment {
         Some(name) => (Some(name.clone()), "--env".to_owned()),
@@ -182,6 +201,11 @@ pub fn resolve(
         ),
         None => (source, targets),
     };
+    let source = secret::with_role_default(&source, Role::Source, var);
+    let targets = targets
+        .iter()
+        .map(|t| secret::with_role_default(t, Role::Target, var))
+        .collect();
     let runs_dir = layers
         .get(flags.runs_dir, &fields::RUNS_DIR)?
         .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNS_DIR));

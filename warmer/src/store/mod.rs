@@ -12,6 +12,7 @@
 
 mod memcached;
 mod redis;
+pub mod secret;
 mod sql;
 pub mod url;
 
@@ -310,8 +311,11 @@ macro_rules! stores {
         }
 
         impl StoreUrl {
-            /// Parses a store address.
+            /// Parses a store address; a password its `password_file` or `password_env`
+            /// names is read here (see [`secret`]).
             pub fn parse(text: &str) -> Result<StoreUrl, UrlError> {
+                let resolved = secret::resolve(text)?;
+                let text = resolved.as_ref();
                 $(
                     if <$address as Address>::SCHEMES.iter().any(|s| text.starts_with(s)) {
                         return <$address as Address>::parse(text).map(StoreUrl::$variant);

@@ -1,6 +1,6 @@
 //! What every store address shares: the error for one that is refused, the query parameters
-//! after `?`, and the redaction of passwords for logs and reports. Each store parses its own
-//! URL in its folder; the list of stores makes [`StoreUrl`](super::StoreUrl).
+//! after `?`, and the redaction of passwords for logs and reports (`cachewarm_secret`'s). Each
+//! store parses its own URL in its folder; the list of stores makes [`StoreUrl`](super::StoreUrl).
 
 /// Why an address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,27 +29,7 @@ pub(super) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// The address with any password replaced by `***`, for logs and reports.
-pub fn redact(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            // Setting a password fails only for URLs that cannot have one, and this one has.
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => text.to_owned(),
-        // A list of hosts (`redis+cluster://u:p@a:1,b:2`) is no URL to the url crate, so the
-        // password is found by hand: between the first `:` of the user info and its `@`.
-        Err(_) => redact_userinfo(text).unwrap_or_else(|| text.to_owned()),
-    }
-}
-
-fn redact_userinfo(text: &str) -> Option<String> {
-    let (scheme, rest) = text.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (user, _) = userinfo.split_once(':')?;
-    Some(format!("{scheme}://{user}:***{}", &rest[userinfo.len()..]))
-}
+pub use cachewarm_secret::redact;
 
 #[cfg(test)]
 mod tests {

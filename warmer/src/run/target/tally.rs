@@ -12,6 +12,7 @@ use super::limits::Limit;
 use crate::manifest::{CategoryTotal, Entry};
 use crate::run::Batch;
 use crate::run::progress::categories_by_name;
+use crate::rundir::mask::KeyMask;
 
 /// What a target's writes came to so far.
 #[derive(Debug, Default, Clone)]
@@ -50,6 +51,12 @@ pub(super) fn merge_item(so_far: Option<EntryOutcome>, item: EntryOutcome) -> En
         .unwrap_or(AlreadyPresent)
 }
 
+/// The manifest's categories, and how their keys are shown: what names a listed entry.
+pub(super) struct Naming<'a> {
+    pub categories: &'a [CategoryTotal],
+    pub mask: &'a KeyMask,
+}
+
 impl Tally {
     /// Remembers an entry not warmed, while fewer than [`NOT_WARMED_LISTED`] are listed.
     fn note(
@@ -58,7 +65,7 @@ impl Tally {
         entry: &Entry,
         outcome: EntryOutcome,
         detail: Option<String>,
-        categories: &[CategoryTotal],
+        naming: &Naming<'_>,
     ) {
         if outcome.is_in_store() {
             return;
@@ -67,10 +74,10 @@ impl Tally {
             self.budget_cut_rank = Some(rank);
         }
         if self.not_warmed.len() < NOT_WARMED_LISTED {
-            let category = categories.get(entry.category as usize);
+            let category = naming.categories.get(entry.category as usize);
             self.not_warmed.push(NotWarmed {
                 rank,
-                key: entry.key.clone(),
+                key: naming.mask.show(&entry.key, category).into_owned(),
                 category: category.map_or_else(String::new, |c| c.name.clone()),
                 requests: entry.requests,
                 reason: outcome,
@@ -101,7 +108,7 @@ impl Tally {
         skip: usize,
         refused: &[(usize, String)],
         enabled: &[bool],
-        categories: &[CategoryTotal],
+        naming: &Naming<'_>,
     ) {
         for (i, (entry, outcome)) in batch.entries.iter().zip(decided).enumerate() {
             if i < skip || !writes_category(enabled, entry.category) {
@@ -114,7 +121,7 @@ impl Tally {
                 .find(|(j, _)| *j == i)
                 .map(|(_, r)| r.clone());
             let rank = (batch.start + i + 1) as u64;
-            self.note(rank, entry, outcome, detail, categories);
+            self.note(rank, entry, outcome, detail, naming);
         }
         self.next_entry = self.next_entry.max(batch.start + batch.entries.len());
     }
@@ -170,6 +177,15 @@ mod tests {
         }
     }
 
+    fn naming(categories: &[CategoryTotal]) -> Naming<'_> {
+        static MASK: std::sync::LazyLock<KeyMask> =
+            std::sync::LazyLock::new(|| KeyMask::from_secret(b"test"));
+        Naming {
+            categories,
+            mask: &MASK,
+        }
+    }
+
     fn categories() -> Vec<CategoryTotal> {
         ["pages", "users"]
             .into_iter()
@@ -177,6 +193,7 @@ mod tests {
                 name: name.to_owned(),
                 keys: 10,
                 requests: 100,
+                sensitive: false,
             })
             .collect()
     }
@@ -206,7 +223,7 @@ mod tests {
             1,
             &[],
             &[true, true],
-            &categories(),
+            &naming(&categories()),
         );
         let c = &tally.counts;
         assert_eq!(
@@ -229,7 +246,7 @@ mod tests {
             0,
             &[],
             &[true, false],
-            &categories(),
+            &naming(&categories()),
         );
         assert_eq!(only_pages.counts.written, 3);
         assert_eq!(only_pages.categories.get(1).map_or(0, Counts::total), 0);
@@ -261,7 +278,7 @@ mod tests {
             0,
             &refused,
             &[true, true],
-            &categories(),
+            &naming(&categories()),
         );
         let listed: Vec<(u64, &str, EntryOutcome, Option<&str>)> = tally
             .not_warmed
@@ -322,7 +339,14 @@ mod tests {
             .collect();
         let decided = vec![Some(EntryOutcome::SourceMiss); entries.len()];
         let mut tally = Tally::default();
-        tally.account(&batch(0, entries), decided, 0, &[], &[true], &categories());
+        tally.account(
+            &batch(0, entries),
+            decided,
+            0,
+            &[],
+            &[true],
+            &naming(&categories()),
+        );
         assert_eq!(tally.not_warmed.len(), NOT_WARMED_LISTED);
         assert_eq!(tally.counts.source_miss, (NOT_WARMED_LISTED + 5) as u64);
         assert_eq!(tally.not_warmed.last().map(|n| n.rank), Some(25));

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::decide::{self, Pending, Rules, ttl_of};
 use super::limits::{Limit, Limits};
-use super::tally::{Tally, merge_item};
+use super::tally::{Naming, Tally, merge_item};
 use crate::retry;
 use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
@@ -428,9 +428,10 @@ impl Worker {
             let category = shared.manifest.categories.get(entry.category as usize);
             let name = category.map_or("", |c| c.name.as_str());
             let rank = (batch.start + i + 1) as u64;
+            let shown = shared.mask.show(key, category);
             self.tally
                 .verified
-                .record(rank, key, entry.category as usize, name, verdict);
+                .record(rank, &shown, entry.category as usize, name, verdict);
         }
         self.tally.account(
             &batch,
@@ -438,7 +439,10 @@ impl Worker {
             skip,
             &refused,
             &shared.category_enabled,
-            &shared.manifest.categories,
+            &Naming {
+                categories: &shared.manifest.categories,
+                mask: &shared.mask,
+            },
         );
         shared
             .board

@@ -10,9 +10,9 @@
 //!   `TIME_ZONE`) otherwise: the session's time zone is set to `time_zone=` (default UTC, as
 //!   `startproject` sets `TIME_ZONE`), so PostgreSQL converts the warmer's instants either way.
 //!   Year 9999 is Django's "never expires" (`timeout=None`).
-//! - The password is never in the process list: it comes from the URL (when the URL itself
-//!   comes from a config file or `CACHEWARM_TARGETS`), else from `password_file=PATH`, else
-//!   from `PGPASSWORD`; reports show the URL redacted.
+//! - The password is never in the process list: it comes from the URL (put there from
+//!   `password_file=PATH` or `password_env=VAR` by `store::secret`, or given in a config file or
+//!   `CACHEWARM_TARGETS`), else from `PGPASSWORD`; reports show the URL redacted.
 //! - A missing table is an error, not created: Django's `createcachetable` makes it, with the
 //!   column types the application expects.
 
@@ -76,20 +76,9 @@ impl PostgresStore {
             .dbname(&address.database)
             .application_name("cachewarm")
             .connect_timeout(CONNECT_TIMEOUT);
-        let password = match (&address.password, &address.password_file) {
-            (Some(password), _) => Some(password.0.clone()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        error(format!(
-                            "cannot read password_file `{}`: {e}",
-                            path.display()
-                        ))
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, None) => std::env::var(env_vars::PGPASSWORD).ok(),
+        let password = match &address.password {
+            Some(password) => Some(password.0.clone()),
+            None => std::env::var(env_vars::PGPASSWORD).ok(),
         };
         if let Some(password) = password {
             config.password(password);

@@ -1,8 +1,5 @@
-//! `postgres://USER@HOST[:PORT]/DATABASE?table=NAME[&max_entries=N][&password_file=PATH]
-//! [&time_zone=ZONE]`: the address of a Django DatabaseCache table in PostgreSQL, parsed, with
+//! `postgres://USER@HOST[:PORT]/DATABASE?table=NAME[&max_entries=N][&time_zone=ZONE]`: the address of a Django DatabaseCache table in PostgreSQL, parsed, with
 //! the password kept out of `Debug` output.
-
-use std::path::PathBuf;
 
 use super::super::SqlOptions;
 use super::PostgresStore;
@@ -28,7 +25,6 @@ pub struct PostgresUrl {
     pub(super) user: String,
     pub(super) database: String,
     pub(super) password: Option<Password>,
-    pub(super) password_file: Option<PathBuf>,
     pub(super) time_zone: String,
     pub(super) options: SqlOptions,
 }
@@ -63,14 +59,9 @@ impl Address for PostgresUrl {
             database
         };
         let password = parsed.password().map(decode).transpose()?.map(Password);
-        let mut password_file = None;
         let mut time_zone = "UTC".to_owned();
         let query = parsed.query().unwrap_or("");
         let options = SqlOptions::parse(text, query, |name, value| match name {
-            "password_file" => {
-                password_file = Some(PathBuf::from(value));
-                Ok(())
-            }
             "time_zone" if is_zone_name(value) => {
                 value.clone_into(&mut time_zone);
                 Ok(())
@@ -78,8 +69,8 @@ impl Address for PostgresUrl {
             "time_zone" => Err("time_zone must be a zone name such as UTC or Europe/Paris".into()),
             "sslmode" => Err("TLS is not supported yet; reach the server over a TLS tunnel".into()),
             _ => Err(
-                "the query parameters are `table`, `max_entries`, `password_file` and \
-                 `time_zone`"
+                "the query parameters are `table`, `max_entries`, `time_zone`, \
+                 `password_file` and `password_env`"
                     .into(),
             ),
         })?;
@@ -90,7 +81,6 @@ impl Address for PostgresUrl {
             user,
             database,
             password,
-            password_file,
             time_zone,
             options,
         })
@@ -139,10 +129,10 @@ mod tests {
             url.redacted,
             "postgres://app:***@db.internal:6432/shop?table=django_cache&max_entries=300"
         );
-        let url = PostgresUrl::parse("postgresql://app@[::1]/?password_file=/run/pw").unwrap();
+        // `password_file` is read before this parser sees the URL: see `store::secret`.
+        let url = PostgresUrl::parse("postgresql://app@[::1]/").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("::1", 5432));
         assert_eq!(url.database, "app");
-        assert_eq!(url.password_file, Some(PathBuf::from("/run/pw")));
         for bad in [
             "postgres://db.internal/shop",
             "postgres://app@db.internal/shop?sslmode=require",

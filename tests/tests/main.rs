@@ -14,5 +14,7 @@ mod postgres;
 mod rank;
 mod rank_quality;
 mod report;
+mod sentinel;
 mod spark;
 mod stats;
+mod tls;

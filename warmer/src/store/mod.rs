@@ -503,7 +503,7 @@ stores! {
     RedisCluster(redis::ClusterUrl),
     /// The master a Redis Sentinel names (`redis+sentinel://`).
     RedisSentinel(redis::SentinelUrl),
-    /// One or more memcached servers (`memcached://`).
+    /// One or more memcached servers (`memcached://`, `memcached+tls://`).
     Memcached(memcached::MemcachedUrl),
     /// A Django DatabaseCache table in an SQLite file (`sqlite://`).
     Sqlite(sql::SqliteUrl),
@@ -544,6 +544,7 @@ mod tests {
             StoreUrl::Memcached(memcached::MemcachedUrl {
                 servers: vec!["a:11211".into(), "b:11212".into()],
                 hashing: Some(Hashing::Dalli),
+                tls: None,
             })
         );
         // The default port, as every client assumes it; one server needs no hashing.
@@ -552,6 +553,7 @@ mod tests {
             StoreUrl::Memcached(memcached::MemcachedUrl {
                 servers: vec!["[::1]:11211".into()],
                 hashing: None,
+                tls: None,
             })
         );
         assert_eq!(

@@ -9,9 +9,15 @@
 //! the operator's trust store is what the host trusts, a private CA added to it included, and it
 //! is updated with the system rather than with a rebuild of the warmer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// A store URL's TLS options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,6 +108,115 @@ impl TlsOptions {
     }
 }
 
+impl TlsOptions {
+    /// A rustls client configuration for the stores whose socket we own (memcached): the same
+    /// roots, client certificate and `insecure` as the redis crate makes of these options.
+    pub fn rustls_config(&self) -> Result<Arc<ClientConfig>, String> {
+        install_crypto_provider();
+        let builder = ClientConfig::builder();
+        let builder = if self.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        } else {
+            let mut roots = RootCertStore::empty();
+            match &self.ca {
+                Some(ca) => {
+                    for cert in CertificateDer::pem_slice_iter(&read(ca, "CA certificate (ca)")?) {
+                        let cert = cert.map_err(|e| pem_error(ca, &e))?;
+                        roots.add(cert).map_err(|e| pem_error(ca, &e))?;
+                    }
+                }
+                None => {
+                    let found = rustls_native_certs::load_native_certs();
+                    if let Some(error) = found.errors.first().filter(|_| found.certs.is_empty()) {
+                        return Err(format!("cannot read the system's CA certificates: {error}"));
+                    }
+                    roots.add_parsable_certificates(found.certs);
+                }
+            }
+            builder.with_root_certificates(roots)
+        };
+        let config = match (&self.cert, &self.key) {
+            (Some(cert_path), Some(key_path)) => {
+                let chain =
+                    CertificateDer::pem_slice_iter(&read(cert_path, "client certificate (cert)")?)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| pem_error(cert_path, &e))?;
+                let key = PrivateKeyDer::from_pem_slice(&read(key_path, "client key (key)")?)
+                    .map_err(|e| pem_error(key_path, &e))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    format!("the client certificate and key do not go together: {e}")
+                })?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+fn pem_error(path: &Path, error: &dyn std::fmt::Display) -> String {
+    format!(
+        "{} is no PEM file of the kind expected: {error}",
+        path.display()
+    )
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `?insecure=true`: every server certificate accepted (the handshake's signatures are still
+/// checked, so the session is encrypted, to whoever answered). rustls has no such verifier of
+/// its own; this is the one its documentation describes.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Makes ring rustls's process-wide provider. The redis crate's rustls enables none and builds
 /// its configuration with the process default; installing is idempotent (a second call
 /// returns the provider already there, which is fine).
@@ -109,7 +224,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
 }
 

@@ -137,7 +137,7 @@ impl TlsOptions {
             }
             builder.with_root_certificates(roots)
         };
-        let config = match (&self.cert, &self.key) {
+        let mut config = match (&self.cert, &self.key) {
             (Some(cert_path), Some(key_path)) => {
                 let chain =
                     CertificateDer::pem_slice_iter(&read(cert_path, "client certificate (cert)")?)
@@ -151,6 +151,10 @@ impl TlsOptions {
             }
             _ => builder.with_no_client_auth(),
         };
+        // memcached (OpenSSL, verifying clients without a session id context) answers a
+        // resumed session with an internal-error alert; every connection makes a full
+        // handshake instead, which costs a round trip per connection, not per call.
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(config))
     }
 }

@@ -35,13 +35,16 @@ fn a_warm_survives_a_sentinel_failover() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.jsonl");
     let mut out = std::fs::File::create(&log).unwrap();
+    // Each key read twice: the ranking leaves out keys read once.
     for (i, key) in keys.iter().enumerate() {
-        let ts = 1_763_700_000.0 + i as f64;
-        writeln!(
-            out,
-            r#"{{"ts": {ts:.1}, "key": "{key}", "op": "get", "hit": true, "value_size": 20}}"#
-        )
-        .unwrap();
+        for read in 0..2 {
+            let ts = 1_763_700_000.0 + i as f64 + f64::from(read) * 0.001;
+            writeln!(
+                out,
+                r#"{{"ts": {ts:.3}, "key": "{key}", "op": "get", "hit": true, "value_size": 20}}"#
+            )
+            .unwrap();
+        }
     }
     let (_, manifest) = ingest_and_rank(dir.path(), &log, "64MiB", "manifest.json", &[]);
     let args = run_args(
@@ -49,8 +52,8 @@ fn a_warm_survives_a_sentinel_failover() {
         &replica.url(),
         &[sentinel.url()],
         "runs",
-        // About 6 s at this rate; retries enough to wait out the failover.
-        &["--rate", "50", "--batch-size", "5", "--retries", "20"],
+        // About 10 s at this rate; retries enough to wait out the failover.
+        &["--rate", "30", "--batch-size", "5", "--retries", "20"],
     );
     let mut child = warmer_command(dir.path(), &args)
         .stdout(Stdio::piped())
@@ -61,10 +64,14 @@ fn a_warm_survives_a_sentinel_failover() {
     std::thread::sleep(Duration::from_secs(2));
     sentinel.failover();
     assert_ne!(sentinel.master_port(), before);
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the run was over before the failover was"
-    );
+    if child.try_wait().unwrap().is_some() {
+        let output = child.wait_with_output().unwrap();
+        panic!(
+            "the run was over before the failover was:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     let output = check_exit(
         child.wait_with_output().unwrap(),
         0,

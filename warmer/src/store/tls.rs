@@ -221,6 +221,23 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
+/// Whether `error` or one of its causes is rustls refusing the handshake (a certificate that
+/// fails verification, a client certificate the server wants): trying again will not help.
+pub fn is_tls_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error's `source` skips the error it wraps (tokio-rustls wraps rustls's).
+        cause = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => error.source(),
+        };
+    }
+    false
+}
+
 /// Makes ring rustls's process-wide provider. The redis crate's rustls enables none and builds
 /// its configuration with the process default; installing is idempotent (a second call
 /// returns the provider already there, which is fine).

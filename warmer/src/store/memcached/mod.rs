@@ -111,11 +111,10 @@ impl MemcachedStore {
             Some(tls) => {
                 tls.warn_if_insecure(&url);
                 let config = tls.rustls_config().map_err(store_error)?;
-                // A server away may come back; a certificate refused will not.
                 let bridge = tls::open(&names, config)
                     .await
-                    .map_err(|message| StoreError {
-                        transient: !message.contains("certificate"),
+                    .map_err(|(message, transient)| StoreError {
+                        transient,
                         ..store_error(message)
                     })?;
                 Some(bridge)

@@ -26,6 +26,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::ServerName;
 use crate::store::CONNECT_TIMEOUT;
+use crate::store::tls::is_tls_refusal;
 
 /// The loopback listeners, one per server, closed on drop.
 pub(super) struct TlsBridge {
@@ -43,19 +44,21 @@ impl Drop for TlsBridge {
 }
 
 /// Checks each of `servers` over TLS with `config`, then opens the bridge to them. The error
-/// is the first server's that failed, with its cause chain.
+/// is the first server's that failed, with its cause chain, and whether it may pass (a server
+/// away, not a handshake refused).
 pub(super) async fn open(
     servers: &[ServerName],
     config: Arc<ClientConfig>,
-) -> Result<TlsBridge, String> {
+) -> Result<TlsBridge, (String, bool)> {
     let connector = TlsConnector::from(config);
     for server in servers {
         probe(&connector, server).await.map_err(|e| {
-            format!(
+            let message = format!(
                 "TLS to {}: {}",
                 address(server),
                 crate::store::cause_chain(&e)
-            )
+            );
+            (message, !is_tls_refusal(&e))
         })?;
     }
     let mut bridge = TlsBridge {
@@ -63,12 +66,15 @@ pub(super) async fn open(
         listeners: Vec::new(),
     };
     for server in servers {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| format!("cannot open the TLS bridge's loopback port: {e}"))?;
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
+            (
+                format!("cannot open the TLS bridge's loopback port: {e}"),
+                false,
+            )
+        })?;
         let local = listener
             .local_addr()
-            .map_err(|e| format!("the TLS bridge's loopback port: {e}"))?;
+            .map_err(|e| (format!("the TLS bridge's loopback port: {e}"), false))?;
         bridge.addresses.push(local.to_string());
         let (connector, server) = (connector.clone(), server.clone());
         bridge.listeners.push(tokio::spawn(async move {

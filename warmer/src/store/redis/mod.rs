@@ -579,11 +579,12 @@ fn tls_client(url: &str, client_url: &str, tls: &TlsOptions) -> Result<redis::Cl
 
 /// A Redis failure as a store error; transient where the crate says a retry may succeed (a
 /// dropped or refused connection, a timeout, `LOADING`, `BUSY`, `TRYAGAIN`), but never a
-/// refused password.
+/// refused password or a TLS handshake refused.
 pub(super) fn store_error(url: &str, e: &redis::RedisError) -> StoreError {
     let transient = e.is_timeout()
         || (e.kind() != redis::ErrorKind::AuthenticationFailed
-            && !matches!(e.retry_method(), redis::RetryMethod::NoRetry));
+            && !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+            && !super::tls::is_tls_refusal(e));
     StoreError {
         kind: "redis",
         url: url.to_owned(),

@@ -1,4 +1,5 @@
-//! The end-to-end test harness: real `redis-server` (alone or as a 3-node Redis Cluster),
+//! The end-to-end test harness: real `redis-server` (alone, TLS only, as a 3-node Redis Cluster
+//! or as a master, a replica and a Sentinel),
 //! `memcached` and PostgreSQL processes on free loopback ports in temporary directories,
 //! stopped on drop, with their logs printed when a test fails; and helpers to run the
 //! project's binaries.
@@ -12,13 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod certs;
 mod memcached_server;
 mod postgres_server;
+mod redis_sentinel;
 mod redis_server;
 mod s3_server;
 
+pub use certs::TestCerts;
 pub use memcached_server::MemcachedServer;
 pub use postgres_server::{POSTGRES_USER, PostgresServer};
+pub use redis_sentinel::RedisSentinel;
 pub use redis_server::{RedisCluster, RedisServer};
 pub use s3_server::S3Server;
 

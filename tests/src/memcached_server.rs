@@ -1,4 +1,4 @@
-//! A `memcached` of our own.
+//! A `memcached` of our own, plain or TLS only.
 
 use super::*;
 
@@ -12,6 +12,22 @@ pub struct MemcachedServer {
 impl MemcachedServer {
     /// Starts a server with `memory_mb` of item memory.
     pub fn start(memory_mb: u32) -> MemcachedServer {
+        MemcachedServer::start_with(memory_mb, &[])
+    }
+
+    /// Starts a server that takes TLS only (`-Z`), with `certs`' server certificate, and
+    /// demands a client certificate signed by their CA (`ssl_verify_mode=2`: required).
+    pub fn start_tls(certs: &TestCerts) -> MemcachedServer {
+        let options = format!(
+            "ssl_chain_cert={},ssl_key={},ssl_ca_cert={},ssl_verify_mode=2",
+            certs.file("server.pem"),
+            certs.file("server.key"),
+            certs.file("ca.pem")
+        );
+        MemcachedServer::start_with(64, &["-Z", "-o", &options])
+    }
+
+    fn start_with(memory_mb: u32, extra: &[&str]) -> MemcachedServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let log = dir.path().join("memcached.log");
@@ -19,7 +35,8 @@ impl MemcachedServer {
         let mut command = Command::new("memcached");
         command
             .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
-            .args(["-m", &memory_mb.to_string(), "-v"]);
+            .args(["-m", &memory_mb.to_string(), "-v"])
+            .args(extra);
         // memcached refuses to run as root without -u.
         if is_root() {
             command.args(["-u", "root"]);

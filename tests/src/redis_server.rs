@@ -1,4 +1,4 @@
-//! A `redis-server` of our own, alone or as a 3-node Redis Cluster.
+//! A `redis-server` of our own, alone (plain or TLS only) or as a 3-node Redis Cluster.
 
 use super::*;
 
@@ -34,7 +34,38 @@ impl RedisServer {
         RedisServer::start_on(free_port(), extra)
     }
 
-    fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+    /// Starts a server that takes TLS only (`--port 0`), with `certs`' server certificate, and
+    /// demands a client certificate signed by their CA (`--tls-auth-clients yes`).
+    pub fn start_tls(certs: &TestCerts) -> RedisServer {
+        let port = free_port();
+        let files = [
+            ("--tls-cert-file", "server.pem"),
+            ("--tls-key-file", "server.key"),
+            ("--tls-ca-cert-file", "ca.pem"),
+        ];
+        let mut args = vec!["--port".to_owned(), "0".to_owned()];
+        args.extend(["--tls-port".to_owned(), port.to_string()]);
+        args.extend(["--tls-auth-clients".to_owned(), "yes".to_owned()]);
+        for (flag, file) in files {
+            args.extend([flag.to_owned(), certs.file(file)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        RedisServer::start_on(port, &args)
+    }
+
+    /// `redis-cli` over TLS to a [`start_tls`](Self::start_tls) server, with `certs`' CA and
+    /// client certificate, `--no-raw` off (values print as stored).
+    pub fn cli_tls(&self, certs: &TestCerts) -> Command {
+        let mut command = Command::new("redis-cli");
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--tls"])
+            .args(["--cacert", &certs.file("ca.pem")])
+            .args(["--cert", &certs.file("client.pem")])
+            .args(["--key", &certs.file("client.key")]);
+        command
+    }
+
+    pub(crate) fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("redis.log");
         let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();

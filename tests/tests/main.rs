@@ -16,5 +16,7 @@ mod rank;
 mod rank_quality;
 mod report;
 mod secrets;
+mod sentinel;
 mod spark;
 mod stats;
+mod tls;

@@ -14,6 +14,7 @@ mod memcached;
 mod redis;
 pub mod secret;
 mod sql;
+mod tls;
 pub mod url;
 
 use std::future::Future;
@@ -189,6 +190,22 @@ pub struct StoreError {
     /// server still loading): the run retries those with backoff. A refused password or a
     /// protocol error is not retried.
     pub transient: bool,
+}
+
+/// `error`'s message followed by each cause that adds to it (`: `-separated), so that a TLS
+/// failure says why (an unknown issuer, a name mismatch) and not only that the connect failed.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// Key limits that depend on configuration rather than the store kind.
@@ -484,11 +501,13 @@ macro_rules! stores {
 }
 
 stores! {
-    /// A Redis server (`redis://`, `redis+unix://`).
+    /// A Redis server (`redis://`, `rediss://`, `redis+unix://`).
     Redis(redis::RedisUrl),
-    /// A Redis Cluster (`redis+cluster://`).
+    /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`).
     RedisCluster(redis::ClusterUrl),
-    /// One or more memcached servers (`memcached://`).
+    /// The master a Redis Sentinel names (`redis+sentinel://`).
+    RedisSentinel(redis::SentinelUrl),
+    /// One or more memcached servers (`memcached://`, `memcached+tls://`).
     Memcached(memcached::MemcachedUrl),
     /// A Django DatabaseCache table in an SQLite file (`sqlite://`).
     Sqlite(sql::SqliteUrl),
@@ -529,6 +548,7 @@ mod tests {
             StoreUrl::Memcached(memcached::MemcachedUrl {
                 servers: vec!["a:11211".into(), "b:11212".into()],
                 hashing: Some(Hashing::Dalli),
+                tls: None,
             })
         );
         // The default port, as every client assumes it; one server needs no hashing.
@@ -537,6 +557,7 @@ mod tests {
             StoreUrl::Memcached(memcached::MemcachedUrl {
                 servers: vec!["[::1]:11211".into()],
                 hashing: None,
+                tls: None,
             })
         );
         assert_eq!(
@@ -576,14 +597,16 @@ mod tests {
             "memcached://a:1?hashing=modula",
             "memcached://a:1?hash=ketama",
             "http://example.com",
-            "rediss://secure:6380",
+            "rediss://secure:6380?insecure=maybe",
+            "redis://plain:6379?ca=ca.pem",
+            "redis+sentinel://s:26379",
             "redis+cluster://",
             "redis+cluster://a:7000,b",
             "redis+cluster://a:7000,:7001",
             "redis+cluster://a:7000/1",
             "redis+cluster://a:notaport",
             "redis+cluster://u:p@a:7000,u:p@b:7001",
-            "rediss+cluster://a:7000",
+            "rediss+cluster://a:7000?hashing=ketama",
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }

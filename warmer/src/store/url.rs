@@ -42,7 +42,7 @@ mod tests {
             redact("redis://app:s3cret@cache:6379/0"),
             "redis://app:***@cache:6379/0"
         );
-        let error = StoreUrl::parse("rediss://app:s3cret@cache:6380").unwrap_err();
+        let error = StoreUrl::parse("rediss://app:s3cret@cache:6380?cert=c.pem").unwrap_err();
         assert!(!error.to_string().contains("s3cret"));
         assert_eq!(
             redact("redis+cluster://app:s3cret@a:7000,b:7001"),

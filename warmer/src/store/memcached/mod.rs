@@ -14,6 +14,7 @@
 mod route;
 
 mod quiet;
+mod tls;
 mod url;
 
 use std::sync::Arc;
@@ -27,13 +28,17 @@ use super::{
     WriteItem, WriteMode, WriteOutcome, item_hash,
 };
 
+use super::tls::TlsOptions;
 use route::AppRouter;
 pub use route::{Hashing, ServerName};
 pub use url::{MemcachedUrl, with_default_hashing};
 
 pub struct MemcachedStore {
     url: String,
+    /// What the clients dial, per server: the server, or its end of the TLS bridge.
     servers: Vec<String>,
+    /// Kept open while the store is (`memcached+tls://`).
+    _bridge: Option<tls::TlsBridge>,
     client: AsyncMetaClient,
     /// The add path's connections, routed like `client` (see [`quiet`]).
     quiet: Box<quiet::QuietWriter>,
@@ -57,16 +62,23 @@ impl std::fmt::Debug for MemcachedStore {
 }
 
 impl MemcachedStore {
-    /// `hashing` may be `None` only with one server (the URL parser refuses the rest first).
+    /// `hashing` may be `None` only with one server (the URL parser refuses the rest first);
+    /// over TLS with `tls`.
     pub async fn connect(
         servers: &[String],
         hashing: Option<Hashing>,
+        tls: Option<&TlsOptions>,
     ) -> Result<MemcachedStore, StoreError> {
+        let scheme = if tls.is_some() {
+            "memcached+tls"
+        } else {
+            "memcached"
+        };
         let url = match hashing {
             Some(hashing) if servers.len() > 1 => {
-                format!("memcached://{}?hashing={hashing}", servers.join(","))
+                format!("{scheme}://{}?hashing={hashing}", servers.join(","))
             }
-            _ => format!("memcached://{}", servers.join(",")),
+            _ => format!("{scheme}://{}", servers.join(",")),
         };
         let store_error = |message: String| StoreError {
             kind: "memcached",
@@ -95,6 +107,24 @@ impl MemcachedStore {
             }
         };
         let router: Arc<dyn Router> = Arc::new(AppRouter::new(hashing, &names));
+        let bridge = match tls {
+            Some(tls) => {
+                tls.warn_if_insecure(&url);
+                let config = tls.rustls_config().map_err(store_error)?;
+                let bridge = tls::open(&names, config)
+                    .await
+                    .map_err(|(message, transient)| StoreError {
+                        transient,
+                        ..store_error(message)
+                    })?;
+                Some(bridge)
+            }
+            None => None,
+        };
+        let servers = match &bridge {
+            Some(bridge) => bridge.addresses.clone(),
+            None => servers.to_vec(),
+        };
         let client = AsyncMetaClient::builder()
             .router(SharedRouter(Arc::clone(&router)))
             .connect_timeout(Some(CONNECT_TIMEOUT))
@@ -106,9 +136,10 @@ impl MemcachedStore {
         client.noop().await.map_err(error)?;
         Ok(MemcachedStore {
             url,
-            servers: servers.to_vec(),
+            quiet: Box::new(quiet::QuietWriter::new(&servers, router)),
+            servers,
+            _bridge: bridge,
             client,
-            quiet: Box::new(quiet::QuietWriter::new(servers, router)),
         })
     }
 

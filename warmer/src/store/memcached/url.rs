@@ -1,8 +1,10 @@
 //! `memcached://host:port[,host:port…][?hashing=NAME]`: the servers in the order written, and
-//! how the application's client spreads keys over them.
+//! how the application's client spreads keys over them; `memcached+tls://` the same over TLS,
+//! with the TLS options ([`TlsOptions`]).
 
 use super::{Hashing, MemcachedStore, ServerName};
 use crate::env_vars;
+use crate::store::tls::{TLS_OPTIONS, TlsOptions};
 use crate::store::url::query_pairs;
 use crate::store::{Address, Role, StoreError, StoreKind, UrlError};
 
@@ -12,17 +14,22 @@ use crate::store::{Address, Role, StoreError, StoreKind, UrlError};
 pub struct MemcachedUrl {
     pub servers: Vec<String>,
     pub hashing: Option<Hashing>,
+    /// Over TLS (`memcached+tls://`), with these options.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Address for MemcachedUrl {
-    const SCHEMES: &'static [&'static str] = &["memcached://"];
+    const SCHEMES: &'static [&'static str] = &["memcached://", "memcached+tls://"];
     const NAME: &'static str = "memcached";
     const KIND: StoreKind = StoreKind::Memcached;
     type Store = MemcachedStore;
 
     fn parse(text: &str) -> Result<MemcachedUrl, UrlError> {
         let error = |reason: &str| UrlError::new(text, reason);
-        let rest = text.strip_prefix("memcached://").unwrap_or(text);
+        let (rest, mut tls) = match text.strip_prefix("memcached+tls://") {
+            Some(rest) => (rest, Some(TlsOptions::default())),
+            None => (text.strip_prefix("memcached://").unwrap_or(text), None),
+        };
         let (list, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut servers = Vec::new();
         for server in list.trim_end_matches('/').split(',').map(str::trim) {
@@ -44,8 +51,22 @@ impl Address for MemcachedUrl {
                 ("hashing", name) => {
                     hashing = Some(name.parse::<Hashing>().map_err(|e| error(&e))?);
                 }
-                _ => return Err(error("the only query parameter is `hashing`")),
+                (name, value) => {
+                    let taken = match &mut tls {
+                        Some(tls) => tls.take(name, value).map_err(|e| error(&e))?,
+                        None => false,
+                    };
+                    if !taken {
+                        return Err(error(&format!(
+                            "the query parameters are `hashing` and, with memcached+tls://, \
+                             {TLS_OPTIONS}"
+                        )));
+                    }
+                }
             }
+        }
+        if let Some(tls) = &tls {
+            tls.check().map_err(|e| error(&e))?;
         }
         if servers.len() > 1 && hashing.is_none() {
             // Guessing would spread keys where the application never reads them.
@@ -59,11 +80,15 @@ impl Address for MemcachedUrl {
                 Hashing::choices()
             )));
         }
-        Ok(MemcachedUrl { servers, hashing })
+        Ok(MemcachedUrl {
+            servers,
+            hashing,
+            tls,
+        })
     }
 
     async fn connect(&self, _role: Role) -> Result<MemcachedStore, StoreError> {
-        MemcachedStore::connect(&self.servers, self.hashing).await
+        MemcachedStore::connect(&self.servers, self.hashing, self.tls.as_ref()).await
     }
 }
 
@@ -71,7 +96,10 @@ impl Address for MemcachedUrl {
 /// choice of its own: how a `memcached_hashing` setting reaches each URL, so the recorded
 /// targets (reports, checkpoints, `warmer undo`) carry the routing they were written with.
 pub fn with_default_hashing(text: &str, hashing: Hashing) -> String {
-    match text.strip_prefix("memcached://") {
+    match text
+        .strip_prefix("memcached://")
+        .or_else(|| text.strip_prefix("memcached+tls://"))
+    {
         Some(rest) if rest.contains(',') && !rest.contains("hashing=") => {
             let separator = if rest.contains('?') { '&' } else { '?' };
             format!("{text}{separator}hashing={hashing}")
@@ -83,6 +111,17 @@ pub fn with_default_hashing(text: &str, hashing: Hashing) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `memcached+tls://` takes the TLS options; `memcached://` refuses them.
+    #[test]
+    fn tls_options_need_the_tls_scheme() {
+        let url = MemcachedUrl::parse("memcached+tls://a:1?ca=/c/ca.pem&insecure=true").unwrap();
+        let tls = url.tls.unwrap();
+        assert_eq!((tls.ca, tls.insecure), (Some("/c/ca.pem".into()), true));
+        let error = MemcachedUrl::parse("memcached://a:1?ca=/c/ca.pem").unwrap_err();
+        assert!(error.reason.contains("memcached+tls://"), "{error}");
+        assert!(MemcachedUrl::parse("memcached+tls://a:1?key=k.pem").is_err());
+    }
 
     /// Several servers without a choice are refused, naming the setting; the setting fills
     /// in only where the URL makes no choice of its own.
@@ -98,6 +137,10 @@ mod tests {
         assert_eq!(
             with_default_hashing("memcached://a:1,b:2", Hashing::Ketama),
             "memcached://a:1,b:2?hashing=ketama"
+        );
+        assert_eq!(
+            with_default_hashing("memcached+tls://a:1,b:2?ca=c.pem", Hashing::Dalli),
+            "memcached+tls://a:1,b:2?ca=c.pem&hashing=dalli"
         );
         for unchanged in [
             "memcached://a:1",

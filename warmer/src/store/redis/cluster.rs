@@ -34,6 +34,7 @@ use super::{
     push_delete_if_equal, push_dump, push_fetch, push_write, settle_undo, undo_candidates,
     write_outcome,
 };
+use crate::store::tls::{TlsOptions, install_crypto_provider};
 use crate::store::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, CacheStore, Fetched, StoreError, UndoOutcome, WriteItem,
     WriteMode, WriteOutcome, redact,
@@ -64,16 +65,38 @@ impl std::fmt::Debug for RedisClusterStore {
 }
 
 impl RedisClusterStore {
-    /// Connects through the seed `nodes` (`redis://…` URLs) and reads the slot owners; `url`
-    /// is the cluster's address as given, for messages.
-    pub async fn connect(url: &str, nodes: &[String]) -> Result<RedisClusterStore, StoreError> {
+    /// Connects through the seed `nodes` (`redis[s]://…` URLs), over TLS with `tls`, and reads
+    /// the slot owners; `url` is the cluster's address as given, for messages.
+    pub async fn connect(
+        url: &str,
+        nodes: &[String],
+        tls: Option<&TlsOptions>,
+    ) -> Result<RedisClusterStore, StoreError> {
         let redacted = redact(url);
         let error = |e: RedisError| cluster_error(&redacted, e);
-        let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(error)?;
+            .response_timeout(CALL_TIMEOUT);
+        if let Some(tls) = tls {
+            install_crypto_provider();
+            tls.warn_if_insecure(&redacted);
+            let certificates = tls.redis_certificates().map_err(|message| StoreError {
+                kind: "redis-cluster",
+                url: redacted.clone(),
+                message,
+                transient: false,
+            })?;
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            // Set after `certs`, which makes the mode `Secure` when none is set yet.
+            builder = builder.tls(if tls.insecure {
+                redis::TlsMode::Insecure
+            } else {
+                redis::TlsMode::Secure
+            });
+        }
+        let client = builder.build().map_err(error)?;
         let connection = client.get_async_connection().await.map_err(error)?;
         let store = RedisClusterStore {
             url: redacted,

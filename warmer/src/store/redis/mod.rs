@@ -20,6 +20,7 @@
 
 mod cluster;
 pub(super) mod dump;
+mod sentinel;
 mod url;
 
 use std::collections::HashMap;
@@ -33,7 +34,10 @@ use super::{
     WriteItem, WriteMode, WriteOutcome, duration_from_millis, redact, value_hash,
 };
 
+use super::tls::{TlsOptions, install_crypto_provider};
+
 pub use cluster::RedisClusterStore;
+pub use sentinel::SentinelUrl;
 pub use url::{ClusterUrl, RedisUrl};
 
 /// Compare-and-delete: deletes KEYS[1] only if it holds exactly ARGV[1]: its string value, or
@@ -55,7 +59,42 @@ return 0
 #[derive(Clone)]
 pub struct RedisStore {
     url: String,
-    connection: ConnectionManager,
+    connection: Connection,
+}
+
+/// A server's connection: the crate's manager, or the master a Sentinel names.
+#[derive(Clone)]
+enum Connection {
+    Manager(ConnectionManager),
+    Sentinel(sentinel::SentinelConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Connection::Manager(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Manager(c) => c.get_db(),
+            Connection::Sentinel(c) => c.get_db(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -67,10 +106,15 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+    /// Connects to `client_url` (the crate's form of `url`, which messages name) with `tls`.
+    pub async fn connect(
+        url: &str,
+        client_url: &str,
+        tls: &TlsOptions,
+    ) -> Result<RedisStore, StoreError> {
         let redacted = redact(url);
         let error = |e: redis::RedisError| store_error(&redacted, &e);
-        let client = redis::Client::open(url).map_err(error)?;
+        let client = tls_client(&redacted, client_url, tls)?;
         // The manager's own reconnect attempts are few and quick: the run's retries (with
         // backoff and jitter, see `run::faults`) decide how long a store may stay away.
         let config = ConnectionManagerConfig::new()
@@ -85,8 +129,16 @@ impl RedisStore {
             .map_err(error)?;
         Ok(RedisStore {
             url: redacted,
-            connection,
+            connection: Connection::Manager(connection),
         })
+    }
+
+    /// The store on the master a Sentinel names (`url` redacted).
+    fn with_sentinel(url: String, connection: sentinel::SentinelConnection) -> RedisStore {
+        RedisStore {
+            url,
+            connection: Connection::Sentinel(connection),
+        }
     }
 
     fn error(&self, e: redis::RedisError) -> StoreError {
@@ -166,6 +218,12 @@ impl CacheStore for RedisStore {
             push_write(&mut pipe, item, mode);
         }
         let replies = self.pipeline(&pipe).await?;
+        if let Connection::Sentinel(connection) = &self.connection {
+            connection
+                .confirm_write()
+                .await
+                .map_err(|e| self.error(e))?;
+        }
         Ok(replies.into_iter().map(write_outcome).collect())
     }
 
@@ -499,17 +557,38 @@ fn hit_counters(info: &HashMap<String, String>) -> HitCounters {
     }
 }
 
+/// The crate's client for `client_url` with the certificates `tls` names (read now, so a
+/// missing file fails the connect, naming it); `url` (redacted) is for messages.
+fn tls_client(url: &str, client_url: &str, tls: &TlsOptions) -> Result<redis::Client, StoreError> {
+    let refused = |message: String| StoreError {
+        kind: "redis",
+        url: url.to_owned(),
+        message,
+        transient: false,
+    };
+    if client_url.starts_with("rediss://") {
+        install_crypto_provider();
+        tls.warn_if_insecure(url);
+    }
+    let client = match tls.redis_certificates().map_err(refused)? {
+        Some(certificates) => redis::Client::build_with_tls(client_url, certificates),
+        None => redis::Client::open(client_url),
+    };
+    client.map_err(|e| store_error(url, &e))
+}
+
 /// A Redis failure as a store error; transient where the crate says a retry may succeed (a
 /// dropped or refused connection, a timeout, `LOADING`, `BUSY`, `TRYAGAIN`), but never a
-/// refused password.
+/// refused password or a TLS handshake refused.
 pub(super) fn store_error(url: &str, e: &redis::RedisError) -> StoreError {
     let transient = e.is_timeout()
         || (e.kind() != redis::ErrorKind::AuthenticationFailed
-            && !matches!(e.retry_method(), redis::RetryMethod::NoRetry));
+            && !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+            && !super::tls::is_tls_refusal(e));
     StoreError {
         kind: "redis",
         url: url.to_owned(),
-        message: e.to_string(),
+        message: super::cause_chain(e),
         transient,
     }
 }

@@ -27,6 +27,13 @@ pub const MEMCACHED_HASHING: &str = "CACHEWARM_MEMCACHED_HASHING";
 pub const LOADER_WORKERS: &str = "CACHEWARM_LOADER_WORKERS";
 pub const LOADER_TIMEOUT: &str = "CACHEWARM_LOADER_TIMEOUT";
 pub const MAX_VALUE_SIZE: &str = "CACHEWARM_MAX_VALUE_SIZE";
+/// The shard this warmer takes, `index/count`.
+pub const SHARD: &str = "CACHEWARM_SHARD";
+/// How many shards; the index then comes from [`JOB_COMPLETION_INDEX`].
+pub const SHARDS: &str = "CACHEWARM_SHARDS";
+/// The pod's index in a Kubernetes indexed Job (`completionMode: Indexed`), from 0: the shard's
+/// index when a number of shards is given.
+pub const JOB_COMPLETION_INDEX: &str = "JOB_COMPLETION_INDEX";
 /// libpq's variable for the PostgreSQL password, read by the `postgres://` store when the URL
 /// gives none (so that it need not be in the process list).
 pub const PGPASSWORD: &str = "PGPASSWORD";

@@ -83,6 +83,8 @@ pub fn open(path: &Path) -> Result<ManifestFile, ManifestError> {
                 requests,
             })
             .collect(),
+        shard: None,
+        whole_entries: verify.count,
     })
 }
 

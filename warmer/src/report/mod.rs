@@ -82,12 +82,14 @@ pub fn write_outputs(
 }
 
 /// Points of the cumulative request weight along the manifest's ranks: every rank of the
-/// first 100, then about 400 evenly spaced, and the last.
+/// first 100, then about 400 evenly spaced, and the last. Always the whole manifest's, for a
+/// shard's run too: the shards' reports then share one curve, on which each one's budget cut
+/// is a manifest rank.
 pub async fn rank_curve(manifest: &Arc<ManifestFile>) -> Vec<RankPoint> {
-    let total = manifest.entries.max(1);
-    let step = (total / 400).max(1);
+    let last = manifest.whole_entries;
+    let step = (last.max(1) / 400).max(1);
     let mut points = Vec::new();
-    let mut entries = crate::manifest::batches(manifest, 5000, 2);
+    let mut entries = crate::manifest::whole_batches(manifest, 5000, 2);
     let mut rank = 0u64;
     let mut requests = 0u64;
     while let Some(batch) = entries.recv().await {
@@ -97,7 +99,7 @@ pub async fn rank_curve(manifest: &Arc<ManifestFile>) -> Vec<RankPoint> {
         for entry in batch {
             rank += 1;
             requests += entry.requests;
-            if rank <= 100 || rank.is_multiple_of(step) || rank == manifest.entries {
+            if rank <= 100 || rank.is_multiple_of(step) || rank == last {
                 points.push(RankPoint { rank, requests });
             }
         }

@@ -51,6 +51,9 @@ pub fn render(report: &Report) -> String {
             .unwrap_or(&report.manifest.sha256)),
         esc(&report.source)
     );
+    if let Some(line) = super::shards_line(report) {
+        let _ = write!(out, "<li>{}</li>", esc(&line.replace('`', "")));
+    }
     if let Some(error) = &report.source_error {
         let _ = write!(
             out,

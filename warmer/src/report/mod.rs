@@ -8,11 +8,13 @@
 //! - [`html`] renders `report.html` and the trend page over the history, with inline SVG
 //!   charts (`svg`).
 //! - [`history`] reads and appends the Parquet run history.
+//! - [`merge`] makes one report of a deploy's shards' reports (`warmer report --merge`).
 //! - [`metrics`] renders the Prometheus textfile and pushes to a Pushgateway.
 
 pub mod history;
 pub mod html;
 pub mod markdown;
+pub mod merge;
 pub mod metrics;
 mod svg;
 
@@ -105,6 +107,26 @@ pub async fn rank_curve(manifest: &Arc<ManifestFile>) -> Vec<RankPoint> {
         }
     }
     points
+}
+
+/// What part of the manifest the report is about, for a shard's or a merged report.
+pub(crate) fn shards_line(report: &Report) -> Option<String> {
+    if let Some(shard) = report.shard {
+        return Some(format!(
+            "shard {shard} of the manifest: the counts and coverage are over its entries only"
+        ));
+    }
+    let runs = &report.merged_from;
+    (!runs.is_empty()).then(|| {
+        let each: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                let outcome = serde_json::to_value(r.outcome).unwrap_or_default();
+                format!("{} `{}` ({})", r.shard, r.run_dir, outcome.as_str().unwrap_or(""))
+            })
+            .collect();
+        format!("merged from {} shards: {}", runs.len(), each.join(", "))
+    })
 }
 
 /// A share as a percentage with one decimal.

@@ -122,7 +122,12 @@ pub(crate) fn shards_line(report: &Report) -> Option<String> {
             .iter()
             .map(|r| {
                 let outcome = serde_json::to_value(r.outcome).unwrap_or_default();
-                format!("{} `{}` ({})", r.shard, r.run_dir, outcome.as_str().unwrap_or(""))
+                format!(
+                    "{} `{}` ({})",
+                    r.shard,
+                    r.run_dir,
+                    outcome.as_str().unwrap_or("")
+                )
             })
             .collect();
         format!("merged from {} shards: {}", runs.len(), each.join(", "))

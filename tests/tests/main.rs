@@ -14,5 +14,6 @@ mod postgres;
 mod rank;
 mod rank_quality;
 mod report;
+mod shard;
 mod spark;
 mod stats;

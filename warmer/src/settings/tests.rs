@@ -207,9 +207,15 @@ fn the_shard_comes_from_the_flag_the_variables_or_the_job_index() {
     let shard = |index, count| Some(schemas::Shard { index, count });
     let (_dir, path) = config_file("[warmer]\nshards = 4\n");
     let env = fake_env(&[("JOB_COMPLETION_INDEX", "3")]);
-    assert_eq!(settings(resolve(flags(&path), &env).unwrap()).shard, shard(3, 4));
+    assert_eq!(
+        settings(resolve(flags(&path), &env).unwrap()).shard,
+        shard(3, 4)
+    );
     let env = fake_env(&[("JOB_COMPLETION_INDEX", "3"), ("CACHEWARM_SHARD", "1/4")]);
-    assert_eq!(settings(resolve(flags(&path), &env).unwrap()).shard, shard(1, 4));
+    assert_eq!(
+        settings(resolve(flags(&path), &env).unwrap()).shard,
+        shard(1, 4)
+    );
     let mut given = flags(&path);
     given.shard = shard(2, 4);
     assert_eq!(settings(resolve(given, &env).unwrap()).shard, shard(2, 4));
@@ -220,7 +226,9 @@ fn the_shard_comes_from_the_flag_the_variables_or_the_job_index() {
         message.contains("CACHEWARM_SHARD=1/8") && message.contains("shards = 4"),
         "{message}"
     );
-    let message = resolve(flags(&path), &fake_env(&[])).unwrap_err().to_string();
+    let message = resolve(flags(&path), &fake_env(&[]))
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("JOB_COMPLETION_INDEX"), "{message}");
     let env = fake_env(&[("JOB_COMPLETION_INDEX", "4")]);
     let message = resolve(flags(&path), &env).unwrap_err().to_string();
@@ -229,5 +237,8 @@ fn the_shard_comes_from_the_flag_the_variables_or_the_job_index() {
         "{message}"
     );
     let (_dir, path) = config_file("");
-    assert_eq!(settings(resolve(flags(&path), &fake_env(&[])).unwrap()).shard, None);
+    assert_eq!(
+        settings(resolve(flags(&path), &fake_env(&[])).unwrap()).shard,
+        None
+    );
 }

@@ -215,8 +215,17 @@ fn assert_merged_sums(deploy: &Deploy, shards: &[(Report, PathBuf)], out: &str) 
     let merged: Report =
         serde_json::from_slice(&std::fs::read(deploy.path(out).join("report.json")).unwrap())
             .unwrap();
+    // The same contract and renderers as one run's report.
+    crate::report::assert_valid(
+        "report.v1.schema.json",
+        &deploy.path(out).join("report.json"),
+    );
     assert!(deploy.path(out).join("report.md").is_file());
-    assert!(deploy.path(out).join("report.html").is_file());
+    let mut page = crate::report::Chromium::load(&deploy.path(out).join("report.html"));
+    page.assert_no_errors();
+    for id in ["chart-coverage-by-rank", "chart-categories", "chart-budget"] {
+        page.assert_chart(id);
+    }
     assert_eq!(
         merged.manifest.entries,
         deploy.manifest.entries.len() as u64

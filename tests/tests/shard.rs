@@ -377,6 +377,22 @@ fn a_shard_killed_mid_run_resumes_and_nothing_is_lost() {
     assert_eq!(report.outcome, Outcome::Completed);
     assert_eq!(checkpoint_of(&dir).unwrap().resumed, 1);
     shards.insert(victim as usize, (report, dir));
+    let shard = format!("{victim}/{SHARDS}");
+    let status = [
+        "status",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--shard",
+        &shard,
+    ]
+    .map(str::to_owned);
+    let status = String::from_utf8(deploy.run(&status, "status of one shard").stdout).unwrap();
+    assert!(
+        status.contains(&victim_dir.display().to_string())
+            && status.contains(&format!("of shard {shard}"))
+            && status.contains("finished"),
+        "{status}"
+    );
 
     let reference = deploy.args(&[fresh_redis.url(), fresh_memcached.url()], "fresh", &[]);
     deploy.run(&reference, "unsharded run");

@@ -121,9 +121,12 @@ pub fn text(status: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "  manifest {} ({} entries){}{}",
+        "  manifest {} ({} entries{}){}{}",
         c.manifest_path,
         c.manifest_entries,
+        c.shard
+            .map(|shard| format!(" of shard {shard}"))
+            .unwrap_or_default(),
         c.environment
             .as_ref()
             .map(|e| format!(", environment {e}"))

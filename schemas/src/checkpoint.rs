@@ -62,6 +62,11 @@ pub struct Checkpoint {
     /// A dry run's checkpoint: only a dry run resumes it.
     #[serde(default)]
     pub dry_run: bool,
+    /// The shard of the manifest this run warms (`--shard`); absent for a whole-manifest run.
+    /// Entry indexes (`next_entry`) count the shard's entries only, so a resume must be of the
+    /// same shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::Shard>,
 }
 
 /// Where one target stands.

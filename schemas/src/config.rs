@@ -155,6 +155,12 @@ pub struct WarmerConfig {
     /// The largest value the run takes from an `exec:` loader (`16MiB`), the entries of one
     /// manifest key together; a larger one is skipped and counted `failed`. Default 16MiB.
     pub max_value_size: Option<String>,
+    /// The shard of the manifest this warmer takes, `index/count` (`"2/4"`, index from 0): only
+    /// the entries whose key hashes to it (see `schemas::shard`). Default: the whole manifest.
+    pub shard: Option<String>,
+    /// How many shards the manifest is split into; the index then comes from
+    /// `JOB_COMPLETION_INDEX` (a Kubernetes indexed Job) unless `shard` gives it.
+    pub shards: Option<u32>,
 }
 
 /// A latency multiple, or `"off"`.

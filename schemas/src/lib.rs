@@ -18,6 +18,7 @@
 //! - [`checkpoint`]: checkpoint v1.
 //! - [`config`]: the `cachewarm.toml` file.
 //! - [`keys`]: the key rules of each store kind.
+//! - [`shard`]: how `n` warmers split a manifest (the stable hash of a key to its shard).
 //! - [`loader`]: loader protocol v1, between the warmer and an application's loader process.
 
 pub mod checkpoint;
@@ -28,12 +29,14 @@ pub mod keys;
 pub mod loader;
 pub mod manifest;
 pub mod report;
+pub mod shard;
 
 pub use checkpoint::{CHECKPOINT_SCHEMA_ID, Checkpoint};
 pub use event::{Op, access_event_schema};
 pub use key_stats::KeyStats;
 pub use manifest::{MANIFEST_SCHEMA_ID, Manifest, ManifestEntry, ManifestHeader};
 pub use report::{REPORT_SCHEMA_ID, Report};
+pub use shard::{Shard, shard_of};
 
 /// The JSON Schema documents of the on-disk formats, as `(file name, pretty JSON)` pairs, in the
 /// form committed under `schemas/json/`.

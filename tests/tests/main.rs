@@ -17,6 +17,7 @@ mod rank_quality;
 mod report;
 mod secrets;
 mod sentinel;
+mod shard;
 mod spark;
 mod stats;
 mod tls;

@@ -36,6 +36,13 @@ pub const TARGET_PASSWORD: &str = "CACHEWARM_TARGET_PASSWORD";
 /// The secret of the keyed hash that stands in for sensitive keys in reports and logs
 /// (default: the runs directory's `key-hash.secret`; see `rundir::mask`).
 pub const KEY_HASH_SECRET: &str = "CACHEWARM_KEY_HASH_SECRET";
+/// The shard this warmer takes, `index/count`.
+pub const SHARD: &str = "CACHEWARM_SHARD";
+/// How many shards; the index then comes from [`JOB_COMPLETION_INDEX`].
+pub const SHARDS: &str = "CACHEWARM_SHARDS";
+/// The pod's index in a Kubernetes indexed Job (`completionMode: Indexed`), from 0: the shard's
+/// index when a number of shards is given.
+pub const JOB_COMPLETION_INDEX: &str = "JOB_COMPLETION_INDEX";
 /// libpq's variable for the PostgreSQL password, read by the `postgres://` store when the URL
 /// gives none (so that it need not be in the process list).
 pub const PGPASSWORD: &str = "PGPASSWORD";

@@ -86,6 +86,14 @@ pub fn latest_run(runs_dir: &Path) -> Option<PathBuf> {
     rundir::run_dirs(runs_dir).into_iter().next()
 }
 
+/// The newest run under `runs_dir` of `shard` (of the whole manifest for `None`): shards
+/// sharing a runs directory each take back, or look at, their own run.
+pub fn latest_run_of(runs_dir: &Path, shard: Option<schemas::Shard>) -> Option<PathBuf> {
+    rundir::run_dirs(runs_dir)
+        .into_iter()
+        .find(|dir| rundir::read_checkpoint(dir).is_ok_and(|c| c.shard == shard))
+}
+
 /// The status as a few lines of text.
 pub fn text(status: &Status) -> String {
     let c = &status.checkpoint;
@@ -113,9 +121,12 @@ pub fn text(status: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "  manifest {} ({} entries){}{}",
+        "  manifest {} ({} entries{}){}{}",
         c.manifest_path,
         c.manifest_entries,
+        c.shard
+            .map(|shard| format!(" of shard {shard}"))
+            .unwrap_or_default(),
         c.environment
             .as_ref()
             .map(|e| format!(", environment {e}"))

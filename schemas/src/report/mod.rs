@@ -66,6 +66,26 @@ pub struct Report {
     /// The loader processes, when the source was one (`exec:`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loader: Option<LoaderReport>,
+    /// The shard of the manifest this run warmed (`--shard`); absent for a whole-manifest
+    /// run. A shard's counts, coverage and `manifest.entries` are over its own entries; ranks
+    /// (`not_warmed`, `budget_cut_rank`, `rank_curve`) are the manifest's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::Shard>,
+    /// For a report merged from the shards' reports (`warmer report --merge`): the shards'
+    /// runs, by shard index. Absent for one run's report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedRun>,
+}
+
+/// One shard's run in a merged report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergedRun {
+    pub shard: crate::Shard,
+    pub run_id: String,
+    /// The run directory as `warmer report --merge` was given it.
+    pub run_dir: String,
+    pub outcome: Outcome,
 }
 
 /// One point of the cumulative request weight along the manifest's ranks.

@@ -194,7 +194,7 @@ impl WarmerRun {
 /// Validates the JSON file `instance` against the committed JSON Schema `schemas/json/NAME`
 /// with Python's `jsonschema` (Debian's python3-jsonschema; a Rust validator would change the
 /// features of crates polars is built with, and rebuild it).
-fn assert_valid(name: &str, instance: &Path) {
+pub(crate) fn assert_valid(name: &str, instance: &Path) {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../schemas/json")
         .join(name);
@@ -266,7 +266,7 @@ fn read_history(path: &Path) -> polars::prelude::DataFrame {
 /// A page loaded in headless Chromium, driven over the DevTools protocol on a pipe
 /// (`--remote-debugging-pipe`): every console error, uncaught exception and browser log error
 /// (a resource that failed to load, say) is collected while the page loads.
-struct Chromium {
+pub(crate) struct Chromium {
     child: Child,
     commands: std::process::ChildStdin,
     messages: mpsc::Receiver<Value>,
@@ -277,7 +277,7 @@ struct Chromium {
 }
 
 impl Chromium {
-    fn load(page: &Path) -> Chromium {
+    pub(crate) fn load(page: &Path) -> Chromium {
         let profile = tempfile::tempdir().unwrap();
         // The protocol pipe is fds 3 (commands in) and 4 (replies out): the shell maps them
         // onto our stdin and stdout.
@@ -418,12 +418,12 @@ impl Chromium {
         result["result"]["value"].clone()
     }
 
-    fn assert_no_errors(&self) {
+    pub(crate) fn assert_no_errors(&self) {
         assert!(self.errors.is_empty(), "page errors: {:#?}", self.errors);
     }
 
     /// The chart is in the rendered DOM, laid out with a size, and has drawn marks.
-    fn assert_chart(&mut self, id: &str) {
+    pub(crate) fn assert_chart(&mut self, id: &str) {
         let found = self.evaluate(&format!(
             "(() => {{ const e = document.getElementById('{id}'); if (!e) return null; \
              const r = e.getBoundingClientRect(); \

@@ -38,18 +38,19 @@ pub async fn detach_run(settings: &RunSettings) -> Result<ExitCode, Failure> {
                 &manifest.header.entries_sha256,
                 &targets,
                 settings.dry_run,
+                settings.shard,
             )
             .unwrap_or_else(|| {
                 settings
                     .runs_dir
-                    .join(warmer::run::new_run_id(chrono::Utc::now()))
+                    .join(warmer::run::new_run_id(chrono::Utc::now(), settings.shard))
             })
         }
         None => settings.runs_dir.join(
             settings
                 .run_id
                 .clone()
-                .unwrap_or_else(|| warmer::run::new_run_id(chrono::Utc::now())),
+                .unwrap_or_else(|| warmer::run::new_run_id(chrono::Utc::now(), settings.shard)),
         ),
     };
     let resuming = run_dir.join(warmer::rundir::CHECKPOINT_FILE).is_file();

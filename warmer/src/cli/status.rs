@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{Failure, run_dir_or_latest};
+use super::{Failure, ShardArgs, run_dir_or_latest};
 
 /// Show where a run stands: running, finished, interrupted or killed; its progress and counts.
 #[derive(Debug, clap::Args)]
@@ -13,6 +13,8 @@ pub struct StatusArgs {
     /// Where run directories are [default: CACHEWARM_RUNS_DIR, else cachewarm-runs].
     #[arg(long)]
     runs_dir: Option<PathBuf>,
+    #[command(flatten)]
+    shard: ShardArgs,
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
@@ -20,7 +22,7 @@ pub struct StatusArgs {
 
 pub fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     let usage = |error: anyhow::Error| (error, ExitCode::from(2));
-    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
+    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir, args.shard)?;
     let status =
         warmer::status::status(&run_dir).map_err(|message| usage(anyhow::anyhow!(message)))?;
     if args.json {

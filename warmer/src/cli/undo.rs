@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use warmer::settings;
 
-use super::{Failure, run_dir_or_latest};
+use super::{Failure, ShardArgs, run_dir_or_latest};
 
 /// Take back what a run wrote: delete each key it wrote where the key still holds the value
 /// it wrote. Keys rewritten since, and keys that were there before the run, are kept.
@@ -16,6 +16,8 @@ pub struct UndoArgs {
     /// Where run directories are [default: CACHEWARM_RUNS_DIR, else cachewarm-runs].
     #[arg(long)]
     runs_dir: Option<PathBuf>,
+    #[command(flatten)]
+    shard: ShardArgs,
     /// A target URL with its password, for a target whose password the run's records hold
     /// redacted (not for one given by password_file or a variable: the records name those);
     /// repeat for several [default: CACHEWARM_TARGETS, separated by spaces].
@@ -33,7 +35,7 @@ pub async fn undo(args: UndoArgs) -> Result<ExitCode, Failure> {
             );
         }
     }
-    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir)?;
+    let run_dir = run_dir_or_latest(args.run_dir, args.runs_dir, args.shard)?;
     let mut targets = args.targets;
     if targets.is_empty()
         && let Some(text) = settings::process_env(warmer::env_vars::TARGETS)

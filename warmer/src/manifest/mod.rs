@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use schemas::{MANIFEST_SCHEMA_ID, ManifestEntry, ManifestHeader};
 use serde::Deserialize;
 
-pub use stream::batches;
+pub use stream::{batches, whole_batches};
 pub use verify::open;
 
 /// Why a manifest was refused. Each names the file.
@@ -75,6 +75,8 @@ pub enum ManifestError {
 /// What a run needs of one manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The entry's rank in the whole manifest, from 1 (a shard's entries keep theirs).
+    pub rank: u64,
     pub key: String,
     /// Index into [`ManifestFile::categories`].
     pub category: u32,
@@ -100,10 +102,15 @@ pub struct ManifestFile {
     /// Whether the entry lines are the checksummed text itself (see the module docs).
     layout: Layout,
     pub header: ManifestHeader,
-    /// How many entries the manifest holds.
+    /// How many entries the run's view holds: the whole manifest's, or its shard's.
     pub entries: u64,
-    /// Every category of the entries, sorted by name.
+    /// Every category of the manifest, sorted by name, with the view's keys and requests in it.
     pub categories: Vec<CategoryTotal>,
+    /// The shard the view is restricted to ([`ManifestFile::restrict`]): streaming then hands
+    /// out only its entries, and entry indexes count those.
+    pub shard: Option<schemas::Shard>,
+    /// How many entries the whole manifest holds, whatever the view.
+    pub whole_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,6 +298,7 @@ mod tests {
             .entries
             .iter()
             .map(|e| Entry {
+                rank: e.rank,
                 key: e.key.clone(),
                 category: u32::from(e.category == "pages"),
                 requests: e.requests,

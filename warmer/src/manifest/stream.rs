@@ -1,22 +1,66 @@
-//! Reading a verified manifest's entries again, in rank order, in batches.
+//! Reading a verified manifest's entries again, in rank order, in batches; a view restricted
+//! to one shard ([`ManifestFile::restrict`]) hands out only that shard's entries.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Entry, Layout, ManifestError, ManifestFile, Scan};
+use schemas::Shard;
+
+use super::{CategoryTotal, Entry, Layout, ManifestError, ManifestFile, Scan};
 
 /// The message that unwinds a scan whose consumer stopped taking entries; `stream` knows the
 /// stop from its own flag, not from this text.
 const STOPPED: &str = "the reader of the entries stopped";
 
 impl ManifestFile {
-    /// Reads the entries in rank order from the start, in batches of `batch_size`, and hands
-    /// each batch to `sink`; stops early when `sink` returns false. Blocking: run it on a
-    /// thread of its own.
+    /// Restricts the view to `shard`: [`ManifestFile::stream`] then hands out only its
+    /// entries, and `entries` and the category totals count only those (one more pass over
+    /// the file). Every category of the manifest stays listed, so the shards' reports name
+    /// the same categories.
+    pub fn restrict(mut self, shard: Shard) -> Result<ManifestFile, ManifestError> {
+        let mut totals: Vec<(u64, u64)> = vec![(0, 0); self.categories.len()];
+        let mut entries = 0u64;
+        self.stream_view(Some(shard), 8192, |batch| {
+            for entry in batch {
+                entries += 1;
+                if let Some(total) = totals.get_mut(entry.category as usize) {
+                    total.0 += 1;
+                    total.1 += entry.requests;
+                }
+            }
+            true
+        })?;
+        self.categories = self
+            .categories
+            .iter()
+            .zip(totals)
+            .map(|(category, (keys, requests))| CategoryTotal {
+                name: category.name.clone(),
+                keys,
+                requests,
+            })
+            .collect();
+        self.entries = entries;
+        self.shard = Some(shard);
+        Ok(self)
+    }
+
+    /// Reads the view's entries (the shard's, when restricted) in rank order from the start,
+    /// in batches of `batch_size`, and hands each batch to `sink`; stops early when `sink`
+    /// returns false. Blocking: run it on a thread of its own.
     pub fn stream(
         &self,
+        batch_size: usize,
+        sink: impl FnMut(Vec<Entry>) -> bool,
+    ) -> Result<(), ManifestError> {
+        self.stream_view(self.shard, batch_size, sink)
+    }
+
+    fn stream_view(
+        &self,
+        shard: Option<Shard>,
         batch_size: usize,
         mut sink: impl FnMut(Vec<Entry>) -> bool,
     ) -> Result<(), ManifestError> {
@@ -34,6 +78,9 @@ impl ManifestFile {
             if !open {
                 return Err(STOPPED.to_owned());
             }
+            if shard.is_some_and(|shard| !shard.owns(&entry.key)) {
+                return Ok(());
+            }
             batch.push(entry);
             if batch.len() == batch_size {
                 open = sink(std::mem::replace(
@@ -48,6 +95,7 @@ impl ManifestFile {
                 .bytes
                 .scan(&mut |_, fields| {
                     push(Entry {
+                        rank: fields.rank,
                         category: category_of(&fields.category),
                         key: fields.key.into_owned(),
                         requests: fields.requests,
@@ -63,6 +111,7 @@ impl ManifestFile {
                 .bytes
                 .scan_any(&mut |_, entry| {
                     push(Entry {
+                        rank: entry.rank,
                         category: category_of(&entry.category),
                         key: entry.key,
                         requests: entry.requests,
@@ -84,7 +133,7 @@ impl ManifestFile {
     }
 }
 
-/// Streams the entries of `manifest` in rank order, in batches of `batch_size`, from a thread
+/// Streams the entries of `manifest` (its view: a shard's, when restricted) in rank order, in batches of `batch_size`, from a thread
 /// of its own, `ahead` batches at most ahead of the receiver: parsing overlaps the stores'
 /// work. The receiver ends early with the error when the file cannot be read (which the
 /// verifying pass makes unlikely); dropping it stops the thread.
@@ -93,10 +142,31 @@ pub fn batches(
     batch_size: usize,
     ahead: usize,
 ) -> mpsc::Receiver<Result<Vec<Entry>, ManifestError>> {
+    batches_of(manifest, manifest.shard, batch_size, ahead)
+}
+
+/// [`batches`] over every entry of the manifest, whatever the view (the rank curve is the
+/// whole manifest's, so that the shards' reports share it).
+pub fn whole_batches(
+    manifest: &Arc<ManifestFile>,
+    batch_size: usize,
+    ahead: usize,
+) -> mpsc::Receiver<Result<Vec<Entry>, ManifestError>> {
+    batches_of(manifest, None, batch_size, ahead)
+}
+
+fn batches_of(
+    manifest: &Arc<ManifestFile>,
+    shard: Option<Shard>,
+    batch_size: usize,
+    ahead: usize,
+) -> mpsc::Receiver<Result<Vec<Entry>, ManifestError>> {
     let (sender, receiver) = mpsc::channel(ahead.max(1));
     let manifest = Arc::clone(manifest);
     std::thread::spawn(move || {
-        let result = manifest.stream(batch_size, |batch| sender.blocking_send(Ok(batch)).is_ok());
+        let result = manifest.stream_view(shard, batch_size, |batch| {
+            sender.blocking_send(Ok(batch)).is_ok()
+        });
         if let Err(error) = result {
             let _ = sender.blocking_send(Err(error));
         }

@@ -85,6 +85,8 @@ pub fn open(path: &Path) -> Result<ManifestFile, ManifestError> {
         header,
         entries: verify.count,
         categories,
+        shard: None,
+        whole_entries: verify.count,
     })
 }
 

@@ -51,6 +51,9 @@ pub fn render(report: &Report) -> String {
             .unwrap_or(&report.manifest.sha256)),
         esc(&report.source)
     );
+    if let Some(line) = super::shards_line(report) {
+        let _ = write!(out, "<li>{}</li>", esc(&line.replace('`', "")));
+    }
     if let Some(error) = &report.source_error {
         let _ = write!(
             out,
@@ -217,7 +220,15 @@ fn coverage_by_rank(out: &mut String, report: &Report) {
             .iter()
             .map(|p| (p.rank as f64, p.requests as f64 / total)),
     );
-    let entries = report.manifest.entries.max(1) as f64;
+    // A shard's (or a merged) report counts part of the manifest; its curve is the whole's.
+    let whole = report.shard.is_none() && report.merged_from.is_empty();
+    let entries = report
+        .rank_curve
+        .last()
+        .map_or(report.manifest.entries, |p| {
+            p.rank.max(report.manifest.entries)
+        })
+        .max(1) as f64;
     let mut markers = Vec::new();
     for target in &report.targets {
         if let Some(rank) = target.budget_cut_rank {
@@ -226,7 +237,8 @@ fn coverage_by_rank(out: &mut String, report: &Report) {
                 label: format!("budget cut at rank {rank} ({})", shorten(&target.url, 28)),
             });
         }
-        if target.counts.not_attempted > 0 {
+        // Where the run stopped is a manifest rank only for a whole-manifest run.
+        if whole && target.counts.not_attempted > 0 {
             let reached = report.manifest.entries - target.counts.not_attempted;
             markers.push(Marker {
                 x: reached as f64,

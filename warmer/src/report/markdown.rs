@@ -32,6 +32,9 @@ pub fn render(report: &Report) -> String {
             .get(..12)
             .unwrap_or(&report.manifest.sha256)
     );
+    if let Some(line) = super::shards_line(report) {
+        let _ = writeln!(out, "- {line}");
+    }
     let _ = writeln!(out, "- source `{}`", report.source);
     if let Some(error) = &report.source_error {
         let _ = writeln!(out, "- **source failed**: {}", cell(error));

@@ -226,6 +226,11 @@ pub fn push(base: &str, report: &Report, text: &str) -> anyhow::Result<()> {
         // Base64 (URL-safe) keeps any value, slashes included, one path segment.
         let _ = write!(url, "/environment@base64/{}", base64url(environment));
     }
+    if let Some(shard) = report.shard {
+        // The shards of a deploy push side by side: a group each, or they would replace each
+        // other's metrics.
+        let _ = write!(url, "/shard/{}of{}", shard.index, shard.count);
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(PUSH_TIMEOUT))
         .build()

@@ -8,11 +8,13 @@
 //! - [`html`] renders `report.html` and the trend page over the history, with inline SVG
 //!   charts (`svg`).
 //! - [`history`] reads and appends the Parquet run history.
+//! - [`merge`] makes one report of a deploy's shards' reports (`warmer report --merge`).
 //! - [`metrics`] renders the Prometheus textfile and pushes to a Pushgateway.
 
 pub mod history;
 pub mod html;
 pub mod markdown;
+pub mod merge;
 pub mod metrics;
 mod svg;
 
@@ -82,12 +84,14 @@ pub fn write_outputs(
 }
 
 /// Points of the cumulative request weight along the manifest's ranks: every rank of the
-/// first 100, then about 400 evenly spaced, and the last.
+/// first 100, then about 400 evenly spaced, and the last. Always the whole manifest's, for a
+/// shard's run too: the shards' reports then share one curve, on which each one's budget cut
+/// is a manifest rank.
 pub async fn rank_curve(manifest: &Arc<ManifestFile>) -> Vec<RankPoint> {
-    let total = manifest.entries.max(1);
-    let step = (total / 400).max(1);
+    let last = manifest.whole_entries;
+    let step = (last.max(1) / 400).max(1);
     let mut points = Vec::new();
-    let mut entries = crate::manifest::batches(manifest, 5000, 2);
+    let mut entries = crate::manifest::whole_batches(manifest, 5000, 2);
     let mut rank = 0u64;
     let mut requests = 0u64;
     while let Some(batch) = entries.recv().await {
@@ -97,12 +101,37 @@ pub async fn rank_curve(manifest: &Arc<ManifestFile>) -> Vec<RankPoint> {
         for entry in batch {
             rank += 1;
             requests += entry.requests;
-            if rank <= 100 || rank.is_multiple_of(step) || rank == manifest.entries {
+            if rank <= 100 || rank.is_multiple_of(step) || rank == last {
                 points.push(RankPoint { rank, requests });
             }
         }
     }
     points
+}
+
+/// What part of the manifest the report is about, for a shard's or a merged report.
+pub(crate) fn shards_line(report: &Report) -> Option<String> {
+    if let Some(shard) = report.shard {
+        return Some(format!(
+            "shard {shard} of the manifest: the counts and coverage are over its entries only"
+        ));
+    }
+    let runs = &report.merged_from;
+    (!runs.is_empty()).then(|| {
+        let each: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                let outcome = serde_json::to_value(r.outcome).unwrap_or_default();
+                format!(
+                    "{} `{}` ({})",
+                    r.shard,
+                    r.run_dir,
+                    outcome.as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        format!("merged from {} shards: {}", runs.len(), each.join(", "))
+    })
 }
 
 /// A share as a percentage with one decimal.

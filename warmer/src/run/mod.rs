@@ -106,6 +106,9 @@ pub struct RunSettings {
     pub run_id: Option<String>,
     /// Live-traffic observation and the report's outputs.
     pub report: crate::report::ReportSettings,
+    /// Warm only this shard of the manifest (`--shard`), with its part of the budget, rate
+    /// and bandwidth; `None`: the whole manifest.
+    pub shard: Option<schemas::Shard>,
 }
 
 /// Which run `--resume` continues.
@@ -221,6 +224,7 @@ pub async fn run(
             resumed: invocation,
             dry_run: settings.dry_run,
             categories: manifest.categories.iter().map(|c| c.name.clone()).collect(),
+            shard: settings.shard,
         },
         run_dir.join(crate::rundir::CHECKPOINT_FILE),
         redacted_targets
@@ -375,6 +379,8 @@ pub async fn run(
         prediction: None,
         rank_curve: Vec::new(),
         loader: loader_report,
+        shard: shared.settings.shard,
+        merged_from: Vec::new(),
     };
     for target in &targets {
         shared.board.post(target.index, target.progress(&shared));
@@ -400,11 +406,26 @@ pub async fn run(
     Ok(RunResult { report, run_dir })
 }
 
-/// Run ids sort by start time and stay unique across processes.
-pub fn new_run_id(started_at: chrono::DateTime<Utc>) -> String {
-    format!(
+/// Run ids sort by start time and stay unique across processes. A shard's run id ends with
+/// its shard (`-shard2of4`): the shards of an indexed Job start in the same millisecond with
+/// the same process id (1, in a container) and must never share a run directory.
+pub fn new_run_id(started_at: chrono::DateTime<Utc>, shard: Option<schemas::Shard>) -> String {
+    let id = format!(
         "{}-{}",
         started_at.format("%Y%m%dT%H%M%S%3fZ"),
         std::process::id()
-    )
+    );
+    match shard {
+        Some(shard) => format!("{id}-shard{}of{}", shard.index, shard.count),
+        None => id,
+    }
+}
+
+impl RunSettings {
+    /// This warmer's part of a limit that one warmer would have alone (the byte budget, the
+    /// write rate, the bandwidth): all of it, or a shard's even part, so that the shards
+    /// together never pass it.
+    pub fn part_of(&self, total: u64) -> u64 {
+        self.shard.map_or(total, |shard| shard.part(total))
+    }
 }

@@ -35,6 +35,7 @@ pub struct CheckpointBase {
     pub dry_run: bool,
     /// The manifest's category names, sorted.
     pub categories: Vec<String>,
+    pub shard: Option<schemas::Shard>,
 }
 
 /// The latest progress of every target, and the checkpoint file it goes to.
@@ -113,6 +114,7 @@ impl Board {
             resumed: self.base.resumed,
             pid: Some(std::process::id()),
             dry_run: self.base.dry_run,
+            shard: self.base.shard,
         }
     }
 
@@ -182,6 +184,7 @@ pub(crate) fn open_run_dir(
                 manifest_sha256,
                 targets,
                 settings.dry_run,
+                settings.shard,
             );
             if latest.is_none() {
                 tracing::info!(
@@ -215,7 +218,7 @@ pub(crate) fn open_run_dir(
     let run_id = settings
         .run_id
         .clone()
-        .unwrap_or_else(|| new_run_id(started_at));
+        .unwrap_or_else(|| new_run_id(started_at, settings.shard));
     let dir = settings.runs_dir.join(run_id);
     crate::rundir::create(&dir).map_err(output(&dir))?;
     let lock = lock_for_run(&dir)
@@ -254,6 +257,20 @@ fn check_same_run(
             } else {
                 "it is a real run; a dry run cannot continue it".to_owned()
             },
+        });
+    }
+    if checkpoint.shard != settings.shard {
+        let name = |shard: Option<schemas::Shard>| {
+            shard.map_or_else(|| "the whole manifest".to_owned(), |s| format!("shard {s}"))
+        };
+        return Err(RunError::Resume {
+            dir: dir.to_path_buf(),
+            message: format!(
+                "it warmed {}, but this run is for {}\n\
+                 hint: each shard resumes its own run directory; give the run's own --shard",
+                name(checkpoint.shard),
+                name(settings.shard)
+            ),
         });
     }
     if checkpoint.targets != targets {

@@ -26,9 +26,16 @@ pub(super) struct Plan {
 /// Checks the run's inputs and starts its loader, if any.
 pub(super) async fn plan(settings: &RunSettings) -> Result<Plan, RunError> {
     let path = settings.manifest.clone();
-    let manifest = tokio::task::spawn_blocking(move || manifest::open(&path))
-        .await
-        .expect("manifest verification does not panic")?;
+    let shard = settings.shard;
+    let manifest = tokio::task::spawn_blocking(move || {
+        let manifest = manifest::open(&path)?;
+        match shard {
+            Some(shard) => manifest.restrict(shard),
+            None => Ok(manifest),
+        }
+    })
+    .await
+    .expect("manifest verification does not panic")?;
     // An `exec:` source is no store URL: its loader is started below, once the targets are
     // known.
     let loader_command = loader::command(&settings.source)

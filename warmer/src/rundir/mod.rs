@@ -97,13 +97,15 @@ pub fn run_dirs(runs_dir: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// The latest run under `runs_dir` of this manifest and these targets, if it has not
-/// finished: what `--resume` without a directory continues.
+/// The latest run under `runs_dir` of this manifest, these targets and this shard, if it has
+/// not finished: what `--resume` without a directory continues. Shards sharing a runs
+/// directory each find their own.
 pub fn latest_unfinished(
     runs_dir: &Path,
     manifest_sha256: &str,
     targets: &[String],
     dry_run: bool,
+    shard: Option<schemas::Shard>,
 ) -> Option<PathBuf> {
     run_dirs(runs_dir)
         .into_iter()
@@ -111,7 +113,8 @@ pub fn latest_unfinished(
             let checkpoint = read_checkpoint(&dir).ok()?;
             (checkpoint.manifest_sha256 == manifest_sha256
                 && checkpoint.targets == targets
-                && checkpoint.dry_run == dry_run)
+                && checkpoint.dry_run == dry_run
+                && checkpoint.shard == shard)
                 .then_some((dir, checkpoint.finished))
         })
         .and_then(|(dir, finished)| (!finished).then_some(dir))

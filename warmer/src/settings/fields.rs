@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::env_vars;
+use schemas::Shard;
+
 use crate::store::Hashing;
 
 use super::layers::{List, Setting};
@@ -208,4 +210,16 @@ pub(super) const MAX_VALUE_SIZE: Setting<u64> = Setting {
     field: "max_value_size",
     file: |c| c.max_value_size.clone(),
     parse: parse_size,
+};
+pub(super) const SHARD: Setting<Shard> = Setting {
+    var: Some(env_vars::SHARD),
+    field: "shard",
+    file: |c| c.shard.clone(),
+    parse: |t| t.parse::<Shard>(),
+};
+pub(super) const SHARDS: Setting<u32> = Setting {
+    var: Some(env_vars::SHARDS),
+    field: "shards",
+    file: |c| text(c.shards),
+    parse: |t| parse_count(t, 1, u64::from(schemas::shard::MAX_SHARDS)),
 };

@@ -146,6 +146,16 @@ pub struct RunFlags {
     /// Do not read back what was written.
     #[arg(long, overrides_with = "verify")]
     pub no_verify: bool,
+    /// Warm only this shard of the manifest, `index/count` (`2/4`, index from 0): the entries
+    /// whose key hashes to it (first 8 bytes of the key's SHA-256, big-endian, modulo count).
+    /// The budget, rate and bandwidth are split evenly between the shards [default: the whole
+    /// manifest].
+    #[arg(long, value_parser = |t: &str| t.parse::<schemas::Shard>())]
+    pub shard: Option<schemas::Shard>,
+    /// How many shards the manifest is split into; the index comes from JOB_COMPLETION_INDEX
+    /// (set by Kubernetes in an indexed Job) unless --shard gives it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(schemas::shard::MAX_SHARDS)))]
+    pub shards: Option<u32>,
     /// Wait this long between a batch's write and its read-back (a test's hook).
     #[arg(long, hide = true, value_parser = duration)]
     pub verify_delay: Option<Duration>,

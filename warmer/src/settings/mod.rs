@@ -15,6 +15,7 @@ mod fields;
 mod flags;
 mod layers;
 mod parse;
+mod shard;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +39,7 @@ pub use parse::{
 };
 
 use layers::Layers;
+pub use shard::from_flags_and_env as shard_from_flags_and_env;
 
 /// Environment variables that name the environment profile, in order of precedence.
 pub const PROFILE_VARIABLES: [&str; 5] = [
@@ -209,6 +211,7 @@ pub fn resolve(
     let runs_dir = layers
         .get(flags.runs_dir, &fields::RUNS_DIR)?
         .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNS_DIR));
+    let shard = shard::resolve(&layers, var, flags.shard, flags.shards)?;
     let strict = layers
         .get(flags.strict.then_some(true), &fields::STRICT)?
         .unwrap_or(false);
@@ -303,6 +306,7 @@ pub fn resolve(
             pushgateway: flags.pushgateway,
         },
         runs_dir,
+        shard,
     };
     Ok(Resolved::Run { settings, strict })
 }

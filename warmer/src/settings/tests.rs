@@ -198,3 +198,47 @@ fn numbers_in_the_file_are_range_checked() {
     let run = settings(resolve(flags(&path), &fake_env(&[])).unwrap());
     assert_eq!((run.concurrency, run.retries), (7, 0));
 }
+
+/// The shard: `--shard` over `CACHEWARM_SHARD` over the file; a count alone takes the index
+/// from `JOB_COMPLETION_INDEX` (a Kubernetes indexed Job); a count that disagrees with the
+/// shard, a count without an index, and an index out of range are refused, naming the source.
+#[test]
+fn the_shard_comes_from_the_flag_the_variables_or_the_job_index() {
+    let shard = |index, count| Some(schemas::Shard { index, count });
+    let (_dir, path) = config_file("[warmer]\nshards = 4\n");
+    let env = fake_env(&[("JOB_COMPLETION_INDEX", "3")]);
+    assert_eq!(
+        settings(resolve(flags(&path), &env).unwrap()).shard,
+        shard(3, 4)
+    );
+    let env = fake_env(&[("JOB_COMPLETION_INDEX", "3"), ("CACHEWARM_SHARD", "1/4")]);
+    assert_eq!(
+        settings(resolve(flags(&path), &env).unwrap()).shard,
+        shard(1, 4)
+    );
+    let mut given = flags(&path);
+    given.shard = shard(2, 4);
+    assert_eq!(settings(resolve(given, &env).unwrap()).shard, shard(2, 4));
+
+    let env = fake_env(&[("CACHEWARM_SHARD", "1/8")]);
+    let message = resolve(flags(&path), &env).unwrap_err().to_string();
+    assert!(
+        message.contains("CACHEWARM_SHARD=1/8") && message.contains("shards = 4"),
+        "{message}"
+    );
+    let message = resolve(flags(&path), &fake_env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("JOB_COMPLETION_INDEX"), "{message}");
+    let env = fake_env(&[("JOB_COMPLETION_INDEX", "4")]);
+    let message = resolve(flags(&path), &env).unwrap_err().to_string();
+    assert!(
+        message.contains("JOB_COMPLETION_INDEX") && message.contains("`4`"),
+        "{message}"
+    );
+    let (_dir, path) = config_file("");
+    assert_eq!(
+        settings(resolve(flags(&path), &fake_env(&[])).unwrap()).shard,
+        None
+    );
+}

@@ -174,6 +174,7 @@ mod tests {
 
     fn entry(key: &str, category: u32, ttl_s: Option<u32>) -> Entry {
         Entry {
+            rank: 0,
             key: key.to_owned(),
             category,
             requests: 1,

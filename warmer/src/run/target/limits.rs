@@ -52,6 +52,10 @@ pub(super) struct Limits {
     written_at_reading: u64,
     items_at_reading: u64,
     item_overhead: u64,
+    /// How many warmers write to the store at once: this one and the other shards of its
+    /// manifest. Between readings of used memory each shard sees only its own writes, so it
+    /// counts them this many times, as if every shard wrote as much as it did.
+    peers: u64,
 }
 
 impl Limits {
@@ -64,7 +68,14 @@ impl Limits {
             written_at_reading: tally.bytes_written,
             items_at_reading: tally.counts.written,
             item_overhead: ITEM_OVERHEAD,
+            peers: 1,
         }
+    }
+
+    /// Limits of one of `peers` shards writing to the same store at once (see `peers`).
+    pub fn with_peers(mut self, peers: u32) -> Limits {
+        self.peers = u64::from(peers.max(1));
+        self
     }
 
     /// Whether there is a high-water mark, hence used memory to read.
@@ -85,7 +96,8 @@ impl Limits {
         let line = self.high_water?;
         let since = (tally.bytes_written - self.written_at_reading)
             + (tally.counts.written - self.items_at_reading) * self.item_overhead;
-        (self.used + since + bytes + items * self.item_overhead > line).then_some(Limit::HighWater)
+        let next = bytes + items * self.item_overhead;
+        (self.used + (since + next) * self.peers > line).then_some(Limit::HighWater)
     }
 
     /// Whether the high-water mark is less than [`NEAR_MARK_BYTES`] away: there the estimate
@@ -98,8 +110,9 @@ impl Limits {
     /// overhead per item) show up here. They make the measured overhead larger, which errs on
     /// the safe side.
     pub fn reading(&mut self, used: u64, tally: &Tally) {
-        let items = tally.counts.written - self.items_at_reading;
-        let bytes = tally.bytes_written - self.written_at_reading;
+        // Shards' growth is taken as `peers` times this one's, as between readings.
+        let items = (tally.counts.written - self.items_at_reading) * self.peers;
+        let bytes = (tally.bytes_written - self.written_at_reading) * self.peers;
         let grown = used.saturating_sub(self.used).saturating_sub(bytes);
         if let Some(per_item) = grown.checked_div(items) {
             self.item_overhead = self.item_overhead.max(per_item);
@@ -179,6 +192,29 @@ mod tests {
         // No entry written since the last reading: nothing to measure.
         limits.reading(50_000, &tally);
         assert_eq!((limits.item_overhead, limits.used), (400, 50_000));
+    }
+
+    /// One of 4 shards writing to the same store counts its writes since the last reading 4
+    /// times (the other shards' writes are not in the reading yet), so 4 shards together stop
+    /// where one warmer would; a reading then attributes the growth to all 4.
+    #[test]
+    fn a_shard_counts_its_peers_writes_between_readings() {
+        let mut tally = Tally::default();
+        let mut limits = Limits::new(None, Some(100_000), 50_000, &tally).with_peers(4);
+        // 50000 + 4 × (10 × (1000 + 256)) = 100240 > 100000; alone it would be 62560.
+        assert_eq!(limits.crossed(&tally, 10_000, 10), Some(Limit::HighWater));
+        assert_eq!(limits.crossed(&tally, 9_000, 9), None);
+        // The four shards wrote 10 entries of 100 bytes each; the store grew by 4 × 10 × 400.
+        wrote(&mut tally, 10, 1_000);
+        limits.reading(50_000 + 16_000, &tally);
+        assert_eq!(limits.item_overhead, 300);
+        // The budget (the shard's part) is not scaled: it counts this shard's bytes only.
+        let budget = Limits::new(Some(1_000), None, 0, &tally).with_peers(4);
+        assert_eq!(budget.crossed(&Tally::default(), 1_000, 10), None);
+        assert_eq!(
+            budget.crossed(&Tally::default(), 1_001, 10),
+            Some(Limit::MaxFill)
+        );
     }
 
     /// Near the mark (less than NEAR_MARK_BYTES left), used memory is read more often.

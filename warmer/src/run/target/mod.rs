@@ -115,7 +115,10 @@ impl TargetRun {
         }
         match within(deadline, store.capacity()).await {
             Some(Some(capacity)) => {
-                target.budget = Some((capacity as f64 * shared.settings.max_fill) as u64);
+                // A shard writes its part of the budget: the shards together never pass
+                // what one warmer would.
+                let budget = (capacity as f64 * shared.settings.max_fill) as u64;
+                target.budget = Some(shared.settings.part_of(budget));
                 target.high_water = Some((capacity as f64 * shared.settings.high_water) as u64);
                 target.used_before = within(deadline, store.used_memory()).await.flatten();
             }
@@ -179,13 +182,17 @@ impl TargetRun {
                 self.high_water,
                 self.used_before.unwrap_or(0),
                 &self.tally,
-            ),
+            )
+            .with_peers(settings.shard.map_or(1, |shard| shard.count)),
             tally: std::mem::take(&mut self.tally),
             error: None,
             timed_out: false,
             log,
-            ops_pace: settings.rate.map(Pace::new),
-            bytes_pace: settings.bandwidth.map(Pace::new),
+            // A shard's part of the rate and bandwidth, at least 1 a second.
+            ops_pace: settings.rate.map(|r| Pace::new(settings.part_of(r).max(1))),
+            bytes_pace: settings
+                .bandwidth
+                .map(|b| Pace::new(settings.part_of(b).max(1))),
             evictions_before: self.evictions_before,
             store_checked: Instant::now(),
             breaker: Breaker::default(),

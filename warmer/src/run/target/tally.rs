@@ -120,8 +120,7 @@ impl Tally {
                 .iter()
                 .find(|(j, _)| *j == i)
                 .map(|(_, r)| r.clone());
-            let rank = (batch.start + i + 1) as u64;
-            self.note(rank, entry, outcome, detail, naming);
+            self.note(entry.rank, entry, outcome, detail, naming);
         }
         self.next_entry = self.next_entry.max(batch.start + batch.entries.len());
     }
@@ -162,6 +161,7 @@ mod tests {
 
     fn entry(key: &str, category: u32, requests: u64) -> Entry {
         Entry {
+            rank: 0,
             key: key.to_owned(),
             category,
             requests,
@@ -169,7 +169,11 @@ mod tests {
         }
     }
 
-    fn batch(start: usize, entries: Vec<Entry>) -> Batch {
+    /// A batch of a whole-manifest run: entry `i` has rank `start + i + 1`.
+    fn batch(start: usize, mut entries: Vec<Entry>) -> Batch {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            entry.rank = (start + i + 1) as u64;
+        }
         Batch {
             start,
             fetched: vec![crate::source::Answer::Miss(None); entries.len()],

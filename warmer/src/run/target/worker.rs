@@ -427,11 +427,10 @@ impl Worker {
                 .map_or(entry.key.as_str(), |(key, _)| key);
             let category = shared.manifest.categories.get(entry.category as usize);
             let name = category.map_or("", |c| c.name.as_str());
-            let rank = (batch.start + i + 1) as u64;
             let shown = shared.mask.show(key, category);
             self.tally
                 .verified
-                .record(rank, &shown, entry.category as usize, name, verdict);
+                .record(entry.rank, &shown, entry.category as usize, name, verdict);
         }
         self.tally.account(
             &batch,

@@ -40,6 +40,7 @@ impl ManifestFile {
                 name: category.name.clone(),
                 keys,
                 requests,
+                sensitive: category.sensitive,
             })
             .collect();
         self.entries = entries;

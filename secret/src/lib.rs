@@ -54,6 +54,15 @@ fn redact_userinfo(text: &str) -> Option<String> {
     Some(format!("{scheme}://{user}:***{}", &rest[userinfo.len()..]))
 }
 
+/// The `name=value` pairs of a query string, in order, still percent-encoded; a pair without
+/// `=` has an empty value.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
 /// The query parameter naming a file that holds the password.
 pub const PASSWORD_FILE: &str = "password_file";
 /// The query parameter naming a `CACHEWARM_*` variable that holds the password.
@@ -209,11 +218,7 @@ impl<'a> Parts<'a> {
     }
 
     fn params(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        self.query
-            .unwrap_or("")
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        query_pairs(self.query.unwrap_or(""))
     }
 }
 

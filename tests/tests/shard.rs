@@ -18,10 +18,11 @@ use cachewarm_tests::{
     MemcachedServer, RedisServer, app_keys, check_exit, feed, ingest_and_rank, report_of, run_args,
     warmer_command,
 };
-use memcache::exp::Get;
 use redis::Commands;
 use schemas::report::{Counts, Outcome};
 use schemas::{Checkpoint, Report};
+
+use crate::deploy::{memcached_contents, redis_contents};
 
 const SHARDS: u32 = 4;
 /// The longest a test waits for a shard to make progress (a bound against hanging).
@@ -147,37 +148,6 @@ impl Deploy {
             .spawn()
             .unwrap()
     }
-}
-
-/// Every key in a Redis and its value.
-fn redis_contents(redis: &RedisServer) -> BTreeMap<String, String> {
-    let mut connection = redis.connection();
-    let keys: Vec<String> = connection.keys("*").unwrap();
-    keys.into_iter()
-        .map(|key| {
-            let value: String = connection.get(&key).unwrap();
-            (key, value)
-        })
-        .collect()
-}
-
-/// The manifest's keys a memcached holds, with their values.
-fn memcached_contents(
-    memcached: &MemcachedServer,
-    manifest: &schemas::Manifest,
-) -> BTreeMap<String, Vec<u8>> {
-    let client = memcached.client();
-    manifest
-        .entries
-        .iter()
-        .filter(|e| !e.key.contains(' '))
-        .filter_map(|e| {
-            let result = client.run(Get::new(&e.key)).unwrap();
-            result
-                .hit()
-                .then(|| (e.key.clone(), result.value.unwrap_or_default()))
-        })
-        .collect()
 }
 
 /// Waits for each child and takes its report and run directory.

@@ -47,6 +47,18 @@ fn manifest_of(dir: &Path, keys: &[String]) -> String {
     manifest.to_str().unwrap().to_owned()
 }
 
+/// A TLS-only Redis holding `keys` (their [`value_for`], an hour's TTL), and the manifest of
+/// those keys in `dir`.
+fn filled_tls_replica(certs: &TestCerts, dir: &Path, keys: &[String]) -> (RedisServer, String) {
+    let replica = RedisServer::start_tls(certs);
+    let commands: String = keys
+        .iter()
+        .map(|key| format!("SET {key} {} EX 3600\n", value_for(key)))
+        .collect();
+    feed(replica.cli_tls(certs), &commands, "redis-cli --tls (fill)");
+    (replica, manifest_of(dir, keys))
+}
+
 /// `rediss://` to `server` with `options` after `?`.
 fn tls_url(server: &RedisServer, options: &str) -> String {
     format!("rediss://127.0.0.1:{}?{options}", server.port)
@@ -68,16 +80,10 @@ fn options(certs: &TestCerts, ca: &str) -> String {
 #[test]
 fn warms_from_a_tls_replica_into_a_tls_target() {
     let certs = TestCerts::new();
-    let replica = RedisServer::start_tls(&certs);
-    let target = RedisServer::start_tls(&certs);
     let keys = keys(60);
-    let commands: String = keys
-        .iter()
-        .map(|key| format!("SET {key} {} EX 3600\n", value_for(key)))
-        .collect();
-    feed(replica.cli_tls(&certs), &commands, "redis-cli --tls (fill)");
     let dir = tempfile::tempdir().unwrap();
-    let manifest = manifest_of(dir.path(), &keys);
+    let (replica, manifest) = filled_tls_replica(&certs, dir.path(), &keys);
+    let target = RedisServer::start_tls(&certs);
     let source = tls_url(&replica, &options(&certs, "ca.pem"));
     let (report, _) = warm(
         dir.path(),
@@ -133,16 +139,10 @@ fn warms_from_a_tls_replica_into_a_tls_target() {
 #[test]
 fn refuses_a_wrong_ca_and_a_missing_client_certificate() {
     let certs = TestCerts::new();
-    let replica = RedisServer::start_tls(&certs);
-    let target = RedisServer::start_tls(&certs);
     let keys = keys(5);
-    let commands: String = keys
-        .iter()
-        .map(|key| format!("SET {key} {}\n", value_for(key)))
-        .collect();
-    feed(replica.cli_tls(&certs), &commands, "redis-cli --tls (fill)");
     let dir = tempfile::tempdir().unwrap();
-    let manifest = manifest_of(dir.path(), &keys);
+    let (replica, manifest) = filled_tls_replica(&certs, dir.path(), &keys);
+    let target = RedisServer::start_tls(&certs);
     let source = tls_url(&replica, &options(&certs, "ca.pem"));
     let cases = [
         (options(&certs, "wrong-ca.pem"), "UnknownIssuer"),

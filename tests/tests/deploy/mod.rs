@@ -153,7 +153,7 @@ fn checkpoint_of(run_dir: &Path) -> Option<Checkpoint> {
 }
 
 /// Every string key in a Redis and its value.
-fn redis_contents(redis: &RedisServer) -> BTreeMap<String, String> {
+pub(crate) fn redis_contents(redis: &RedisServer) -> BTreeMap<String, String> {
     let mut connection = redis.connection();
     let keys: Vec<String> = connection.keys("*").unwrap();
     keys.into_iter()
@@ -165,7 +165,7 @@ fn redis_contents(redis: &RedisServer) -> BTreeMap<String, String> {
 }
 
 /// The manifest's keys a memcached holds, with their values.
-fn memcached_contents(
+pub(crate) fn memcached_contents(
     memcached: &MemcachedServer,
     manifest: &schemas::Manifest,
 ) -> BTreeMap<String, Vec<u8>> {

@@ -21,12 +21,7 @@ impl UrlError {
 }
 
 /// The `name=value` pairs of a query string, in order; a pair without `=` has an empty value.
-pub(super) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-}
+pub(super) use cachewarm_secret::query_pairs;
 
 /// The address with any password replaced by `***`, for logs and reports.
 pub use cachewarm_secret::redact;

@@ -433,6 +433,15 @@ mod tests {
         sink
     }
 
+    /// Each GET's key, client and inferred hit, in the order they were emitted.
+    fn reads(sink: &VecSink) -> Vec<(&str, &str, Option<bool>)> {
+        sink.events
+            .iter()
+            .filter(|e| e.op == Op::Get)
+            .map(|e| (e.key.as_str(), e.client.as_deref().unwrap(), e.hit))
+            .collect()
+    }
+
     #[test]
     fn quoted_arguments_and_escapes() {
         let command =
@@ -465,14 +474,8 @@ mod tests {
             "12.100100 [0 a:1] \"GET\" \"m\"\n",
             "12.100200 [0 a:1] \"SET\" \"m\" \"v\"\n",
         ));
-        let reads: Vec<(&str, &str, Option<bool>)> = sink
-            .events
-            .iter()
-            .filter(|e| e.op == Op::Get)
-            .map(|e| (e.key.as_str(), e.client.as_deref().unwrap(), e.hit))
-            .collect();
         assert_eq!(
-            reads,
+            reads(&sink),
             [
                 ("k", "a:1", Some(false)),
                 ("j", "b:2", Some(false)),
@@ -501,14 +504,8 @@ mod tests {
             "20.000600 [0 a:1] \"GET\" \"p\"\n",
             "20.000700 [0 c:3] \"GET\" \"m\"\n",
         ));
-        let reads: Vec<(&str, &str, Option<bool>)> = sink
-            .events
-            .iter()
-            .filter(|e| e.op == Op::Get)
-            .map(|e| (e.key.as_str(), e.client.as_deref().unwrap(), e.hit))
-            .collect();
         assert_eq!(
-            reads,
+            reads(&sink),
             [
                 ("k", "a:1", Some(false)),
                 ("j", "b:2", Some(true)),

@@ -238,6 +238,10 @@ mod tests {
             "redis+cluster://app:***@a:7000,b:7001"
         );
         assert_eq!(
+            redact("redis+cluster://:s3cret@a:7000"),
+            "redis+cluster://:***@a:7000"
+        );
+        assert_eq!(
             redact("https://ci:tok3n@push.example/metrics"),
             "https://ci:***@push.example/metrics"
         );

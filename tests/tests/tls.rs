@@ -59,6 +59,16 @@ fn filled_tls_replica(certs: &TestCerts, dir: &Path, keys: &[String]) -> (RedisS
     (replica, manifest_of(dir, keys))
 }
 
+/// Warms `target` from `source` with `manifest` and checks that all `keys` were written.
+fn warm_all(dir: &Path, manifest: &str, source: &str, target: &str, keys: usize) {
+    let (report, _) = warm(dir, manifest, source, target, &[]);
+    assert_eq!(
+        report.targets[0].counts.written, keys as u64,
+        "{:?} {:?}",
+        report.targets[0].error, report.source_error
+    );
+}
+
 /// `rediss://` to `server` with `options` after `?`.
 fn tls_url(server: &RedisServer, options: &str) -> String {
     format!("rediss://127.0.0.1:{}?{options}", server.port)
@@ -85,19 +95,12 @@ fn warms_from_a_tls_replica_into_a_tls_target() {
     let (replica, manifest) = filled_tls_replica(&certs, dir.path(), &keys);
     let target = RedisServer::start_tls(&certs);
     let source = tls_url(&replica, &options(&certs, "ca.pem"));
-    let (report, _) = warm(
+    warm_all(
         dir.path(),
         &manifest,
         &source,
         &tls_url(&target, &options(&certs, "ca.pem")),
-        &[],
-    );
-    assert_eq!(
-        report.targets[0].counts.written,
-        keys.len() as u64,
-        "{:?} {:?}",
-        report.targets[0].error,
-        report.source_error
+        keys.len(),
     );
     let gets: String = keys.iter().map(|key| format!("GET {key}\n")).collect();
     let values = feed(target.cli_tls(&certs), &gets, "redis-cli --tls (read back)");
@@ -235,19 +238,12 @@ fn warms_memcached_over_tls() {
         format!("memcached+tls://127.0.0.1:{}?{options}", server.port)
     };
     let source = url(&replica, &options(&certs, "ca.pem"));
-    let (report, _) = warm(
+    warm_all(
         dir.path(),
         &manifest,
         &source,
         &url(&target, &options(&certs, "ca.pem")),
-        &[],
-    );
-    assert_eq!(
-        report.targets[0].counts.written,
-        keys.len() as u64,
-        "{:?} {:?}",
-        report.targets[0].error,
-        report.source_error
+        keys.len(),
     );
     let reads: String = keys
         .iter()

@@ -28,25 +28,14 @@ pub use cachewarm_secret::redact;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::store::StoreUrl;
 
+    /// A URL the store refuses is shown redacted (redaction itself is `cachewarm_secret`'s,
+    /// tested there).
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("redis://app:s3cret@cache:6379/0"),
-            "redis://app:***@cache:6379/0"
-        );
+    fn refused_urls_hide_their_passwords() {
         let error = StoreUrl::parse("rediss://app:s3cret@cache:6380?cert=c.pem").unwrap_err();
         assert!(!error.to_string().contains("s3cret"));
-        assert_eq!(
-            redact("redis+cluster://app:s3cret@a:7000,b:7001"),
-            "redis+cluster://app:***@a:7000,b:7001"
-        );
-        assert_eq!(
-            redact("redis+cluster://:s3cret@a:7000"),
-            "redis+cluster://:***@a:7000"
-        );
         let error = StoreUrl::parse("redis+cluster://app:s3cret@a:7000,b").unwrap_err();
         assert!(!error.to_string().contains("s3cret"), "{error}");
     }

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use schemas::loader::{Hello, LoaderStoreKind};
+use schemas::loader::{self as protocol, Hello, LoaderStoreKind};
 use schemas::report::{LoaderFailure, LoaderReport};
 use tokio::sync::mpsc;
 
@@ -90,6 +90,70 @@ pub fn command(source: &str) -> Option<Result<Vec<String>, LoaderError>> {
         Some(words) if words.is_empty() => Err(error("`exec:` needs a command after it")),
         Some(words) => Ok(words),
     })
+}
+
+/// The longest answer line read: the base64 of `max_value_size` and room around it. Longer
+/// lines are read through and dropped.
+pub fn line_limit(max_value_size: u64) -> usize {
+    usize::try_from(max_value_size.div_ceil(3) * 4)
+        .unwrap_or(usize::MAX)
+        .saturating_add(LINE_SLACK)
+}
+
+/// What the warmer makes of a loader's whole stdout, without a process: the hello, then each
+/// answer line (`done` lines left out) as a run settles it, read and parsed by the functions
+/// that read a live loader's, lines over `line_limit` dropped as a value over
+/// `max_value_size`. Stops at the first line that breaks the protocol, as a run stops that
+/// loader, with why. For the `loader_protocol` fuzz target and its regression test, which feed
+/// it any bytes; a run always reads a live loader.
+pub async fn read_output(
+    output: &[u8],
+    max_value_size: u64,
+    line_limit: usize,
+) -> Result<(Hello, Vec<Answer>), String> {
+    // A small buffer, so that lines span several reads as a live loader's long lines do.
+    let mut reader = tokio::io::BufReader::with_capacity(16, output);
+    let mut line = Vec::new();
+    let read = |e: std::io::Error| format!("cannot read: {e}");
+    let hello = match lines::read_line(&mut reader, &mut line, line_limit)
+        .await
+        .map_err(read)?
+    {
+        lines::Read::Eof => return Err("it ended before its hello".to_owned()),
+        lines::Read::TooLong => return Err("its first line is too long to be a hello".to_owned()),
+        lines::Read::Line => process::hello_line(&line)?,
+    };
+    if hello.protocol != protocol::LOADER_PROTOCOL {
+        return Err(format!("it speaks protocol {}", hello.protocol));
+    }
+    let mut answers = Vec::new();
+    loop {
+        match lines::read_line(&mut reader, &mut line, line_limit)
+            .await
+            .map_err(read)?
+        {
+            lines::Read::Eof => return Ok((hello, answers)),
+            lines::Read::TooLong => answers.push(Answer::Failed(format!(
+                "value over --max-value-size ({})",
+                bytesize::ByteSize::b(max_value_size)
+            ))),
+            lines::Read::Line => {
+                let Some((_, answer)) = process::answer_line(&line)? else {
+                    continue;
+                };
+                answers.push(match answer {
+                    protocol::Answer::Done => continue,
+                    protocol::Answer::Miss { reason, .. } => Answer::Miss(Some(reason)),
+                    protocol::Answer::Error { reason, .. } => {
+                        Answer::Failed(format!("loader error: {reason}"))
+                    }
+                    protocol::Answer::Entries { entries, .. } => {
+                        settle::decode(entries, max_value_size)
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// The loader store kind whose values a target of this kind reads back.
@@ -149,9 +213,7 @@ impl LoaderSource {
     ) -> Result<LoaderSource, LoaderError> {
         let command =
             shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
-        let line_limit = usize::try_from(settings.max_value_size.div_ceil(3) * 4)
-            .unwrap_or(usize::MAX)
-            .saturating_add(LINE_SLACK);
+        let line_limit = line_limit(settings.max_value_size);
         let (process, hello) =
             match LoaderProcess::start(&argv, 0, settings.timeout, line_limit).await {
                 Ok(started) => started,

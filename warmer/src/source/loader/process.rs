@@ -141,14 +141,7 @@ impl LoaderProcess {
             Ok(Err(e)) => Err(format!("cannot read its stdout: {e}")),
             Ok(Ok(Read::Eof)) => Err(format!("it ended before its hello ({})", self.exit().await)),
             Ok(Ok(Read::TooLong)) => Err("its first line is too long to be a hello".to_owned()),
-            Ok(Ok(Read::Line)) => serde_json::from_slice::<HelloLine>(&self.line)
-                .map(|line| line.hello)
-                .map_err(|e| {
-                    format!(
-                        "its first line is not a protocol v1 hello ({e}): {}",
-                        quote(&self.line)
-                    )
-                }),
+            Ok(Ok(Read::Line)) => hello_line(&self.line),
         }
     }
 
@@ -212,19 +205,14 @@ impl LoaderProcess {
                     });
                 }
                 Read::TooLong => too_long(),
-                Read::Line if self.line.iter().all(u8::is_ascii_whitespace) => {}
                 Read::Line => {
-                    let parsed = serde_json::from_slice::<AnswerLine>(&self.line)
-                        .map_err(|e| e.to_string())
-                        .and_then(AnswerLine::into_answer);
-                    let (answered, line) = parsed.map_err(|e| Failure {
+                    let parsed = answer_line(&self.line).map_err(|e| Failure {
                         reason: "loader broke the protocol".into(),
-                        message: format!(
-                            "during request {id} it wrote a line that is not a protocol v1 \
-                             answer ({e}): {}",
-                            quote(&self.line)
-                        ),
+                        message: format!("during request {id} it wrote {e}"),
                     })?;
+                    let Some((answered, line)) = parsed else {
+                        continue;
+                    };
                     if answered != id {
                         return Err(Failure {
                             reason: "loader broke the protocol".into(),
@@ -289,6 +277,36 @@ impl LoaderProcess {
             .map(|tail| tail.iter().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// The hello of a loader's first line, or why the line is none.
+pub(super) fn hello_line(line: &[u8]) -> Result<Hello, String> {
+    serde_json::from_slice::<HelloLine>(line)
+        .map(|line| line.hello)
+        .map_err(|e| {
+            format!(
+                "its first line is not a protocol v1 hello ({e}): {}",
+                quote(line)
+            )
+        })
+}
+
+/// The request id and answer of a line a loader wrote after its hello; `None` for a blank
+/// line, which is passed over.
+pub(super) fn answer_line(line: &[u8]) -> Result<Option<(u64, Answer)>, String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<AnswerLine>(line)
+        .map_err(|e| e.to_string())
+        .and_then(AnswerLine::into_answer)
+        .map(Some)
+        .map_err(|e| {
+            format!(
+                "a line that is not a protocol v1 answer ({e}): {}",
+                quote(line)
+            )
+        })
 }
 
 fn stalled(id: u64, stall: Duration) -> Failure {

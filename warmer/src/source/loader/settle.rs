@@ -32,7 +32,7 @@ impl Inner {
     }
 
     pub(super) fn max_value_text(&self) -> String {
-        bytesize::ByteSize::b(self.settings.max_value_size).to_string()
+        max_value_text(self.settings.max_value_size)
     }
 
     /// What an answer line comes to for its key: final, or worth asking again.
@@ -63,7 +63,7 @@ impl Inner {
                 }
             }
             protocol::Answer::Entries { key, entries } => {
-                let answer = self.decode(entries);
+                let answer = decode(entries, self.settings.max_value_size);
                 if let Answer::Failed(reason) = &answer {
                     self.count_errors(reason, 1);
                 }
@@ -80,50 +80,53 @@ impl Inner {
             }
         })
     }
+}
 
-    /// The entries of one answer, decoded, within the value-size cap.
-    pub(super) fn decode(&self, entries: Vec<protocol::Entry>) -> Answer {
-        if entries.is_empty() {
-            return Answer::Miss(Some("no entries".to_owned()));
-        }
-        let cap = self.settings.max_value_size;
-        // Base64 is 4 characters per 3 bytes: over the cap before decoding, over after.
-        let encoded: u64 = entries
-            .iter()
-            .map(|e| e.value_b64.len() as u64 / 4 * 3)
-            .sum();
-        if encoded > cap.saturating_add(3 * entries.len() as u64) {
+/// The entries of one answer, decoded, within the value-size cap (`--max-value-size`).
+pub(super) fn decode(entries: Vec<protocol::Entry>, cap: u64) -> Answer {
+    if entries.is_empty() {
+        return Answer::Miss(Some("no entries".to_owned()));
+    }
+    // Base64 is 4 characters per 3 bytes: over the cap before decoding, over after.
+    let encoded: u64 = entries
+        .iter()
+        .map(|e| e.value_b64.len() as u64 / 4 * 3)
+        .sum();
+    if encoded > cap.saturating_add(3 * entries.len() as u64) {
+        return Answer::Failed(format!(
+            "value over --max-value-size ({})",
+            max_value_text(cap)
+        ));
+    }
+    let mut decoded = Vec::with_capacity(entries.len());
+    let mut total = 0u64;
+    for entry in entries {
+        let value = match base64::engine::general_purpose::STANDARD.decode(&entry.value_b64) {
+            Ok(value) => value,
+            Err(e) => {
+                return Answer::Failed(format!("loader sent a value that is not base64 ({e})"));
+            }
+        };
+        total += value.len() as u64;
+        if total > cap {
             return Answer::Failed(format!(
                 "value over --max-value-size ({})",
-                self.max_value_text()
+                max_value_text(cap)
             ));
         }
-        let mut decoded = Vec::with_capacity(entries.len());
-        let mut total = 0u64;
-        for entry in entries {
-            let value = match base64::engine::general_purpose::STANDARD.decode(&entry.value_b64) {
-                Ok(value) => value,
-                Err(e) => {
-                    return Answer::Failed(format!("loader sent a value that is not base64 ({e})"));
-                }
-            };
-            total += value.len() as u64;
-            if total > cap {
-                return Answer::Failed(format!(
-                    "value over --max-value-size ({})",
-                    self.max_value_text()
-                ));
-            }
-            decoded.push((
-                entry.key,
-                Fetched {
-                    value,
-                    ttl: entry.ttl_ms.map(Duration::from_millis),
-                    flags: entry.flags.unwrap_or(0),
-                    encoding: ValueEncoding::Raw,
-                },
-            ));
-        }
-        Answer::Entries(decoded)
+        decoded.push((
+            entry.key,
+            Fetched {
+                value,
+                ttl: entry.ttl_ms.map(Duration::from_millis),
+                flags: entry.flags.unwrap_or(0),
+                encoding: ValueEncoding::Raw,
+            },
+        ));
     }
+    Answer::Entries(decoded)
+}
+
+fn max_value_text(cap: u64) -> String {
+    bytesize::ByteSize::b(cap).to_string()
 }

@@ -3,7 +3,8 @@
 //! includes this file), so a saved crasher is replayed exactly as the fuzzer ran it.
 //!
 //! Each function takes any bytes and must not panic: bad input becomes the reader's error,
-//! rendered (its `Display`) as a run prints it and returned; `Ok` when the reader took the input.
+//! rendered with its causes as a run prints it (which must not panic either) and returned; `Ok`
+//! when the reader took the input.
 
 use std::io::{Seek, Write};
 use std::os::fd::AsRawFd;
@@ -32,21 +33,21 @@ pub fn manifest(data: &[u8]) -> Result<(), String> {
     {
         opened = open_manifest(&fixed);
     }
-    let file = opened.map_err(|e| e.to_string())?;
+    let file = opened.map_err(|e| chain(&e))?;
     let mut seen = 0u64;
     file.stream(3, |batch| {
         seen += batch.len() as u64;
         true
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| chain(&e))?;
     assert_eq!(
         seen, file.entries,
         "the stream hands out every verified entry"
     );
-    file.stream(1, |_| false).map_err(|e| e.to_string())?;
+    file.stream(1, |_| false).map_err(|e| chain(&e))?;
     let shard = schemas::Shard::new(1, 3).expect("a valid shard");
-    let view = file.restrict(shard).map_err(|e| e.to_string())?;
-    view.stream(2, |_| true).map_err(|e| e.to_string())
+    let view = file.restrict(shard).map_err(|e| chain(&e))?;
+    view.stream(2, |_| true).map_err(|e| chain(&e))
 }
 
 fn open_manifest(data: &[u8]) -> Result<ManifestFile, ManifestError> {
@@ -73,14 +74,14 @@ pub fn snapshot(data: &[u8]) -> Result<(), String> {
     let mut hashes: Vec<u64> = SNAPSHOT_KEYS.iter().map(|k| key_hash(k)).collect();
     hashes.sort_unstable();
     hashes.dedup();
-    let snapshot = Snapshot::open(&path, hashes).map_err(|e| e.to_string())?;
+    let snapshot = Snapshot::open(&path, hashes).map_err(|e| chain(&e))?;
     let _ = (snapshot.len(), snapshot.source_kind());
     // An hour after the seeds were taken: some of their entries have expired by then.
     let now = chrono::DateTime::from_timestamp(1_796_074_000, 0).expect("a valid time");
     let mut keys = SNAPSHOT_KEYS;
     keys.reverse();
     for chunk in keys.chunks(2) {
-        snapshot.fetch(chunk, now).map_err(|e| e.to_string())?;
+        snapshot.fetch(chunk, now).map_err(|e| chain(&e))?;
     }
     Ok(())
 }
@@ -99,13 +100,13 @@ pub fn url(data: &[u8]) -> Result<(), String> {
         return Err("names a password file".to_owned());
     }
     let _ = redact(text);
-    let target = StoreUrl::parse(text).map_err(|e| e.to_string());
+    let target = StoreUrl::parse(text).map_err(|e| chain(&e));
     if let Some(command) = loader::command(text) {
-        let words = command.map_err(|e| e.to_string())?;
+        let words = command.map_err(|e| chain(&e))?;
         assert!(!words.is_empty(), "an `exec:` command has a program");
         return Ok(());
     }
-    if let SourceUrl::Store(url) = SourceUrl::parse(text).map_err(|e| e.to_string())? {
+    if let SourceUrl::Store(url) = SourceUrl::parse(text).map_err(|e| chain(&e))? {
         let _ = (url.kind(), url.name(), loader::store_kind(&url));
         target?;
     }
@@ -121,6 +122,18 @@ pub fn loader_protocol(data: &[u8]) -> Result<(), String> {
         .expect("a current-thread runtime");
     runtime.block_on(loader::read_output(data, 256, 512))?;
     Ok(())
+}
+
+/// `error` and its causes, one after the other, as a run prints them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// An unnamed temporary file holding `data` (deleted when closed: nothing is left behind, even

@@ -12,6 +12,8 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
 
 use crate::store::{Fetched, StoreKind};
 
@@ -212,6 +214,7 @@ fn reader(
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(|e| parquet_error(path, e))?
         .with_batch_size(ROWS_PER_READ);
+    check_chunks(builder.metadata()).map_err(|e| parquet_error(path, e))?;
     let kind = builder
         .metadata()
         .file_metadata()
@@ -232,4 +235,26 @@ fn reader(
         .build()
         .map_err(|e| parquet_error(path, e))?;
     Ok((reader, kind))
+}
+
+/// Refuses a footer that places a column chunk at a negative offset or gives it a negative
+/// size: the parquet crate asserts on those when it reads the chunk
+/// (`ColumnChunkMetaData::byte_range`) rather than returning an error, and a corrupt snapshot
+/// must be refused naming the file, not end the run.
+fn check_chunks(metadata: &ParquetMetaData) -> Result<(), ParquetError> {
+    for (group, row_group) in metadata.row_groups().iter().enumerate() {
+        for chunk in row_group.columns() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or_else(|| chunk.data_page_offset());
+            if start < 0 || chunk.compressed_size() < 0 {
+                return Err(ParquetError::General(format!(
+                    "row group {group}, column `{}`: the footer gives the column chunk a \
+                     negative offset or size (a corrupt file)",
+                    chunk.column_path()
+                )));
+            }
+        }
+    }
+    Ok(())
 }

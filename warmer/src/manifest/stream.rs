@@ -27,7 +27,8 @@ impl ManifestFile {
                 entries += 1;
                 if let Some(total) = totals.get_mut(entry.category as usize) {
                     total.0 += 1;
-                    total.1 += entry.requests;
+                    // As the verifying pass sums them: saturating.
+                    total.1 = total.1.saturating_add(entry.requests);
                 }
             }
             true

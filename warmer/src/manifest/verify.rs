@@ -135,7 +135,9 @@ impl Verify {
             None => self.categories.entry(category.to_owned()).or_default(),
         };
         total.0 += 1;
-        total.1 += requests;
+        // Each entry's count is any u64 the format allows; a category's sum stops at the
+        // largest rather than wrap (or panic) on a manifest that claims more.
+        total.1 = total.1.saturating_add(requests);
         Ok(())
     }
 

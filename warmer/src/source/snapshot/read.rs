@@ -249,7 +249,7 @@ fn check_chunks(metadata: &ParquetMetaData) -> Result<(), ParquetError> {
                 .unwrap_or_else(|| chunk.data_page_offset());
             if start < 0 || chunk.compressed_size() < 0 {
                 return Err(ParquetError::General(format!(
-                    "row group {group}, column `{}`: the footer gives the column chunk a \
+                    "row group {group}, column {}: the footer gives the column chunk a \
                      negative offset or size (a corrupt file)",
                     chunk.column_path()
                 )));

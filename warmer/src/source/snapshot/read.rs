@@ -49,6 +49,8 @@ struct Cursor {
     wanted: Vec<u64>,
     /// Rows read before their key was asked for.
     early: HashMap<String, Row>,
+    /// Why the parquet reader panicked, once it has: it is not used again.
+    broken: Option<String>,
 }
 
 impl std::fmt::Debug for Cursor {
@@ -64,7 +66,12 @@ impl std::fmt::Debug for Cursor {
 impl Snapshot {
     /// Opens the snapshot at `path` for the manifest keys whose [`key_hash`]es are
     /// `manifest_keys` (sorted, deduplicated).
-    pub fn open(path: &Path, mut manifest_keys: Vec<u64>) -> Result<Snapshot, SnapshotError> {
+    pub fn open(path: &Path, manifest_keys: Vec<u64>) -> Result<Snapshot, SnapshotError> {
+        unpanicked(|| Snapshot::open_file(path, manifest_keys))
+            .unwrap_or_else(|message| Err(broken(path, &message)))
+    }
+
+    fn open_file(path: &Path, mut manifest_keys: Vec<u64>) -> Result<Snapshot, SnapshotError> {
         // Which manifest keys the snapshot holds: one pass over the key column only.
         let mut held = vec![false; manifest_keys.len()];
         let keys_only = |builder: ParquetRecordBatchReaderBuilder<File>| {
@@ -91,6 +98,7 @@ impl Snapshot {
                 batch: None,
                 wanted: manifest_keys,
                 early: HashMap::new(),
+                broken: None,
             }),
             source_kind,
         })
@@ -113,24 +121,15 @@ impl Snapshot {
             .cursor
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        keys.iter()
-            .map(|key| {
-                let Some(row) = cursor.find(key)? else {
-                    return Ok(None);
-                };
-                let ttl = match row.expires_at {
-                    None => None,
-                    Some(at) if at <= now_us => return Ok(None),
-                    Some(at) => Some(Duration::from_micros((at - now_us) as u64)),
-                };
-                Ok(Some(Fetched {
-                    value: row.value,
-                    ttl,
-                    flags: row.flags,
-                    encoding: row.encoding,
-                }))
-            })
-            .collect()
+        if let Some(message) = &cursor.broken {
+            return Err(broken(&cursor.path, message));
+        }
+        let fetched = unpanicked(|| cursor.fetch(keys, now_us));
+        fetched.unwrap_or_else(|message| {
+            let error = broken(&cursor.path, &message);
+            cursor.broken = Some(message);
+            Err(error)
+        })
     }
 
     /// How many manifest keys the snapshot holds.
@@ -150,6 +149,28 @@ impl Snapshot {
 }
 
 impl Cursor {
+    /// [`Snapshot::fetch`], `now` in µs since the epoch.
+    fn fetch(&mut self, keys: &[&str], now_us: i64) -> Result<Vec<Option<Fetched>>, SnapshotError> {
+        keys.iter()
+            .map(|key| {
+                let Some(row) = self.find(key)? else {
+                    return Ok(None);
+                };
+                let ttl = match row.expires_at {
+                    None => None,
+                    Some(at) if at <= now_us => return Ok(None),
+                    Some(at) => Some(Duration::from_micros((at - now_us) as u64)),
+                };
+                Ok(Some(Fetched {
+                    value: row.value,
+                    ttl,
+                    flags: row.flags,
+                    encoding: row.encoding,
+                }))
+            })
+            .collect()
+    }
+
     /// The row of `key`: kept aside earlier, or read on to (rows of other manifest keys kept
     /// aside on the way).
     fn find(&mut self, key: &str) -> Result<Option<Row>, SnapshotError> {
@@ -191,7 +212,36 @@ impl Cursor {
 /// The kind of store the snapshot at `path` says its values came from (read from the file's
 /// footer only); `None` when it does not say or cannot be read.
 pub fn snapshot_kind(path: &Path) -> Option<StoreKind> {
-    reader(path, |builder| builder).ok()?.1
+    unpanicked(|| reader(path, |builder| builder)).ok()?.ok()?.1
+}
+
+/// Runs `read`, a call into the parquet crate; `Err` with the panic's message when it panics.
+///
+/// The parquet crate panics on some corrupt files instead of returning an error (a data page
+/// encoded with a dictionary its column chunk does not have: "Decoder for dict should have been
+/// set", found by the `snapshot` fuzz target; its page headers are not something to check ahead
+/// of the crate). A snapshot comes from outside: a corrupt one must be refused naming the file,
+/// not end the run. The panic is still printed to stderr by the process's panic hook.
+fn unpanicked<T>(read: impl FnOnce() -> T) -> Result<T, String> {
+    // The state `read` leaves behind after a panic is not used again: `open` drops its reader,
+    // and a cursor whose read panicked is marked broken.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
+}
+
+/// The error for the snapshot at `path` whose reading panicked with `message`.
+fn broken(path: &Path, message: &str) -> SnapshotError {
+    parquet_error(
+        path,
+        ParquetError::General(format!(
+            "the Parquet reader failed on this file (a corrupt file?): {message}"
+        )),
+    )
 }
 
 /// A reader of the snapshot at `path`, `configure`d (a projection, say), and the kind of

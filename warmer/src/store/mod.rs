@@ -297,6 +297,13 @@ pub trait CacheStore: std::fmt::Debug + Send + Sync {
         async { Ok(None) }
     }
 
+    /// How far one key of [`fetch`](Self::fetch) moves the [`hit_counters`](Self::hit_counters)
+    /// (Redis reads a key with `GET` and `PTTL`), so that the run's own read-backs can be told
+    /// from live traffic.
+    fn lookups_per_fetch(&self) -> u64 {
+        1
+    }
+
     /// Whether the store lives in the warmer's process (SQLite): no round trip to measure, and
     /// no live clients on its wire to protect.
     fn in_process(&self) -> bool {
@@ -494,6 +501,13 @@ macro_rules! stores {
             pub async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
                 match self {
                     $(Store::$variant(store) => store.hit_counters().await,)+
+                }
+            }
+
+            /// See [`CacheStore::lookups_per_fetch`].
+            pub fn lookups_per_fetch(&self) -> u64 {
+                match self {
+                    $(Store::$variant(store) => store.lookups_per_fetch(),)+
                 }
             }
         }

@@ -110,7 +110,7 @@ fn tls_cli_args(certs: &TestCerts) -> Vec<String> {
 
 /// The arguments of a server that takes TLS only, on `port`, with `certs`' server certificate,
 /// and demands a client certificate signed by their CA.
-fn tls_args(certs: &TestCerts, port: u16) -> Vec<String> {
+pub(crate) fn tls_args(certs: &TestCerts, port: u16) -> Vec<String> {
     let files = [
         ("--tls-cert-file", "server.pem"),
         ("--tls-key-file", "server.key"),

@@ -58,8 +58,8 @@ pub struct PostgresStore {
     /// with small ones.
     address: Box<PostgresUrl>,
     config: Box<tokio_postgres::Config>,
-    /// The TLS configuration; none under `sslmode=disable`.
-    tls: Option<rustls::ClientConfig>,
+    /// The TLS configuration; none under `sslmode=disable`. Boxed, as the config.
+    tls: Option<Box<rustls::ClientConfig>>,
     expires: Expires,
     /// The connection; replaced by a new one when it breaks (a restarted server, a dropped
     /// connection), so a server that comes back within the run's retries is warmed on.
@@ -104,13 +104,15 @@ impl PostgresStore {
                 if mode == SslMode::Require && check == crate::store::tls::ServerCheck::Nothing {
                     crate::store::tls::warn_unverified(&address.redacted, "sslmode=require");
                 }
-                Some(address.tls.files.client_config(check).map_err(error)?)
+                Some(Box::new(
+                    address.tls.files.client_config(check).map_err(error)?,
+                ))
             }
         };
         if tls.is_none() {
             config.ssl_mode(PgSslMode::Disable);
         }
-        let client = open(&config, tls.as_ref(), &address.time_zone)
+        let client = open(&config, tls.as_deref(), &address.time_zone)
             .await
             .map_err(|e| pg_error(&address.redacted, &e))?;
         let expires = expires_type(&client, &address.options.table, &address.database)
@@ -137,7 +139,7 @@ impl PostgresStore {
     async fn client(&self) -> Result<Arc<Client>, StoreError> {
         let mut client = self.client.lock().await;
         if client.is_closed() {
-            let new = open(&self.config, self.tls.as_ref(), &self.address.time_zone)
+            let new = open(&self.config, self.tls.as_deref(), &self.address.time_zone)
                 .await
                 .map_err(|e| self.error(&e))?;
             *client = Arc::new(new);

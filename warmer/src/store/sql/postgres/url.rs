@@ -93,7 +93,8 @@ pub struct PostgresUrl {
     pub(super) database: String,
     pub(super) password: Option<Password>,
     pub(super) time_zone: String,
-    pub(super) tls: PostgresTls,
+    /// Boxed: it is most of the address's size, and addresses sit in an enum with small ones.
+    pub(super) tls: Box<PostgresTls>,
     pub(super) options: SqlOptions,
 }
 
@@ -194,7 +195,7 @@ impl Address for PostgresUrl {
             database,
             password,
             time_zone,
-            tls: PostgresTls { mode, files },
+            tls: Box::new(PostgresTls { mode, files }),
             options,
         })
     }

@@ -390,9 +390,10 @@ fn the_password_stays_out_of_argv_and_reports() {
 /// a warm from a TLS source into tables reached with `verify-full`, `verify-ca` (through
 /// 127.0.0.2, a name the certificate lacks), `require` (warned: nothing is checked) and the
 /// default `prefer` (which must have taken TLS to be let in) writes every row, as `psql` reads
-/// back over `verify-full`. A wrong CA, a host name the certificate lacks under `verify-full`,
-/// no client certificate and `sslmode=disable` each fail the target with an error that names
-/// it and says why, and write nothing.
+/// back over `verify-full`. A wrong CA (under `verify-full` and `verify-ca`), a host name the
+/// certificate lacks under `verify-full`, no client certificate and `sslmode=disable` (the
+/// server's `hostssl`-only rule) each fail the target with an error that names it and says
+/// why, and write nothing.
 #[test]
 fn sslmode_against_a_tls_only_server() {
     let certs = TestCerts::new();
@@ -488,6 +489,12 @@ fn sslmode_against_a_tls_only_server() {
             "127.0.0.2",
             checked("verify-full", "ca.pem"),
             "certificate not valid for name",
+        ),
+        // verify-ca lets the name go, not the signature.
+        (
+            "127.0.0.2",
+            checked("verify-ca", "wrong-ca.pem"),
+            "UnknownIssuer",
         ),
         (
             "127.0.0.1",

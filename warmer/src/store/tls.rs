@@ -8,6 +8,9 @@
 //! (the redis crate's `tls-rustls` default) rather than webpki-roots' copy of Mozilla's list:
 //! the operator's trust store is what the host trusts, a private CA added to it included, and it
 //! is updated with the system rather than with a rebuild of the warmer.
+//!
+//! PostgreSQL takes the same files under libpq's names (`sslrootcert`, `sslcert`, `sslkey`) and
+//! says by its `sslmode` how much of the server's certificate is checked ([`ServerCheck`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

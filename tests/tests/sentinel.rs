@@ -115,7 +115,7 @@ fn a_warm_survives_a_sentinel_failover() {
 /// Sentinel's links, client certificates demanded), whose Sentinel has a password of its own
 /// (`requirepass`) apart from the master's: with both passwords from files, the Sentinel's
 /// with an ACL user name, a warm into database 3 writes every key there and none in database
-/// 0. Without the Sentinel's password, or with the master's given to the Sentinel, the master
+/// 0, and neither password shows in the run directory. Without the Sentinel's password, or with the master's given to the Sentinel, the master
 /// is not found: the target fails with an error that names it.
 #[test]
 fn a_warm_through_a_tls_sentinel_with_its_own_password() {
@@ -143,7 +143,7 @@ fn a_warm_through_a_tls_sentinel_with_its_own_password() {
             sentinel_password.display()
         )
     };
-    let (report, _) = warm(
+    let (report, run_dir) = warm(
         dir.path(),
         &manifest,
         &replica.url(),
@@ -166,6 +166,15 @@ fn a_warm_through_a_tls_sentinel_with_its_own_password() {
     let _: () = redis::cmd("SELECT").arg(0).query(&mut master).unwrap();
     let in_db0: u64 = redis::cmd("DBSIZE").query(&mut master).unwrap();
     assert_eq!(in_db0, 0);
+    // Neither password is written anywhere in the run directory.
+    for file in std::fs::read_dir(&run_dir).unwrap().flatten() {
+        let text = String::from_utf8_lossy(&std::fs::read(file.path()).unwrap()).into_owned();
+        assert!(
+            !text.contains("pw-"),
+            "a password in {}",
+            file.path().display()
+        );
+    }
 
     let without = url(Path::new("/nonexistent")).replace(
         "&sentinel_username=default&sentinel_password_file=/nonexistent",

@@ -519,7 +519,7 @@ stores! {
     Redis(redis::RedisUrl),
     /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`).
     RedisCluster(redis::ClusterUrl),
-    /// The master a Redis Sentinel names (`redis+sentinel://`).
+    /// The master a Redis Sentinel names (`redis[s]+sentinel://`).
     RedisSentinel(redis::SentinelUrl),
     /// One or more memcached servers (`memcached://`, `memcached+tls://`).
     Memcached(memcached::MemcachedUrl),

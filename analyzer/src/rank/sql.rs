@@ -30,7 +30,7 @@ pub enum Dialect {
 #[derive(Debug, Clone)]
 pub struct SqlOptions {
     pub dialect: Dialect,
-    /// `Auto`: an eighth of the events' span, as `analyzer rank` does.
+    /// `Auto` or `EighthOfSpan`: an eighth of the events' span (one query cannot backtest).
     pub half_life: HalfLife,
     /// The instant weights are relative to; the last event when not given, as `analyzer
     /// rank` does.

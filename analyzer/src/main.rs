@@ -86,8 +86,8 @@ struct AggregateSqlArgs {
     /// The engine the query is written for.
     #[arg(long, value_enum)]
     dialect: Dialect,
-    /// Half-life of a read's weight (`6h`), or `off` [default: an eighth of the events' span,
-    /// as `rank`].
+    /// Half-life of a read's weight (`6h`), or `off` [default: an eighth of the events' span;
+    /// `rank`'s default, `auto`, backtests on the events, which one query cannot].
     #[arg(long)]
     half_life: Option<String>,
     /// The instant read weights are relative to (RFC 3339) [default: the last event, as
@@ -349,17 +349,72 @@ fn run_rank(args: RankArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if let Some(scoring) = &header.scoring {
+        print_half_life(scoring);
+    }
     if let Some(prediction) = &header.prediction {
         print_prediction(prediction);
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The half-life, and when `auto` chose it, its backtest's candidates.
+fn print_half_life(scoring: &schemas::manifest::Scoring) {
+    let name = |half_life_s: Option<f64>| match half_life_s {
+        Some(seconds) => {
+            humantime::format_duration(std::time::Duration::from_secs_f64(seconds)).to_string()
+        }
+        None => "off".to_owned(),
+    };
+    let Some(backtest) = &scoring.half_life_backtest else {
+        println!("half-life: {}", name(scoring.half_life_s));
+        return;
+    };
+    let (Some(first), Some(last)) = (backtest.folds.first(), backtest.folds.last()) else {
+        return;
+    };
+    println!(
+        "half-life: auto chose {} by a backtest of {} folds from {} to {} (keys read that a \
+         clairvoyant choice under the budget holds: {})",
+        name(scoring.half_life_s),
+        backtest.folds.len(),
+        first.split_at.to_rfc3339(),
+        last.judged_until.to_rfc3339(),
+        backtest.oracle_hits
+    );
+    for candidate in &backtest.candidates {
+        println!(
+            "  {:>12} {:>9} keys read{}{}",
+            name(candidate.half_life_s),
+            candidate.hits,
+            candidate
+                .share
+                .map(|share| format!(" ({:.1}%)", 100.0 * share))
+                .unwrap_or_default(),
+            if candidate.half_life_s == scoring.half_life_s {
+                "  <- chosen"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
 fn run_aggregate_sql(args: AggregateSqlArgs) -> anyhow::Result<ExitCode> {
-    let half_life = match args.half_life.as_deref() {
-        Some(text) => settings::parse_half_life(text)
-            .map_err(|e| settings::SettingsError::Flag(format!("--half-life: {e}")))?,
-        None => HalfLife::Auto,
+    let half_life = match args.half_life.as_deref().map(settings::parse_half_life) {
+        Some(Err(e)) => {
+            return Err(settings::SettingsError::Flag(format!("--half-life: {e}")).into());
+        }
+        Some(Ok(HalfLife::Auto)) => {
+            return Err(settings::SettingsError::Flag(
+                "--half-life auto backtests candidates on the events, which one SQL query \
+                 cannot: give a duration or `off`, or leave it out for an eighth of the span"
+                    .into(),
+            )
+            .into());
+        }
+        Some(Ok(half_life)) => half_life,
+        None => HalfLife::EighthOfSpan,
     };
     let options = SqlOptions {
         dialect: args.dialect,
@@ -385,11 +440,15 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 "keys_selected": simulation.train_manifest.header.totals.keys_selected,
                 "bytes_selected": simulation.train_manifest.header.totals.bytes_selected,
                 "exclusions": simulation.train_manifest.header.exclusions,
+                "scoring": simulation.train_manifest.header.scoring,
             },
             "replay_requests_per_s": simulation.replay_requests_per_s,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
+        if let Some(scoring) = &simulation.train_manifest.header.scoring {
+            print_half_life(scoring);
+        }
         print_prediction(&simulation.prediction);
         println!(
             "replayed at {:.1} M requests/s",

@@ -82,7 +82,9 @@ pub struct RankFlags {
     /// The config file [default: ./cachewarm.toml when it exists].
     #[arg(long, env = "CACHEWARM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Half-life of a read's weight (`6h`), or `off` [default: an eighth of the dataset's span].
+    /// Half-life of a read's weight (`6h`), `off`, or `auto`: the candidate (from minutes to
+    /// days, by the dataset's span, and `off`) that a backtest on the dataset's older part finds
+    /// best for the newer part's early reads [default: auto].
     #[arg(long)]
     pub half_life: Option<String>,
     /// Leave out keys not read within this span before the dataset's end (`7d`).
@@ -264,12 +266,15 @@ pub fn classifier(
     Classifier::new(category_rules(loaded, extra_presets)?).map_err(|e| loaded.error(e.to_string()))
 }
 
-/// Parses a half-life: a duration (`6h`), or `off`.
+/// Parses a half-life: a duration (`6h`), `off`, or `auto`.
 pub fn parse_half_life(text: &str) -> Result<HalfLife, String> {
-    if text.trim() == "off" {
-        return Ok(HalfLife::Off);
+    match text.trim() {
+        "off" => return Ok(HalfLife::Off),
+        "auto" => return Ok(HalfLife::Auto),
+        _ => {}
     }
-    let span = parse_duration(text)?;
+    let span = parse_duration(text)
+        .map_err(|e| format!("{e}; or `off` for no decay, `auto` for a backtested choice"))?;
     if span.is_zero() {
         return Err(
             "a half-life of zero weighs every read as nothing; use `off` for no decay".into(),

@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! [rank]
-//! half_life = "6h"          # recency weight of a read halves every 6 hours; "off" for none
+//! half_life = "6h"          # a read's weight halves every 6 hours; "off", or "auto" (the default)
 //! window = "7d"             # keys not read in the last 7 days of the dataset are left out
 //! min_requests = 2          # keys read fewer times are one-hit wonders, left out
 //! store = "memcached"       # the target store kind: key rules and per-item overhead
@@ -184,8 +184,8 @@ impl std::fmt::Display for LatencyMultiple {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RankConfig {
-    /// Half-life of the recency weight of a read (`6h`), or `off` to weigh every read alike.
-    /// Default: an eighth of the dataset's time span.
+    /// Half-life of the recency weight of a read (`6h`), `off` to weigh every read alike, or
+    /// `auto`: the candidate a backtest on the dataset's own window finds best. Default: `auto`.
     pub half_life: Option<String>,
     /// Keys whose last read is older than this span before the dataset's last event are left
     /// out (`7d`). Default: no limit.

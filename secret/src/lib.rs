@@ -12,6 +12,8 @@
 //!
 //! - [`redact`]: a URL with its password replaced by `***`, for messages and records.
 //! - [`resolve`]: the password named by the URL, put into it.
+//! - [`read_password`]: a password a file or a variable holds, for a store's other passwords
+//!   (a Sentinel's).
 //! - [`with_default_variable`], [`has_inline_password`]: what settings check and fill in.
 
 use std::borrow::Cow;
@@ -117,17 +119,8 @@ pub fn resolve(text: &str) -> Result<Cow<'_, str>, String> {
     for (name, raw) in parts.params() {
         let value = percent_decode_str(raw).decode_utf8_lossy();
         let found = match name {
-            PASSWORD_FILE => std::fs::read_to_string(&*value)
-                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("cannot read {PASSWORD_FILE} `{value}`: {e}"))?,
-            PASSWORD_ENV if !value.starts_with("CACHEWARM_") => {
-                return Err(format!(
-                    "{PASSWORD_ENV} must name a CACHEWARM_* variable, not `{value}`: a URL \
-                     may not send other secrets of the environment to its server"
-                ));
-            }
-            PASSWORD_ENV => std::env::var(&*value)
-                .map_err(|_| format!("{PASSWORD_ENV}: the variable `{value}` is not set"))?,
+            PASSWORD_FILE => read_password(name, &value, Holder::File)?,
+            PASSWORD_ENV => read_password(name, &value, Holder::Variable)?,
             _ => {
                 kept.push((name, raw));
                 continue;
@@ -162,6 +155,33 @@ pub fn resolve(text: &str) -> Result<Cow<'_, str>, String> {
         parts.path,
         &text[parts.fragment_start..]
     )))
+}
+
+/// Where a password named by a URL parameter is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A file: its text, trailing newlines dropped.
+    File,
+    /// A `CACHEWARM_*` environment variable.
+    Variable,
+}
+
+/// The password the parameter `param` (for messages) names by `value`, a path or a variable.
+/// Only `CACHEWARM_*` variables are read: a URL may not send other secrets of the environment
+/// to its server.
+pub fn read_password(param: &str, value: &str, holder: Holder) -> Result<String, String> {
+    match holder {
+        Holder::File => std::fs::read_to_string(value)
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read {param} `{value}`: {e}")),
+        Holder::Variable if !value.starts_with("CACHEWARM_") => Err(format!(
+            "{param} must name a CACHEWARM_* variable, not `{value}`: a URL may not send \
+             other secrets of the environment to its server"
+        )),
+        Holder::Variable => {
+            std::env::var(value).map_err(|_| format!("{param}: the variable `{value}` is not set"))
+        }
+    }
 }
 
 /// A URL taken apart by hand: a list of hosts (`redis+cluster://a:1,b:2`) is no URL to the

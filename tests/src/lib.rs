@@ -23,7 +23,7 @@ mod s3_server;
 pub use certs::TestCerts;
 pub use memcached_server::MemcachedServer;
 pub use postgres_server::{POSTGRES_USER, PostgresServer};
-pub use redis_sentinel::RedisSentinel;
+pub use redis_sentinel::{MASTER_NAME, RedisSentinel, SentinelSecurity};
 pub use redis_server::{RedisCluster, RedisServer};
 pub use s3_server::S3Server;
 

@@ -1,4 +1,5 @@
-//! A PostgreSQL server of our own, from Debian's `/usr/lib/postgresql/VERSION/bin`.
+//! A PostgreSQL server of our own, from Debian's `/usr/lib/postgresql/VERSION/bin`, plain or
+//! taking TCP connections over TLS only.
 
 use super::*;
 
@@ -12,6 +13,9 @@ pub struct PostgresServer {
     /// The superuser's password, and the file that holds it.
     pub password: String,
     pub password_file: PathBuf,
+    /// Where the server's Unix socket is: the test's own client connects there, so that it
+    /// reads a TLS-only server too.
+    socket_dir: PathBuf,
 }
 
 /// The user the tests connect as: the cluster's superuser.
@@ -21,8 +25,30 @@ impl PostgresServer {
     /// Runs `initdb` and starts `postgres`; as root, both run as `nobody` (they refuse root),
     /// in a directory that user owns.
     pub fn start() -> PostgresServer {
+        PostgresServer::start_with(None)
+    }
+
+    /// A server whose TCP connections (on 127.0.0.1 and 127.0.0.2) must be TLS with a client
+    /// certificate signed by `certs`' CA (`hostssl … clientcert=verify-ca`, no `host` line),
+    /// its own certificate `certs`' server one (made out to 127.0.0.1 and localhost only).
+    pub fn start_tls(certs: &TestCerts) -> PostgresServer {
+        PostgresServer::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&TestCerts>) -> PostgresServer {
         let bin = postgres_bin();
         let dir = tempfile::tempdir().expect("temp dir");
+        // The server reads its certificate and key as `nobody`, and takes a key only when no
+        // one else may read it: copies of its own, made before the directory changes hands.
+        if let Some(certs) = certs {
+            for file in ["server.pem", "server.key", "ca.pem"] {
+                let copy = dir.path().join(file);
+                std::fs::copy(certs.path(file), &copy).expect("copy a certificate file");
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod a certificate file");
+            }
+        }
         let data = dir.path().join("data");
         let log = dir.path().join("postgres.log");
         let log_file = std::fs::File::create(&log).expect("create the postgres log");
@@ -82,17 +108,36 @@ impl PostgresServer {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         let port = free_port();
-        let mut child = command("postgres")
+        let mut postgres = command("postgres");
+        postgres
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-p", &port.to_string()])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.path().display()))
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off"])
-            .spawn()
-            .expect("start postgres");
+            .args(["-c", "full_page_writes=off"]);
+        if certs.is_some() {
+            // TCP only over TLS, with a client certificate; the Unix socket (the test's own
+            // client) with the password alone.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\n\
+                 hostssl all all 127.0.0.0/8 scram-sha-256 clientcert=verify-ca\n",
+            )
+            .expect("write pg_hba.conf");
+            let file = |name: &str| dir.path().join(name).display().to_string();
+            postgres
+                .args(["-c", "listen_addresses=127.0.0.1,127.0.0.2", "-c", "ssl=on"])
+                .args(["-c", &format!("ssl_cert_file={}", file("server.pem"))])
+                .args(["-c", &format!("ssl_key_file={}", file("server.key"))])
+                .args(["-c", &format!("ssl_ca_file={}", file("ca.pem"))]);
+        } else {
+            postgres.args(["-c", "listen_addresses=127.0.0.1"]);
+        }
+        let mut child = postgres.spawn().expect("start postgres");
         wait_for_port(port, &mut child, &log);
+        let socket_dir = dir.path().to_owned();
         let server = PostgresServer {
             process: Process {
                 name: "postgres",
@@ -103,6 +148,7 @@ impl PostgresServer {
             port,
             password,
             password_file,
+            socket_dir,
         };
         // The port opens before the server takes queries ("the database system is starting
         // up"): wait for a first query.
@@ -130,7 +176,7 @@ impl PostgresServer {
     fn try_client(&self) -> Result<postgres::Client, postgres::Error> {
         let mut config = postgres::Config::new();
         config
-            .host("127.0.0.1")
+            .host_path(&self.socket_dir)
             .port(self.port)
             .user(POSTGRES_USER)
             .password(&self.password)
@@ -138,7 +184,26 @@ impl PostgresServer {
         config.connect(postgres::NoTls)
     }
 
-    /// A plain connection for the test's own reads and writes.
+    /// `psql` (libpq, Django's client underneath) to the server over TLS as libpq's
+    /// `sslmode=verify-full` checks it, with `certs`' CA and client certificate; the password
+    /// in its environment.
+    pub fn psql_tls(&self, certs: &TestCerts) -> Command {
+        let mut command = Command::new(postgres_bin().join("psql"));
+        command
+            .arg(format!(
+                "host=127.0.0.1 port={} user={POSTGRES_USER} dbname=postgres \
+                 sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+                self.port,
+                certs.file("ca.pem"),
+                certs.file("client.pem"),
+                certs.file("client.key")
+            ))
+            .args(["--no-psqlrc", "-At", "-v", "ON_ERROR_STOP=1"])
+            .env("PGPASSWORD", &self.password);
+        command
+    }
+
+    /// A connection (on the server's Unix socket) for the test's own reads and writes.
     pub fn client(&self) -> postgres::Client {
         self.try_client().expect("connect to the test's postgres")
     }

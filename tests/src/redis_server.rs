@@ -1,4 +1,4 @@
-//! A `redis-server` of our own, alone (plain or TLS only) or as a 3-node Redis Cluster.
+//! A `redis-server` of our own, alone or as a 3-node Redis Cluster, plain or TLS only.
 
 use super::*;
 
@@ -38,17 +38,7 @@ impl RedisServer {
     /// demands a client certificate signed by their CA (`--tls-auth-clients yes`).
     pub fn start_tls(certs: &TestCerts) -> RedisServer {
         let port = free_port();
-        let files = [
-            ("--tls-cert-file", "server.pem"),
-            ("--tls-key-file", "server.key"),
-            ("--tls-ca-cert-file", "ca.pem"),
-        ];
-        let mut args = vec!["--port".to_owned(), "0".to_owned()];
-        args.extend(["--tls-port".to_owned(), port.to_string()]);
-        args.extend(["--tls-auth-clients".to_owned(), "yes".to_owned()]);
-        for (flag, file) in files {
-            args.extend([flag.to_owned(), certs.file(file)]);
-        }
+        let args = tls_args(certs, port);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         RedisServer::start_on(port, &args)
     }
@@ -58,10 +48,8 @@ impl RedisServer {
     pub fn cli_tls(&self, certs: &TestCerts) -> Command {
         let mut command = Command::new("redis-cli");
         command
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--tls"])
-            .args(["--cacert", &certs.file("ca.pem")])
-            .args(["--cert", &certs.file("client.pem")])
-            .args(["--key", &certs.file("client.key")]);
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(tls_cli_args(certs));
         command
     }
 
@@ -107,6 +95,36 @@ impl RedisServer {
     }
 }
 
+/// `redis-cli`'s arguments for TLS with `certs`' CA and client certificate.
+fn tls_cli_args(certs: &TestCerts) -> Vec<String> {
+    vec![
+        "--tls".to_owned(),
+        "--cacert".to_owned(),
+        certs.file("ca.pem"),
+        "--cert".to_owned(),
+        certs.file("client.pem"),
+        "--key".to_owned(),
+        certs.file("client.key"),
+    ]
+}
+
+/// The arguments of a server that takes TLS only, on `port`, with `certs`' server certificate,
+/// and demands a client certificate signed by their CA.
+pub(crate) fn tls_args(certs: &TestCerts, port: u16) -> Vec<String> {
+    let files = [
+        ("--tls-cert-file", "server.pem"),
+        ("--tls-key-file", "server.key"),
+        ("--tls-ca-cert-file", "ca.pem"),
+    ];
+    let mut args = vec!["--port".to_owned(), "0".to_owned()];
+    args.extend(["--tls-port".to_owned(), port.to_string()]);
+    args.extend(["--tls-auth-clients".to_owned(), "yes".to_owned()]);
+    for (flag, file) in files {
+        args.extend([flag.to_owned(), certs.file(file)]);
+    }
+    args
+}
+
 /// How long a new cluster may take until every node reports `cluster_state:ok`.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -120,15 +138,38 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three cluster-enabled servers (`extra` goes to each) and joins them.
     pub fn start(extra: &[&str]) -> RedisCluster {
+        RedisCluster::start_with(extra, None)
+    }
+
+    /// A cluster whose nodes take TLS only, as [`RedisServer::start_tls`], and speak TLS to
+    /// each other on the cluster bus (`--tls-cluster yes`, with the same certificates).
+    pub fn start_tls(certs: &TestCerts) -> RedisCluster {
+        RedisCluster::start_with(&[], Some(certs))
+    }
+
+    fn start_with(extra: &[&str], certs: Option<&TestCerts>) -> RedisCluster {
         let mut args = vec!["--cluster-enabled", "yes"];
         // Relative to the node's own --dir, so each node has its own.
         args.extend(["--cluster-config-file", "nodes.conf"]);
         args.extend(extra);
         let nodes: Vec<RedisServer> = cluster_ports(3)
             .into_iter()
-            .map(|port| RedisServer::start_on(port, &args))
+            .map(|port| match certs {
+                Some(certs) => {
+                    let mut tls = tls_args(certs, port);
+                    tls.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+                    let mut args = args.clone();
+                    args.extend(tls.iter().map(String::as_str));
+                    RedisServer::start_on(port, &args)
+                }
+                None => RedisServer::start_on(port, &args),
+            })
             .collect();
-        let output = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(certs) = certs {
+            create.args(tls_cli_args(certs));
+        }
+        let output = create
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)))
@@ -147,10 +188,13 @@ impl RedisCluster {
         // `create` returns when the slots are assigned; each node says ok once it has heard
         // from the others that every slot is served.
         while !cluster.nodes.iter().all(|node| {
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query(&mut node.connection())
-                .expect("CLUSTER INFO");
+            let info: String = match certs {
+                Some(certs) => feed(node.cli_tls(certs), "CLUSTER INFO\n", "CLUSTER INFO"),
+                None => redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut node.connection())
+                    .expect("CLUSTER INFO"),
+            };
             info.contains("cluster_state:ok")
         }) {
             assert!(

@@ -32,9 +32,20 @@ fn analyzer(server: &S3Server, args: &[&str], code: i32) -> std::process::Output
 fn a_dataset_ingested_to_s3_ranks_as_the_local_one() {
     let server = S3Server::start(&[BUCKET]);
     let dir = tempfile::tempdir().unwrap();
-    let (_, local) = dataset_and_local_manifest(dir.path());
+    let (local_dataset, _) = dataset_and_local_manifest(dir.path());
     let log = dir.path().join("access.csv");
     let dataset = format!("s3://{BUCKET}/events");
+    // Both ranked with the defaults, the half-life's backtest included.
+    let local = dir.path().join("local-default.json");
+    let mut args = vec![
+        "rank",
+        "--data",
+        text(&local_dataset),
+        "--out",
+        text(&local),
+    ];
+    args.extend(RANK_ARGS);
+    crate::spark::analyzer(&args);
 
     let first = analyzer(&server, &["ingest", text(&log), "--out", &dataset], 0);
     let keys = server.keys(BUCKET);

@@ -1,6 +1,7 @@
 //! The `postgres://` store on a real PostgreSQL: Django's DatabaseCache table as target and
 //! source, add semantics on both `expires` column types, the entry limit (`MAX_ENTRIES`) on
-//! PostgreSQL and SQLite alike, undo, and the password kept out of argv and reports.
+//! PostgreSQL and SQLite alike, undo, the password kept out of argv and reports, and `sslmode`
+//! against a server that takes TCP over TLS only.
 
 // A failed step should stop the test where it failed.
 #![allow(clippy::unwrap_used)]
@@ -8,7 +9,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use cachewarm_tests::{PostgresServer, check_exit, ingest_and_rank, report_of, warmer_command};
+use cachewarm_tests::{
+    POSTGRES_USER, PostgresServer, TestCerts, check_exit, feed, ingest_and_rank, report_of,
+    warmer_command,
+};
 use schemas::Report;
 use schemas::report::TargetReport;
 
@@ -379,4 +383,148 @@ fn the_password_stays_out_of_argv_and_reports() {
     let error = report.targets[0].error.as_deref().unwrap_or_default();
     assert!(error.contains("password"), "{error}");
     assert!(!error.contains("not-the-password"), "{error}");
+}
+
+/// `sslmode` against a server that takes TCP only over TLS with a client certificate
+/// (`hostssl … clientcert=verify-ca`; its certificate is made out to 127.0.0.1 and localhost):
+/// a warm from a TLS source into tables reached with `verify-full`, `verify-ca` (through
+/// 127.0.0.2, a name the certificate lacks), `require` (warned: nothing is checked) and the
+/// default `prefer` (which must have taken TLS to be let in) writes every row, as `psql` reads
+/// back over `verify-full`. A wrong CA (under `verify-full` and `verify-ca`), a host name the
+/// certificate lacks under `verify-full`, no client certificate and `sslmode=disable` (the
+/// server's `hostssl`-only rule) each fail the target with an error that names it and says
+/// why, and write nothing.
+#[test]
+fn sslmode_against_a_tls_only_server() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = PostgresServer::start_tls(&certs);
+    let (keys, manifest) = source_and_manifest(&server, dir.path(), 30);
+    let mut client = server.client();
+    let url = |host: &str, table: &str, tls: &str| {
+        format!(
+            "postgres://{POSTGRES_USER}@{host}:{}/postgres?table={table}&password_file={}&{tls}",
+            server.port,
+            server.password_file.display()
+        )
+    };
+    let client_cert = format!(
+        "sslcert={}&sslkey={}",
+        certs.file("client.pem"),
+        certs.file("client.key")
+    );
+    let checked = |mode: &str, ca: &str| {
+        format!(
+            "sslmode={mode}&sslrootcert={}&{client_cert}",
+            certs.file(ca)
+        )
+    };
+    let source = url("127.0.0.1", "source", &checked("verify-full", "ca.pem"));
+    let tables = ["cache_full", "cache_ca", "cache_require", "cache_prefer"];
+    for table in tables.iter().chain(&["cache_refused"]) {
+        create_cache_table(&mut client, table, true);
+    }
+    // The other stores' names for the files work too.
+    let project_names = format!(
+        "sslmode=verify-ca&ca={}&cert={}&key={}",
+        certs.file("ca.pem"),
+        certs.file("client.pem"),
+        certs.file("client.key")
+    );
+    let targets = [
+        url("127.0.0.1", "cache_full", &checked("verify-full", "ca.pem")),
+        url("127.0.0.2", "cache_ca", &project_names),
+        url(
+            "127.0.0.1",
+            "cache_require",
+            &format!("sslmode=require&{client_cert}"),
+        ),
+        url("127.0.0.1", "cache_prefer", &client_cert),
+    ];
+    let runs = dir.path().join("runs");
+    let (report, _, text) = warm(dir.path(), &run_args(&manifest, &source, &targets, &runs));
+    for table in tables {
+        let t = target(&report, table);
+        assert_eq!(
+            t.counts.written,
+            keys.len() as u64,
+            "{table}: {:?}",
+            t.error
+        );
+    }
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("without certificate verification"))
+        .collect();
+    // Each connect says so, and only for the target that asked for `require`.
+    assert!(
+        !warnings.is_empty()
+            && warnings
+                .iter()
+                .all(|line| line.contains("sslmode=require") && line.contains("cache_require")),
+        "{warnings:?}"
+    );
+    let mut sorted = keys.clone();
+    sorted.sort();
+    let expected: Vec<String> = sorted
+        .iter()
+        .map(|key| format!("{key}|{}", value_for(key)))
+        .collect();
+    for table in tables {
+        let read = feed(
+            server.psql_tls(&certs),
+            &format!("SELECT cache_key, value FROM {table} ORDER BY cache_key COLLATE \"C\";\n"),
+            "psql over TLS (read back)",
+        );
+        assert_eq!(read.lines().collect::<Vec<_>>(), expected, "{table}");
+    }
+
+    let cases = [
+        (
+            "127.0.0.1",
+            checked("verify-full", "wrong-ca.pem"),
+            "UnknownIssuer",
+        ),
+        (
+            "127.0.0.2",
+            checked("verify-full", "ca.pem"),
+            "certificate not valid for name",
+        ),
+        // verify-ca lets the name go, not the signature.
+        (
+            "127.0.0.2",
+            checked("verify-ca", "wrong-ca.pem"),
+            "UnknownIssuer",
+        ),
+        (
+            "127.0.0.1",
+            format!("sslmode=verify-full&sslrootcert={}", certs.file("ca.pem")),
+            "requires a valid client certificate",
+        ),
+        ("127.0.0.1", "sslmode=disable".to_owned(), "no encryption"),
+    ];
+    for (i, (host, tls, why)) in cases.iter().enumerate() {
+        let refused = url(host, "cache_refused", tls);
+        let mut args = run_args(
+            &manifest,
+            &source,
+            &[refused],
+            &dir.path().join(format!("runs-{i}")),
+        );
+        args.push("--strict".to_owned());
+        let output = warmer_command(dir.path(), &args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_ne!(output.status.code(), Some(0), "{text}");
+        let named = format!("postgres://{POSTGRES_USER}@{host}:{}", server.port);
+        assert!(
+            text.lines()
+                .any(|line| line.contains(&named) && line.contains(why)),
+            "no error naming {named} and {why}:\n{text}"
+        );
+    }
+    assert_eq!(rows(&mut client, "cache_refused"), 0);
 }

@@ -371,6 +371,100 @@ fn deterministic_manifest_with_its_backtest() {
     assert!(stored.early.oracle >= stored.early.warmed);
 }
 
+/// The default half-life is backtested (issue 18): the manifest header records the folds and
+/// every candidate with its score, the chosen one has the most hits, and ranking again with
+/// that half-life given explicitly skips the backtest and gives the same entries. `simulate`
+/// shows the train manifest's candidates, and `aggregate-sql`, one query, refuses `auto`.
+#[test]
+fn the_default_half_life_is_chosen_by_a_recorded_backtest() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = ingest(
+        dir.path(),
+        &[
+            real("real-servers/memcached-watch.log"),
+            real("real-servers/redis-monitor.log"),
+        ],
+    );
+    let auto = rank(dir.path(), &dataset, "auto", &["--budget", "64KiB"]);
+    let scoring = auto.header.scoring.clone().unwrap();
+    let backtest = scoring.half_life_backtest.clone().expect("auto's backtest");
+    assert_eq!(
+        backtest.folds.len() as i64,
+        analyzer::rank::auto::FOLDS,
+        "{backtest:?}"
+    );
+    for pair in backtest.folds.windows(2) {
+        assert_eq!(pair[0].judged_until, pair[1].split_at);
+    }
+    let last = backtest.folds.last().unwrap();
+    assert!(auto.header.window.start < last.split_at && last.split_at < last.judged_until);
+    assert_eq!(last.judged_until, auto.header.window.end);
+    assert_eq!(
+        backtest.candidates.last().unwrap().half_life_s,
+        None,
+        "`off` is always a candidate"
+    );
+    let chosen = backtest
+        .candidates
+        .iter()
+        .find(|c| c.half_life_s == scoring.half_life_s)
+        .expect("the chosen half-life is a candidate");
+    for candidate in &backtest.candidates {
+        assert!(candidate.hits <= chosen.hits, "{backtest:?}");
+        assert!(candidate.hits <= backtest.oracle_hits, "{backtest:?}");
+    }
+
+    let given = match scoring.half_life_s {
+        Some(seconds) => format!("{}us", (seconds * 1e6).round() as u64),
+        None => "off".to_owned(),
+    };
+    let explicit = rank(
+        dir.path(),
+        &dataset,
+        "explicit",
+        &["--budget", "64KiB", "--half-life", &given],
+    );
+    let explicit_scoring = explicit.header.scoring.clone().unwrap();
+    assert_eq!(explicit_scoring.half_life_backtest, None);
+    assert_eq!(explicit_scoring.half_life_s, scoring.half_life_s);
+    assert_eq!(explicit.entries, auto.entries);
+
+    let data = text(&dataset);
+    let output = run_bin(
+        "analyzer",
+        &[
+            "simulate",
+            "--data",
+            &data,
+            "--budget",
+            "64KiB",
+            "--capacity",
+            "256KiB",
+        ],
+        0,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("half-life: auto chose") && stdout.contains("<- chosen"),
+        "{stdout}"
+    );
+    let output = run_bin(
+        "analyzer",
+        &[
+            "aggregate-sql",
+            "--dialect",
+            "duckdb",
+            "--half-life",
+            "auto",
+        ],
+        2,
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--half-life auto"),
+        "{output:?}"
+    );
+}
+
 /// `analyzer stats --by category` groups by the same rules `rank` classifies with: one row per
 /// category of the real Django and Rails keys, whose requests add up to the overall row.
 #[test]

@@ -140,8 +140,16 @@ pub(crate) fn dataset_and_local_manifest(dir: &Path) -> (PathBuf, PathBuf) {
         })
         .count();
     assert_eq!(partitions, 2, "the log should span two days");
+    // `rank`'s default half-life, `auto`, is a backtest no single query runs; the SQL's default
+    // is an eighth of the events' span (whole µs, rounded down), so the local ranking is given
+    // that one, read off a first ranking's window.
     let mut args = vec!["rank", "--data", text(&dataset), "--out", text(&manifest)];
     args.extend(RANK_ARGS);
+    analyzer(&args);
+    let window = read_manifest(&manifest).header.window;
+    let span_us = (window.end - window.start).num_microseconds().unwrap();
+    let eighth = format!("{}us", span_us / 8);
+    args.extend(["--half-life", eighth.as_str()]);
     analyzer(&args);
     (dataset, manifest)
 }

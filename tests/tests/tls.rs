@@ -1,8 +1,8 @@
-//! Redis (`rediss://`) and memcached (`memcached+tls://`) over TLS, on servers that take TLS
-//! only and demand a client certificate, with certificates the test makes: a warm from a TLS
-//! replica into a TLS target (values read back with `redis-cli --tls` and pymemcache over
-//! TLS), a wrong CA and a missing client certificate refused with errors that name the target,
-//! and `?insecure=true` warned about.
+//! Redis (`rediss://`, `rediss+cluster://`) and memcached (`memcached+tls://`) over TLS, on
+//! servers that take TLS only and demand a client certificate, with certificates the test
+//! makes: a warm from a TLS replica into a TLS target (values read back with `redis-cli --tls`
+//! and pymemcache over TLS), a wrong CA and a missing client certificate refused with errors
+//! that name the target, and `?insecure=true` warned about.
 
 // A failed step should stop the test where it failed.
 #![allow(clippy::unwrap_used)]
@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 use cachewarm_tests::{
-    MemcachedServer, RedisServer, TestCerts, check_exit, feed, ingest_and_rank, python_packages,
-    run_args, warm, warmer_command,
+    MemcachedServer, RedisCluster, RedisServer, TestCerts, check_exit, feed, ingest_and_rank,
+    python_packages, run_args, warm, warmer_command,
 };
 
 /// The value stored under `key`, naming it, so a value under the wrong key shows.
@@ -180,6 +180,81 @@ fn refuses_a_wrong_ca_and_a_missing_client_certificate() {
         "redis-cli --tls (dbsize)",
     );
     assert_eq!(dbsize.trim(), "0");
+}
+
+/// A Redis Cluster that takes TLS only, its nodes speaking TLS to each other too
+/// (`--tls-cluster yes`) and demanding client certificates: a warm from a TLS replica into
+/// `rediss+cluster://` writes every key, spread over the three primaries by slot, as
+/// `redis-cli --tls -c` (which follows the cluster's redirects) reads back.
+#[test]
+fn warms_a_tls_cluster() {
+    let certs = TestCerts::new();
+    let keys = keys(60);
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, manifest) = filled_tls_replica(&certs, dir.path(), &keys);
+    let cluster = RedisCluster::start_tls(&certs);
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port))
+        .collect();
+    let target = format!(
+        "rediss+cluster://{}?{}",
+        nodes.join(","),
+        options(&certs, "ca.pem")
+    );
+    let source = tls_url(&replica, &options(&certs, "ca.pem"));
+    warm_all(dir.path(), &manifest, &source, &target, keys.len());
+    let gets: String = keys.iter().map(|key| format!("GET {key}\n")).collect();
+    let mut cli = cluster.nodes[0].cli_tls(&certs);
+    cli.arg("-c");
+    let values = feed(cli, &gets, "redis-cli --tls -c (read back)");
+    let expected: Vec<String> = keys.iter().map(|key| value_for(key)).collect();
+    // redis-cli tells of each redirect it followed on a line of its own.
+    let values: Vec<&str> = values
+        .lines()
+        .filter(|line| !line.starts_with("-> Redirected"))
+        .collect();
+    assert_eq!(values, expected);
+    let per_node: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            feed(node.cli_tls(&certs), "DBSIZE\n", "redis-cli --tls (dbsize)")
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
+    assert_eq!(per_node.iter().sum::<usize>(), keys.len());
+
+    // The nodes' certificates checked against a CA that did not sign them: refused, named.
+    let wrong = format!(
+        "rediss+cluster://{}?{}",
+        nodes.join(","),
+        options(&certs, "wrong-ca.pem")
+    );
+    let args = run_args(
+        &manifest,
+        &source,
+        &[&wrong],
+        "runs-wrong-ca",
+        &["--strict"],
+    );
+    let output = warmer_command(dir.path(), &args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(output.status.code(), Some(0), "{text}");
+    let named = format!("rediss+cluster://{}", nodes.join(","));
+    assert!(
+        text.lines()
+            .any(|line| line.contains(&named) && line.contains("UnknownIssuer")),
+        "no error naming {named} and UnknownIssuer:\n{text}"
+    );
 }
 
 /// pymemcache over TLS with `certs`' CA and client certificate, running `script` against the

@@ -15,12 +15,13 @@
 //! same dataset and config always give the same manifest.
 
 mod aggregate;
+pub mod auto;
 pub mod budget;
 pub mod categories;
 pub mod key_stats;
 pub mod sql;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -166,6 +167,9 @@ impl RankOptions {
 
 /// Builds the manifest of the dataset at `dataset`.
 pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
+    if options.half_life == HalfLife::Auto {
+        return auto::rank(dataset, options);
+    }
     let stats = aggregate(dataset, &options.aggregate_options())?;
     build_manifest(&stats, options, generated_at())
 }
@@ -232,29 +236,60 @@ fn exclusion(
     }
 }
 
-/// A key that passed the exclusion rules, with its score.
-struct Candidate<'a> {
-    stats: &'a KeyStats,
-    category: String,
-    rule: Option<usize>,
-    size: u64,
-    footprint: u64,
-    score: f64,
+/// A key that passed the exclusion rules, and what its score is made of.
+pub(crate) struct Candidate<'a> {
+    /// Its position in the aggregated keys.
+    pub index: usize,
+    pub stats: &'a KeyStats,
+    /// Its category's id in [`Eligible::categories`].
+    pub category: usize,
+    pub size: u64,
+    pub footprint: u64,
+    pub miss_cost: f64,
+    /// The reads it needs not to be a one-hit wonder (its category's minimum, else the
+    /// options').
+    pub min_requests: u64,
 }
 
-/// Classifies, excludes, scores and packs aggregated keys into a manifest.
-pub fn build_manifest(
-    stats: &DatasetStats,
+impl Candidate<'_> {
+    /// The value of a warmed byte, given the key's weighted reads (see the module docs).
+    pub fn score(&self, weighted_requests: u64, recency_factor: f64) -> f64 {
+        weighted_requests as f64 / WEIGHT_SCALE * recency_factor * self.miss_cost
+            / self.footprint as f64
+    }
+}
+
+/// The keys that passed the exclusion rules, their categories, and why the others were left
+/// out.
+pub(crate) struct Eligible<'a> {
+    pub candidates: Vec<Candidate<'a>>,
+    /// Each category's name and the index of its rule.
+    pub categories: Vec<(String, Option<usize>)>,
+    pub exclusions: BTreeMap<String, u64>,
+    pub classifier: Classifier,
+    /// Whether any miss latency was logged (else every miss costs 1).
+    pub miss_latencies_known: bool,
+}
+
+impl Eligible<'_> {
+    /// The bytes of `budget` each category may take, when its rule limits it.
+    pub fn category_budgets(&self, budget: u64) -> Vec<Option<u64>> {
+        self.categories
+            .iter()
+            .map(|(_, rule)| {
+                let share = self.classifier.categories[(*rule)?].budget_share?;
+                Some((share * budget as f64).floor() as u64)
+            })
+            .collect()
+    }
+}
+
+/// Classifies the aggregated keys, and keeps those the exclusion rules let through.
+pub(crate) fn eligible<'a>(
+    stats: &'a DatasetStats,
     options: &RankOptions,
-    generated_at: DateTime<Utc>,
-) -> Result<Manifest, RankError> {
+) -> Result<Eligible<'a>, RankError> {
     let classifier = Classifier::new(options.categories.clone())?;
-    let category_ttl = |rule: Option<usize>| -> Option<u32> {
-        let ttl = classifier.categories[rule?].ttl.as_deref()?;
-        humantime::parse_duration(ttl)
-            .ok()
-            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-    };
     let (latency_sum, latency_n) = stats.keys.iter().fold((0u64, 0u64), |(sum, n), key| {
         (sum + key.miss_latency_us, n + key.miss_latencies)
     });
@@ -268,8 +303,10 @@ pub fn build_manifest(
     };
 
     let mut exclusions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut categories = Vec::new();
+    let mut category_ids: HashMap<String, usize> = HashMap::new();
     let mut candidates = Vec::with_capacity(stats.keys.len());
-    for key in &stats.keys {
+    for (index, key) in stats.keys.iter().enumerate() {
         let (category, rule) = classifier.classify(&key.key);
         let reason = exclusion(
             key,
@@ -282,56 +319,121 @@ pub fn build_manifest(
             *exclusions.entry(reason.to_owned()).or_default() += 1;
             continue;
         }
+        let category = match category_ids.get(&category) {
+            Some(&id) => id,
+            None => {
+                categories.push((category.clone(), rule));
+                category_ids.insert(category, categories.len() - 1);
+                categories.len() - 1
+            }
+        };
         let size = key.key.len() as u64 + key.value_size.unwrap_or(stats.typical_value_size);
-        let footprint = size + options.item_overhead;
-        let score =
-            key.weighted_requests as f64 / WEIGHT_SCALE * stats.recency_factor * miss_cost(key)
-                / footprint as f64;
         candidates.push(Candidate {
+            index,
             stats: key,
             category,
-            rule,
             size,
-            footprint,
-            score,
+            footprint: size + options.item_overhead,
+            miss_cost: miss_cost(key),
+            min_requests: rule
+                .and_then(|r| classifier.categories[r].min_requests)
+                .unwrap_or(options.min_requests),
         });
     }
-    candidates.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
+    Ok(Eligible {
+        candidates,
+        categories,
+        exclusions,
+        classifier,
+        miss_latencies_known: dataset_miss_cost.is_some(),
+    })
+}
+
+/// The greedy packing into the budget and the categories' shares of it, which the manifest
+/// and each candidate half-life of the backtest (`auto`) go through alike.
+pub(crate) struct Packer {
+    budget: u64,
+    pub bytes: u64,
+    category_bytes: Vec<u64>,
+    category_budgets: Vec<Option<u64>>,
+}
+
+impl Packer {
+    pub fn new(budget: u64, category_budgets: Vec<Option<u64>>) -> Packer {
+        Packer {
+            budget,
+            bytes: 0,
+            category_bytes: vec![0; category_budgets.len()],
+            category_budgets,
+        }
+    }
+
+    /// Takes `candidate` when it fits the budget and its category's share.
+    pub fn take(&mut self, candidate: &Candidate) -> bool {
+        let category = candidate.category;
+        let over_category = self.category_budgets[category]
+            .is_some_and(|cap| self.category_bytes[category] + candidate.footprint > cap);
+        if over_category || self.bytes + candidate.footprint > self.budget {
+            return false;
+        }
+        self.bytes += candidate.footprint;
+        self.category_bytes[category] += candidate.footprint;
+        true
+    }
+}
+
+/// Classifies, excludes, scores and packs aggregated keys into a manifest.
+pub fn build_manifest(
+    stats: &DatasetStats,
+    options: &RankOptions,
+    generated_at: DateTime<Utc>,
+) -> Result<Manifest, RankError> {
+    let budget = options.budget.bytes;
+    let eligible = eligible(stats, options)?;
+    let category_budgets = eligible.category_budgets(budget);
+    let Eligible {
+        candidates,
+        categories: category_names,
+        exclusions,
+        classifier,
+        miss_latencies_known,
+    } = eligible;
+    let category_ttl = |rule: Option<usize>| -> Option<u32> {
+        let ttl = classifier.categories[rule?].ttl.as_deref()?;
+        humantime::parse_duration(ttl)
+            .ok()
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+    };
+    let mut scored: Vec<(f64, &Candidate)> = candidates
+        .iter()
+        .map(|c| (c.score(c.stats.weighted_requests, stats.recency_factor), c))
+        .collect();
+    scored.sort_by(|(a_score, a), (b_score, b)| {
+        b_score
+            .total_cmp(a_score)
             .then_with(|| a.stats.key.cmp(&b.stats.key))
     });
 
-    let budget = options.budget.bytes;
-    let category_budget = |rule: Option<usize>| -> Option<u64> {
-        let share = classifier.categories[rule?].budget_share?;
-        Some((share * budget as f64).floor() as u64)
-    };
+    let mut packer = Packer::new(budget, category_budgets.clone());
     let mut entries = Vec::new();
-    let mut bytes_selected = 0u64;
     let mut keys_over_budget = 0u64;
     let mut categories: BTreeMap<String, CategoryTotals> = BTreeMap::new();
-    for candidate in candidates {
+    for (score, candidate) in scored {
+        let (name, rule) = &category_names[candidate.category];
         let totals = categories
-            .entry(candidate.category.clone())
+            .entry(name.clone())
             .or_insert_with(|| CategoryTotals {
                 keys: 0,
                 requests: 0,
                 bytes: 0,
-                budget_bytes: category_budget(candidate.rule),
-                ttl_s: category_ttl(candidate.rule),
-                sensitive: candidate
-                    .rule
-                    .is_some_and(|r| classifier.categories[r].sensitive == Some(true)),
+                budget_bytes: category_budgets[candidate.category],
+                ttl_s: category_ttl(*rule),
+                sensitive: rule.is_some_and(|r| classifier.categories[r].sensitive == Some(true)),
             });
-        let over_category = totals
-            .budget_bytes
-            .is_some_and(|cap| totals.bytes + candidate.footprint > cap);
-        if over_category || bytes_selected + candidate.footprint > budget {
+        if !packer.take(candidate) {
             keys_over_budget += 1;
             continue;
         }
-        bytes_selected += candidate.footprint;
         totals.keys += 1;
         totals.requests += candidate.stats.requests;
         totals.bytes += candidate.footprint;
@@ -339,8 +441,8 @@ pub fn build_manifest(
         entries.push(ManifestEntry {
             rank: entries.len() as u64 + 1,
             key: key.key.clone(),
-            category: candidate.category,
-            score: candidate.score,
+            category: name.clone(),
+            score,
             requests: key.requests,
             hits: key.hits,
             misses: key.misses,
@@ -349,6 +451,7 @@ pub fn build_manifest(
             last_seen: key.last_seen,
         });
     }
+    let bytes_selected = packer.bytes;
     categories.retain(|_, totals| totals.keys > 0 || totals.budget_bytes.is_some());
     let header = ManifestHeader {
         schema: MANIFEST_SCHEMA_ID.to_owned(),
@@ -374,13 +477,14 @@ pub fn build_manifest(
         categories,
         scoring: Some(Scoring {
             half_life_s: stats.half_life.map(|h| h.as_secs_f64()),
-            miss_cost: if dataset_miss_cost.is_some() {
+            miss_cost: if miss_latencies_known {
                 "miss_latency".into()
             } else {
                 "uniform".into()
             },
             store: options.store.map(|s| s.as_str().to_owned()),
             item_overhead: options.item_overhead,
+            half_life_backtest: None,
         }),
         exclusions,
         prediction: None,

@@ -30,7 +30,7 @@ pub enum Dialect {
 #[derive(Debug, Clone)]
 pub struct SqlOptions {
     pub dialect: Dialect,
-    /// `Auto`: an eighth of the events' span, as `analyzer rank` does.
+    /// `Auto` or `EighthOfSpan`: an eighth of the events' span (one query cannot backtest).
     pub half_life: HalfLife,
     /// The instant weights are relative to; the last event when not given, as `analyzer
     /// rank` does.
@@ -98,7 +98,8 @@ impl Dialect {
 
 /// The query, with a comment saying how it was made.
 pub fn aggregate_sql(options: &SqlOptions) -> Result<String, AutoHalfLifeWithReference> {
-    if options.reference_time.is_some() && options.half_life == HalfLife::Auto {
+    let eighth = matches!(options.half_life, HalfLife::Auto | HalfLife::EighthOfSpan);
+    if options.reference_time.is_some() && eighth {
         return Err(AutoHalfLifeWithReference);
     }
     let d = options.dialect;
@@ -115,8 +116,9 @@ pub fn aggregate_sql(options: &SqlOptions) -> Result<String, AutoHalfLifeWithRef
     let half_life = match options.half_life {
         HalfLife::Off => "CAST(NULL AS BIGINT)".to_owned(),
         HalfLife::Fixed(span) => format!("CAST({} AS BIGINT)", span.as_micros()),
-        // A span of zero weighs every read 1, as `aggregate` does.
-        HalfLife::Auto => format!(
+        // A span of zero weighs every read 1, as `aggregate` does. One query cannot backtest
+        // candidates, so `Auto` is an eighth of the span too, as `aggregate` alone takes it.
+        HalfLife::Auto | HalfLife::EighthOfSpan => format!(
             "NULLIF({}, 0)",
             d.integer_division(
                 &format!("MAX({ts_us}) - MIN({ts_us})"),
@@ -124,7 +126,7 @@ pub fn aggregate_sql(options: &SqlOptions) -> Result<String, AutoHalfLifeWithRef
             )
         ),
     };
-    let bounds_from = if options.reference_time.is_none() || options.half_life == HalfLife::Auto {
+    let bounds_from = if options.reference_time.is_none() || eighth {
         " FROM events AS e".to_owned()
     } else {
         String::new()
@@ -232,7 +234,7 @@ pub fn aggregate_sql(options: &SqlOptions) -> Result<String, AutoHalfLifeWithRef
             Dialect::Trino => "trino",
         },
         match options.half_life {
-            HalfLife::Auto => "auto".to_owned(),
+            HalfLife::Auto | HalfLife::EighthOfSpan => "span/8".to_owned(),
             HalfLife::Off => "off".to_owned(),
             HalfLife::Fixed(span) => humantime::format_duration(span).to_string(),
         },

@@ -126,6 +126,28 @@ def test_targets_and_passwords(tmp_path: Path) -> None:
     )
     assert postgres["targets"] == f"postgres://u:{secret}@db:5433/app?table=cache_t&max_entries=300"
     assert not any(secret in word for word in postgres["argv"])
+    # The database's TLS settings (psycopg's OPTIONS, libpq's names) go with it.
+    tls = argv_for(
+        {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_t"},
+        tmp_path,
+        databases={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "app",
+                "USER": "u",
+                "HOST": "db",
+                "OPTIONS": {
+                    "sslmode": "verify-full",
+                    "sslrootcert": "/etc/pg/root ca.pem",
+                    "connect_timeout": 5,
+                },
+            }
+        },
+    )
+    assert tls["targets"] == (
+        "postgres://u@db:5432/app?table=cache_t&max_entries=300"
+        "&sslmode=verify-full&sslrootcert=/etc/pg/root%20ca.pem"
+    )
     sqlite = argv_for(
         {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",

@@ -96,6 +96,48 @@ pub struct Scoring {
     pub store: Option<String>,
     /// Bytes counted per item beyond key and value, in the score and against the budget.
     pub item_overhead: u64,
+    /// How `--half-life auto` chose `half_life_s`; absent when the half-life was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_life_backtest: Option<HalfLifeBacktest>,
+}
+
+/// `--half-life auto`'s backtest: each candidate half-life ranked the window's older part
+/// under the same budget and rules, and was judged by the reads right after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HalfLifeBacktest {
+    /// The folds, oldest first: each trained every candidate and judged it.
+    pub folds: Vec<BacktestFold>,
+    /// Keys read in each fold's judged window that a choice knowing them would hold under the
+    /// budget, summed over the folds: the most `hits` any candidate could have.
+    pub oracle_hits: u64,
+    /// The candidates, shortest half-life first and `off` last; the chosen one has the most
+    /// `hits` (ties: the longest half-life) and is `half_life_s` above.
+    pub candidates: Vec<HalfLifeCandidate>,
+}
+
+/// One fold of a half-life backtest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestFold {
+    /// Events before this instant trained each candidate.
+    pub split_at: DateTime<Utc>,
+    /// Reads from `split_at` until this instant judged them.
+    pub judged_until: DateTime<Utc>,
+}
+
+/// One candidate of a half-life backtest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HalfLifeCandidate {
+    /// The half-life in seconds; absent for `off` (every read weighs the same).
+    pub half_life_s: Option<f64>,
+    /// Keys of the manifest it ranked from a fold's train part that were read in the fold's
+    /// judged window, summed over the folds: early reads that a cache warmed with it hits
+    /// instead of missing.
+    pub hits: u64,
+    /// `hits` as a share of `oracle_hits`; absent when that is 0.
+    pub share: Option<f64>,
 }
 
 /// A backtest: the dataset split in time, the test window replayed through an LRU cache of the

@@ -221,6 +221,10 @@ pub struct ThrottleReport {
     /// The lowest write rate the run fell to (writes/s); absent when it never slowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lowest_rate: Option<u64>,
+    /// Whether other clients read the store during the run. Without them the run is not
+    /// slowed down: there is no live traffic to protect.
+    #[serde(default)]
+    pub live_traffic: bool,
 }
 
 /// How many entries [`TargetReport::not_warmed`] lists at most.

@@ -24,6 +24,7 @@ use schemas::report::Outcome;
 mod faults;
 mod lifecycle;
 mod limits;
+mod throttle;
 mod undo;
 
 /// The longest a test waits for a background run before it gives up (a bound against hanging,

@@ -291,15 +291,25 @@ pub fn summary(report: &Report, run_dir: &Path) -> String {
             None => {}
         }
         if let Some(throttle) = &target.throttle {
-            let lowest = throttle
-                .lowest_rate
-                .map_or(String::new(), |rate| format!(", down to {rate} writes/s"));
-            let _ = writeln!(
-                out,
-                "    store latency {} µs before warming, peak median {} µs (limit {} µs); \
-                 slowed down {} times{lowest}",
-                throttle.baseline_us, throttle.peak_us, throttle.threshold_us, throttle.backoffs
-            );
+            if throttle.live_traffic {
+                let lowest = throttle
+                    .lowest_rate
+                    .map_or(String::new(), |rate| format!(", down to {rate} writes/s"));
+                let _ = writeln!(
+                    out,
+                    "    store latency {} µs before warming, peak {} µs (limit {} µs); \
+                     slowed down {} times{lowest}",
+                    throttle.baseline_us,
+                    throttle.peak_us,
+                    throttle.threshold_us,
+                    throttle.backoffs
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "    no live traffic on the store: the run was not slowed down"
+                );
+            }
         }
         if target.retries > 0 {
             let _ = writeln!(out, "    store calls retried: {}", target.retries);

@@ -1,31 +1,50 @@
 //! Adaptive throttling: keep the store's latency for live traffic near what it was before
-//! warming, by AIMD on the target's write rate.
+//! warming, by AIMD on the target's write rate, and hold nothing back when there is no live
+//! traffic to protect.
 //!
-//! The latency is measured the way a live client sees it: round trips that do no work (Redis
-//! `PING`, memcached `mn`) on a connection of their own, not the run's pipelined one, whose
-//! answers wait behind the run's own batches. Before warming, the median of a few probes is the
-//! baseline. While warming, a probe goes out after each batch at most every
-//! [`PROBE_EVERY`]; the slowest of the last [`WINDOW`] probes is compared with
-//! `multiple × baseline` (and never less than the baseline plus [`NOISE_FLOOR`]). The slowest,
-//! not the median: live traffic feels the store's tail, and with the median the run kept a live
-//! reader's p99 at 8× its idle figure (bench/throttle/run, docs/benchmarks.md), with the
-//! slowest at 1.0–1.1×.
+//! **Is there live traffic?** The store's own read counters (Redis `keyspace_hits` and
+//! `keyspace_misses`, memcached `get_hits` and `get_misses`) say how many reads its clients
+//! made; the run's own reads of the target (`--verify`'s read-backs) are taken off. Over the
+//! baseline window before warming, and then every [`TRAFFIC_EVERY`], other clients reading at
+//! least [`LIVE_READS`] a second make the traffic live. While it is not, the run writes as fast
+//! as the store takes it: a burst that slows nobody down costs nothing, and on an idle store the
+//! latency probes only ever measured the run itself (a run then slowed itself down to 155
+//! writes/s and warmed a tenth of its manifest before its timeout). A store without read
+//! counters is always treated as live. Traffic that only writes is not seen; a cache's traffic
+//! reads.
 //!
-//! A run starts at [`START_RATE`] and, until the first cut, grows by half per `PROBE_EVERY`
-//! of time (as TCP's slow start), so it does not open with a burst the store's clients pay
-//! for. Above the threshold, the write rate is halved (from what the run achieved over the
-//! last probe interval) and the probe window starts afresh, so one slow spell is not punished
-//! twice. Below it, the rate grows by a hundredth of the fastest rate seen per `PROBE_EVERY`,
-//! until it is well past anything achieved and the limit is lifted. Growth is counted in time,
-//! not in probes, since probes follow batches and batches may be far apart at a low rate. The
-//! rate is enforced by the same pacing as `--rate`, which still caps it.
+//! **How slow is live traffic?** The latency is measured the way a live client sees it: round
+//! trips that do no work (Redis `PING`, memcached `mn`) on a connection of their own, not the
+//! run's pipelined one, whose answers wait behind the run's own batches. Before warming, the
+//! median of a few probes spread over [`BASELINE_WINDOW`] is the baseline. While warming with
+//! live traffic, a task beside the write loop probes every [`PROBE_EVERY`]; the slowest of the
+//! last [`WINDOW`] probes is compared with `multiple × baseline` (and never less than
+//! the baseline plus [`NOISE_FLOOR`]). The slowest, not the median: live traffic feels the
+//! store's tail, and with the median the run kept a live reader's p99 at 8× its idle figure
+//! (bench/throttle/run, docs/benchmarks.md), with the slowest at 1.0–1.1×.
+//!
+//! **How fast may the run go?** With live traffic a run starts at [`START_RATE`] and, until
+//! the first cut, grows by half per `PROBE_EVERY` of time (as TCP's slow start), so it does not
+//! open with a burst the store's clients pay for. Above the threshold, the write rate is halved
+//! (from what the run achieved over the last probe interval) and the probe window starts
+//! afresh, so one slow spell is not punished twice. Below it, the rate grows by a hundredth of
+//! the fastest rate seen per `PROBE_EVERY`, until it is well past anything achieved and the
+//! limit is lifted. Growth is counted in time, not in probes, since a slow probe delays the
+//! next. While a limit holds, the writes go out in pipelines
+//! of [`LIVE_PIPELINE`], each paced on its own ([`Gate`]): a whole batch sent at once is a
+//! burst that a live client's command waits behind, however low the average rate. `--rate`
+//! still caps the rate.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemas::report::ThrottleReport;
-use tokio::time::Instant;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::run::pace::Pace;
 use crate::store::Store;
 
 /// The least time between two latency probes during the warm.
@@ -36,6 +55,15 @@ const WINDOW: usize = 5;
 const MIN_SAMPLES: usize = 3;
 /// Probes taken for the baseline before warming.
 const BASELINE_PROBES: usize = 15;
+/// The baseline's probes are spread over this long, and the store's read counters read at
+/// its start and end: the first look at live traffic.
+const BASELINE_WINDOW: Duration = Duration::from_millis(150);
+/// How often live traffic is looked for again during the warm.
+const TRAFFIC_EVERY: Duration = Duration::from_millis(250);
+/// Other clients' reads per second from which the traffic is live.
+const LIVE_READS: f64 = 10.0;
+/// The writes of one pipeline while a limit holds.
+const LIVE_PIPELINE: usize = 32;
 /// The threshold is at least this much above the baseline.
 const NOISE_FLOOR: Duration = Duration::from_micros(50);
 /// The write rate is never cut below this (writes/s), so the run always moves on.
@@ -66,18 +94,52 @@ pub(crate) struct Throttle {
     peak: Duration,
     backoffs: u64,
     lowest: Option<f64>,
+    /// What the store's read counters said last; `None`: it keeps none, and the traffic is
+    /// taken as live throughout.
+    traffic: Option<Traffic>,
+    live: bool,
+    /// Whether live traffic was seen at all.
+    seen_live: bool,
+}
+
+/// The store's read counters at the last look.
+#[derive(Debug)]
+struct Traffic {
+    reads: u64,
+    at: Instant,
+    /// Reads of the run's own since then.
+    own: u64,
 }
 
 impl Throttle {
-    /// Measures the baseline on `probe`; `None` when the store has no latency to measure.
+    /// Measures the baseline and looks for live traffic on `probe`; `None` when the store has
+    /// no latency to measure.
     pub async fn start(probe: Store, multiple: f64) -> Option<Throttle> {
+        let before = read_counter(&probe).await;
+        let opened = Instant::now();
         let mut samples = Vec::with_capacity(BASELINE_PROBES);
-        for _ in 0..BASELINE_PROBES {
+        for n in 1..=BASELINE_PROBES {
             samples.push(ping(&probe).await?);
+            tokio::time::sleep_until(
+                opened + BASELINE_WINDOW.mul_f64(n as f64 / BASELINE_PROBES as f64),
+            )
+            .await;
         }
         let baseline = median(&mut samples);
         let threshold = baseline.mul_f64(multiple).max(baseline + NOISE_FLOOR);
-        tracing::debug!(?baseline, ?threshold, "store latency before warming");
+        let traffic = match (before, read_counter(&probe).await) {
+            (Some(before), Some(after)) => Some((
+                others_per_second(after.saturating_sub(before), 0, opened.elapsed()),
+                Traffic {
+                    reads: after,
+                    at: Instant::now(),
+                    own: 0,
+                },
+            )),
+            _ => None,
+        };
+        let live = traffic.as_ref().is_none_or(|(rate, _)| *rate >= LIVE_READS);
+        tracing::debug!(?baseline, ?threshold, live, "store latency before warming");
         Some(Throttle {
             probe,
             baseline,
@@ -85,27 +147,78 @@ impl Throttle {
             samples: VecDeque::with_capacity(WINDOW),
             last_probe: Instant::now(),
             sent: 0,
-            limit: Some(START_RATE),
+            limit: live.then_some(START_RATE),
             slow_start: true,
             fastest: 0.0,
             peak: Duration::ZERO,
             backoffs: 0,
             lowest: None,
+            traffic: traffic.map(|(_, traffic)| traffic),
+            live,
+            seen_live: live,
         })
     }
 
-    /// Counts `writes` just sent; probes the latency when it is time, and returns the new
-    /// write-rate limit when it changed (`Some(None)`: lifted).
-    pub async fn sent(&mut self, writes: u64) -> Option<Option<f64>> {
+    /// Runs beside the write loop until `done` fires (or its sender is dropped): every
+    /// [`PROBE_EVERY`], takes what the write tasks told `gate` they sent and read back
+    /// (`lookups_per_fetch` store reads per key), looks for live traffic and probes the latency
+    /// when it is time, and sets the gate's limit. Returns itself, for the report.
+    pub async fn control(
+        mut self,
+        gate: Arc<Gate>,
+        lookups_per_fetch: u64,
+        mut done: oneshot::Receiver<()>,
+    ) -> Throttle {
+        self.warm_begins().await;
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut done => break,
+                _ = tick.tick() => {}
+            }
+            let writes = gate.sent.swap(0, Ordering::Relaxed);
+            let reads = gate.read_back.swap(0, Ordering::Relaxed) * lookups_per_fetch;
+            if let Some(limit) = self.step(writes, reads).await {
+                gate.set(limit);
+            }
+        }
+        self
+    }
+
+    /// Reads the store's read counters afresh as the warm begins: what the run read before
+    /// (the coverage probe) is not live traffic.
+    async fn warm_begins(&mut self) {
+        if let Some(traffic) = &mut self.traffic
+            && let Some(reads) = read_counter(&self.probe).await
+        {
+            *traffic = Traffic {
+                reads,
+                at: Instant::now(),
+                own: 0,
+            };
+        }
+        self.last_probe = Instant::now();
+        self.sent = 0;
+    }
+
+    /// Counts `writes` sent and `own_reads` the run made of the store (its read-backs) since
+    /// the last step; looks for live traffic and probes the latency when it is time, and
+    /// returns the new write-rate limit when it changed (`Some(None)`: lifted).
+    async fn step(&mut self, writes: u64, own_reads: u64) -> Option<Option<f64>> {
         self.sent += writes;
-        let elapsed = self.last_probe.elapsed();
-        if elapsed < PROBE_EVERY {
+        if let Some(change) = self.look_for_traffic(own_reads).await {
+            return Some(change);
+        }
+        if !self.live {
             return None;
         }
-        let latency = ping(&self.probe).await.unwrap_or(PROBE_TIMEOUT);
-        let achieved = self.sent as f64 / elapsed.as_secs_f64();
-        self.sent = 0;
+        // The steps come every PROBE_EVERY (see `control`), so each probes.
+        let elapsed = self.last_probe.elapsed();
         self.last_probe = Instant::now();
+        let latency = ping(&self.probe).await.unwrap_or(PROBE_TIMEOUT);
+        let achieved = self.sent as f64 / elapsed.as_secs_f64().max(1e-3);
+        self.sent = 0;
         self.fastest = self.fastest.max(achieved);
         if self.samples.len() == WINDOW {
             self.samples.pop_front();
@@ -133,7 +246,7 @@ impl Throttle {
         let limit = self.limit?;
         // Additive increase (multiplicative in slow start); past twice the fastest rate seen the
         // limit holds nothing back.
-        // Both per PROBE_EVERY of time, however far apart the batches (and so the probes) are.
+        // Both per PROBE_EVERY of time, however long the probes took.
         let steps = (elapsed.as_secs_f64() / PROBE_EVERY.as_secs_f64()).min(50.0);
         let raised = if self.slow_start {
             limit * 1.5f64.powf(steps)
@@ -141,6 +254,41 @@ impl Throttle {
             limit + (self.fastest / 100.0).max(MIN_RATE) * steps
         };
         self.limit = (raised < 2.0 * self.fastest).then_some(raised);
+        Some(self.limit)
+    }
+
+    /// Every [`TRAFFIC_EVERY`], whether other clients read the store; the new limit when live
+    /// traffic came (the slow start again) or went (none).
+    async fn look_for_traffic(&mut self, own_reads: u64) -> Option<Option<f64>> {
+        let traffic = self.traffic.as_mut()?;
+        traffic.own += own_reads;
+        let elapsed = traffic.at.elapsed();
+        if elapsed < TRAFFIC_EVERY {
+            return None;
+        }
+        let reads = read_counter(&self.probe).await?;
+        let rate = others_per_second(reads.saturating_sub(traffic.reads), traffic.own, elapsed);
+        *traffic = Traffic {
+            reads,
+            at: Instant::now(),
+            own: 0,
+        };
+        let live = rate >= LIVE_READS;
+        if live == self.live {
+            return None;
+        }
+        self.live = live;
+        self.seen_live |= live;
+        tracing::debug!(
+            live,
+            reads_per_second = rate,
+            "live traffic on the store changed"
+        );
+        self.samples.clear();
+        self.last_probe = Instant::now();
+        self.sent = 0;
+        self.slow_start = true;
+        self.limit = live.then_some(START_RATE);
         Some(self.limit)
     }
 
@@ -156,8 +304,23 @@ impl Throttle {
             peak_us: self.peak.as_micros() as u64,
             backoffs: self.backoffs,
             lowest_rate: self.lowest.map(|rate| rate as u64),
+            live_traffic: self.seen_live,
         }
     }
+}
+
+/// The store's cumulative reads (hits and misses); `None` when it keeps no count or the read
+/// failed.
+async fn read_counter(store: &Store) -> Option<u64> {
+    match tokio::time::timeout(PROBE_TIMEOUT, store.hit_counters()).await {
+        Ok(Ok(Some(counters))) => Some(counters.hits + counters.misses),
+        _ => None,
+    }
+}
+
+/// Other clients' reads per second: `reads` the store counted over `elapsed`, less `own`.
+fn others_per_second(reads: u64, own: u64, elapsed: Duration) -> f64 {
+    reads.saturating_sub(own) as f64 / elapsed.as_secs_f64().max(1e-3)
 }
 
 /// One probe's round trip; `None` when the store has nothing to probe or the probe failed.
@@ -173,4 +336,50 @@ async fn ping(store: &Store) -> Option<Duration> {
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort_unstable();
     samples[samples.len() / 2]
+}
+
+/// Between the write tasks and the throttle: the adaptive limit, on which each pipeline of a
+/// batch books its writes before it goes (see the module's header), and what the tasks sent
+/// and read back since the throttle last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    pace: Mutex<Option<Pace>>,
+    sent: AtomicU64,
+    /// Keys read back from the store (`--verify`).
+    pub read_back: AtomicU64,
+}
+
+impl Gate {
+    pub fn new(limit: Option<f64>) -> Gate {
+        let gate = Gate::default();
+        gate.set(limit);
+        gate
+    }
+
+    /// A new limit (`None`: lifted).
+    pub fn set(&self, limit: Option<f64>) {
+        *self
+            .pace
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            limit.map(|rate| Pace::new(rate as u64));
+    }
+
+    /// How many of `writes` go in the next pipeline, and when; all of them and now while no
+    /// limit holds.
+    pub fn book(&self, writes: usize) -> (usize, Option<Instant>) {
+        let mut pace = self
+            .pace
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (n, at) = match pace.as_mut() {
+            Some(pace) => {
+                let n = writes.min(LIVE_PIPELINE);
+                (n, Some(pace.book(n as u64)))
+            }
+            None => (writes, None),
+        };
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        (n, at)
+    }
 }

@@ -297,6 +297,13 @@ pub trait CacheStore: std::fmt::Debug + Send + Sync {
         async { Ok(None) }
     }
 
+    /// How far one key of [`fetch`](Self::fetch) moves the [`hit_counters`](Self::hit_counters)
+    /// (Redis reads a key with `GET` and `PTTL`), so that the run's own read-backs can be told
+    /// from live traffic.
+    fn lookups_per_fetch(&self) -> u64 {
+        1
+    }
+
     /// Whether the store lives in the warmer's process (SQLite): no round trip to measure, and
     /// no live clients on its wire to protect.
     fn in_process(&self) -> bool {
@@ -496,6 +503,13 @@ macro_rules! stores {
                     $(Store::$variant(store) => store.hit_counters().await,)+
                 }
             }
+
+            /// See [`CacheStore::lookups_per_fetch`].
+            pub fn lookups_per_fetch(&self) -> u64 {
+                match self {
+                    $(Store::$variant(store) => store.lookups_per_fetch(),)+
+                }
+            }
         }
     };
 }
@@ -505,7 +519,7 @@ stores! {
     Redis(redis::RedisUrl),
     /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`).
     RedisCluster(redis::ClusterUrl),
-    /// The master a Redis Sentinel names (`redis+sentinel://`).
+    /// The master a Redis Sentinel names (`redis[s]+sentinel://`).
     RedisSentinel(redis::SentinelUrl),
     /// One or more memcached servers (`memcached://`, `memcached+tls://`).
     Memcached(memcached::MemcachedUrl),

@@ -8,15 +8,20 @@
 //! (the redis crate's `tls-rustls` default) rather than webpki-roots' copy of Mozilla's list:
 //! the operator's trust store is what the host trusts, a private CA added to it included, and it
 //! is updated with the system rather than with a rebuild of the warmer.
+//!
+//! PostgreSQL takes the same files under libpq's names (`sslrootcert`, `sslcert`, `sslkey`) and
+//! says by its `sslmode` how much of the server's certificate is checked ([`ServerCheck`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// A store URL's TLS options.
@@ -99,45 +104,60 @@ impl TlsOptions {
     /// Logs, once per connect, that the server's certificate goes unchecked.
     pub fn warn_if_insecure(&self, url: &str) {
         if self.insecure {
-            tracing::warn!(
-                target_url = url,
-                "TLS without certificate verification (?insecure=true): anyone on the path \
-                 can read and change what the warmer sends"
-            );
+            warn_unverified(url, "?insecure=true");
         }
     }
+}
+
+/// How much of a server's certificate a connection checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCheck {
+    /// Signed by a trusted root, and made out to the host dialed: the default everywhere.
+    Full,
+    /// Signed by a trusted root, for any host (PostgreSQL's `sslmode=verify-ca`).
+    Chain,
+    /// Nothing (`?insecure=true`; PostgreSQL's `prefer` and `require` without a CA).
+    Nothing,
 }
 
 impl TlsOptions {
     /// A rustls client configuration for the stores whose socket we own (memcached): the same
     /// roots, client certificate and `insecure` as the redis crate makes of these options.
     pub fn rustls_config(&self) -> Result<Arc<ClientConfig>, String> {
+        let check = if self.insecure {
+            ServerCheck::Nothing
+        } else {
+            ServerCheck::Full
+        };
+        let mut config = self.client_config(check)?;
+        // memcached (OpenSSL, verifying clients without a session id context) answers a
+        // resumed session with an internal-error alert; every connection makes a full
+        // handshake instead, which costs a round trip per connection, not per call.
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Arc::new(config))
+    }
+
+    /// A rustls client configuration with these options' roots and client certificate, that
+    /// checks the server's certificate as `check` says.
+    pub fn client_config(&self, check: ServerCheck) -> Result<ClientConfig, String> {
         install_crypto_provider();
         let builder = ClientConfig::builder();
-        let builder = if self.insecure {
-            builder
+        let builder = match check {
+            ServerCheck::Full => builder.with_root_certificates(self.roots()?),
+            ServerCheck::Chain => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-        } else {
-            let mut roots = RootCertStore::empty();
-            match &self.ca {
-                Some(ca) => {
-                    for cert in CertificateDer::pem_slice_iter(&read(ca, "CA certificate (ca)")?) {
-                        let cert = cert.map_err(|e| pem_error(ca, &e))?;
-                        roots.add(cert).map_err(|e| pem_error(ca, &e))?;
-                    }
-                }
-                None => {
-                    let found = rustls_native_certs::load_native_certs();
-                    if let Some(error) = found.errors.first().filter(|_| found.certs.is_empty()) {
-                        return Err(format!("cannot read the system's CA certificates: {error}"));
-                    }
-                    roots.add_parsable_certificates(found.certs);
-                }
-            }
-            builder.with_root_certificates(roots)
+                .with_custom_certificate_verifier(Arc::new(Lenient {
+                    chain_to: Some(self.roots()?),
+                    provider: provider(),
+                })),
+            ServerCheck::Nothing => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Lenient {
+                    chain_to: None,
+                    provider: provider(),
+                })),
         };
-        let mut config = match (&self.cert, &self.key) {
+        match (&self.cert, &self.key) {
             (Some(cert_path), Some(key_path)) => {
                 let chain =
                     CertificateDer::pem_slice_iter(&read(cert_path, "client certificate (cert)")?)
@@ -145,17 +165,33 @@ impl TlsOptions {
                         .map_err(|e| pem_error(cert_path, &e))?;
                 let key = PrivateKeyDer::from_pem_slice(&read(key_path, "client key (key)")?)
                     .map_err(|e| pem_error(key_path, &e))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    format!("the client certificate and key do not go together: {e}")
-                })?
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("the client certificate and key do not go together: {e}"))
             }
-            _ => builder.with_no_client_auth(),
-        };
-        // memcached (OpenSSL, verifying clients without a session id context) answers a
-        // resumed session with an internal-error alert; every connection makes a full
-        // handshake instead, which costs a round trip per connection, not per call.
-        config.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(config))
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// The CA certificates of `ca`, else the system's.
+    fn roots(&self) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        match &self.ca {
+            Some(ca) => {
+                for cert in CertificateDer::pem_slice_iter(&read(ca, "CA certificate (ca)")?) {
+                    let cert = cert.map_err(|e| pem_error(ca, &e))?;
+                    roots.add(cert).map_err(|e| pem_error(ca, &e))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                if let Some(error) = found.errors.first().filter(|_| found.certs.is_empty()) {
+                    return Err(format!("cannot read the system's CA certificates: {error}"));
+                }
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        Ok(roots)
     }
 }
 
@@ -170,21 +206,35 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// `?insecure=true`: every server certificate accepted (the handshake's signatures are still
-/// checked, so the session is encrypted, to whoever answered). rustls has no such verifier of
-/// its own; this is the one its documentation describes.
+/// The checks rustls has no verifier of its own for: none at all (`?insecure=true`: every
+/// server certificate accepted, the one its documentation describes), and PostgreSQL's
+/// `verify-ca` (signed by a trusted root, whatever host it names). Either way the handshake's
+/// signatures are still checked, so the session is encrypted, to whoever answered.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+struct Lenient {
+    /// The roots the certificate must chain to; none: anything goes.
+    chain_to: Option<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for NoVerification {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.chain_to {
+            verify_server_cert_signed_by_trust_anchor(
+                &ParsedCertificate::try_from(end_entity)?,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -198,7 +248,7 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -212,13 +262,25 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
+}
+
+/// Logs, once per connect, that the server's certificate of `url` goes unchecked, because of
+/// `option`.
+pub fn warn_unverified(url: &str, option: &str) {
+    tracing::warn!(
+        target_url = url,
+        "TLS without certificate verification ({option}): anyone on the path can read and \
+         change what the warmer sends"
+    );
 }
 
 /// Whether `error` or one of its causes is rustls refusing the handshake (a certificate that

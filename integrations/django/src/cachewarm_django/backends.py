@@ -299,6 +299,7 @@ def _database(alias: str, path: str, cache: Any) -> Backend:
         url = f"sqlite://{os.path.abspath(name)}?{query}"
     elif connection.vendor == "postgresql":
         url = _postgres_url(connection.settings_dict) + f"?{query}"
+        url += _postgres_tls(connection.settings_dict)
     else:
         raise Unsupported(
             f"cache alias `{alias}`: DatabaseCache on {connection.vendor} is not supported "
@@ -335,6 +336,18 @@ def _postgres_url(settings_dict: dict[str, Any]) -> str:
     at = "@" if auth else ""
     name = quote(str(settings_dict["NAME"]), safe="")
     return f"postgres://{auth}{at}{host}:{port}/{name}"
+
+
+# libpq's TLS parameters, which psycopg takes from DATABASES' OPTIONS; the warmer's postgres://
+# URL reads them under the same names and meanings.
+_POSTGRES_TLS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+def _postgres_tls(settings_dict: dict[str, Any]) -> str:
+    """The database's TLS settings as query parameters (``&sslmode=…``), in libpq's names."""
+    options = settings_dict.get("OPTIONS") or {}
+    given = [name for name in _POSTGRES_TLS if name in options]
+    return "".join(f"&{name}={quote(str(options[name]), safe='/')}" for name in given)
 
 
 def _serializer_name(serializer: Any) -> str:

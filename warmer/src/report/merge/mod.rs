@@ -393,6 +393,7 @@ fn merge_throttles<'a>(each: impl Iterator<Item = &'a ThrottleReport>) -> Option
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 },
+                live_traffic: m.live_traffic || t.live_traffic,
             },
         })
     })

@@ -26,7 +26,7 @@ use super::Shared;
 use super::coverage::{self, Probe};
 use super::faults::Breaker;
 use super::pace::Pace;
-use super::throttle::Throttle;
+use super::throttle::{Gate, Throttle};
 use crate::rundir::written::{self, WrittenLog};
 use crate::source::Source;
 use crate::store::{Role, Store, StoreUrl};
@@ -197,11 +197,7 @@ impl TargetRun {
             store_checked: Instant::now(),
             breaker: Breaker::default(),
             retried: Arc::clone(&self.retried),
-            throttle_pace: self
-                .throttle
-                .as_ref()
-                .and_then(Throttle::limit)
-                .map(|rate| Pace::new(rate as u64)),
+            gate: Arc::new(Gate::new(self.throttle.as_ref().and_then(Throttle::limit))),
             throttle: self.throttle.take(),
         })
     }

@@ -4,7 +4,7 @@
 //! ([`Tally`]), in rank order.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -16,7 +16,7 @@ use super::tally::{Naming, Tally, merge_item};
 use crate::retry;
 use crate::run::faults::Breaker;
 use crate::run::pace::Pace;
-use crate::run::throttle::Throttle;
+use crate::run::throttle::{Gate, Throttle};
 use crate::run::verify::{self, Verdict};
 use crate::run::{Batch, InFlight, Shared};
 use crate::rundir::written::{Record, WrittenLog};
@@ -59,8 +59,8 @@ pub(crate) struct Worker {
     pub(super) breaker: Breaker,
     pub(super) retried: Arc<AtomicU64>,
     pub(super) throttle: Option<Throttle>,
-    /// The adaptive write-rate limit, when the throttle set one.
-    pub(super) throttle_pace: Option<Pace>,
+    /// The adaptive write-rate limit, as the write tasks see it.
+    pub(super) gate: Arc<Gate>,
 }
 
 impl Worker {
@@ -88,6 +88,16 @@ impl Worker {
         // open (each holds buffers in the store's memory too).
         self.store_checked = Instant::now() - STORE_CHECK_EVERY;
         self.check_store().await;
+        // The throttle runs in a task of its own, so that it looks at the store on time
+        // however long the batches take.
+        let (done, done_rx) = tokio::sync::oneshot::channel();
+        let control = self.throttle.take().map(|throttle| {
+            tokio::spawn(throttle.control(
+                Arc::clone(&self.gate),
+                store.lookups_per_fetch(),
+                done_rx,
+            ))
+        });
         let mut open = true;
         while open || !writes.is_empty() {
             enum Step {
@@ -194,21 +204,21 @@ impl Worker {
             }
             in_flight_bytes += pending.bytes;
             in_flight_items += pending.sent.len() as u64;
-            if let Some(throttle) = &mut self.throttle
-                && let Some(limit) = throttle.sent(pending.sent.len() as u64).await
-            {
-                self.throttle_pace = limit.map(|rate| Pace::new(rate as u64));
-            }
             let store = Arc::clone(&store);
             let source = Arc::clone(&self.source);
             let shared = Arc::clone(&shared);
             let retried = Arc::clone(&self.retried);
+            let gate = Arc::clone(&self.gate);
             writes.push(async move {
                 let sent_at = Instant::now();
-                let result = write(&store, &pending, &shared, &retried).await;
+                let result = write(&store, &pending, &shared, &retried, &gate).await;
                 let verdicts = match &result {
                     Ok(Ok(outcomes)) if shared.settings.verify && !shared.settings.dry_run => {
-                        read_back(&store, &source, &pending, outcomes, &shared, sent_at).await
+                        let verdicts =
+                            read_back(&store, &source, &pending, outcomes, &shared, sent_at).await;
+                        gate.read_back
+                            .fetch_add(verdicts.len() as u64, Ordering::Relaxed);
+                        verdicts
                     }
                     _ => Vec::new(),
                 };
@@ -220,6 +230,13 @@ impl Worker {
         // entries stay `not_attempted`, after the last entry counted in order. (They share the
         // deadline or the broken store, so they would not have come to more.)
         writes.abort().await;
+        let _ = done.send(());
+        if let Some(control) = control {
+            match control.await {
+                Ok(throttle) => self.throttle = Some(throttle),
+                Err(error) => tracing::warn!(%error, "the throttle's task failed"),
+            }
+        }
         self
     }
 
@@ -234,11 +251,8 @@ impl Worker {
             .as_mut()
             .map(|p| p.book(pending.sent.len() as u64));
         let bytes = self.bytes_pace.as_mut().map(|p| p.book(pending.bytes));
-        let adaptive = self
-            .throttle_pace
-            .as_mut()
-            .map(|p| p.book(pending.sent.len() as u64));
-        let Some(at) = ops.into_iter().chain(bytes).chain(adaptive).max() else {
+        // The adaptive limit is kept per pipeline, by the write task (see `write`).
+        let Some(at) = ops.into_iter().chain(bytes).max() else {
             return true;
         };
         if at > shared.deadline {
@@ -450,12 +464,14 @@ impl Worker {
 }
 
 /// Sends the items of `pending` (a dry run asks which keys are present instead), retrying
-/// transient failures (see [`crate::run::faults`]) until the deadline.
+/// transient failures (see [`crate::run::faults`]) until the deadline; while the adaptive
+/// limit holds, in pipelines the `gate` paces one by one.
 async fn write(
     store: &Store,
     pending: &Pending,
     shared: &Shared,
     retried: &Arc<AtomicU64>,
+    gate: &Gate,
 ) -> WriteResult {
     let settings = &shared.settings;
     let batch = &pending.batch;
@@ -488,12 +504,25 @@ async fn write(
         .iter()
         .filter_map(|&(i, j, _)| write_item(batch, i, j, shared))
         .collect();
-    tokio::time::timeout_at(
-        shared.deadline,
-        retry::retrying(settings.retries, retried, || {
-            store.write(&items, settings.write_mode)
-        }),
-    )
+    tokio::time::timeout_at(shared.deadline, async {
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut rest = &items[..];
+        while !rest.is_empty() {
+            let (n, at) = gate.book(rest.len());
+            if let Some(at) = at {
+                tokio::time::sleep_until(at).await;
+            }
+            let (now, later) = rest.split_at(n);
+            outcomes.extend(
+                retry::retrying(settings.retries, retried, || {
+                    store.write(now, settings.write_mode)
+                })
+                .await?,
+            );
+            rest = later;
+        }
+        Ok(outcomes)
+    })
     .await
 }
 

@@ -449,6 +449,11 @@ impl CacheStore for RedisClusterStore {
             },
         )))
     }
+
+    /// `fetch` reads each key with `GET` and `PTTL`, and both count as a lookup.
+    fn lookups_per_fetch(&self) -> u64 {
+        2
+    }
 }
 
 /// As `store_error` for one server: the same errors are worth a retry (the cluster

@@ -310,6 +310,11 @@ impl CacheStore for RedisStore {
     async fn hit_counters(&self) -> Result<Option<HitCounters>, StoreError> {
         Ok(Some(hit_counters(&self.info("stats").await?)))
     }
+
+    /// `fetch` reads each key with `GET` and `PTTL`, and both count as a lookup.
+    fn lookups_per_fetch(&self) -> u64 {
+        2
+    }
 }
 
 // The commands of each operation and how their replies are read, apart from the store, so

@@ -1,6 +1,6 @@
 //! `redis://` and `rediss://` (TLS; and `redis+unix://`), passed to the redis crate without the
 //! TLS options ([`TlsOptions`]), and `redis[s]+cluster://[user:pass@]host:port[,host:port…]`,
-//! the seed nodes of a Redis Cluster. `redis+sentinel://` is in `sentinel`.
+//! the seed nodes of a Redis Cluster. `redis[s]+sentinel://` is in `sentinel`.
 
 use super::{RedisClusterStore, RedisStore};
 use crate::store::tls::{TLS_OPTIONS, TlsOptions};

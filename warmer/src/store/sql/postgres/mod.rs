@@ -1,7 +1,11 @@
 //! `postgres://USER@HOST[:PORT]/DATABASE?table=NAME` (or `postgresql://`): Django's
-//! DatabaseCache table in PostgreSQL (see [`super`]), through `tokio-postgres`, without TLS for
-//! now (reach a remote server over a tunnel).
+//! DatabaseCache table in PostgreSQL (see [`super`]), through `tokio-postgres`.
 //!
+//! - TLS as libpq's `sslmode` says (see [`url::SslMode`]), through tokio-postgres-rustls with
+//!   the rustls configuration of the other stores (`store::tls`): the same roots, client
+//!   certificate and verifiers. `sslmode=require` without a root certificate is logged as a
+//!   warning, as `?insecure=true` is elsewhere; `prefer`, the default, is not (it is what
+//!   libpq and Django do unasked).
 //! - Add is one statement per batch: `INSERT … ON CONFLICT (cache_key) DO UPDATE … WHERE
 //!   expires < now RETURNING cache_key`. A row comes back when it was written (new, or an expired
 //!   one taken over); a key that does not come back held a live entry, and keeps it.
@@ -21,12 +25,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
+use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod url;
 
 pub use url::PostgresUrl;
+use url::SslMode;
 
 use super::{live_until, new_rows_allowed, unique_runs};
 use crate::env_vars;
@@ -51,6 +58,8 @@ pub struct PostgresStore {
     /// with small ones.
     address: Box<PostgresUrl>,
     config: Box<tokio_postgres::Config>,
+    /// The TLS configuration; none under `sslmode=disable`. Boxed, as the config.
+    tls: Option<Box<rustls::ClientConfig>>,
     expires: Expires,
     /// The connection; replaced by a new one when it breaks (a restarted server, a dropped
     /// connection), so a server that comes back within the run's retries is warmed on.
@@ -83,7 +92,27 @@ impl PostgresStore {
         if let Some(password) = password {
             config.password(password);
         }
-        let client = open(&config, &address.time_zone)
+        let tls = match address.tls.mode {
+            SslMode::Disable => None,
+            mode => {
+                config.ssl_mode(if mode == SslMode::Prefer {
+                    PgSslMode::Prefer
+                } else {
+                    PgSslMode::Require
+                });
+                let check = address.tls.check();
+                if mode == SslMode::Require && check == crate::store::tls::ServerCheck::Nothing {
+                    crate::store::tls::warn_unverified(&address.redacted, "sslmode=require");
+                }
+                Some(Box::new(
+                    address.tls.files.client_config(check).map_err(error)?,
+                ))
+            }
+        };
+        if tls.is_none() {
+            config.ssl_mode(PgSslMode::Disable);
+        }
+        let client = open(&config, tls.as_deref(), &address.time_zone)
             .await
             .map_err(|e| pg_error(&address.redacted, &e))?;
         let expires = expires_type(&client, &address.options.table, &address.database)
@@ -95,6 +124,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             address: Box::new(address.clone()),
             config: Box::new(config),
+            tls,
             expires,
             client: tokio::sync::Mutex::new(Arc::new(client)),
             writing: tokio::sync::Mutex::new(()),
@@ -109,7 +139,7 @@ impl PostgresStore {
     async fn client(&self) -> Result<Arc<Client>, StoreError> {
         let mut client = self.client.lock().await;
         if client.is_closed() {
-            let new = open(&self.config, &self.address.time_zone)
+            let new = open(&self.config, self.tls.as_deref(), &self.address.time_zone)
                 .await
                 .map_err(|e| self.error(&e))?;
             *client = Arc::new(new);
@@ -186,18 +216,27 @@ impl PostgresStore {
     }
 }
 
-/// Connects, runs the connection on its own task, and sets the session's time zone.
+/// Connects (over `tls` when given), runs the connection on its own task, and sets the
+/// session's time zone.
 async fn open(
     config: &tokio_postgres::Config,
+    tls: Option<&rustls::ClientConfig>,
     time_zone: &str,
 ) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        // A broken connection shows on the client (`is_closed`, and the call's error).
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "postgres connection ended");
+    // A broken connection shows on the client (`is_closed`, and the call's error).
+    let ended = |error: tokio_postgres::Error| tracing::debug!(%error, "postgres connection ended");
+    let client = match tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(MakeRustlsConnect::new(tls.clone())).await?;
+            tokio::spawn(async move { connection.await.map_err(ended) });
+            client
         }
-    });
+        None => {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(async move { connection.await.map_err(ended) });
+            client
+        }
+    };
     client
         .execute("SELECT set_config('TimeZone', $1, false)", &[&time_zone])
         .await?;
@@ -430,7 +469,8 @@ impl CacheStore for PostgresStore {
 }
 
 /// A PostgreSQL failure as a store error, with the server's own message; transient when the
-/// connection broke or the server is starting or shutting down, never a refused password.
+/// connection broke or the server is starting or shutting down, never a refused password or
+/// a refused TLS handshake.
 fn pg_error(url: &str, e: &tokio_postgres::Error) -> StoreError {
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -457,8 +497,9 @@ fn pg_error(url: &str, e: &tokio_postgres::Error) -> StoreError {
                 ]
                 .contains(code)
         }
-        // No SQLSTATE: the connection itself (refused, reset, closed, timed out).
-        None => true,
+        // No SQLSTATE: the connection itself (refused, reset, closed, timed out), or a TLS
+        // handshake refused (a certificate that fails verification), which stays refused.
+        None => !crate::store::tls::is_tls_refusal(e),
     };
     StoreError {
         kind: "postgres",

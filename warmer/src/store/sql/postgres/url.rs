@@ -1,9 +1,76 @@
-//! `postgres://USER@HOST[:PORT]/DATABASE?table=NAME[&max_entries=N][&time_zone=ZONE]`: the address of a Django DatabaseCache table in PostgreSQL, parsed, with
-//! the password kept out of `Debug` output.
+//! `postgres://USER@HOST[:PORT]/DATABASE?table=NAME[&max_entries=N][&time_zone=ZONE]`
+//! `[&sslmode=MODE][&sslrootcert=FILE][&sslcert=FILE&sslkey=FILE]`: the address of a Django
+//! DatabaseCache table in PostgreSQL, parsed, with the password kept out of `Debug` output.
+//!
+//! The TLS parameters are libpq's, with libpq's meanings (see [`SslMode`]), so a URL from a
+//! Django or psql setup works as it is; the other stores' names (`ca`, `cert`, `key`) are
+//! taken too. Where libpq differs: without `sslrootcert`, `verify-ca` and `verify-full` check
+//! against the system's roots (as every other store here; libpq reads
+//! `~/.postgresql/root.crt`), and `sslmode=allow` is not taken.
 
 use super::super::SqlOptions;
 use super::PostgresStore;
+use crate::store::tls::{ServerCheck, TlsOptions};
 use crate::store::{Address, Role, StoreError, StoreKind, UrlError, redact};
+
+/// libpq's `sslmode`: whether the connection is encrypted, and what of the server's
+/// certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain text.
+    Disable,
+    /// TLS when the server offers it, else plain text (libpq's default, and so ours).
+    Prefer,
+    /// TLS or no connection.
+    Require,
+    /// TLS, the server's certificate signed by a trusted CA (any host name).
+    VerifyCa,
+    /// TLS, the server's certificate signed by a trusted CA and made out to the host dialed.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(name: &str) -> Result<SslMode, String> {
+        Ok(match name {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => {
+                return Err(
+                    "sslmode=allow is not supported; use prefer (TLS when the server offers it)"
+                        .into(),
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "sslmode is disable, prefer, require, verify-ca or verify-full, not `{name}`"
+                ));
+            }
+        })
+    }
+}
+
+/// The TLS a connection makes: libpq's `sslmode` and the certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresTls {
+    pub mode: SslMode,
+    pub files: TlsOptions,
+}
+
+impl PostgresTls {
+    /// How much of the server's certificate is checked. As libpq: `prefer` and `require`
+    /// check nothing, unless a root certificate is given; then they check as `verify-ca`.
+    pub fn check(&self) -> ServerCheck {
+        match self.mode {
+            SslMode::VerifyFull => ServerCheck::Full,
+            SslMode::VerifyCa => ServerCheck::Chain,
+            _ if self.files.ca.is_some() => ServerCheck::Chain,
+            _ => ServerCheck::Nothing,
+        }
+    }
+}
 
 /// A password, kept out of `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +93,8 @@ pub struct PostgresUrl {
     pub(super) database: String,
     pub(super) password: Option<Password>,
     pub(super) time_zone: String,
+    /// Boxed: it is most of the address's size, and addresses sit in an enum with small ones.
+    pub(super) tls: Box<PostgresTls>,
     pub(super) options: SqlOptions,
 }
 
@@ -60,20 +129,64 @@ impl Address for PostgresUrl {
         };
         let password = parsed.password().map(decode).transpose()?.map(Password);
         let mut time_zone = "UTC".to_owned();
+        let mut mode = None;
+        let mut files = TlsOptions::default();
+        let mut system_roots = false;
         let query = parsed.query().unwrap_or("");
-        let options = SqlOptions::parse(text, query, |name, value| match name {
-            "time_zone" if is_zone_name(value) => {
-                value.clone_into(&mut time_zone);
-                Ok(())
+        let options = SqlOptions::parse(text, query, |name, value| {
+            // libpq's names for the other stores' TLS options.
+            let name = match name {
+                "sslrootcert" if value == "system" => {
+                    system_roots = true;
+                    return Ok(());
+                }
+                "sslrootcert" => "ca",
+                "sslcert" => "cert",
+                "sslkey" => "key",
+                name => name,
+            };
+            match name {
+                "time_zone" if is_zone_name(value) => {
+                    value.clone_into(&mut time_zone);
+                    Ok(())
+                }
+                "time_zone" => {
+                    Err("time_zone must be a zone name such as UTC or Europe/Paris".into())
+                }
+                "sslmode" => {
+                    mode = Some(SslMode::parse(value)?);
+                    Ok(())
+                }
+                "insecure" => Err("`insecure` is not a PostgreSQL option: sslmode=require \
+                     encrypts without checking the server's certificate"
+                    .into()),
+                _ if files.take(name, value)? => Ok(()),
+                _ => Err(
+                    "the query parameters are `table`, `max_entries`, `time_zone`, \
+                     `sslmode`, `sslrootcert` (or `ca`), `sslcert` (or `cert`), `sslkey` (or \
+                     `key`), `password_file` and `password_env`"
+                        .into(),
+                ),
             }
-            "time_zone" => Err("time_zone must be a zone name such as UTC or Europe/Paris".into()),
-            "sslmode" => Err("TLS is not supported yet; reach the server over a TLS tunnel".into()),
-            _ => Err(
-                "the query parameters are `table`, `max_entries`, `time_zone`, \
-                 `password_file` and `password_env`"
-                    .into(),
-            ),
         })?;
+        files.check().map_err(|reason| error(&reason))?;
+        let mode = match mode {
+            // As libpq 16: the system's roots are for checking the host's name.
+            Some(mode) if system_roots && mode != SslMode::VerifyFull => {
+                return Err(error(
+                    "sslrootcert=system checks the server's name: it needs sslmode=verify-full",
+                ));
+            }
+            None if system_roots => SslMode::VerifyFull,
+            Some(mode) => mode,
+            None => SslMode::Prefer,
+        };
+        if mode == SslMode::Disable && files.is_set() {
+            return Err(error(
+                "the certificate files (sslrootcert, sslcert, sslkey) need an sslmode other \
+                 than disable",
+            ));
+        }
         Ok(PostgresUrl {
             redacted: redact(text),
             host,
@@ -82,6 +195,7 @@ impl Address for PostgresUrl {
             database,
             password,
             time_zone,
+            tls: Box::new(PostgresTls { mode, files }),
             options,
         })
     }
@@ -135,7 +249,12 @@ mod tests {
         assert_eq!(url.database, "app");
         for bad in [
             "postgres://db.internal/shop",
-            "postgres://app@db.internal/shop?sslmode=require",
+            "postgres://app@db.internal/shop?sslmode=allow",
+            "postgres://app@db.internal/shop?sslmode=verify",
+            "postgres://app@db.internal/shop?sslmode=disable&sslrootcert=ca.pem",
+            "postgres://app@db.internal/shop?sslmode=require&sslrootcert=system",
+            "postgres://app@db.internal/shop?sslcert=c.pem",
+            "postgres://app@db.internal/shop?insecure=true",
             "postgres://app@db.internal/shop?table=a;b",
             "postgres://app@db.internal/shop?time_zone=UTC';",
             "postgres://app@db.internal/shop?max_entries=many",
@@ -144,5 +263,40 @@ mod tests {
             let error = PostgresUrl::parse(bad).unwrap_err();
             assert!(!error.to_string().contains("s3cret"), "{error}");
         }
+    }
+
+    /// libpq's `sslmode` and certificate names (or the other stores' `ca`, `cert`, `key`) say
+    /// how a connection is encrypted and checked; `prefer` is the default, and a root
+    /// certificate makes `prefer` and `require` check the chain, as in libpq.
+    #[test]
+    fn parses_sslmode_and_certificates() {
+        let tls = |query: &str| {
+            PostgresUrl::parse(&format!("postgres://app@db/shop?{query}"))
+                .unwrap()
+                .tls
+        };
+        let default = tls("table=c");
+        assert_eq!(default.mode, SslMode::Prefer);
+        assert_eq!(default.check(), ServerCheck::Nothing);
+        let full =
+            tls("sslmode=verify-full&sslrootcert=/etc/pg/root%20ca.crt&sslcert=c.pem&sslkey=k.pem");
+        assert_eq!(full.mode, SslMode::VerifyFull);
+        assert_eq!(full.check(), ServerCheck::Full);
+        assert_eq!(full.files.ca, Some("/etc/pg/root ca.crt".into()));
+        assert_eq!(full.files.key, Some("k.pem".into()));
+        assert_eq!(
+            tls("sslmode=verify-ca&ca=ca.pem").check(),
+            ServerCheck::Chain
+        );
+        assert_eq!(
+            tls("sslmode=require&sslrootcert=ca.pem").check(),
+            ServerCheck::Chain
+        );
+        assert_eq!(tls("sslmode=require").check(), ServerCheck::Nothing);
+        assert_eq!(tls("sslmode=disable").mode, SslMode::Disable);
+        let system = tls("sslrootcert=system");
+        assert_eq!((system.mode, system.files.ca), (SslMode::VerifyFull, None));
+        let error = PostgresUrl::parse("postgres://app@db/shop?sslmode=allow").unwrap_err();
+        assert!(error.reason.contains("prefer"), "{error}");
     }
 }

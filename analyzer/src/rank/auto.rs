@@ -1,0 +1,379 @@
+//! `--half-life auto`, the default: the half-life chosen by a backtest on the dataset itself.
+//!
+//! No fixed half-life is best for every workload: a long one averages more reads when
+//! popularity is stable, a short one follows popularity when it drifts. So the window's end is
+//! cut into [`FOLDS`] judged windows of a [`JUDGED_SHARE_DIVISOR`]th of the span each. In each
+//! fold, every candidate half-life ranks the events before the judged window under the same
+//! budget and rules, and scores the keys of that manifest read in the judged window: a cache
+//! warmed with the manifest hits each of them on its first read where a cold one misses, the
+//! extra early hits that `tests/tests/rank_quality.rs` measures, counted without replaying a
+//! cache. The candidate with the most over the folds wins (ties: the longest half-life, which
+//! averages the most reads), and the whole window is ranked with it.
+//!
+//! The backtest rides on the aggregation ranking runs anyway: beside the key-stats columns,
+//! per key, each candidate's weighted reads over the whole window and before each fold, and
+//! the reads before and in each fold's judged window. Then, per fold and candidate, a sort and
+//! a greedy pack of the eligible keys. The chosen candidate's whole-window sums are the sums
+//! `--half-life` of its span gives (the same fixed-point weights, against the same end), so
+//! auto's manifest ranks as that explicit half-life's does. The sums are integers, so the
+//! choice does not depend on the order polars adds them in: same input, same manifest.
+//!
+//! Keys are classified and excluded once, by the whole window's figures (`--window`, deleted,
+//! category rules), except that a key must also pass the one-hit-wonder rule in the train part
+//! alone; a key's miss cost is its whole window's.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+use schemas::Manifest;
+use schemas::event::columns;
+use schemas::manifest::{BacktestFold, HalfLifeBacktest, HalfLifeCandidate};
+
+use super::aggregate::{
+    READ_COLUMN, dataset_files, is_read, per_key, scan, stats_of_frame, sum_count_if, time_span,
+    weighted,
+};
+use super::{Packer, RankError, RankOptions, build_manifest, eligible, generated_at};
+use crate::rank::WEIGHT_SCALE;
+
+/// Folds of the backtest: the last `FOLDS` judged windows of the span, each judging the
+/// candidates trained on everything before it. Several would average out where one window
+/// falls in a workload's cycle, but each costs a column per candidate in the aggregation; on
+/// the workloads of `tests/tests/rank_quality.rs`, two chose as one did in 14 of 15 traces.
+pub const FOLDS: i64 = 1;
+
+/// A judged window is this fraction of the span: the early reads after a deploy, 12 minutes of
+/// 8 hours of logs. A cache warmed at a deploy gains on the keys read before the warmed keys
+/// that nobody reads are evicted; on the drifting workloads of `tests/tests/rank_quality.rs`,
+/// judging on a twentieth (the length of the test's own early window) chose half-lives too
+/// long for the first minutes, three times in six.
+pub const JUDGED_SHARE_DIVISOR: i64 = 40;
+
+/// The fixed candidates, kept when the window allows them (see [`candidates`]): a spread of
+/// round spans from minutes to a month, each about two to three times the one before.
+const LADDER: [Duration; 12] = [
+    Duration::from_secs(60),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(15 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(3600),
+    Duration::from_secs(3 * 3600),
+    Duration::from_secs(6 * 3600),
+    Duration::from_secs(12 * 3600),
+    Duration::from_secs(24 * 3600),
+    Duration::from_secs(3 * 24 * 3600),
+    Duration::from_secs(7 * 24 * 3600),
+    Duration::from_secs(30 * 24 * 3600),
+];
+
+/// The candidate half-lives of a window of `span`, shortest first, `off` (`None`) last: the
+/// [`LADDER`]'s rungs from a 32nd of the span to half the span, an eighth of the span (the
+/// SQL aggregation's default, unless a rung is near it), and `off`.
+///
+/// Below a 32nd of the span, reads older than the last few percent of the window weigh next to
+/// nothing, and the tail of keys is ranked on a handful of reads. Above half the span the
+/// ranking is close to `off`'s: on the workloads of `tests/tests/rank_quality.rs` 6 h and 12 h
+/// (of 8 h) never beat both `off` and the shorter ones, and each candidate costs the
+/// aggregation two columns per fold.
+pub fn candidates(span: Duration) -> Vec<Option<Duration>> {
+    let mut spans: Vec<Duration> = LADDER
+        .iter()
+        .copied()
+        .filter(|rung| *rung >= span / 32 && *rung <= span / 2)
+        .collect();
+    // In whole seconds, and only when no rung is within a quarter of it: a near twin would
+    // rank almost alike and only split the choice.
+    let eighth = Duration::from_secs((span / 8).as_secs());
+    let near = |rung: &Duration| rung.as_secs_f64() / eighth.as_secs_f64();
+    if !eighth.is_zero() && !spans.iter().any(|rung| (0.8..=1.25).contains(&near(rung))) {
+        spans.push(eighth);
+    }
+    spans.sort();
+    let mut all: Vec<Option<Duration>> = spans.into_iter().map(Some).collect();
+    all.push(None);
+    all
+}
+
+fn weight_column(candidate: usize) -> String {
+    format!("_auto_weight_{candidate}")
+}
+
+fn full_column(candidate: usize) -> String {
+    format!("_auto_full_{candidate}")
+}
+
+fn train_column(candidate: usize, fold: usize) -> String {
+    format!("_auto_train_{candidate}_{fold}")
+}
+
+fn judged_reads_column(fold: usize) -> String {
+    format!("_auto_judged_reads_{fold}")
+}
+
+/// Ranks the dataset at `dataset` with the half-life its own backtest chooses.
+pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
+    let files = dataset_files(dataset)?;
+    let polars_error = |source| RankError::Polars {
+        path: dataset.to_path_buf(),
+        source,
+    };
+    let Some((start, end)) = time_span(&files, options.until).map_err(polars_error)? else {
+        return Err(RankError::NoEvents(dataset.to_path_buf()));
+    };
+    let span_us = end - start;
+    let judged_us = span_us / JUDGED_SHARE_DIVISOR;
+    // (split, judged until) of each fold, the oldest first.
+    let folds: Vec<(i64, i64)> = (1..=FOLDS)
+        .rev()
+        .map(|k| (end - k * judged_us, end - (k - 1) * judged_us))
+        .collect();
+    let spans = candidates(Duration::from_micros(u64::try_from(span_us).unwrap_or(0)));
+
+    let ts = || col(columns::TS).cast(DataType::Int64);
+    let read = || col(READ_COLUMN);
+    let mut extra = Vec::new();
+    // The judged windows tile the window's end (the last one takes in the last event), so a
+    // fold's train reads are the key's reads less those of its window and the later ones.
+    for (fold, &(split, until)) in folds.iter().enumerate() {
+        let judged = read().and(ts().gt_eq(lit(split)));
+        let judged = if fold + 1 < folds.len() {
+            judged.and(ts().lt(lit(until)))
+        } else {
+            judged
+        };
+        extra.push((judged_reads_column(fold), sum_count_if(judged)));
+    }
+    // Each candidate's weight is computed once per read, as a column the sums then add up.
+    let mut weights = Vec::new();
+    for (i, half_life) in spans.iter().enumerate() {
+        let Some(half_life) = half_life else { continue };
+        weights.push(
+            when(is_read())
+                .then(weighted(end, Some(*half_life)))
+                .otherwise(lit(0u64))
+                .alias(weight_column(i)),
+        );
+        let weight = || col(weight_column(i));
+        extra.push((full_column(i), weight().sum()));
+        for (fold, &(split, _)) in folds.iter().enumerate() {
+            extra.push((
+                train_column(i, fold),
+                when(ts().lt(lit(split)))
+                    .then(weight())
+                    .otherwise(lit(0u64))
+                    .sum(),
+            ));
+        }
+    }
+    let started = std::time::Instant::now();
+    // Off's weights are the reads' counts in fixed point: the key-stats column itself.
+    let frame = scan(&files, options.until)
+        .and_then(|events| per_key(events.with_columns(weights), end, None, extra).collect())
+        .map_err(polars_error)?;
+    let aggregated = started.elapsed();
+    let mut stats = stats_of_frame(&frame, dataset)?;
+    let integers = |name: &str| -> PolarsResult<Vec<u64>> {
+        Ok(frame
+            .column(name)?
+            .u64()?
+            .iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    };
+
+    let budget = options.budget.bytes;
+    let (chosen, record) = {
+        let eligible = eligible(&stats, options)?;
+        let category_budgets = eligible.category_budgets(budget);
+        // Ties are broken by key as `build_manifest` breaks them, through each key's place in
+        // key order, so that each candidate's sort compares numbers only.
+        let key_order = Column::new(
+            "key".into(),
+            eligible
+                .candidates
+                .iter()
+                .map(|c| c.stats.key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .as_materialized_series()
+        .arg_sort(SortOptions::default());
+        let mut key_ranks = vec![0u32; eligible.candidates.len()];
+        for (rank, position) in key_order.into_no_null_iter().enumerate() {
+            key_ranks[position as usize] = rank as u32;
+        }
+        let key_ranks = Column::new("key_rank".into(), key_ranks);
+        // The candidates packed by `scores` (negative: left out), as `build_manifest` packs:
+        // by score, ties by key; the keys read in the judged window it takes.
+        let pack = |scores: Vec<f64>, judged: &[bool]| -> PolarsResult<u64> {
+            let positions: Vec<u32> = (0..scores.len() as u32).collect();
+            let frame = DataFrame::new_infer_height(vec![
+                Column::new("score".into(), scores),
+                key_ranks.clone(),
+                Column::new("position".into(), positions),
+            ])?
+            .sort(
+                ["score", "key_rank"],
+                SortMultipleOptions::default().with_order_descending_multi([true, false]),
+            )?;
+            let scores = frame.column("score")?.f64()?;
+            let positions = frame.column("position")?.u32()?;
+            let mut packer = Packer::new(budget, category_budgets.clone());
+            let mut hits = 0;
+            for (score, position) in scores
+                .into_no_null_iter()
+                .zip(positions.into_no_null_iter())
+            {
+                if score < 0.0 {
+                    break;
+                }
+                let candidate = &eligible.candidates[position as usize];
+                if packer.take(candidate) && judged[candidate.index] {
+                    hits += 1;
+                }
+            }
+            Ok(hits)
+        };
+        let mut hits = vec![0u64; spans.len()];
+        let mut oracle_hits = 0;
+        let mut train_reads: Vec<u64> = stats.keys.iter().map(|k| k.requests).collect();
+        let mut judged_reads = Vec::with_capacity(folds.len());
+        for fold in 0..folds.len() {
+            judged_reads.push(integers(&judged_reads_column(fold)).map_err(polars_error)?);
+        }
+        // The latest fold first, so that each one's train reads are its window's and the later
+        // windows' reads short of the whole.
+        for (fold, reads) in judged_reads.iter().enumerate().rev() {
+            for (train, judged) in train_reads.iter_mut().zip(reads) {
+                *train -= judged;
+            }
+            let judged: Vec<bool> = reads.iter().map(|&reads| reads > 0).collect();
+            for (i, half_life) in spans.iter().enumerate() {
+                let train_weights = match half_life {
+                    Some(_) => integers(&train_column(i, fold)).map_err(polars_error)?,
+                    None => train_reads
+                        .iter()
+                        .map(|reads| reads * WEIGHT_SCALE as u64)
+                        .collect(),
+                };
+                let scores = eligible
+                    .candidates
+                    .iter()
+                    .map(|c| {
+                        let trained = train_reads[c.index] >= c.min_requests.max(1)
+                            && train_weights[c.index] > 0;
+                        if trained {
+                            c.score(train_weights[c.index], 1.0)
+                        } else {
+                            -1.0
+                        }
+                    })
+                    .collect();
+                hits[i] += pack(scores, &judged).map_err(polars_error)?;
+            }
+            // The oracle knows which keys are read: all of them it can fit, smallest first.
+            let scores = eligible
+                .candidates
+                .iter()
+                .map(|c| {
+                    if judged[c.index] {
+                        1.0 / c.footprint as f64
+                    } else {
+                        -1.0
+                    }
+                })
+                .collect();
+            oracle_hits += pack(scores, &judged).map_err(polars_error)?;
+        }
+        // The most hits; ties to the later candidate, the longer half-life (`off` last).
+        let chosen = (0..spans.len())
+            .max_by_key(|&i| (hits[i], i))
+            .unwrap_or(spans.len() - 1);
+        let instant = |micros| DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
+        let record = HalfLifeBacktest {
+            folds: folds
+                .iter()
+                .map(|&(split, until)| BacktestFold {
+                    split_at: instant(split),
+                    judged_until: instant(until),
+                })
+                .collect(),
+            oracle_hits,
+            candidates: spans
+                .iter()
+                .zip(&hits)
+                .map(|(half_life, &hits)| HalfLifeCandidate {
+                    half_life_s: half_life.map(|h| h.as_secs_f64()),
+                    hits,
+                    share: (oracle_hits > 0).then(|| hits as f64 / oracle_hits as f64),
+                })
+                .collect(),
+        };
+        tracing::debug!(
+            ?aggregated,
+            backtest = ?started.elapsed() - aggregated,
+            "half-life auto: aggregated, then packed {} candidates in {} folds",
+            spans.len(),
+            folds.len()
+        );
+        (chosen, record)
+    };
+
+    if let Some(half_life) = spans[chosen] {
+        let weights = integers(&full_column(chosen)).map_err(polars_error)?;
+        let half_life_us = u64::try_from(half_life.as_micros()).unwrap_or(u64::MAX);
+        for (key, weight) in stats.keys.iter_mut().zip(weights) {
+            key.weighted_requests = weight;
+            key.half_life_us = Some(half_life_us);
+        }
+        stats.half_life = Some(half_life);
+    }
+    drop(frame);
+    let mut manifest = build_manifest(&stats, options, generated_at())?;
+    if let Some(scoring) = manifest.header.scoring.as_mut() {
+        scoring.half_life_backtest = Some(record);
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hours(h: u64) -> Duration {
+        Duration::from_secs(h * 3600)
+    }
+
+    /// The candidates follow the window's span: minutes for an hour of logs, hours for a day,
+    /// days for a month, always with `off`, and an eighth of the span unless a rung is near it.
+    #[test]
+    fn candidates_follow_the_span() {
+        let minutes = |m: u64| Some(Duration::from_secs(m * 60));
+        assert_eq!(
+            candidates(hours(8)),
+            vec![
+                minutes(15),
+                minutes(30),
+                Some(hours(1)),
+                Some(hours(3)),
+                None
+            ]
+        );
+        assert_eq!(
+            candidates(hours(1)),
+            vec![
+                minutes(5),
+                Some(Duration::from_secs(450)),
+                minutes(15),
+                minutes(30),
+                None
+            ]
+        );
+        assert_eq!(
+            candidates(hours(30 * 24)),
+            vec![Some(hours(24)), Some(hours(72)), Some(hours(168)), None]
+        );
+        assert_eq!(candidates(Duration::ZERO), vec![None]);
+    }
+}

@@ -92,8 +92,8 @@ pub fn snapshot(data: &[u8]) -> Result<(), String> {
 /// text is a command or a source address.
 ///
 /// Addresses come from the command line, variables and TOML, all UTF-8: other bytes are passed
-/// over. So is `password_file`, which reads the file it names (a fuzzer's `/dev/zero` would take
-/// the memory, not find a bug).
+/// over. So are `password_file` and `sentinel_password_file`, which read the file they name (a
+/// fuzzer's `/dev/zero` would take the memory, not find a bug).
 pub fn url(data: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
     if text.contains(warmer::store::secret::PASSWORD_FILE) {

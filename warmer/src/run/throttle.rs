@@ -6,7 +6,8 @@
 //! `keyspace_misses`, memcached `get_hits` and `get_misses`) say how many reads its clients
 //! made; the run's own reads of the target (`--verify`'s read-backs) are taken off. Over the
 //! baseline window before warming, and then every [`TRAFFIC_EVERY`], other clients reading at
-//! least [`LIVE_READS`] a second make the traffic live. While it is not, the run writes as fast
+//! least [`LIVE_READS`] a second make the traffic live (during the warm, in
+//! [`LOOKS_TO_GO_LIVE`] looks in a row; it is gone after [`LOOKS_TO_GO_IDLE`] quiet ones). While it is not, the run writes as fast
 //! as the store takes it: a burst that slows nobody down costs nothing, and on an idle store the
 //! latency probes only ever measured the run itself (a run then slowed itself down to 155
 //! writes/s and warmed a tenth of its manifest before its timeout). A store without read
@@ -59,9 +60,16 @@ const BASELINE_PROBES: usize = 15;
 /// its start and end: the first look at live traffic.
 const BASELINE_WINDOW: Duration = Duration::from_millis(150);
 /// How often live traffic is looked for again during the warm.
-const TRAFFIC_EVERY: Duration = Duration::from_millis(250);
+const TRAFFIC_EVERY: Duration = Duration::from_millis(100);
 /// Other clients' reads per second from which the traffic is live.
 const LIVE_READS: f64 = 10.0;
+/// During the warm, live traffic is live in this many looks in a row: live clients read all
+/// the time, where a single burst may be the run's own reads, counted by the store but not
+/// told to the throttle (a memcached target shows one batch's worth, 100 reads, once at the
+/// start of a `--verify` run; where they come from is not known yet).
+const LOOKS_TO_GO_LIVE: u32 = 2;
+/// And gone in this many: a slow live client may not read in every look.
+const LOOKS_TO_GO_IDLE: u32 = 5;
 /// The writes of one pipeline while a limit holds.
 const LIVE_PIPELINE: usize = 32;
 /// The threshold is at least this much above the baseline.
@@ -102,13 +110,44 @@ pub(crate) struct Throttle {
     seen_live: bool,
 }
 
-/// The store's read counters at the last look.
+/// The store's read counters since the warm began, and the run's own reads.
+///
+/// Others' reads are counted cumulatively, against the highest count seen: the run's own reads
+/// are counted when they are sent, the store counts them when it executes them, so a look
+/// that falls in between sees others' count dip, and the next sees it come back up; only a
+/// rise past the highest count is news.
 #[derive(Debug)]
 struct Traffic {
-    reads: u64,
-    at: Instant,
-    /// Reads of the run's own since then.
+    /// The store's count when the warm began.
+    start: u64,
+    /// The run's own reads sent since then.
     own: u64,
+    /// The highest count of others' reads seen.
+    high: u64,
+    at: Instant,
+    /// Looks in a row that disagreed with whether the traffic is live.
+    against: u32,
+}
+
+impl Traffic {
+    fn new(start: u64) -> Traffic {
+        Traffic {
+            start,
+            own: 0,
+            high: 0,
+            at: Instant::now(),
+            against: 0,
+        }
+    }
+
+    /// Others' reads per second since the last look, the store's count being `reads`.
+    fn others_per_second(&mut self, reads: u64) -> f64 {
+        let others = reads.saturating_sub(self.start).saturating_sub(self.own);
+        let new = others.saturating_sub(self.high);
+        self.high = self.high.max(others);
+        let elapsed = std::mem::replace(&mut self.at, Instant::now()).elapsed();
+        new as f64 / elapsed.as_secs_f64().max(1e-3)
+    }
 }
 
 impl Throttle {
@@ -128,14 +167,10 @@ impl Throttle {
         let baseline = median(&mut samples);
         let threshold = baseline.mul_f64(multiple).max(baseline + NOISE_FLOOR);
         let traffic = match (before, read_counter(&probe).await) {
-            (Some(before), Some(after)) => Some((
-                others_per_second(after.saturating_sub(before), 0, opened.elapsed()),
-                Traffic {
-                    reads: after,
-                    at: Instant::now(),
-                    own: 0,
-                },
-            )),
+            (Some(before), Some(after)) => {
+                let mut traffic = Traffic::new(before);
+                Some((traffic.others_per_second(after), traffic))
+            }
             _ => None,
         };
         let live = traffic.as_ref().is_none_or(|(rate, _)| *rate >= LIVE_READS);
@@ -160,15 +195,10 @@ impl Throttle {
     }
 
     /// Runs beside the write loop until `done` fires (or its sender is dropped): every
-    /// [`PROBE_EVERY`], takes what the write tasks told `gate` they sent and read back
-    /// (`lookups_per_fetch` store reads per key), looks for live traffic and probes the latency
-    /// when it is time, and sets the gate's limit. Returns itself, for the report.
-    pub async fn control(
-        mut self,
-        gate: Arc<Gate>,
-        lookups_per_fetch: u64,
-        mut done: oneshot::Receiver<()>,
-    ) -> Throttle {
+    /// [`PROBE_EVERY`], takes what the write tasks told `gate` they sent and read, looks for
+    /// live traffic and probes the latency when it is time, and sets the gate's limit. Returns
+    /// itself, for the report.
+    pub async fn control(mut self, gate: Arc<Gate>, mut done: oneshot::Receiver<()>) -> Throttle {
         self.warm_begins().await;
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -178,7 +208,7 @@ impl Throttle {
                 _ = tick.tick() => {}
             }
             let writes = gate.sent.swap(0, Ordering::Relaxed);
-            let reads = gate.read_back.swap(0, Ordering::Relaxed) * lookups_per_fetch;
+            let reads = gate.own_reads.swap(0, Ordering::Relaxed);
             if let Some(limit) = self.step(writes, reads).await {
                 gate.set(limit);
             }
@@ -192,11 +222,7 @@ impl Throttle {
         if let Some(traffic) = &mut self.traffic
             && let Some(reads) = read_counter(&self.probe).await
         {
-            *traffic = Traffic {
-                reads,
-                at: Instant::now(),
-                own: 0,
-            };
+            *traffic = Traffic::new(reads);
         }
         self.last_probe = Instant::now();
         self.sent = 0;
@@ -262,21 +288,27 @@ impl Throttle {
     async fn look_for_traffic(&mut self, own_reads: u64) -> Option<Option<f64>> {
         let traffic = self.traffic.as_mut()?;
         traffic.own += own_reads;
-        let elapsed = traffic.at.elapsed();
-        if elapsed < TRAFFIC_EVERY {
+        if traffic.at.elapsed() < TRAFFIC_EVERY {
             return None;
         }
         let reads = read_counter(&self.probe).await?;
-        let rate = others_per_second(reads.saturating_sub(traffic.reads), traffic.own, elapsed);
-        *traffic = Traffic {
-            reads,
-            at: Instant::now(),
-            own: 0,
-        };
+        let rate = traffic.others_per_second(reads);
         let live = rate >= LIVE_READS;
-        if live == self.live {
+        // Looks in a row that disagree with the state, before it changes.
+        traffic.against = if live == self.live {
+            0
+        } else {
+            traffic.against + 1
+        };
+        let needed = if live {
+            LOOKS_TO_GO_LIVE
+        } else {
+            LOOKS_TO_GO_IDLE
+        };
+        if traffic.against < needed {
             return None;
         }
+        traffic.against = 0;
         self.live = live;
         self.seen_live |= live;
         tracing::debug!(
@@ -318,11 +350,6 @@ async fn read_counter(store: &Store) -> Option<u64> {
     }
 }
 
-/// Other clients' reads per second: `reads` the store counted over `elapsed`, less `own`.
-fn others_per_second(reads: u64, own: u64, elapsed: Duration) -> f64 {
-    reads.saturating_sub(own) as f64 / elapsed.as_secs_f64().max(1e-3)
-}
-
 /// One probe's round trip; `None` when the store has nothing to probe or the probe failed.
 async fn ping(store: &Store) -> Option<Duration> {
     let start = Instant::now();
@@ -345,8 +372,9 @@ fn median(samples: &mut [Duration]) -> Duration {
 pub(crate) struct Gate {
     pace: Mutex<Option<Pace>>,
     sent: AtomicU64,
-    /// Keys read back from the store (`--verify`).
-    pub read_back: AtomicU64,
+    /// Reads of the store's the run is about to send (`--verify`'s read-backs), as its read
+    /// counters count them.
+    pub own_reads: AtomicU64,
 }
 
 impl Gate {
@@ -381,5 +409,28 @@ impl Gate {
         };
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
         (n, at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run's read-backs are told before they are sent and counted by the store once it
+    /// runs them: a look in between sees others' count dip, the next sees it back, and
+    /// neither is taken for another client's reads; another client's reads are.
+    #[test]
+    fn own_reads_in_flight_are_not_live_traffic() {
+        let mut traffic = Traffic::new(1_000);
+        traffic.own += 50;
+        // The store has not run them yet.
+        assert_eq!(traffic.others_per_second(1_000), 0.0);
+        // It has now, and 200 more are told.
+        traffic.own += 200;
+        assert_eq!(traffic.others_per_second(1_050), 0.0);
+        assert_eq!(traffic.others_per_second(1_250), 0.0);
+        // 30 reads of another client's.
+        assert!(traffic.others_per_second(1_280) > 0.0);
+        assert_eq!(traffic.high, 30);
     }
 }

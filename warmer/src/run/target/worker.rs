@@ -91,13 +91,10 @@ impl Worker {
         // The throttle runs in a task of its own, so that it looks at the store on time
         // however long the batches take.
         let (done, done_rx) = tokio::sync::oneshot::channel();
-        let control = self.throttle.take().map(|throttle| {
-            tokio::spawn(throttle.control(
-                Arc::clone(&self.gate),
-                store.lookups_per_fetch(),
-                done_rx,
-            ))
-        });
+        let control = self
+            .throttle
+            .take()
+            .map(|throttle| tokio::spawn(throttle.control(Arc::clone(&self.gate), done_rx)));
         let mut open = true;
         while open || !writes.is_empty() {
             enum Step {
@@ -214,11 +211,14 @@ impl Worker {
                 let result = write(&store, &pending, &shared, &retried, &gate).await;
                 let verdicts = match &result {
                     Ok(Ok(outcomes)) if shared.settings.verify && !shared.settings.dry_run => {
-                        let verdicts =
-                            read_back(&store, &source, &pending, outcomes, &shared, sent_at).await;
-                        gate.read_back
-                            .fetch_add(verdicts.len() as u64, Ordering::Relaxed);
-                        verdicts
+                        // Told before they are sent (see `throttle::Traffic`).
+                        let keys = outcomes
+                            .iter()
+                            .filter(|outcome| matches!(outcome, WriteOutcome::Written))
+                            .count() as u64;
+                        gate.own_reads
+                            .fetch_add(keys * store.lookups_per_fetch(), Ordering::Relaxed);
+                        read_back(&store, &source, &pending, outcomes, &shared, sent_at).await
                     }
                     _ => Vec::new(),
                 };

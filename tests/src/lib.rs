@@ -140,6 +140,24 @@ pub fn warmer_command<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Comm
     command
 }
 
+/// `warmer ARGS` in `dir`, once it is known to have failed with a line that names `target`
+/// and says `why`; its stdout and stderr together, for further checks.
+pub fn assert_refused(dir: &Path, args: &[String], target: &str, why: &str) -> String {
+    let output = warmer_command(dir, args).output().expect("run the warmer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines()
+            .any(|line| line.contains(target) && line.contains(why)),
+        "no error naming {target} and {why}:\n{text}"
+    );
+    text
+}
+
 /// `output`, once it is known to have exited with `code`; else a panic with its output.
 pub fn check_exit(output: Output, code: i32, what: &str) -> Output {
     if output.status.code() != Some(code) {

@@ -11,8 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cachewarm_tests::{
-    MASTER_NAME, RedisSentinel, RedisServer, SentinelSecurity, TestCerts, check_exit,
-    ingest_and_rank, report_of, run_args, warm, warmer_command,
+    MASTER_NAME, RedisSentinel, RedisServer, SentinelSecurity, TestCerts, assert_refused,
+    check_exit, ingest_and_rank, report_of, run_args, warm, warmer_command,
 };
 use redis::Commands;
 
@@ -188,22 +188,11 @@ fn a_warm_through_a_tls_sentinel_with_its_own_password() {
             &format!("runs-refused-{i}"),
             &["--strict"],
         );
-        let output = warmer_command(dir.path(), &args).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert_ne!(output.status.code(), Some(0), "{text}");
         let named = format!(
             "rediss+sentinel://127.0.0.1:{}/{MASTER_NAME}/3",
             sentinel.sentinel_port
         );
-        assert!(
-            text.lines()
-                .any(|line| line.contains(&named) && line.contains("error")),
-            "no error naming {named}:\n{text}"
-        );
+        let text = assert_refused(dir.path(), &args, &named, "error");
         assert!(!text.contains("pw-"), "a password shows:\n{text}");
     }
 }

@@ -49,13 +49,10 @@ pub enum HalfLife {
 /// to the last event (the end of the window). [`HalfLife::Auto`] is taken as
 /// [`HalfLife::EighthOfSpan`] here: the backtest needs the ranking's options (`super::rank`).
 pub fn aggregate(dataset: &Path, options: &AggregateOptions) -> Result<DatasetStats, RankError> {
-    let files = dataset_files(dataset)?;
+    let (files, start, end) = files_and_span(dataset, options.until)?;
     let polars_error = |source| RankError::Polars {
         path: dataset.to_path_buf(),
         source,
-    };
-    let Some((start, end)) = time_span(&files, options.until).map_err(polars_error)? else {
-        return Err(RankError::NoEvents(dataset.to_path_buf()));
     };
     let half_life = match options.half_life {
         HalfLife::Off => None,
@@ -85,6 +82,23 @@ pub(super) fn eighth_of_span(start: i64, end: i64) -> std::time::Duration {
     std::time::Duration::from_micros(
         u64::try_from(end - start).unwrap_or(0) / AUTO_HALF_LIFE_DIVISOR,
     )
+}
+
+/// The dataset's files and the span of their events (until `until`), in µs; an error when
+/// there are none.
+pub fn files_and_span(
+    dataset: &Path,
+    until: Option<DateTime<Utc>>,
+) -> Result<(Vec<PathBuf>, i64, i64), RankError> {
+    let files = dataset_files(dataset)?;
+    let span = time_span(&files, until).map_err(|source| RankError::Polars {
+        path: dataset.to_path_buf(),
+        source,
+    })?;
+    let Some((start, end)) = span else {
+        return Err(RankError::NoEvents(dataset.to_path_buf()));
+    };
+    Ok((files, start, end))
 }
 
 /// The Parquet files of the dataset; an error when there are none.

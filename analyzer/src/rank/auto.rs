@@ -32,8 +32,7 @@ use schemas::event::columns;
 use schemas::manifest::{BacktestFold, HalfLifeBacktest, HalfLifeCandidate};
 
 use super::aggregate::{
-    READ_COLUMN, dataset_files, is_read, per_key, scan, stats_of_frame, sum_count_if, time_span,
-    weighted,
+    READ_COLUMN, files_and_span, is_read, per_key, scan, stats_of_frame, sum_count_if, weighted,
 };
 use super::{Packer, RankError, RankOptions, build_manifest, eligible, generated_at};
 use crate::rank::WEIGHT_SCALE;
@@ -114,13 +113,10 @@ fn judged_reads_column(fold: usize) -> String {
 
 /// Ranks the dataset at `dataset` with the half-life its own backtest chooses.
 pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
-    let files = dataset_files(dataset)?;
+    let (files, start, end) = files_and_span(dataset, options.until)?;
     let polars_error = |source| RankError::Polars {
         path: dataset.to_path_buf(),
         source,
-    };
-    let Some((start, end)) = time_span(&files, options.until).map_err(polars_error)? else {
-        return Err(RankError::NoEvents(dataset.to_path_buf()));
     };
     let span_us = end - start;
     let judged_us = span_us / JUDGED_SHARE_DIVISOR;

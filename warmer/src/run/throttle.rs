@@ -6,10 +6,10 @@
 //! `keyspace_misses`, memcached `get_hits` and `get_misses`) say how many reads its clients
 //! made; the run's own reads of the target (`--verify`'s read-backs) are taken off. Over the
 //! baseline window before warming, and then every [`TRAFFIC_EVERY`], other clients reading at
-//! least [`LIVE_READS`] a second make the traffic live (during the warm, in
-//! [`LOOKS_TO_GO_LIVE`] looks in a row; it is gone after [`LOOKS_TO_GO_IDLE`] quiet ones). While it is not, the run writes as fast
-//! as the store takes it: a burst that slows nobody down costs nothing, and on an idle store the
-//! latency probes only ever measured the run itself (a run then slowed itself down to 155
+//! least [`LIVE_READS`] a second make the traffic live; it is gone after [`QUIET_LOOKS`] quiet
+//! looks. While it is not, the run writes as fast as the store takes it: a burst that slows
+//! nobody down costs nothing, and on an idle store the latency probes only ever measured the
+//! run itself (a run then slowed itself down to 155
 //! writes/s and warmed a tenth of its manifest before its timeout). A store without read
 //! counters is always treated as live. Traffic that only writes is not seen; a cache's traffic
 //! reads.
@@ -63,13 +63,9 @@ const BASELINE_WINDOW: Duration = Duration::from_millis(150);
 const TRAFFIC_EVERY: Duration = Duration::from_millis(100);
 /// Other clients' reads per second from which the traffic is live.
 const LIVE_READS: f64 = 10.0;
-/// During the warm, live traffic is live in this many looks in a row: live clients read all
-/// the time, where a single burst may be the run's own reads, counted by the store but not
-/// told to the throttle (a memcached target shows one batch's worth, 100 reads, once at the
-/// start of a `--verify` run; where they come from is not known yet).
-const LOOKS_TO_GO_LIVE: u32 = 2;
-/// And gone in this many: a slow live client may not read in every look.
-const LOOKS_TO_GO_IDLE: u32 = 5;
+/// Live traffic is gone after this many quiet looks in a row: a slow live client may not read
+/// in every look.
+const QUIET_LOOKS: u32 = 5;
 /// The writes of one pipeline while a limit holds.
 const LIVE_PIPELINE: usize = 32;
 /// The threshold is at least this much above the baseline.
@@ -125,8 +121,8 @@ struct Traffic {
     /// The highest count of others' reads seen.
     high: u64,
     at: Instant,
-    /// Looks in a row that disagreed with whether the traffic is live.
-    against: u32,
+    /// Quiet looks in a row.
+    quiet: u32,
 }
 
 impl Traffic {
@@ -136,7 +132,7 @@ impl Traffic {
             own: 0,
             high: 0,
             at: Instant::now(),
-            against: 0,
+            quiet: 0,
         }
     }
 
@@ -208,8 +204,7 @@ impl Throttle {
                 _ = tick.tick() => {}
             }
             let writes = gate.sent.swap(0, Ordering::Relaxed);
-            let reads = gate.own_reads.swap(0, Ordering::Relaxed);
-            if let Some(limit) = self.step(writes, reads).await {
+            if let Some(limit) = self.step(writes, &gate).await {
                 gate.set(limit);
             }
         }
@@ -228,12 +223,12 @@ impl Throttle {
         self.sent = 0;
     }
 
-    /// Counts `writes` sent and `own_reads` the run made of the store (its read-backs) since
-    /// the last step; looks for live traffic and probes the latency when it is time, and
-    /// returns the new write-rate limit when it changed (`Some(None)`: lifted).
-    async fn step(&mut self, writes: u64, own_reads: u64) -> Option<Option<f64>> {
+    /// Counts `writes` sent since the last step; looks for live traffic (with the reads of the
+    /// run's own `gate` was told of) and probes the latency when it is time, and returns the new
+    /// write-rate limit when it changed (`Some(None)`: lifted).
+    async fn step(&mut self, writes: u64, gate: &Gate) -> Option<Option<f64>> {
         self.sent += writes;
-        if let Some(change) = self.look_for_traffic(own_reads).await {
+        if let Some(change) = self.look_for_traffic(gate).await {
             return Some(change);
         }
         if !self.live {
@@ -285,30 +280,22 @@ impl Throttle {
 
     /// Every [`TRAFFIC_EVERY`], whether other clients read the store; the new limit when live
     /// traffic came (the slow start again) or went (none).
-    async fn look_for_traffic(&mut self, own_reads: u64) -> Option<Option<f64>> {
+    async fn look_for_traffic(&mut self, gate: &Gate) -> Option<Option<f64>> {
         let traffic = self.traffic.as_mut()?;
-        traffic.own += own_reads;
         if traffic.at.elapsed() < TRAFFIC_EVERY {
             return None;
         }
         let reads = read_counter(&self.probe).await?;
+        // Taken once the count is back: every read the store counted by then had been told
+        // (before it was sent). Taken before, the reads told and run during the count's round
+        // trip showed as another client's.
+        traffic.own += gate.own_reads.swap(0, Ordering::Relaxed);
         let rate = traffic.others_per_second(reads);
         let live = rate >= LIVE_READS;
-        // Looks in a row that disagree with the state, before it changes.
-        traffic.against = if live == self.live {
-            0
-        } else {
-            traffic.against + 1
-        };
-        let needed = if live {
-            LOOKS_TO_GO_LIVE
-        } else {
-            LOOKS_TO_GO_IDLE
-        };
-        if traffic.against < needed {
+        traffic.quiet = if live { 0 } else { traffic.quiet + 1 };
+        if live == self.live || (!live && traffic.quiet < QUIET_LOOKS) {
             return None;
         }
-        traffic.against = 0;
         self.live = live;
         self.seen_live |= live;
         tracing::debug!(

@@ -240,7 +240,16 @@ fn passwords_from_file_and_variable_stay_out_of_argv_and_run_directory() {
         .and_then(|rest| rest.split(')').next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {stderr}"));
-    let child_cmdline = cmdline(pid);
+    // Read once `setsid` has run the warmer: mid-exec, the kernel shows an empty command line.
+    let started = Instant::now();
+    let child_cmdline = loop {
+        let line = cmdline(pid);
+        let exec_done = !line.is_empty() && !line.starts_with("setsid");
+        if exec_done || started.elapsed() > Duration::from_secs(2) {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert!(child_cmdline.contains("warmer"), "{child_cmdline:?}");
     assert!(!child_cmdline.contains("--source"), "{child_cmdline}");
     for line in [&parent_cmdline, &child_cmdline, &stderr] {

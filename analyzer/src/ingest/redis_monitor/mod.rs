@@ -169,7 +169,7 @@ struct Command<'a> {
     ts_us: i64,
     db: &'a str,
     client: &'a str,
-    args: Vec<Cow<'a, [u8]>>,
+    args: Vec<Arg<'a>>,
 }
 
 /// How an event takes part in hit inference.
@@ -210,9 +210,67 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, String> {
     })
 }
 
-/// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`). An argument
-/// without escapes, the common case and the long one (values), borrows from the line.
-fn parse_args(mut text: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, String> {
+/// One quoted argument: its text between the quotes, escapes as written, and its length once
+/// unescaped. Values are the long arguments and, being binary, are full of escapes, yet only
+/// their length is used: they are measured, not copied; keys and names are unescaped when
+/// asked for ([`Arg::bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Arg<'a> {
+    raw: &'a [u8],
+    len: usize,
+}
+
+impl<'a> Arg<'a> {
+    /// The argument's length once unescaped.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The argument unescaped; borrowed when it has no escapes (every escape is longer than
+    /// the byte it stands for, so a length equal to the raw one means none).
+    fn bytes(&self) -> Cow<'a, [u8]> {
+        if self.len == self.raw.len() {
+            return Cow::Borrowed(self.raw);
+        }
+        let mut out = Vec::with_capacity(self.len);
+        let mut rest = self.raw;
+        while let Some(at) = memchr::memchr(b'\\', rest) {
+            out.extend_from_slice(&rest[..at]);
+            let (byte, width) = unescape(&rest[at..]).expect("checked by parse_args");
+            out.push(byte);
+            rest = &rest[at + width..];
+        }
+        out.extend_from_slice(rest);
+        Cow::Owned(out)
+    }
+}
+
+/// The byte an escape (`\\` first) stands for, and how many bytes the escape takes.
+fn unescape(escape: &[u8]) -> Result<(u8, usize), &'static str> {
+    let byte = match escape.get(1) {
+        Some(b'n') => b'\n',
+        Some(b'r') => b'\r',
+        Some(b't') => b'\t',
+        Some(b'a') => 0x07,
+        Some(b'b') => 0x08,
+        Some(b'\\') => b'\\',
+        Some(b'"') => b'"',
+        Some(b'x') => {
+            let byte = escape
+                .get(2..4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("bad `\\x` escape")?;
+            return Ok((byte, 4));
+        }
+        _ => return Err("unknown escape in argument"),
+    };
+    Ok((byte, 2))
+}
+
+/// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`), checking every
+/// escape and measuring each argument without copying it.
+fn parse_args(mut text: &[u8]) -> Result<Vec<Arg<'_>>, String> {
     let mut args = Vec::with_capacity(4);
     loop {
         text = text.trim_ascii_start();
@@ -222,50 +280,24 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, String> {
             }
             return Err("arguments must be double-quoted".into());
         };
-        let stop = memchr::memchr2(b'"', b'\\', rest)
-            .ok_or_else(|| "unterminated quoted argument".to_owned())?;
-        if rest[stop] == b'"' {
-            args.push(Cow::Borrowed(&rest[..stop]));
-            text = &rest[stop + 1..];
-            continue;
-        }
-        let mut arg = rest[..stop].to_vec();
-        let mut i = stop;
+        let mut i = 0;
+        let mut len = 0;
         loop {
-            match rest.get(i) {
-                None => return Err("unterminated quoted argument".into()),
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    let escaped = match rest.get(i + 1) {
-                        Some(b'n') => b'\n',
-                        Some(b'r') => b'\r',
-                        Some(b't') => b'\t',
-                        Some(b'a') => 0x07,
-                        Some(b'b') => 0x08,
-                        Some(b'\\') => b'\\',
-                        Some(b'"') => b'"',
-                        Some(b'x') => {
-                            let byte = rest
-                                .get(i + 2..i + 4)
-                                .and_then(|h| std::str::from_utf8(h).ok())
-                                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                                .ok_or("bad `\\x` escape")?;
-                            arg.push(byte);
-                            i += 4;
-                            continue;
-                        }
-                        _ => return Err("unknown escape in argument".into()),
-                    };
-                    arg.push(escaped);
-                    i += 2;
-                }
-                Some(&byte) => {
-                    arg.push(byte);
-                    i += 1;
-                }
+            let stop = memchr::memchr2(b'"', b'\\', &rest[i..])
+                .ok_or_else(|| "unterminated quoted argument".to_owned())?;
+            len += stop;
+            i += stop;
+            if rest[i] == b'"' {
+                break;
             }
+            let (_, width) = unescape(&rest[i..])?;
+            len += 1;
+            i += width;
         }
-        args.push(Cow::Owned(arg));
+        args.push(Arg {
+            raw: &rest[..i],
+            len,
+        });
         text = &rest[i + 1..];
     }
 }
@@ -274,17 +306,17 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, String> {
 fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
     // Command names are short ASCII: upper-case them on the stack.
     let mut upper = [0u8; 24];
-    let raw = &command.args[0];
+    let raw = command.args[0].bytes();
     let name = if raw.len() <= upper.len() {
-        upper[..raw.len()].copy_from_slice(raw);
+        upper[..raw.len()].copy_from_slice(&raw);
         upper[..raw.len()].make_ascii_uppercase();
         std::str::from_utf8(&upper[..raw.len()]).unwrap_or("")
     } else {
         ""
     };
     let args = &command.args[1..];
-    let event = |key: &[u8], op: Op| {
-        let mut event = AccessEvent::new(command.ts_us, key_from_bytes(key));
+    let event = |key: &Arg, op: Op| {
+        let mut event = AccessEvent::new(command.ts_us, key_from_bytes(&key.bytes()));
         event.op = op;
         event.client = (!command.client.is_empty()).then(|| command.client.to_owned());
         event.namespace = Some(format!("db{}", command.db));
@@ -377,13 +409,13 @@ fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL]`.
 fn set_event(
     mut event: AccessEvent,
-    args: &[Cow<'_, [u8]>],
+    args: &[Arg<'_>],
     now_us: i64,
 ) -> Result<AccessEvent, String> {
     event.value_size = Some(args[1].len() as u32);
     let mut options = args[2..].iter();
     while let Some(option) = options.next() {
-        let option = String::from_utf8_lossy(option).to_ascii_uppercase();
+        let option = String::from_utf8_lossy(&option.bytes()).to_ascii_uppercase();
         let mut amount = || {
             options
                 .next()
@@ -415,11 +447,12 @@ fn saturate(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-fn number(arg: &[u8]) -> Result<u64, String> {
-    std::str::from_utf8(arg)
+fn number(arg: &Arg) -> Result<u64, String> {
+    let arg = arg.bytes();
+    std::str::from_utf8(&arg)
         .ok()
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| format!("`{}` is not a number", String::from_utf8_lossy(arg)))
+        .ok_or_else(|| format!("`{}` is not a number", String::from_utf8_lossy(&arg)))
 }
 
 #[cfg(test)]
@@ -447,7 +480,7 @@ mod tests {
         let command =
             parse_line(br#"+1.5 [3 10.0.0.1:5000] "SET" "k\"ey\\ \x41\n" "v" "PX" "1500""#)
                 .unwrap();
-        assert_eq!(command.args[1].as_ref(), b"k\"ey\\ A\n");
+        assert_eq!(command.args[1].bytes().as_ref(), b"k\"ey\\ A\n");
         assert_eq!((command.db, command.client), ("3", "10.0.0.1:5000"));
         let events = to_events(&command).unwrap();
         assert_eq!(events[0].0.ttl_s, Some(2));

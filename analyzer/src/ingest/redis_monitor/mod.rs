@@ -519,11 +519,7 @@ fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
 }
 
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL]`.
-fn set_event(
-    mut event: AccessEvent,
-    args: &[Arg<'_>],
-    now_us: i64,
-) -> Result<AccessEvent, String> {
+fn set_event(mut event: AccessEvent, args: &[Arg<'_>], now_us: i64) -> Result<AccessEvent, String> {
     event.value_size = Some(args[1].len() as u32);
     let mut options = args[2..].iter();
     while let Some(option) = options.next() {

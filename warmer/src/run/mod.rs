@@ -176,6 +176,7 @@ pub async fn run(
         category_enabled,
         loader,
     } = setup::plan(&settings).await?;
+    tracing::debug!(elapsed = ?start.elapsed(), "manifest verified");
 
     let (run_dir, lock, previous) = progress::open_run_dir(
         &settings,
@@ -321,6 +322,7 @@ pub async fn run(
         }
     };
     let warm_ms = warm_start.elapsed().as_millis() as u64;
+    tracing::debug!(elapsed = ?start.elapsed(), warm_ms, "warm phase over");
     let loader_report = match &source {
         Ok(source) => {
             source.close().await;
@@ -402,6 +404,7 @@ pub async fn run(
     report.rank_curve = crate::report::rank_curve(&shared.manifest).await;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
     crate::report::write_outputs(&report, &run_dir, &shared.settings.report)?;
+    tracing::debug!(elapsed = ?start.elapsed(), "reports written");
     drop(lock);
     Ok(RunResult { report, run_dir })
 }

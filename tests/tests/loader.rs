@@ -531,3 +531,51 @@ fn a_loader_for_another_store_kind_is_refused() {
         "{stderr}"
     );
 }
+
+/// A loader is the application: it gets the warmer's environment without the warmer's secrets.
+/// The target's password (in a variable its URL names, and the default one), the key-hash
+/// secret and the URL variables `--detach` uses never reach it; the application's own
+/// variables (`PGPASSWORD` for its database, the Django integration's `CACHEWARM_DJANGO_*`) do.
+/// The loader writes the names it sees as the value, read back from Redis.
+#[test]
+fn a_loader_does_not_get_the_warmers_secrets() {
+    const PASSWORD: &str = "target-secret-4471";
+    let keys = strings(&["page:env"]);
+    let setup = Setup::new(&keys);
+    let redis = RedisServer::start(&["--requirepass", PASSWORD]);
+    let state = setup.state("state");
+    let source = format!("exec:/usr/bin/python3 {} redis", faulty_loader());
+    let target = format!(
+        "redis://127.0.0.1:{}?password_env=CACHEWARM_APP_REDIS_PW",
+        redis.port
+    );
+    let args = setup.args(&source, &[target], &[]);
+    let output = warmer(setup.dir.path(), &args, Some(&state))
+        .env("CACHEWARM_APP_REDIS_PW", PASSWORD)
+        .env("CACHEWARM_TARGET_PASSWORD", "unused-default-secret")
+        .env("CACHEWARM_KEY_HASH_SECRET", "key-hash-secret")
+        .env("CACHEWARM_SOURCE", &source)
+        .env("PGPASSWORD", "the-apps-own-database")
+        .env("CACHEWARM_DJANGO_KEY_PATTERN", "{key}")
+        .output()
+        .unwrap();
+    let output = check_exit(output, 0, "warm with secrets in the environment");
+    let client = redis::Client::open(format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port))
+        .unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let seen: String = connection
+        .get("page:env")
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+    let seen: Vec<String> = serde_json::from_str(&seen).unwrap();
+    for hidden in [
+        "CACHEWARM_APP_REDIS_PW",
+        "CACHEWARM_TARGET_PASSWORD",
+        "CACHEWARM_KEY_HASH_SECRET",
+        "CACHEWARM_SOURCE",
+    ] {
+        assert!(!seen.iter().any(|n| n == hidden), "{hidden} in {seen:?}");
+    }
+    for kept in ["PGPASSWORD", "CACHEWARM_DJANGO_KEY_PATTERN"] {
+        assert!(seen.iter().any(|n| n == kept), "{kept} not in {seen:?}");
+    }
+}

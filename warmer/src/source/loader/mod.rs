@@ -45,7 +45,9 @@ use schemas::report::{LoaderFailure, LoaderReport};
 use tokio::sync::mpsc;
 
 use super::Answer;
+use crate::env_vars;
 use crate::store::{StoreKind, StoreUrl};
+use cachewarm_secret as secret;
 
 pub use error::LoaderError;
 use pool::Slot;
@@ -60,6 +62,38 @@ pub struct LoaderSettings {
     pub timeout: Duration,
     /// The most value bytes one manifest key's answer may bring.
     pub max_value_size: u64,
+    /// The warmer's own secrets in its environment, kept from the loaders (see
+    /// [`secret_variables`]).
+    pub hidden_env: Vec<String>,
+}
+
+/// The variables that hold the warmer's secrets, for `urls` (the source and the targets): the
+/// URLs themselves (`CACHEWARM_SOURCE`, `CACHEWARM_TARGETS`: `--detach` passes them so, and a
+/// URL may hold a password), the default password variables, the key-hash secret, and every
+/// variable a URL names for a password (`password_env=`, `sentinel_password_env=`). A loader
+/// is the application: it has its own credentials, and needs none of the stores' the warmer
+/// writes to. Its other variables (`PGPASSWORD` for its own database, say) are left to it.
+pub fn secret_variables<'a>(urls: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = [
+        env_vars::SOURCE,
+        env_vars::TARGETS,
+        env_vars::SOURCE_PASSWORD,
+        env_vars::TARGET_PASSWORD,
+        env_vars::KEY_HASH_SECRET,
+    ]
+    .map(str::to_owned)
+    .into();
+    for url in urls {
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        names.extend(
+            secret::query_pairs(query)
+                .filter(|(name, _)| name.ends_with(secret::PASSWORD_ENV))
+                .map(|(_, variable)| variable.to_owned()),
+        );
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// The prefix of a loader source.
@@ -214,26 +248,25 @@ impl LoaderSource {
         let command =
             shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
         let line_limit = line_limit(settings.max_value_size);
-        let (process, hello) =
-            match LoaderProcess::start(&argv, 0, settings.timeout, line_limit).await {
-                Ok(started) => started,
-                Err((StartError::Spawn(source), _)) => {
-                    return Err(LoaderError::Spawn {
-                        program: argv[0].clone(),
-                        source,
-                    });
-                }
-                Err((StartError::Protocol(protocol), _)) => {
-                    return Err(LoaderError::Protocol { command, protocol });
-                }
-                Err((StartError::Hello(message), stderr_tail)) => {
-                    return Err(LoaderError::Hello {
-                        command,
-                        message,
-                        stderr_tail,
-                    });
-                }
-            };
+        let (process, hello) = match LoaderProcess::start(&argv, 0, settings, line_limit).await {
+            Ok(started) => started,
+            Err((StartError::Spawn(source), _)) => {
+                return Err(LoaderError::Spawn {
+                    program: argv[0].clone(),
+                    source,
+                });
+            }
+            Err((StartError::Protocol(protocol), _)) => {
+                return Err(LoaderError::Protocol { command, protocol });
+            }
+            Err((StartError::Hello(message), stderr_tail)) => {
+                return Err(LoaderError::Hello {
+                    command,
+                    message,
+                    stderr_tail,
+                });
+            }
+        };
         for (text, url) in targets {
             let kind = store_kind(url);
             if kind != hello.store_kind {

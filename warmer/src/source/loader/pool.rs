@@ -64,14 +64,7 @@ impl Inner {
                 stats.restarts += 1;
             }
         }
-        match LoaderProcess::start(
-            &self.argv,
-            slot.worker,
-            self.settings.timeout,
-            self.line_limit,
-        )
-        .await
-        {
+        match LoaderProcess::start(&self.argv, slot.worker, &self.settings, self.line_limit).await {
             Ok((process, hello)) => {
                 if hello.store_kind != self.hello.store_kind {
                     tracing::warn!(

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemas::loader::{Answer, AnswerLine, Hello, HelloLine, LOADER_PROTOCOL};
+
+use super::LoaderSettings;
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -78,14 +80,19 @@ struct RequestLine<'a> {
 }
 
 impl LoaderProcess {
-    /// Starts `argv` and reads its hello, within `timeout`.
+    /// Starts `argv`, without the warmer's secrets in its environment, and reads its hello,
+    /// within the loader timeout.
     pub async fn start(
         argv: &[String],
         worker: u32,
-        timeout: Duration,
+        settings: &LoaderSettings,
         line_limit: usize,
     ) -> Result<(LoaderProcess, Hello), (StartError, Vec<String>)> {
+        let timeout = settings.timeout;
         let mut command = Command::new(&argv[0]);
+        for variable in &settings.hidden_env {
+            command.env_remove(variable);
+        }
         command
             .args(&argv[1..])
             .stdin(Stdio::piped())

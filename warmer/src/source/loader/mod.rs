@@ -33,6 +33,7 @@ mod lines;
 mod load;
 mod pool;
 mod process;
+mod recent;
 mod settle;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ use cachewarm_secret as secret;
 pub use error::LoaderError;
 use pool::Slot;
 use process::{LoaderProcess, StartError};
+use recent::RecentSensitive;
 
 /// How loader processes are run.
 #[derive(Debug, Clone)]
@@ -212,6 +214,8 @@ struct Inner {
     settings: LoaderSettings,
     hello: Hello,
     line_limit: usize,
+    /// The sensitive keys of the latest fetches, masked in the loaders' stderr lines.
+    recent: Arc<RecentSensitive>,
     /// Idle workers; a request takes one and gives it back through `back`.
     idle: tokio::sync::Mutex<mpsc::UnboundedReceiver<Slot>>,
     back: mpsc::UnboundedSender<Slot>,
@@ -248,25 +252,27 @@ impl LoaderSource {
         let command =
             shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
         let line_limit = line_limit(settings.max_value_size);
-        let (process, hello) = match LoaderProcess::start(&argv, 0, settings, line_limit).await {
-            Ok(started) => started,
-            Err((StartError::Spawn(source), _)) => {
-                return Err(LoaderError::Spawn {
-                    program: argv[0].clone(),
-                    source,
-                });
-            }
-            Err((StartError::Protocol(protocol), _)) => {
-                return Err(LoaderError::Protocol { command, protocol });
-            }
-            Err((StartError::Hello(message), stderr_tail)) => {
-                return Err(LoaderError::Hello {
-                    command,
-                    message,
-                    stderr_tail,
-                });
-            }
-        };
+        let recent = Arc::new(RecentSensitive::default());
+        let (process, hello) =
+            match LoaderProcess::start(&argv, 0, settings, line_limit, Arc::clone(&recent)).await {
+                Ok(started) => started,
+                Err((StartError::Spawn(source), _)) => {
+                    return Err(LoaderError::Spawn {
+                        program: argv[0].clone(),
+                        source,
+                    });
+                }
+                Err((StartError::Protocol(protocol), _)) => {
+                    return Err(LoaderError::Protocol { command, protocol });
+                }
+                Err((StartError::Hello(message), stderr_tail)) => {
+                    return Err(LoaderError::Hello {
+                        command,
+                        message,
+                        stderr_tail,
+                    });
+                }
+            };
         for (text, url) in targets {
             let kind = store_kind(url);
             if kind != hello.store_kind {
@@ -303,6 +309,7 @@ impl LoaderSource {
             settings: settings.clone(),
             hello,
             line_limit,
+            recent,
             idle: tokio::sync::Mutex::new(idle),
             back,
             stats: Mutex::new(Stats {
@@ -325,7 +332,14 @@ impl LoaderSource {
 
     /// What the loaders have for each of `keys`, in order. Never fails as a whole: what could
     /// not be loaded is an [`Answer::Failed`] with the reason.
-    pub async fn answers(&self, keys: &[&str], retries: u32) -> Vec<Answer> {
+    /// `sensitive`: the keys of sensitive categories among them, and how logs show them.
+    pub async fn answers(
+        &self,
+        keys: &[&str],
+        retries: u32,
+        sensitive: Vec<(String, String)>,
+    ) -> Vec<Answer> {
+        self.inner.recent.push(sensitive);
         let workers = self.inner.settings.workers.max(1);
         let per_request = keys.len().div_ceil(workers).clamp(1, MAX_REQUEST_KEYS);
         let mut requests = tokio::task::JoinSet::new();

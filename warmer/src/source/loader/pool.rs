@@ -2,6 +2,8 @@
 //! with the process started in it when first needed and restarted after a pause that grows
 //! while it keeps failing.
 
+use std::sync::Arc;
+
 use backon::ExponentialBackoff;
 use chrono::Utc;
 use schemas::report::{LOADER_FAILURES_LISTED, LoaderFailure};
@@ -64,7 +66,15 @@ impl Inner {
                 stats.restarts += 1;
             }
         }
-        match LoaderProcess::start(&self.argv, slot.worker, &self.settings, self.line_limit).await {
+        match LoaderProcess::start(
+            &self.argv,
+            slot.worker,
+            &self.settings,
+            self.line_limit,
+            Arc::clone(&self.recent),
+        )
+        .await
+        {
             Ok((process, hello)) => {
                 if hello.store_kind != self.hello.store_kind {
                     tracing::warn!(

@@ -111,6 +111,7 @@ impl Source {
                 let path = path.clone();
                 let manifest = Arc::clone(manifest);
                 let snapshot = tokio::task::spawn_blocking(move || {
+                    let began = std::time::Instant::now();
                     let mut keys =
                         Vec::with_capacity(manifest.entries.saturating_sub(from) as usize);
                     let mut index = 0u64;
@@ -125,7 +126,11 @@ impl Source {
                     })?;
                     keys.sort_unstable();
                     keys.dedup();
-                    Ok::<_, SourceError>(Snapshot::open(&path, keys)?)
+                    let hashed = began.elapsed();
+                    let snapshot = Snapshot::open(&path, keys)?;
+                    tracing::debug!(?hashed, elapsed = ?began.elapsed(), held = snapshot.len(),
+                        "snapshot opened");
+                    Ok::<_, SourceError>(snapshot)
                 })
                 .await
                 .expect("snapshot opening does not panic")?;
@@ -156,9 +161,16 @@ impl Source {
     /// What the source has for each of `keys`, with transient failures retried `retries`
     /// times with backoff (see `run::faults`). A loader answers every key, failures included:
     /// it does not fail as a whole.
-    pub async fn answers(&self, keys: &[&str], retries: u32) -> Result<Vec<Answer>, SourceError> {
+    /// `sensitive` gives the keys of sensitive categories among `keys` and how logs show them,
+    /// for a loader (whose stderr may name them).
+    pub async fn answers(
+        &self,
+        keys: &[&str],
+        retries: u32,
+        sensitive: impl FnOnce() -> Vec<(String, String)>,
+    ) -> Result<Vec<Answer>, SourceError> {
         match self {
-            Source::Loader(loader) => Ok(loader.answers(keys, retries).await),
+            Source::Loader(loader) => Ok(loader.answers(keys, retries, sensitive()).await),
             source => Ok(source
                 .fetch_retrying(keys, retries)
                 .await?

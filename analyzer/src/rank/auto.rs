@@ -16,7 +16,7 @@
 //! a greedy pack of the eligible keys. The chosen candidate's whole-window sums are the sums
 //! `--half-life` of its span gives (the same fixed-point weights, against the same end), so
 //! auto's manifest ranks as that explicit half-life's does. The sums are integers, so the
-//! choice does not depend on the order polars adds them in: same input, same manifest.
+//! choice does not depend on the order the events are folded in: same input, same manifest.
 //!
 //! Keys are classified and excluded once, by the whole window's figures (`--window`, deleted,
 //! category rules), except that a key must also pass the one-hit-wonder rule in the train part
@@ -26,14 +26,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use polars::prelude::*;
 use schemas::Manifest;
-use schemas::event::columns;
 use schemas::manifest::{BacktestFold, HalfLifeBacktest, HalfLifeCandidate};
 
-use super::aggregate::{
-    READ_COLUMN, files_and_span, is_read, per_key, scan, stats_of_frame, sum_count_if, weighted,
-};
+use super::aggregate::files_and_span;
+use super::key_stats::DatasetStats;
+use super::tally::{Plan, tally};
 use super::{Packer, RankError, RankOptions, build_manifest, eligible, generated_at};
 use crate::rank::WEIGHT_SCALE;
 
@@ -95,29 +93,9 @@ pub fn candidates(span: Duration) -> Vec<Option<Duration>> {
     all
 }
 
-fn weight_column(candidate: usize) -> String {
-    format!("_auto_weight_{candidate}")
-}
-
-fn full_column(candidate: usize) -> String {
-    format!("_auto_full_{candidate}")
-}
-
-fn train_column(candidate: usize, fold: usize) -> String {
-    format!("_auto_train_{candidate}_{fold}")
-}
-
-fn judged_reads_column(fold: usize) -> String {
-    format!("_auto_judged_reads_{fold}")
-}
-
 /// Ranks the dataset at `dataset` with the half-life its own backtest chooses.
 pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
     let (files, start, end) = files_and_span(dataset, options.until)?;
-    let polars_error = |source| RankError::Polars {
-        path: dataset.to_path_buf(),
-        source,
-    };
     let span_us = end - start;
     let judged_us = span_us / JUDGED_SHARE_DIVISOR;
     // (split, judged until) of each fold, the oldest first.
@@ -127,57 +105,27 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         .collect();
     let spans = candidates(Duration::from_micros(u64::try_from(span_us).unwrap_or(0)));
 
-    let ts = || col(columns::TS).cast(DataType::Int64);
-    let read = || col(READ_COLUMN);
-    let mut extra = Vec::new();
-    // The judged windows tile the window's end (the last one takes in the last event), so a
-    // fold's train reads are the key's reads less those of its window and the later ones.
-    for (fold, &(split, until)) in folds.iter().enumerate() {
-        let judged = read().and(ts().gt_eq(lit(split)));
-        let judged = if fold + 1 < folds.len() {
-            judged.and(ts().lt(lit(until)))
-        } else {
-            judged
-        };
-        extra.push((judged_reads_column(fold), sum_count_if(judged)));
-    }
-    // Each candidate's weight is computed once per read, as a column the sums then add up.
-    let mut weights = Vec::new();
-    for (i, half_life) in spans.iter().enumerate() {
-        let Some(half_life) = half_life else { continue };
-        weights.push(
-            when(is_read())
-                .then(weighted(end, Some(*half_life)))
-                .otherwise(lit(0u64))
-                .alias(weight_column(i)),
-        );
-        let weight = || col(weight_column(i));
-        extra.push((full_column(i), weight().sum()));
-        for (fold, &(split, _)) in folds.iter().enumerate() {
-            extra.push((
-                train_column(i, fold),
-                when(ts().lt(lit(split)))
-                    .then(weight())
-                    .otherwise(lit(0u64))
-                    .sum(),
-            ));
-        }
-    }
+    let plan = Plan {
+        until: options.until.map(|until| until.timestamp_micros()),
+        end,
+        half_lives: spans.iter().flatten().copied().collect(),
+        folds: folds.clone(),
+    };
     let started = std::time::Instant::now();
     // Off's weights are the reads' counts in fixed point: the key-stats column itself.
-    let frame = scan(&files, options.until)
-        .and_then(|events| per_key(events.with_columns(weights), end, None, extra).collect())
-        .map_err(polars_error)?;
+    let mut tally = tally(&files, plan)?;
     let aggregated = started.elapsed();
-    let mut stats = stats_of_frame(&frame, dataset)?;
-    let integers = |name: &str| -> PolarsResult<Vec<u64>> {
-        Ok(frame
-            .column(name)?
-            .u64()?
-            .iter()
-            .map(Option::unwrap_or_default)
-            .collect())
-    };
+    // The plan's number of each candidate with a half-life (`off` has none).
+    let summed: Vec<Option<usize>> = spans
+        .iter()
+        .scan(0, |next, half_life| {
+            Some(half_life.map(|_| {
+                *next += 1;
+                *next - 1
+            }))
+        })
+        .collect();
+    let mut stats = DatasetStats::from_keys(std::mem::take(&mut tally.keys), dataset)?;
 
     let budget = options.budget.bytes;
     let (chosen, record) = {
@@ -185,58 +133,68 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         let category_budgets = eligible.category_budgets(budget);
         // Ties are broken by key as `build_manifest` breaks them, through each key's place in
         // key order, so that each candidate's sort compares numbers only.
-        let key_order = Column::new(
-            "key".into(),
-            eligible
-                .candidates
-                .iter()
-                .map(|c| c.stats.key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .as_materialized_series()
-        .arg_sort(SortOptions::default());
+        let mut key_order: Vec<u32> = (0..eligible.candidates.len() as u32).collect();
+        key_order.sort_unstable_by_key(|&i| eligible.candidates[i as usize].stats.key.as_str());
         let mut key_ranks = vec![0u32; eligible.candidates.len()];
-        for (rank, position) in key_order.into_no_null_iter().enumerate() {
+        for (rank, position) in key_order.into_iter().enumerate() {
             key_ranks[position as usize] = rank as u32;
         }
-        let key_ranks = Column::new("key_rank".into(), key_ranks);
+        let smallest = eligible.candidates.iter().map(|c| c.footprint).min();
+        let mean = eligible
+            .candidates
+            .iter()
+            .map(|c| c.footprint)
+            .sum::<u64>()
+            .checked_div(eligible.candidates.len() as u64)
+            .unwrap_or(1)
+            .max(1);
         // The candidates packed by `scores` (negative: left out), as `build_manifest` packs:
         // by score, ties by key; the keys read in the judged window it takes.
-        let pack = |scores: Vec<f64>, judged: &[bool]| -> PolarsResult<u64> {
-            let positions: Vec<u32> = (0..scores.len() as u32).collect();
-            let frame = DataFrame::new_infer_height(vec![
-                Column::new("score".into(), scores),
-                key_ranks.clone(),
-                Column::new("position".into(), positions),
-            ])?
-            .sort(
-                ["score", "key_rank"],
-                SortMultipleOptions::default().with_order_descending_multi([true, false]),
-            )?;
-            let scores = frame.column("score")?.f64()?;
-            let positions = frame.column("position")?.u32()?;
+        let pack = |scores: Vec<f64>, judged: &[bool]| -> u64 {
+            let mut order: Vec<(f64, u32, u32)> = scores
+                .into_iter()
+                .zip(&key_ranks)
+                .enumerate()
+                .filter(|(_, (score, _))| *score >= 0.0)
+                .map(|(position, (score, &rank))| (score, rank, position as u32))
+                .collect();
+            let by_score = |a: &(f64, u32, u32), b: &(f64, u32, u32)| {
+                b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+            };
             let mut packer = Packer::new(budget, category_budgets.clone());
             let mut hits = 0;
-            for (score, position) in scores
-                .into_no_null_iter()
-                .zip(positions.into_no_null_iter())
-            {
-                if score < 0.0 {
+            // Only the head of the order can fit the budget: it is selected and sorted a
+            // chunk at a time (twice what fits at the mean footprint, then doubling) until
+            // not even the smallest candidate fits any more, instead of sorting every key.
+            let mut rest = &mut order[..];
+            let mut chunk = (2 * budget / mean) as usize + 1024;
+            while !rest.is_empty() {
+                let taken = chunk.min(rest.len());
+                if taken < rest.len() {
+                    rest.select_nth_unstable_by(taken - 1, by_score);
+                }
+                let (head, tail) = rest.split_at_mut(taken);
+                head.sort_unstable_by(by_score);
+                for &(_, _, position) in head.iter() {
+                    let candidate = &eligible.candidates[position as usize];
+                    if packer.take(candidate) && judged[candidate.index] {
+                        hits += 1;
+                    }
+                }
+                if smallest.is_none_or(|smallest| packer.bytes + smallest > budget) {
                     break;
                 }
-                let candidate = &eligible.candidates[position as usize];
-                if packer.take(candidate) && judged[candidate.index] {
-                    hits += 1;
-                }
+                rest = tail;
+                chunk *= 2;
             }
-            Ok(hits)
+            hits
         };
         let mut hits = vec![0u64; spans.len()];
         let mut oracle_hits = 0;
         let mut train_reads: Vec<u64> = stats.keys.iter().map(|k| k.requests).collect();
         let mut judged_reads = Vec::with_capacity(folds.len());
         for fold in 0..folds.len() {
-            judged_reads.push(integers(&judged_reads_column(fold)).map_err(polars_error)?);
+            judged_reads.push(tally.judged(fold));
         }
         // The latest fold first, so that each one's train reads are its window's and the later
         // windows' reads short of the whole.
@@ -245,9 +203,9 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                 *train -= judged;
             }
             let judged: Vec<bool> = reads.iter().map(|&reads| reads > 0).collect();
-            for (i, half_life) in spans.iter().enumerate() {
-                let train_weights = match half_life {
-                    Some(_) => integers(&train_column(i, fold)).map_err(polars_error)?,
+            for i in 0..spans.len() {
+                let train_weights = match summed[i] {
+                    Some(h) => tally.trained(h, fold),
                     None => train_reads
                         .iter()
                         .map(|reads| reads * WEIGHT_SCALE as u64)
@@ -266,7 +224,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                         }
                     })
                     .collect();
-                hits[i] += pack(scores, &judged).map_err(polars_error)?;
+                hits[i] += pack(scores, &judged);
             }
             // The oracle knows which keys are read: all of them it can fit, smallest first.
             let scores = eligible
@@ -280,7 +238,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                     }
                 })
                 .collect();
-            oracle_hits += pack(scores, &judged).map_err(polars_error)?;
+            oracle_hits += pack(scores, &judged);
         }
         // The most hits; ties to the later candidate, the longer half-life (`off` last).
         let chosen = (0..spans.len())
@@ -316,8 +274,8 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         (chosen, record)
     };
 
-    if let Some(half_life) = spans[chosen] {
-        let weights = integers(&full_column(chosen)).map_err(polars_error)?;
+    if let (Some(half_life), Some(h)) = (spans[chosen], summed[chosen]) {
+        let weights = tally.weighted(h);
         let half_life_us = u64::try_from(half_life.as_micros()).unwrap_or(u64::MAX);
         for (key, weight) in stats.keys.iter_mut().zip(weights) {
             key.weighted_requests = weight;
@@ -325,7 +283,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         }
         stats.half_life = Some(half_life);
     }
-    drop(frame);
+    drop(tally);
     let mut manifest = build_manifest(&stats, options, generated_at())?;
     if let Some(scoring) = manifest.header.scoring.as_mut() {
         scoring.half_life_backtest = Some(record);

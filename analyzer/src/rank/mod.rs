@@ -20,6 +20,7 @@ pub mod budget;
 pub mod categories;
 pub mod key_stats;
 pub mod sql;
+mod tally;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,27 @@ pub enum RankError {
         #[source]
         source: polars::error::PolarsError,
     },
+    #[error("failed to read the Parquet file `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the Parquet file `{path}` has no column `{column}`")]
+    MissingColumn { path: PathBuf, column: String },
+    #[error("column `{column}` of the Parquet file `{path}` is {found}, expected {expected}")]
+    ColumnType {
+        path: PathBuf,
+        column: &'static str,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("the Parquet file `{0}` holds an event without a time (`ts` is null)")]
+    NullTime(PathBuf),
+    #[error("the Parquet file `{0}` holds an event without a key (`key` is null)")]
+    NullKey(PathBuf),
+    #[error("the dataset `{path}` holds an event at {micros} µs from the epoch, out of range")]
+    TimeOutOfRange { path: PathBuf, micros: i64 },
     #[error("the key-stats table `{0}` holds no keys")]
     NoKeys(PathBuf),
     #[error("the key-stats table `{path}` is not usable")]

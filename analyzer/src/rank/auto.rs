@@ -32,7 +32,9 @@ use schemas::manifest::{BacktestFold, HalfLifeBacktest, HalfLifeCandidate};
 use super::aggregate::files_and_span;
 use super::key_stats::DatasetStats;
 use super::tally::{Plan, tally};
-use super::{Packer, RankError, RankOptions, build_manifest, eligible, generated_at};
+use super::{
+    Packer, RankError, RankOptions, build_manifest, eligible, first_chunk, generated_at, in_order,
+};
 use crate::rank::WEIGHT_SCALE;
 
 /// Folds of the backtest: the last `FOLDS` judged windows of the span, each judging the
@@ -139,15 +141,13 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         for (rank, position) in key_order.into_iter().enumerate() {
             key_ranks[position as usize] = rank as u32;
         }
-        let smallest = eligible.candidates.iter().map(|c| c.footprint).min();
-        let mean = eligible
+        let smallest = eligible
             .candidates
             .iter()
             .map(|c| c.footprint)
-            .sum::<u64>()
-            .checked_div(eligible.candidates.len() as u64)
-            .unwrap_or(1)
-            .max(1);
+            .min()
+            .unwrap_or(0);
+        let chunk = first_chunk(&eligible.candidates, budget);
         // The candidates packed by `scores` (negative: left out), as `build_manifest` packs:
         // by score, ties by key; the keys read in the judged window it takes.
         let pack = |scores: Vec<f64>, judged: &[bool]| -> u64 {
@@ -163,30 +163,13 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
             };
             let mut packer = Packer::new(budget, category_budgets.clone());
             let mut hits = 0;
-            // Only the head of the order can fit the budget: it is selected and sorted a
-            // chunk at a time (twice what fits at the mean footprint, then doubling) until
-            // not even the smallest candidate fits any more, instead of sorting every key.
-            let mut rest = &mut order[..];
-            let mut chunk = (2 * budget / mean) as usize + 1024;
-            while !rest.is_empty() {
-                let taken = chunk.min(rest.len());
-                if taken < rest.len() {
-                    rest.select_nth_unstable_by(taken - 1, by_score);
+            in_order(&mut order, chunk, by_score, |&(_, _, position)| {
+                let candidate = &eligible.candidates[position as usize];
+                if packer.take(candidate) && judged[candidate.index] {
+                    hits += 1;
                 }
-                let (head, tail) = rest.split_at_mut(taken);
-                head.sort_unstable_by(by_score);
-                for &(_, _, position) in head.iter() {
-                    let candidate = &eligible.candidates[position as usize];
-                    if packer.take(candidate) && judged[candidate.index] {
-                        hits += 1;
-                    }
-                }
-                if smallest.is_none_or(|smallest| packer.bytes + smallest > budget) {
-                    break;
-                }
-                rest = tail;
-                chunk *= 2;
-            }
+                packer.bytes + smallest <= budget
+            });
             hits
         };
         let mut hits = vec![0u64; spans.len()];

@@ -389,25 +389,33 @@ struct Event {
     latency_us: Option<u64>,
 }
 
-/// A decoded batch: its keys, its events (those before the plan's `until`), and each read's
-/// weight under each of the plan's half-lives (`half_lives.len()` per event, 0 for the others).
+/// A decoded batch's events of one partition of the keys (those before the plan's `until`),
+/// the batch's key column they point into, and each read's weight under each of the plan's
+/// half-lives (`half_lives.len()` per event, 0 for the others).
 struct Decoded {
     keys: ArrayRef,
     events: Vec<Event>,
     weights: Vec<u64>,
 }
 
-/// A fixed seed: the hashes only place keys in the table, and never reach the output.
+/// A fixed seed: the hashes only place keys in the tables, and never reach the output.
 fn hasher() -> foldhash::fast::FixedState {
     foldhash::fast::FixedState::with_seed(0x6361_6368_6577_726d)
 }
 
+/// The partition of `parts` that a key of hash `hash` is folded in.
+fn partition(hash: u64, parts: usize) -> usize {
+    ((u128::from(hash) * parts as u128) >> 64) as usize
+}
+
+/// The events of `batch`, digested and split into `parts` partitions by key hash.
 fn digest(
     path: &Path,
     batch: &RecordBatch,
     plan: &Plan,
     half_lives_us: &[f64],
-) -> Result<Decoded, RankError> {
+    parts: usize,
+) -> Result<Vec<Decoded>, RankError> {
     let column = |name: &'static str| -> Result<&ArrayRef, RankError> {
         batch
             .column_by_name(name)
@@ -422,23 +430,27 @@ fn digest(
     let ops = column(columns::OP)?;
     let ops = Strings::of(path, columns::OP, ops)?;
     let hit_array = column(columns::HIT)?;
-    let hits: &BooleanArray =
-        hit_array
-            .as_boolean_opt()
-            .ok_or_else(|| RankError::ColumnType {
-                path: path.to_path_buf(),
-                column: columns::HIT,
-                found: hit_array.data_type().to_string(),
-                expected: "a boolean",
-            })?;
+    let hits: &BooleanArray = hit_array
+        .as_boolean_opt()
+        .ok_or_else(|| RankError::ColumnType {
+            path: path.to_path_buf(),
+            column: columns::HIT,
+            found: hit_array.data_type().to_string(),
+            expected: "a boolean",
+        })?;
     let counts = integers(path, columns::COUNT, column(columns::COUNT)?)?;
     let sizes = integers(path, columns::VALUE_SIZE, column(columns::VALUE_SIZE)?)?;
     let ttls = integers(path, columns::TTL_S, column(columns::TTL_S)?)?;
     let latencies = integers(path, columns::LATENCY_US, column(columns::LATENCY_US)?)?;
     let build = hasher();
 
-    let mut events = Vec::with_capacity(batch.num_rows());
-    let mut weights = Vec::with_capacity(batch.num_rows() * half_lives_us.len());
+    let mut out: Vec<Decoded> = (0..parts)
+        .map(|_| Decoded {
+            keys: keys.clone(),
+            events: Vec::with_capacity(batch.num_rows() / parts + 1),
+            weights: Vec::with_capacity((batch.num_rows() / parts + 1) * half_lives_us.len()),
+        })
+        .collect();
     for (row, &ts) in ts.iter().enumerate() {
         if plan.until.is_some_and(|until| ts >= until) {
             continue;
@@ -459,6 +471,8 @@ fn digest(
                 None => {}
             }
         }
+        let hash = build.hash_one(key);
+        let part = &mut out[partition(hash, parts)];
         let count = counts[row].unwrap_or(0);
         if flags & READ != 0 {
             let age = (plan.end - ts) as f64;
@@ -466,13 +480,15 @@ fn digest(
                 // The same operations in the same order as the SQL and the earlier polars
                 // query, so that each rounded weight is the same integer.
                 let weight = 0.5f64.powf(age / half_life);
-                weights.push((count as f64 * weight * WEIGHT_SCALE + 0.5) as u64);
+                part.weights
+                    .push((count as f64 * weight * WEIGHT_SCALE + 0.5) as u64);
             }
         } else {
-            weights.extend(std::iter::repeat_n(0, half_lives_us.len()));
+            part.weights
+                .extend(std::iter::repeat_n(0, half_lives_us.len()));
         }
-        events.push(Event {
-            hash: build.hash_one(key),
+        part.events.push(Event {
+            hash,
             ts,
             count,
             row: row as u32,
@@ -482,11 +498,7 @@ fn digest(
             latency_us: latencies[row],
         });
     }
-    Ok(Decoded {
-        keys,
-        events,
-        weights,
-    })
+    Ok(out)
 }
 
 /// A hasher that passes on the 64-bit hash the decoding threads computed.
@@ -505,54 +517,11 @@ impl Hasher for Prehashed {
     }
 }
 
-/// The keys seen so far, numbered in order of appearance, their text in one arena.
-#[derive(Default)]
-struct KeyIndex {
-    by_hash: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
-    /// Keys whose hash an earlier key already took.
-    collided: HashMap<Box<str>, u32>,
-    text: String,
-    ends: Vec<usize>,
-}
-
-impl KeyIndex {
-    fn key(&self, id: u32) -> &str {
-        let id = id as usize;
-        let start = if id == 0 { 0 } else { self.ends[id - 1] };
-        &self.text[start..self.ends[id]]
-    }
-
-    /// The key's number, and whether it is new.
-    fn id(&mut self, hash: u64, key: &str) -> (u32, bool) {
-        let next = self.ends.len() as u32;
-        match self.by_hash.entry(hash) {
-            Entry::Occupied(entry) => {
-                let id = *entry.get();
-                if self.key(id) == key {
-                    return (id, false);
-                }
-                if let Some(&id) = self.collided.get(key) {
-                    return (id, false);
-                }
-                self.collided.insert(key.into(), next);
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(next);
-            }
-        }
-        self.text.push_str(key);
-        self.ends.push(self.text.len());
-        (next, true)
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-}
-
-/// A key's figures while its events are folded in.
+/// A key's figures while its events are folded in, and where its text is.
 #[derive(Clone)]
 struct State {
+    key_start: usize,
+    key_len: u32,
     requests: u64,
     hits: u64,
     misses: u64,
@@ -567,9 +536,66 @@ struct State {
 
 const NONE: i64 = i64::MIN;
 
-impl Default for State {
-    fn default() -> State {
-        State {
+/// The keys of one partition, numbered in order of appearance, and their figures so far.
+///
+/// A key is found by its hash, and its text compared (kept in one arena, its place beside
+/// the figures the event updates next, to spare a cache miss); a key whose hash an earlier
+/// key took is found by its text instead.
+struct Fold<'a> {
+    plan: &'a Plan,
+    stride: usize,
+    by_hash: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    collided: HashMap<Box<str>, u32>,
+    text: String,
+    states: Vec<State>,
+    sums: Vec<u64>,
+    /// (key, value) of every logged value size, and of every write's TTL: the medians'.
+    sizes: Vec<(u32, u32)>,
+    ttls: Vec<(u32, u32)>,
+}
+
+impl<'a> Fold<'a> {
+    fn new(plan: &'a Plan) -> Fold<'a> {
+        Fold {
+            plan,
+            stride: plan.stride(),
+            by_hash: HashMap::default(),
+            collided: HashMap::new(),
+            text: String::new(),
+            states: Vec::new(),
+            sums: Vec::new(),
+            sizes: Vec::new(),
+            ttls: Vec::new(),
+        }
+    }
+
+    fn key(&self, id: usize) -> &str {
+        let state = &self.states[id];
+        &self.text[state.key_start..state.key_start + state.key_len as usize]
+    }
+
+    /// The key's number, a new one when it is new.
+    fn id(&mut self, hash: u64, key: &str) -> usize {
+        let next = self.states.len();
+        match self.by_hash.entry(hash) {
+            Entry::Occupied(entry) => {
+                let id = *entry.get() as usize;
+                let state = &self.states[id];
+                if &self.text[state.key_start..state.key_start + state.key_len as usize] == key {
+                    return id;
+                }
+                if let Some(&id) = self.collided.get(key) {
+                    return id as usize;
+                }
+                self.collided.insert(key.into(), next as u32);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(next as u32);
+            }
+        }
+        self.states.push(State {
+            key_start: self.text.len(),
+            key_len: key.len() as u32,
             requests: 0,
             hits: 0,
             misses: 0,
@@ -580,13 +606,121 @@ impl Default for State {
             last_seen: NONE,
             last_read: NONE,
             last_delete: NONE,
+        });
+        self.text.push_str(key);
+        self.sums.extend(std::iter::repeat_n(0, self.stride));
+        next
+    }
+
+    fn add(&mut self, decoded: &Decoded) {
+        let keys = match Strings::of(Path::new(""), columns::KEY, &decoded.keys) {
+            Ok(keys) => keys,
+            // `digest` checked the column's type.
+            Err(_) => return,
+        };
+        let (plan, stride) = (self.plan, self.stride);
+        let folds = plan.folds.len();
+        let candidates = plan.half_lives.len();
+        for (i, event) in decoded.events.iter().enumerate() {
+            let key = keys.get(event.row as usize).unwrap_or_default();
+            let id = self.id(event.hash, key);
+            let state = &mut self.states[id];
+            let ts = event.ts;
+            state.first_seen = state.first_seen.min(ts);
+            state.last_seen = state.last_seen.max(ts);
+            if let Some(size) = event.value_size {
+                self.sizes.push((id as u32, size));
+            }
+            if event.flags & WRITE != 0 {
+                state.writes = state.writes.wrapping_add(event.count);
+                if let Some(ttl) = event.ttl_s {
+                    self.ttls.push((id as u32, ttl));
+                }
+            } else if event.flags & DELETE != 0 {
+                state.last_delete = state.last_delete.max(ts);
+            } else if event.flags & READ != 0 {
+                state.requests = state.requests.wrapping_add(event.count);
+                state.last_read = state.last_read.max(ts);
+                if event.flags & HIT != 0 {
+                    state.hits = state.hits.wrapping_add(event.count);
+                } else if event.flags & MISS != 0 {
+                    state.misses = state.misses.wrapping_add(event.count);
+                    if let Some(latency) = event.latency_us {
+                        state.miss_latency_us = state.miss_latency_us.wrapping_add(latency);
+                        state.miss_latencies += 1;
+                    }
+                }
+                let key_sums = &mut self.sums[id * stride..(id + 1) * stride];
+                let weights = &decoded.weights[i * candidates..(i + 1) * candidates];
+                for (c, &weight) in weights.iter().enumerate() {
+                    let base = c * (1 + folds);
+                    key_sums[base] = key_sums[base].wrapping_add(weight);
+                    for (f, &(split, _)) in plan.folds.iter().enumerate() {
+                        if ts < split {
+                            key_sums[base + 1 + f] = key_sums[base + 1 + f].wrapping_add(weight);
+                        }
+                    }
+                }
+                for (f, &(split, until)) in plan.folds.iter().enumerate() {
+                    if ts >= split && (f + 1 == folds || ts < until) {
+                        let at = candidates * (1 + folds) + f;
+                        key_sums[at] = key_sums[at].wrapping_add(event.count);
+                    }
+                }
+            }
         }
+    }
+
+    /// The partition's key-stats rows and sums, in key order of appearance.
+    fn finish(mut self, dataset: &Path) -> Result<(Vec<KeyStats>, Vec<u64>), RankError> {
+        let keys = self.states.len();
+        let value_sizes = medians(keys, std::mem::take(&mut self.sizes));
+        let ttl_medians = medians(keys, std::mem::take(&mut self.ttls));
+        let instant = |micros: i64| {
+            DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| {
+                RankError::TimeOutOfRange {
+                    path: dataset.to_path_buf(),
+                    micros,
+                }
+            })
+        };
+        let reference_time = instant(self.plan.end)?;
+        let mut rows = Vec::with_capacity(keys);
+        for (id, state) in self.states.iter().enumerate() {
+            rows.push(KeyStats {
+                key: self.key(id).to_owned(),
+                requests: state.requests,
+                hits: state.hits,
+                misses: state.misses,
+                // Every read weighing 1: `count × WEIGHT_SCALE` per read, summed.
+                weighted_requests: state.requests.wrapping_mul(WEIGHT_SCALE as u64),
+                writes: state.writes,
+                first_seen: instant(state.first_seen)?,
+                last_read: (state.last_read != NONE)
+                    .then(|| instant(state.last_read))
+                    .transpose()?,
+                last_seen: instant(state.last_seen)?,
+                deleted_last: state.last_delete == state.last_seen,
+                value_size: value_sizes[id],
+                ttl_s: ttl_medians[id].map(|ttl| u32::try_from(ttl).unwrap_or(u32::MAX)),
+                miss_latency_us: state.miss_latency_us,
+                miss_latencies: state.miss_latencies,
+                reference_time,
+                half_life_us: None,
+            });
+        }
+        Ok((rows, self.sums))
     }
 }
 
 /// Aggregates the events of `files` per key, with the sums `plan` asks for.
+///
+/// As many threads decode row groups as there are cores, and as many fold: each folding
+/// thread owns the keys of one range of hashes (a key's events all go to one), so no state
+/// is shared and the memory-bound lookups run on every core.
 pub(crate) fn tally(files: &[PathBuf], plan: Plan) -> Result<Tally, RankError> {
     let sources = open_all(files)?;
+    let dataset = files.first().cloned().unwrap_or_default();
     let jobs: Vec<(usize, usize)> = sources
         .iter()
         .enumerate()
@@ -599,145 +733,75 @@ pub(crate) fn tally(files: &[PathBuf], plan: Plan) -> Result<Tally, RankError> {
         .collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next_job = AtomicUsize::new(0);
-    let stride = plan.stride();
-    let folds = plan.folds.len();
-    let candidates = plan.half_lives.len();
 
-    let mut index = KeyIndex::default();
-    let mut states: Vec<State> = Vec::new();
-    let mut sums: Vec<u64> = Vec::new();
-    let mut sizes: Vec<(u32, u32)> = Vec::new();
-    let mut ttls: Vec<(u32, u32)> = Vec::new();
-
-    std::thread::scope(|scope| -> Result<(), RankError> {
-        let (sender, receiver) = mpsc::sync_channel::<Result<Decoded, RankError>>(2 * workers);
+    let parts = std::thread::scope(|scope| -> Result<Vec<(Vec<KeyStats>, Vec<u64>)>, RankError> {
+        let mut senders = Vec::with_capacity(workers);
+        let mut folders = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let sender = sender.clone();
+            let (sender, receiver) =
+                mpsc::sync_channel::<Result<Decoded, RankError>>(2 * workers);
+            senders.push(sender);
+            let (plan, dataset) = (&plan, &dataset);
+            folders.push(scope.spawn(move || {
+                let mut fold = Fold::new(plan);
+                for decoded in receiver {
+                    fold.add(&decoded?);
+                }
+                fold.finish(dataset)
+            }));
+        }
+        for _ in 0..workers {
+            let senders = senders.clone();
             let (sources, jobs, next_job, plan, half_lives_us) =
                 (&sources, &jobs, &next_job, &plan, &half_lives_us);
             scope.spawn(move || {
-                while let Some(&(file, row_group)) = jobs.get(next_job.fetch_add(1, Ordering::Relaxed))
+                while let Some(&(file, row_group)) =
+                    jobs.get(next_job.fetch_add(1, Ordering::Relaxed))
                 {
                     let source = &sources[file];
                     let batches = match source.read(row_group, &COLUMNS) {
                         Ok(batches) => batches,
                         Err(error) => {
-                            let _ = sender.send(Err(error));
+                            let _ = senders[0].send(Err(error));
                             return;
                         }
                     };
                     for batch in batches {
-                        let decoded = batch
-                            .and_then(|batch| digest(&source.path, &batch, plan, half_lives_us));
-                        let failed = decoded.is_err();
-                        // The folding thread hung up: it met an error and no longer listens.
-                        if sender.send(decoded).is_err() || failed {
-                            return;
+                        let digested = batch.and_then(|batch| {
+                            digest(&source.path, &batch, plan, half_lives_us, workers)
+                        });
+                        match digested {
+                            Ok(parts) => {
+                                for (sender, part) in senders.iter().zip(parts) {
+                                    // A folding thread hung up: it met an error.
+                                    if sender.send(Ok(part)).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(error) => {
+                                let _ = senders[0].send(Err(error));
+                                return;
+                            }
                         }
                     }
                 }
             });
         }
-        drop(sender);
-        for decoded in receiver {
-            let decoded = decoded?;
-            let keys = Strings::of(Path::new(""), columns::KEY, &decoded.keys)?;
-            for (i, event) in decoded.events.iter().enumerate() {
-                let key = keys.get(event.row as usize).unwrap_or_default();
-                let (id, new) = index.id(event.hash, key);
-                if new {
-                    states.push(State::default());
-                    sums.extend(std::iter::repeat_n(0, stride));
-                }
-                let id = id as usize;
-                let state = &mut states[id];
-                let ts = event.ts;
-                state.first_seen = state.first_seen.min(ts);
-                state.last_seen = state.last_seen.max(ts);
-                if let Some(size) = event.value_size {
-                    sizes.push((id as u32, size));
-                }
-                if event.flags & WRITE != 0 {
-                    state.writes = state.writes.wrapping_add(event.count);
-                    if let Some(ttl) = event.ttl_s {
-                        ttls.push((id as u32, ttl));
-                    }
-                } else if event.flags & DELETE != 0 {
-                    state.last_delete = state.last_delete.max(ts);
-                } else if event.flags & READ != 0 {
-                    state.requests = state.requests.wrapping_add(event.count);
-                    state.last_read = state.last_read.max(ts);
-                    if event.flags & HIT != 0 {
-                        state.hits = state.hits.wrapping_add(event.count);
-                    } else if event.flags & MISS != 0 {
-                        state.misses = state.misses.wrapping_add(event.count);
-                        if let Some(latency) = event.latency_us {
-                            state.miss_latency_us = state.miss_latency_us.wrapping_add(latency);
-                            state.miss_latencies += 1;
-                        }
-                    }
-                    let key_sums = &mut sums[id * stride..(id + 1) * stride];
-                    let weights = &decoded.weights[i * candidates..(i + 1) * candidates];
-                    for (c, &weight) in weights.iter().enumerate() {
-                        let base = c * (1 + folds);
-                        key_sums[base] = key_sums[base].wrapping_add(weight);
-                        for (f, &(split, _)) in plan.folds.iter().enumerate() {
-                            if ts < split {
-                                key_sums[base + 1 + f] = key_sums[base + 1 + f].wrapping_add(weight);
-                            }
-                        }
-                    }
-                    for (f, &(split, until)) in plan.folds.iter().enumerate() {
-                        if ts >= split && (f + 1 == folds || ts < until) {
-                            let at = candidates * (1 + folds) + f;
-                            key_sums[at] = key_sums[at].wrapping_add(event.count);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        drop(senders);
+        folders
+            .into_iter()
+            .map(|folder| folder.join().expect("a folding thread panicked"))
+            .collect()
     })?;
 
-    let keys = index.len();
-    let value_sizes = medians(keys, sizes);
-    let ttl_medians = medians(keys, ttls);
-    let instant = |micros: i64| {
-        DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| RankError::TimeOutOfRange {
-            path: files.first().cloned().unwrap_or_default(),
-            micros,
-        })
-    };
-    let reference_time = instant(plan.end)?;
-    let mut rows = Vec::with_capacity(keys);
-    for (id, state) in states.iter().enumerate() {
-        rows.push(KeyStats {
-            key: index.key(id as u32).to_owned(),
-            requests: state.requests,
-            hits: state.hits,
-            misses: state.misses,
-            // Every read weighing 1: `count × WEIGHT_SCALE` per read, summed.
-            weighted_requests: state.requests.wrapping_mul(WEIGHT_SCALE as u64),
-            writes: state.writes,
-            first_seen: instant(state.first_seen)?,
-            last_read: (state.last_read != NONE)
-                .then(|| instant(state.last_read))
-                .transpose()?,
-            last_seen: instant(state.last_seen)?,
-            deleted_last: state.last_delete == state.last_seen,
-            value_size: value_sizes[id],
-            ttl_s: ttl_medians[id].map(|ttl| u32::try_from(ttl).unwrap_or(u32::MAX)),
-            miss_latency_us: state.miss_latency_us,
-            miss_latencies: state.miss_latencies,
-            reference_time,
-            half_life_us: None,
-        });
+    let mut keys = Vec::with_capacity(parts.iter().map(|(k, _)| k.len()).sum());
+    let mut sums = Vec::with_capacity(parts.iter().map(|(_, s)| s.len()).sum());
+    for (part_keys, part_sums) in parts {
+        keys.extend(part_keys);
+        sums.extend(part_sums);
     }
-    Ok(Tally {
-        keys: rows,
-        plan,
-        sums,
-    })
+    Ok(Tally { keys, plan, sums })
 }
 
 /// Each of `keys` keys' median of its `values` (key, value) pairs, rounded half away from
@@ -796,12 +860,13 @@ mod tests {
     /// Two keys sharing a hash are kept apart, and each is found again.
     #[test]
     fn colliding_hashes_stay_apart() {
-        let mut index = KeyIndex::default();
-        assert_eq!(index.id(7, "a"), (0, true));
-        assert_eq!(index.id(7, "b"), (1, true));
-        assert_eq!(index.id(7, "a"), (0, false));
-        assert_eq!(index.id(7, "b"), (1, false));
-        assert_eq!(index.id(8, "c"), (2, true));
-        assert_eq!((index.key(0), index.key(1), index.key(2)), ("a", "b", "c"));
+        let plan = Plan::default();
+        let mut fold = Fold::new(&plan);
+        assert_eq!(fold.id(7, "a"), 0);
+        assert_eq!(fold.id(7, "b"), 1);
+        assert_eq!(fold.id(7, "a"), 0);
+        assert_eq!(fold.id(7, "b"), 1);
+        assert_eq!(fold.id(8, "c"), 2);
+        assert_eq!((fold.key(0), fold.key(1), fold.key(2)), ("a", "b", "c"));
     }
 }

@@ -133,14 +133,6 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
     let (chosen, record) = {
         let eligible = eligible(&stats, options)?;
         let category_budgets = eligible.category_budgets(budget);
-        // Ties are broken by key as `build_manifest` breaks them, through each key's place in
-        // key order, so that each candidate's sort compares numbers only.
-        let mut key_order: Vec<u32> = (0..eligible.candidates.len() as u32).collect();
-        key_order.sort_unstable_by_key(|&i| eligible.candidates[i as usize].stats.key.as_str());
-        let mut key_ranks = vec![0u32; eligible.candidates.len()];
-        for (rank, position) in key_order.into_iter().enumerate() {
-            key_ranks[position as usize] = rank as u32;
-        }
         let smallest = eligible
             .candidates
             .iter()
@@ -151,19 +143,21 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         // The candidates packed by `scores` (negative: left out), as `build_manifest` packs:
         // by score, ties by key; the keys read in the judged window it takes.
         let pack = |scores: Vec<f64>, judged: &[bool]| -> u64 {
-            let mut order: Vec<(f64, u32, u32)> = scores
+            let mut order: Vec<(f64, u32)> = scores
                 .into_iter()
-                .zip(&key_ranks)
                 .enumerate()
-                .filter(|(_, (score, _))| *score >= 0.0)
-                .map(|(position, (score, &rank))| (score, rank, position as u32))
+                .filter(|(_, score)| *score >= 0.0)
+                .map(|(position, score)| (score, position as u32))
                 .collect();
-            let by_score = |a: &(f64, u32, u32), b: &(f64, u32, u32)| {
-                b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+            // Ties broken by key as `build_manifest` breaks them; the keys are only compared
+            // on a tie, rare among scores.
+            let key = |position: u32| eligible.candidates[position as usize].stats.key.as_str();
+            let by_score = |a: &(f64, u32), b: &(f64, u32)| {
+                b.0.total_cmp(&a.0).then_with(|| key(a.1).cmp(key(b.1)))
             };
             let mut packer = Packer::new(budget, category_budgets.clone());
             let mut hits = 0;
-            in_order(&mut order, chunk, by_score, |&(_, _, position)| {
+            in_order(&mut order, chunk, by_score, |&(_, position)| {
                 let candidate = &eligible.candidates[position as usize];
                 if packer.take(candidate) && judged[candidate.index] {
                     hits += 1;

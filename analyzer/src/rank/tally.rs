@@ -18,10 +18,8 @@
 //! the value size is the median over every event that logged one and the TTL the median over
 //! writes, both rounded half away from zero.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fs::File;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -501,27 +499,15 @@ fn digest(
     Ok(out)
 }
 
-/// A hasher that passes on the 64-bit hash the decoding threads computed.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 hashes are looked up")
-    }
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-}
-
 /// A key's figures while its events are folded in, and where its text is.
 #[derive(Clone)]
 struct State {
     key_start: usize,
     key_len: u32,
+    /// The key's first bytes: most keys compare here, without a look at the arena.
+    key_prefix: [u8; PREFIX],
+    /// The key's hash, to place it again when the table grows.
+    hash: u64,
     requests: u64,
     hits: u64,
     misses: u64,
@@ -536,16 +522,28 @@ struct State {
 
 const NONE: i64 = i64::MIN;
 
+/// Bytes of a key kept beside its figures.
+const PREFIX: usize = 16;
+
+fn prefix(key: &str) -> [u8; PREFIX] {
+    let mut prefix = [0; PREFIX];
+    let n = key.len().min(PREFIX);
+    prefix[..n].copy_from_slice(&key.as_bytes()[..n]);
+    prefix
+}
+
 /// The keys of one partition, numbered in order of appearance, and their figures so far.
 ///
-/// A key is found by its hash, and its text compared (kept in one arena, its place beside
-/// the figures the event updates next, to spare a cache miss); a key whose hash an earlier
-/// key took is found by its text instead.
+/// Keys are found through an open-addressing table of one word per slot (the hash's high half
+/// and the key's number), by hand: a lookup is then one cache miss for the slot, where std's
+/// table takes two (control bytes, then entries), and another for the figures, which keep the
+/// key's first bytes; the arena holding the rest of its text is only read for longer keys.
+/// On equal hashes the probe goes on, so keys sharing a hash stay apart.
 struct Fold<'a> {
     plan: &'a Plan,
     stride: usize,
-    by_hash: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
-    collided: HashMap<Box<str>, u32>,
+    /// `hash >> 32 << 32 | (number + 1)` per taken slot, 0 when free; never over half full.
+    slots: Vec<u64>,
     text: String,
     states: Vec<State>,
     sums: Vec<u64>,
@@ -559,8 +557,7 @@ impl<'a> Fold<'a> {
         Fold {
             plan,
             stride: plan.stride(),
-            by_hash: HashMap::default(),
-            collided: HashMap::new(),
+            slots: vec![0; 1 << 16],
             text: String::new(),
             states: Vec::new(),
             sums: Vec::new(),
@@ -574,28 +571,40 @@ impl<'a> Fold<'a> {
         &self.text[state.key_start..state.key_start + state.key_len as usize]
     }
 
+    fn is_key(&self, id: usize, key: &str) -> bool {
+        let state = &self.states[id];
+        state.key_len as usize == key.len()
+            && state.key_prefix == prefix(key)
+            && (key.len() <= PREFIX
+                || self.text[state.key_start + PREFIX..state.key_start + key.len()]
+                    == key[PREFIX..])
+    }
+
     /// The key's number, a new one when it is new.
     fn id(&mut self, hash: u64, key: &str) -> usize {
-        let next = self.states.len();
-        match self.by_hash.entry(hash) {
-            Entry::Occupied(entry) => {
-                let id = *entry.get() as usize;
-                let state = &self.states[id];
-                if &self.text[state.key_start..state.key_start + state.key_len as usize] == key {
+        let mask = self.slots.len() - 1;
+        let tag = hash & !0xffff_ffff;
+        let mut slot = (hash as usize) & mask;
+        loop {
+            let taken = self.slots[slot];
+            if taken == 0 {
+                break;
+            }
+            if taken & !0xffff_ffff == tag {
+                let id = (taken & 0xffff_ffff) as usize - 1;
+                if self.is_key(id, key) {
                     return id;
                 }
-                if let Some(&id) = self.collided.get(key) {
-                    return id as usize;
-                }
-                self.collided.insert(key.into(), next as u32);
             }
-            Entry::Vacant(entry) => {
-                entry.insert(next as u32);
-            }
+            slot = (slot + 1) & mask;
         }
+        let id = self.states.len();
+        self.slots[slot] = tag | (id as u64 + 1);
         self.states.push(State {
             key_start: self.text.len(),
             key_len: key.len() as u32,
+            key_prefix: prefix(key),
+            hash,
             requests: 0,
             hits: 0,
             misses: 0,
@@ -609,7 +618,24 @@ impl<'a> Fold<'a> {
         });
         self.text.push_str(key);
         self.sums.extend(std::iter::repeat_n(0, self.stride));
-        next
+        if 2 * self.states.len() > self.slots.len() {
+            self.grow();
+        }
+        id
+    }
+
+    /// Doubles the table, every key placed again by its hash.
+    fn grow(&mut self) {
+        let mut slots = vec![0u64; 2 * self.slots.len()];
+        let mask = slots.len() - 1;
+        for (id, state) in self.states.iter().enumerate() {
+            let mut slot = (state.hash as usize) & mask;
+            while slots[slot] != 0 {
+                slot = (slot + 1) & mask;
+            }
+            slots[slot] = (state.hash & !0xffff_ffff) | (id as u64 + 1);
+        }
+        self.slots = slots;
     }
 
     fn add(&mut self, decoded: &Decoded) {

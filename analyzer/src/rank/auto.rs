@@ -23,6 +23,7 @@
 //! alone; a key's miss cost is its whole window's.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -180,7 +181,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                 *train -= judged;
             }
             let judged: Vec<bool> = reads.iter().map(|&reads| reads > 0).collect();
-            for i in 0..spans.len() {
+            let candidate_hits = |i: usize| -> u64 {
                 let train_weights = match summed[i] {
                     Some(h) => tally.trained(h, fold),
                     None => train_reads
@@ -201,7 +202,33 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                         }
                     })
                     .collect();
-                hits[i] += pack(scores, &judged);
+                pack(scores, &judged)
+            };
+            // The candidates packed on every core, each on its own.
+            let next = AtomicUsize::new(0);
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let found: Vec<(usize, u64)> = std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..workers.min(spans.len()))
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut found = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                if i >= spans.len() {
+                                    return found;
+                                }
+                                found.push((i, candidate_hits(i)));
+                            }
+                        })
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .flat_map(|thread| thread.join().expect("a backtest thread panicked"))
+                    .collect()
+            });
+            for (i, found) in found {
+                hits[i] += found;
             }
             // The oracle knows which keys are read: all of them it can fit, smallest first.
             let scores = eligible

@@ -412,7 +412,9 @@ pub(crate) fn first_chunk(candidates: &[Candidate], budget: u64) -> usize {
         .checked_div(candidates.len() as u64)
         .unwrap_or(1)
         .max(1);
-    usize::try_from(2 * budget / mean).unwrap_or(usize::MAX).saturating_add(1024)
+    usize::try_from(2 * budget / mean)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024)
 }
 
 /// Visits `items` in `order`, best first, as the greedy packing takes them, until `visit` says

@@ -95,7 +95,12 @@ pub(crate) struct Tally {
 impl Tally {
     fn column(&self, offset: usize) -> Vec<u64> {
         let stride = self.plan.stride();
-        self.sums.iter().skip(offset).step_by(stride).copied().collect()
+        self.sums
+            .iter()
+            .skip(offset)
+            .step_by(stride)
+            .copied()
+            .collect()
     }
 
     /// Each key's reads weighted with the plan's `half_life`th half-life, over the window.
@@ -163,12 +168,13 @@ impl Source {
             }
         }
         let mask = ProjectionMask::columns(schema, names.iter().copied());
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
-            .with_projection(mask)
-            .with_row_groups(vec![row_group])
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(error)?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+                .with_projection(mask)
+                .with_row_groups(vec![row_group])
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(error)?;
         let path = self.path.clone();
         Ok(reader.map(move |batch| batch.map_err(|source| parquet_error(&path, source.into()))))
     }
@@ -213,10 +219,7 @@ fn open_all(files: &[PathBuf]) -> Result<Vec<Source>, RankError> {
 
 /// The first and last event's timestamps in µs (those before `until` only, when given);
 /// `None` when there are none. Row groups whose statistics give the span are not decoded.
-pub(crate) fn span(
-    files: &[PathBuf],
-    until: Option<i64>,
-) -> Result<Option<(i64, i64)>, RankError> {
+pub(crate) fn span(files: &[PathBuf], until: Option<i64>) -> Result<Option<(i64, i64)>, RankError> {
     let sources = open_all(files)?;
     let mut span: Option<(i64, i64)> = None;
     let mut widen = |min: i64, max: i64| {
@@ -249,9 +252,8 @@ pub(crate) fn span(
                         let ts = times(&source.path, batch.column(0))?;
                         let mut kept = ts.iter().filter(|&&t| until.is_none_or(|until| t < until));
                         if let Some(&first) = kept.next() {
-                            let (min, max) = kept.fold((first, first), |(a, b), &t| {
-                                (a.min(t), b.max(t))
-                            });
+                            let (min, max) =
+                                kept.fold((first, first), |(a, b), &t| (a.min(t), b.max(t)));
                             widen(min, max);
                         }
                     }
@@ -274,9 +276,10 @@ fn times(path: &Path, array: &ArrayRef) -> Result<Vec<i64>, RankError> {
         return Err(RankError::NullTime(path.to_path_buf()));
     }
     let values: Vec<i64> = match array.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            array.as_primitive::<TimestampMicrosecondType>().values().to_vec()
-        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .to_vec(),
         DataType::Int64 => array.as_primitive::<Int64Type>().values().to_vec(),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => array
             .as_primitive::<TimestampNanosecondType>()
@@ -698,7 +701,7 @@ impl<'a> Fold<'a> {
     }
 
     /// The partition's key-stats rows and sums, in key order of appearance.
-    fn finish(mut self, dataset: &Path) -> Result<(Vec<KeyStats>, Vec<u64>), RankError> {
+    fn finish(mut self, dataset: &Path) -> Result<Part, RankError> {
         let keys = self.states.len();
         let value_sizes = medians(keys, std::mem::take(&mut self.sizes));
         let ttl_medians = medians(keys, std::mem::take(&mut self.ttls));
@@ -739,6 +742,9 @@ impl<'a> Fold<'a> {
     }
 }
 
+/// A partition's key-stats rows and their sums.
+type Part = (Vec<KeyStats>, Vec<u64>);
+
 /// Aggregates the events of `files` per key, with the sums `plan` asks for.
 ///
 /// As many threads decode row groups as there are cores, and as many fold: each folding
@@ -760,12 +766,11 @@ pub(crate) fn tally(files: &[PathBuf], plan: Plan) -> Result<Tally, RankError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next_job = AtomicUsize::new(0);
 
-    let parts = std::thread::scope(|scope| -> Result<Vec<(Vec<KeyStats>, Vec<u64>)>, RankError> {
+    let parts = std::thread::scope(|scope| -> Result<Vec<Part>, RankError> {
         let mut senders = Vec::with_capacity(workers);
         let mut folders = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (sender, receiver) =
-                mpsc::sync_channel::<Result<Decoded, RankError>>(2 * workers);
+            let (sender, receiver) = mpsc::sync_channel::<Result<Decoded, RankError>>(2 * workers);
             senders.push(sender);
             let (plan, dataset) = (&plan, &dataset);
             folders.push(scope.spawn(move || {
@@ -877,10 +882,7 @@ mod tests {
     #[test]
     fn medians_of_odd_and_even_groups() {
         let pairs = vec![(0, 5), (1, 4), (0, 1), (1, 7), (0, 9), (3, 10), (3, 10)];
-        assert_eq!(
-            medians(4, pairs),
-            vec![Some(5), Some(6), None, Some(10)]
-        );
+        assert_eq!(medians(4, pairs), vec![Some(5), Some(6), None, Some(10)]);
     }
 
     /// Two keys sharing a hash are kept apart, and each is found again.

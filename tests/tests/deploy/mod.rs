@@ -21,6 +21,7 @@ use redis::Commands;
 use schemas::Checkpoint;
 use schemas::report::Outcome;
 
+mod coverage;
 mod faults;
 mod lifecycle;
 mod limits;

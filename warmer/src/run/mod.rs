@@ -176,6 +176,7 @@ pub async fn run(
         category_enabled,
         loader,
     } = setup::plan(&settings).await?;
+    tracing::debug!(elapsed = ?start.elapsed(), "manifest verified");
 
     let (run_dir, lock, previous) = progress::open_run_dir(
         &settings,
@@ -270,41 +271,39 @@ pub async fn run(
         ))
         .min()
         .unwrap_or(0);
-    let source = match (loader, &source_url) {
-        (Some(loader), _) => loader.map(|loader| Arc::new(Source::Loader(loader))),
-        (None, Some(source_url)) => match tokio::time::timeout_at(
-            deadline,
-            Source::open(source_url, &shared.manifest, resume_from),
-        )
-        .await
-        {
-            Ok(Ok(source)) => Ok(Arc::new(source)),
-            Ok(Err(error)) => Err(error_chain(&error)),
-            Err(_) => Err("timed out opening the source".to_owned()),
-        },
-        (None, None) => Err("no source".to_owned()),
-    };
-
-    let mut targets = Vec::with_capacity(target_urls.len());
-    for (index, (text, url)) in shared.settings.targets.iter().zip(&target_urls).enumerate() {
-        let store = tokio::time::timeout_at(deadline, Store::connect(url, Role::Target)).await;
-        let store = match store {
-            Ok(Ok(store)) => Ok(store),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("timed out connecting".to_owned()),
-        };
-        targets.push(
-            TargetRun::prepare(
-                index,
-                redact(text),
-                url,
-                store,
-                &shared,
-                resumed_progress.get(index),
+    // The source is opened (a snapshot's first pass over its keys) while the targets are
+    // connected and measured, and the targets all at once: none of it depends on the rest.
+    let source = async {
+        match (loader, &source_url) {
+            (Some(loader), _) => loader.map(|loader| Arc::new(Source::Loader(loader))),
+            (None, Some(source_url)) => match tokio::time::timeout_at(
+                deadline,
+                Source::open(source_url, &shared.manifest, resume_from),
             )
-            .await,
-        );
-    }
+            .await
+            {
+                Ok(Ok(source)) => Ok(Arc::new(source)),
+                Ok(Err(error)) => Err(error_chain(&error)),
+                Err(_) => Err("timed out opening the source".to_owned()),
+            },
+            (None, None) => Err("no source".to_owned()),
+        }
+    };
+    let targets = shared.settings.targets.iter().zip(&target_urls).enumerate();
+    let targets = futures_util::future::join_all(targets.map(|(index, (text, url))| {
+        let shared = &shared;
+        let resumed = resumed_progress.get(index);
+        async move {
+            let store = tokio::time::timeout_at(deadline, Store::connect(url, Role::Target)).await;
+            let store = match store {
+                Ok(Ok(store)) => Ok(store),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("timed out connecting".to_owned()),
+            };
+            TargetRun::prepare(index, redact(text), url, store, shared, resumed).await
+        }
+    }));
+    let (source, mut targets) = tokio::join!(source, targets);
 
     let checkpointer = tokio::spawn(progress::keep_writing(Arc::clone(&shared)));
     let warm_start = Instant::now();
@@ -321,6 +320,7 @@ pub async fn run(
         }
     };
     let warm_ms = warm_start.elapsed().as_millis() as u64;
+    tracing::debug!(elapsed = ?start.elapsed(), warm_ms, "warm phase over");
     let loader_report = match &source {
         Ok(source) => {
             source.close().await;
@@ -402,6 +402,7 @@ pub async fn run(
     report.rank_curve = crate::report::rank_curve(&shared.manifest).await;
     write_json_atomically(&run_dir.join("report.json"), &report)?;
     crate::report::write_outputs(&report, &run_dir, &shared.settings.report)?;
+    tracing::debug!(elapsed = ?start.elapsed(), "reports written");
     drop(lock);
     Ok(RunResult { report, run_dir })
 }

@@ -111,6 +111,7 @@ impl Source {
                 let path = path.clone();
                 let manifest = Arc::clone(manifest);
                 let snapshot = tokio::task::spawn_blocking(move || {
+                    let began = std::time::Instant::now();
                     let mut keys =
                         Vec::with_capacity(manifest.entries.saturating_sub(from) as usize);
                     let mut index = 0u64;
@@ -125,7 +126,11 @@ impl Source {
                     })?;
                     keys.sort_unstable();
                     keys.dedup();
-                    Ok::<_, SourceError>(Snapshot::open(&path, keys)?)
+                    let hashed = began.elapsed();
+                    let snapshot = Snapshot::open(&path, keys)?;
+                    tracing::debug!(?hashed, elapsed = ?began.elapsed(), held = snapshot.len(),
+                        "snapshot opened");
+                    Ok::<_, SourceError>(snapshot)
                 })
                 .await
                 .expect("snapshot opening does not panic")?;

@@ -23,13 +23,13 @@ use schemas::report::{CategoryReport, HitCounters, TargetReport, TargetStatus, T
 use tokio::time::Instant;
 
 use super::Shared;
-use super::coverage::{self, Probe};
+use super::coverage::{self, Probe, Seen};
 use super::faults::Breaker;
 use super::pace::Pace;
 use super::throttle::{Gate, Throttle};
 use crate::rundir::written::{self, WrittenLog};
 use crate::source::Source;
-use crate::store::{Role, Store, StoreUrl};
+use crate::store::{Role, Store, StoreUrl, WriteMode};
 use limits::Limits;
 use tally::Tally;
 pub(crate) use worker::Worker;
@@ -141,11 +141,20 @@ impl TargetRun {
                         .flatten();
             }
         }
-        // Before the run no store key of its own is known: the manifest keys are probed.
-        let store_keys = Arc::default();
-        match coverage::probe(&store, shared, &store_keys, deadline).await {
-            Ok(probe) => target.before = Some(probe),
-            Err(error) => tracing::warn!(target = target.url, error, "coverage probe failed"),
+        // A fresh run that adds learns the coverage before from its writes' answers (see
+        // `coverage`); else the manifest keys are probed now (no store key of the run's own is
+        // known yet).
+        let settings = &shared.settings;
+        if resumed.is_none() && !settings.dry_run && settings.write_mode == WriteMode::Add {
+            target.tally.seen = Some(Seen::new(
+                shared.manifest.entries,
+                shared.manifest.categories.len(),
+            ));
+        } else {
+            match coverage::probe(&store, shared, HashMap::new(), deadline).await {
+                Ok(probe) => target.before = Some(probe),
+                Err(error) => tracing::warn!(target = target.url, error, "coverage probe failed"),
+            }
         }
         target.store = Some(store);
         target
@@ -241,6 +250,13 @@ impl TargetRun {
             return;
         };
         self.hits_after = within(deadline, store.hit_counters()).await.flatten();
+        if let Some(seen) = self.tally.seen.take() {
+            match coverage::probe_untold(store, shared, seen, deadline).await {
+                Ok((before, after)) => (self.before, self.after) = (Some(before), Some(after)),
+                Err(error) => tracing::warn!(target = self.url, error, "coverage probe failed"),
+            }
+            return;
+        }
         // The keys the run (and the invocations before it) wrote for entries under keys of
         // their own: those are what the application reads.
         // (A dry run writes no log: the manifest keys are probed.)
@@ -250,7 +266,7 @@ impl TargetRun {
                 "cannot read the written-keys log; coverage probes the manifest keys");
             HashMap::new()
         });
-        match coverage::probe(store, shared, &Arc::new(store_keys), deadline).await {
+        match coverage::probe(store, shared, store_keys, deadline).await {
             Ok(probe) => self.after = Some(probe),
             Err(error) => tracing::warn!(target = self.url, error, "final coverage probe failed"),
         }

@@ -11,6 +11,7 @@ use super::decide::writes_category;
 use super::limits::Limit;
 use crate::manifest::{CategoryTotal, Entry};
 use crate::run::Batch;
+use crate::run::coverage::Seen;
 use crate::run::progress::categories_by_name;
 use crate::rundir::mask::KeyMask;
 
@@ -34,6 +35,9 @@ pub(crate) struct Tally {
     pub(super) stopped_by: Option<Limit>,
     /// What the read-back of this invocation's writes found (`--verify`).
     pub(super) verified: crate::run::verify::VerifyTally,
+    /// What the writes told of coverage, when the run counts it from them (see
+    /// [`crate::run::coverage`]).
+    pub(super) seen: Option<Seen>,
 }
 
 /// What an entry comes to once one more of its items is back, given what its items before
@@ -116,6 +120,9 @@ impl Tally {
             }
             let outcome = outcome.unwrap_or(EntryOutcome::Failed);
             self.record(entry.category, outcome);
+            if let Some(seen) = &mut self.seen {
+                seen.record((batch.start + i) as u64, entry, outcome, &batch.fetched[i]);
+            }
             let detail = refused
                 .iter()
                 .find(|(j, _)| *j == i)

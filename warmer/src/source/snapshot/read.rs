@@ -32,7 +32,8 @@ const ROWS_PER_READ: usize = 4096;
 /// is not in the manifest are skipped, and a key that is not in the snapshot is a miss at once,
 /// without reading ahead. Both need to know which manifest keys the snapshot holds: at open,
 /// one pass over the snapshot's `key` column leaves a sorted list of the 64-bit hashes of those
-/// keys (8 bytes per manifest entry; the only state that grows with the manifest).
+/// keys (8 bytes per manifest entry; the only state that grows with the manifest, besides the
+/// snapshot's own hashes, 8 bytes a row, held while it opens).
 #[derive(Debug)]
 pub struct Snapshot {
     cursor: Mutex<Cursor>,
@@ -72,24 +73,26 @@ impl Snapshot {
     }
 
     fn open_file(path: &Path, mut manifest_keys: Vec<u64>) -> Result<Snapshot, SnapshotError> {
-        // Which manifest keys the snapshot holds: one pass over the key column only.
-        let mut held = vec![false; manifest_keys.len()];
+        // Which manifest keys the snapshot holds: one pass over the key column only. Both
+        // sides' hashes sorted, then one merge: a binary search per row was 40% of a 1 M-row
+        // open (a cache miss per step).
         let keys_only = |builder: ParquetRecordBatchReaderBuilder<File>| {
             let mask = ProjectionMask::columns(builder.parquet_schema(), ["key"]);
             builder.with_projection(mask)
         };
         let (keys_reader, source_kind) = reader(path, keys_only)?;
+        let mut snapshot_keys = Vec::new();
         for batch in keys_reader {
             let batch = batch.map_err(|e| parquet_error(path, e.into()))?;
             let keys = key_column(path, &batch)?;
-            for key in keys.iter().flatten() {
-                if let Ok(i) = manifest_keys.binary_search(&key_hash(key)) {
-                    held[i] = true;
-                }
-            }
+            snapshot_keys.extend(keys.iter().flatten().map(key_hash));
         }
-        let mut held = held.into_iter();
-        manifest_keys.retain(|_| held.next().unwrap_or(false));
+        snapshot_keys.sort_unstable();
+        let mut snapshot_keys = snapshot_keys.into_iter().peekable();
+        manifest_keys.retain(|key| {
+            while snapshot_keys.next_if(|held| held < key).is_some() {}
+            snapshot_keys.peek() == Some(key)
+        });
         manifest_keys.shrink_to_fit();
         Ok(Snapshot {
             cursor: Mutex::new(Cursor {
@@ -174,6 +177,17 @@ impl Cursor {
     /// The row of `key`: kept aside earlier, or read on to (rows of other manifest keys kept
     /// aside on the way).
     fn find(&mut self, key: &str) -> Result<Option<Row>, SnapshotError> {
+        // A snapshot of this manifest has its rows in the order they are asked for: the next
+        // row is the key's, and no lookup is needed.
+        if self.early.is_empty()
+            && let Some((batch, row)) = &mut self.batch
+            && *row < batch.len()
+            && batch.key(*row) == Some(key)
+        {
+            let index = *row;
+            *row += 1;
+            return Ok(Some(batch.row(index)));
+        }
         if self.wanted.binary_search(&key_hash(key)).is_err() {
             return Ok(None);
         }

@@ -141,14 +141,12 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
             .min()
             .unwrap_or(0);
         let chunk = first_chunk(&eligible.candidates, budget);
-        // The candidates packed by `scores` (negative: left out), as `build_manifest` packs:
+        // The candidates packed by `scores` (`None`: left out), as `build_manifest` packs:
         // by score, ties by key; the keys read in the judged window it takes.
-        let pack = |scores: Vec<f64>, judged: &[bool]| -> u64 {
+        let pack = |scores: &mut dyn Iterator<Item = Option<f64>>, judged: &[bool]| -> u64 {
             let mut order: Vec<(f64, u32)> = scores
-                .into_iter()
                 .enumerate()
-                .filter(|(_, score)| *score >= 0.0)
-                .map(|(position, score)| (score, position as u32))
+                .filter_map(|(position, score)| Some((score?, position as u32)))
                 .collect();
             // Ties broken by key as `build_manifest` breaks them; the keys are only compared
             // on a tie, rare among scores.
@@ -189,20 +187,12 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                         .map(|reads| reads * WEIGHT_SCALE as u64)
                         .collect(),
                 };
-                let scores = eligible
-                    .candidates
-                    .iter()
-                    .map(|c| {
-                        let trained = train_reads[c.index] >= c.min_requests.max(1)
-                            && train_weights[c.index] > 0;
-                        if trained {
-                            c.score(train_weights[c.index], 1.0)
-                        } else {
-                            -1.0
-                        }
-                    })
-                    .collect();
-                pack(scores, &judged)
+                let mut scores = eligible.candidates.iter().map(|c| {
+                    let trained =
+                        train_reads[c.index] >= c.min_requests.max(1) && train_weights[c.index] > 0;
+                    trained.then(|| c.score(train_weights[c.index], 1.0))
+                });
+                pack(&mut scores, &judged)
             };
             // The candidates packed on every core, each on its own.
             let next = AtomicUsize::new(0);
@@ -231,18 +221,11 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                 hits[i] += found;
             }
             // The oracle knows which keys are read: all of them it can fit, smallest first.
-            let scores = eligible
+            let mut scores = eligible
                 .candidates
                 .iter()
-                .map(|c| {
-                    if judged[c.index] {
-                        1.0 / c.footprint as f64
-                    } else {
-                        -1.0
-                    }
-                })
-                .collect();
-            oracle_hits += pack(scores, &judged);
+                .map(|c| judged[c.index].then(|| 1.0 / c.footprint as f64));
+            oracle_hits += pack(&mut scores, &judged);
         }
         // The most hits; ties to the later candidate, the longer half-life (`off` last).
         let chosen = (0..spans.len())

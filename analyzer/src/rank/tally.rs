@@ -477,10 +477,20 @@ fn digest(
         let count = counts[row].unwrap_or(0);
         if flags & READ != 0 {
             let age = (plan.end - ts) as f64;
+            // Past this many half-lives the weight rounds to 0: `count < 2^bits`, so
+            // `count × 0.5^halvings × WEIGHT_SCALE < 1/4` and adding 1/2 stays below 1. The
+            // power, the costliest step of the fold, is skipped there (most reads, for the
+            // backtest's shortest candidates).
+            let negligible = WEIGHT_SCALE.log2() + 2.0 + f64::from(64 - count.leading_zeros());
             for &half_life in half_lives_us {
+                let halvings = age / half_life;
+                if halvings > negligible {
+                    part.weights.push(0);
+                    continue;
+                }
                 // The same operations in the same order as the SQL and the earlier polars
                 // query, so that each rounded weight is the same integer.
-                let weight = 0.5f64.powf(age / half_life);
+                let weight = 0.5f64.powf(halvings);
                 part.weights
                     .push((count as f64 * weight * WEIGHT_SCALE + 0.5) as u64);
             }

@@ -1,4 +1,5 @@
-//! The per-key aggregation of the dataset with polars: the key-stats table of one machine.
+//! The per-key aggregation of the dataset: the key-stats table of one machine (folded by
+//! `super::tally`), and the polars scan of the dataset that `stats` and `simulate` query.
 //!
 //! The same aggregation, as SQL for engines that scale out, is `super::sql`; both give the
 //! table of `schemas::key_stats`, which `super::key_stats` turns into ranking input.
@@ -8,10 +9,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 use schemas::event::columns;
-use schemas::key_stats::{WEIGHT_SCALE, columns as out};
 
 use super::RankError;
-use super::key_stats::{DatasetStats, from_frame};
+use super::key_stats::DatasetStats;
+use super::tally::{Plan, tally};
 
 /// [`HalfLife::EighthOfSpan`] is the window's span divided by this: 3 hours for a day of logs.
 /// A longer one averages more reads (less noise when popularity is stable), a shorter one
@@ -45,15 +46,11 @@ pub enum HalfLife {
     Fixed(std::time::Duration),
 }
 
-/// Aggregates every Parquet file of the dataset at `dataset` per key; the weights are relative
-/// to the last event (the end of the window). [`HalfLife::Auto`] is taken as
-/// [`HalfLife::EighthOfSpan`] here: the backtest needs the ranking's options (`super::rank`).
+/// Aggregates every Parquet file of the dataset at `dataset` per key (`super::tally`); the
+/// weights are relative to the last event (the end of the window). [`HalfLife::Auto`] is taken
+/// as [`HalfLife::EighthOfSpan`] here: the backtest needs the ranking's options (`super::rank`).
 pub fn aggregate(dataset: &Path, options: &AggregateOptions) -> Result<DatasetStats, RankError> {
     let (files, start, end) = files_and_span(dataset, options.until)?;
-    let polars_error = |source| RankError::Polars {
-        path: dataset.to_path_buf(),
-        source,
-    };
     let half_life = match options.half_life {
         HalfLife::Off => None,
         HalfLife::Fixed(span) => Some(span),
@@ -61,18 +58,22 @@ pub fn aggregate(dataset: &Path, options: &AggregateOptions) -> Result<DatasetSt
             Some(eighth_of_span(start, end)).filter(|span| !span.is_zero())
         }
     };
-    let frame = scan(&files, options.until)
-        .and_then(|events| per_key(events, end, half_life, Vec::new()).collect())
-        .map_err(polars_error)?;
-    stats_of_frame(&frame, dataset)
-}
-
-/// The key stats of an aggregated frame (extra columns ignored), in the frame's row order.
-pub(super) fn stats_of_frame(frame: &DataFrame, dataset: &Path) -> Result<DatasetStats, RankError> {
-    let keys = from_frame(frame).map_err(|source| RankError::KeyStats {
-        path: dataset.to_path_buf(),
-        source,
-    })?;
+    let plan = Plan {
+        until: options.until.map(|until| until.timestamp_micros()),
+        end,
+        half_lives: half_life.into_iter().collect(),
+        folds: Vec::new(),
+    };
+    let tally = tally(&files, plan)?;
+    let weighted = half_life.map(|_| tally.weighted(0));
+    let mut keys = tally.keys;
+    if let (Some(half_life), Some(weighted)) = (half_life, weighted) {
+        let half_life_us = u64::try_from(half_life.as_micros()).unwrap_or(u64::MAX);
+        for (key, weighted) in keys.iter_mut().zip(weighted) {
+            key.weighted_requests = weighted;
+            key.half_life_us = Some(half_life_us);
+        }
+    }
     DatasetStats::from_keys(keys, dataset)
 }
 
@@ -91,10 +92,7 @@ pub fn files_and_span(
     until: Option<DateTime<Utc>>,
 ) -> Result<(Vec<PathBuf>, i64, i64), RankError> {
     let files = dataset_files(dataset)?;
-    let span = time_span(&files, until).map_err(|source| RankError::Polars {
-        path: dataset.to_path_buf(),
-        source,
-    })?;
+    let span = super::tally::span(&files, until.map(|until| until.timestamp_micros()))?;
     let Some((start, end)) = span else {
         return Err(RankError::NoEvents(dataset.to_path_buf()));
     };
@@ -157,149 +155,4 @@ pub fn time_span(
 /// Whether an event is a read.
 pub fn is_read() -> Expr {
     col(columns::OP).eq(lit("get"))
-}
-
-/// Whether an event is a write that stores a value.
-pub fn is_write() -> Expr {
-    col(columns::OP)
-        .eq(lit("set"))
-        .or(col(columns::OP).eq(lit("add")))
-        .or(col(columns::OP).eq(lit("replace")))
-        .or(col(columns::OP).eq(lit("cas")))
-}
-
-/// A read's weight, `count × 0.5^(age / half-life)` with the age back from `end_micros`, in
-/// fixed point (see WEIGHT_SCALE): every half-life's weights are summed alike, so a backtest
-/// candidate's sum is the sum `--half-life` of the same span gives.
-pub(super) fn weighted(end_micros: i64, half_life: Option<std::time::Duration>) -> Expr {
-    let weight = match half_life {
-        Some(span) => lit(0.5f64).pow(
-            (lit(end_micros) - col(columns::TS).cast(DataType::Int64)).cast(DataType::Float64)
-                / lit(span.as_micros() as f64),
-        ),
-        None => lit(1.0f64),
-    };
-    // + 0.5 then truncation: rounding to the nearest unit.
-    (col(columns::COUNT).cast(DataType::Float64) * weight * lit(WEIGHT_SCALE) + lit(0.5f64))
-        .cast(DataType::UInt64)
-}
-
-/// `count` summed over the events where `condition` holds.
-pub(super) fn sum_count_if(condition: Expr) -> Expr {
-    when(condition)
-        .then(col(columns::COUNT).cast(DataType::UInt64))
-        .otherwise(lit(0u64))
-        .sum()
-}
-
-/// The per-event column that says whether an event is a read, for `extra` aggregations.
-pub(super) const READ_COLUMN: &str = "_read";
-
-/// The per-key aggregation, in no particular order (ranking sorts by score, and sorting 2
-/// million keys here, by requests, ties by key, took a fifth of the whole query in string
-/// comparisons), as the key-stats table; `extra` aggregations (named, as the backtest's are)
-/// are kept as further columns.
-pub(super) fn per_key(
-    events: LazyFrame,
-    end_micros: i64,
-    half_life: Option<std::time::Duration>,
-    extra: Vec<(String, Expr)>,
-) -> LazyFrame {
-    let weighted = weighted(end_micros, half_life);
-    // The operation tests are computed once per event as columns, not once per aggregate.
-    let is_read = || col(READ_COLUMN);
-    let is_write = || col("_write");
-    let is_miss = || col("_miss");
-    let micros = || col(columns::TS).cast(DataType::Int64);
-    let instant = |expr: Expr| {
-        expr.cast(DataType::Datetime(
-            TimeUnit::Microseconds,
-            Some(TimeZone::UTC),
-        ))
-    };
-    let half_life_us = match half_life {
-        Some(span) => lit(u64::try_from(span.as_micros()).unwrap_or(u64::MAX)),
-        None => lit(NULL).cast(DataType::UInt64),
-    };
-    let mut aggregations = vec![
-        sum_count_if(is_read()).alias(out::REQUESTS),
-        sum_count_if(is_read().and(col(columns::HIT).eq(lit(true)))).alias(out::HITS),
-        sum_count_if(is_miss()).alias(out::MISSES),
-        when(is_read())
-            .then(weighted)
-            .otherwise(lit(0u64))
-            .sum()
-            .alias(out::WEIGHTED_REQUESTS),
-        sum_count_if(is_write()).alias(out::WRITES),
-        micros().min().alias(out::FIRST_SEEN),
-        when(is_read())
-            .then(micros())
-            .otherwise(lit(NULL).cast(DataType::Int64))
-            .max()
-            .alias(out::LAST_READ),
-        micros().max().alias(out::LAST_SEEN),
-        // The last delete rather than the last operation: a conditional max is a single
-        // pass, where sorting every key's operations by time took most of the query.
-        when(col(columns::OP).eq(lit("delete")))
-            .then(micros())
-            .otherwise(lit(NULL).cast(DataType::Int64))
-            .max()
-            .alias("_last_delete"),
-        col(columns::VALUE_SIZE)
-            .cast(DataType::Float64)
-            .median()
-            .alias(out::VALUE_SIZE),
-        when(is_write())
-            .then(col(columns::TTL_S).cast(DataType::Float64))
-            .otherwise(lit(NULL).cast(DataType::Float64))
-            .median()
-            .alias(out::TTL_S),
-        when(is_miss().and(col(columns::LATENCY_US).is_not_null()))
-            .then(col(columns::LATENCY_US).cast(DataType::UInt64))
-            .otherwise(lit(0u64))
-            .sum()
-            .alias(out::MISS_LATENCY_US),
-        when(is_miss().and(col(columns::LATENCY_US).is_not_null()))
-            .then(lit(1u64))
-            .otherwise(lit(0u64))
-            .cast(DataType::UInt64)
-            .sum()
-            .alias(out::MISS_LATENCIES),
-    ];
-    let mut selected = vec![
-        col(out::KEY),
-        col(out::REQUESTS),
-        col(out::HITS),
-        col(out::MISSES),
-        col(out::WEIGHTED_REQUESTS),
-        col(out::WRITES),
-        instant(col(out::FIRST_SEEN)),
-        instant(col(out::LAST_READ)),
-        instant(col(out::LAST_SEEN)),
-        col("_last_delete")
-            .eq(col(out::LAST_SEEN))
-            .fill_null(lit(false))
-            .alias(out::DELETED_LAST),
-        col(out::VALUE_SIZE),
-        col(out::TTL_S),
-        col(out::MISS_LATENCY_US),
-        col(out::MISS_LATENCIES),
-        instant(lit(end_micros)).alias(out::REFERENCE_TIME),
-        half_life_us.alias(out::HALF_LIFE_US),
-    ];
-    for (name, aggregation) in extra {
-        aggregations.push(aggregation.alias(name.as_str()));
-        selected.push(col(name.as_str()));
-    }
-    events
-        .with_columns([
-            self::is_read().alias(READ_COLUMN),
-            self::is_write().alias("_write"),
-            self::is_read()
-                .and(col(columns::HIT).eq(lit(false)))
-                .alias("_miss"),
-        ])
-        .group_by([col(columns::KEY)])
-        .agg(aggregations)
-        .select(selected)
 }

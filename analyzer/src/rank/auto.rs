@@ -16,25 +16,26 @@
 //! a greedy pack of the eligible keys. The chosen candidate's whole-window sums are the sums
 //! `--half-life` of its span gives (the same fixed-point weights, against the same end), so
 //! auto's manifest ranks as that explicit half-life's does. The sums are integers, so the
-//! choice does not depend on the order polars adds them in: same input, same manifest.
+//! choice does not depend on the order the events are folded in: same input, same manifest.
 //!
 //! Keys are classified and excluded once, by the whole window's figures (`--window`, deleted,
 //! category rules), except that a key must also pass the one-hit-wonder rule in the train part
 //! alone; a key's miss cost is its whole window's.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use polars::prelude::*;
 use schemas::Manifest;
-use schemas::event::columns;
 use schemas::manifest::{BacktestFold, HalfLifeBacktest, HalfLifeCandidate};
 
-use super::aggregate::{
-    READ_COLUMN, files_and_span, is_read, per_key, scan, stats_of_frame, sum_count_if, weighted,
+use super::aggregate::files_and_span;
+use super::key_stats::DatasetStats;
+use super::tally::{Plan, tally};
+use super::{
+    Packer, RankError, RankOptions, build_manifest, eligible, first_chunk, generated_at, in_order,
 };
-use super::{Packer, RankError, RankOptions, build_manifest, eligible, generated_at};
 use crate::rank::WEIGHT_SCALE;
 
 /// Folds of the backtest: the last `FOLDS` judged windows of the span, each judging the
@@ -95,29 +96,9 @@ pub fn candidates(span: Duration) -> Vec<Option<Duration>> {
     all
 }
 
-fn weight_column(candidate: usize) -> String {
-    format!("_auto_weight_{candidate}")
-}
-
-fn full_column(candidate: usize) -> String {
-    format!("_auto_full_{candidate}")
-}
-
-fn train_column(candidate: usize, fold: usize) -> String {
-    format!("_auto_train_{candidate}_{fold}")
-}
-
-fn judged_reads_column(fold: usize) -> String {
-    format!("_auto_judged_reads_{fold}")
-}
-
 /// Ranks the dataset at `dataset` with the half-life its own backtest chooses.
 pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError> {
     let (files, start, end) = files_and_span(dataset, options.until)?;
-    let polars_error = |source| RankError::Polars {
-        path: dataset.to_path_buf(),
-        source,
-    };
     let span_us = end - start;
     let judged_us = span_us / JUDGED_SHARE_DIVISOR;
     // (split, judged until) of each fold, the oldest first.
@@ -127,116 +108,69 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         .collect();
     let spans = candidates(Duration::from_micros(u64::try_from(span_us).unwrap_or(0)));
 
-    let ts = || col(columns::TS).cast(DataType::Int64);
-    let read = || col(READ_COLUMN);
-    let mut extra = Vec::new();
-    // The judged windows tile the window's end (the last one takes in the last event), so a
-    // fold's train reads are the key's reads less those of its window and the later ones.
-    for (fold, &(split, until)) in folds.iter().enumerate() {
-        let judged = read().and(ts().gt_eq(lit(split)));
-        let judged = if fold + 1 < folds.len() {
-            judged.and(ts().lt(lit(until)))
-        } else {
-            judged
-        };
-        extra.push((judged_reads_column(fold), sum_count_if(judged)));
-    }
-    // Each candidate's weight is computed once per read, as a column the sums then add up.
-    let mut weights = Vec::new();
-    for (i, half_life) in spans.iter().enumerate() {
-        let Some(half_life) = half_life else { continue };
-        weights.push(
-            when(is_read())
-                .then(weighted(end, Some(*half_life)))
-                .otherwise(lit(0u64))
-                .alias(weight_column(i)),
-        );
-        let weight = || col(weight_column(i));
-        extra.push((full_column(i), weight().sum()));
-        for (fold, &(split, _)) in folds.iter().enumerate() {
-            extra.push((
-                train_column(i, fold),
-                when(ts().lt(lit(split)))
-                    .then(weight())
-                    .otherwise(lit(0u64))
-                    .sum(),
-            ));
-        }
-    }
+    let plan = Plan {
+        until: options.until.map(|until| until.timestamp_micros()),
+        end,
+        half_lives: spans.iter().flatten().copied().collect(),
+        folds: folds.clone(),
+    };
     let started = std::time::Instant::now();
     // Off's weights are the reads' counts in fixed point: the key-stats column itself.
-    let frame = scan(&files, options.until)
-        .and_then(|events| per_key(events.with_columns(weights), end, None, extra).collect())
-        .map_err(polars_error)?;
+    let mut tally = tally(&files, plan)?;
     let aggregated = started.elapsed();
-    let mut stats = stats_of_frame(&frame, dataset)?;
-    let integers = |name: &str| -> PolarsResult<Vec<u64>> {
-        Ok(frame
-            .column(name)?
-            .u64()?
-            .iter()
-            .map(Option::unwrap_or_default)
-            .collect())
-    };
+    // The plan's number of each candidate with a half-life (`off` has none).
+    let summed: Vec<Option<usize>> = spans
+        .iter()
+        .scan(0, |next, half_life| {
+            Some(half_life.map(|_| {
+                *next += 1;
+                *next - 1
+            }))
+        })
+        .collect();
+    let mut stats = DatasetStats::from_keys(std::mem::take(&mut tally.keys), dataset)?;
 
     let budget = options.budget.bytes;
     let (chosen, record) = {
         let eligible = eligible(&stats, options)?;
         let category_budgets = eligible.category_budgets(budget);
-        // Ties are broken by key as `build_manifest` breaks them, through each key's place in
-        // key order, so that each candidate's sort compares numbers only.
-        let key_order = Column::new(
-            "key".into(),
-            eligible
-                .candidates
-                .iter()
-                .map(|c| c.stats.key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .as_materialized_series()
-        .arg_sort(SortOptions::default());
-        let mut key_ranks = vec![0u32; eligible.candidates.len()];
-        for (rank, position) in key_order.into_no_null_iter().enumerate() {
-            key_ranks[position as usize] = rank as u32;
-        }
-        let key_ranks = Column::new("key_rank".into(), key_ranks);
-        // The candidates packed by `scores` (negative: left out), as `build_manifest` packs:
+        let smallest = eligible
+            .candidates
+            .iter()
+            .map(|c| c.footprint)
+            .min()
+            .unwrap_or(0);
+        let chunk = first_chunk(&eligible.candidates, budget);
+        // The candidates packed by `scores` (`None`: left out), as `build_manifest` packs:
         // by score, ties by key; the keys read in the judged window it takes.
-        let pack = |scores: Vec<f64>, judged: &[bool]| -> PolarsResult<u64> {
-            let positions: Vec<u32> = (0..scores.len() as u32).collect();
-            let frame = DataFrame::new_infer_height(vec![
-                Column::new("score".into(), scores),
-                key_ranks.clone(),
-                Column::new("position".into(), positions),
-            ])?
-            .sort(
-                ["score", "key_rank"],
-                SortMultipleOptions::default().with_order_descending_multi([true, false]),
-            )?;
-            let scores = frame.column("score")?.f64()?;
-            let positions = frame.column("position")?.u32()?;
+        let pack = |scores: &mut dyn Iterator<Item = Option<f64>>, judged: &[bool]| -> u64 {
+            let mut order: Vec<(f64, u32)> = scores
+                .enumerate()
+                .filter_map(|(position, score)| Some((score?, position as u32)))
+                .collect();
+            // Ties broken by key as `build_manifest` breaks them; the keys are only compared
+            // on a tie, rare among scores.
+            let key = |position: u32| eligible.candidates[position as usize].stats.key.as_str();
+            let by_score = |a: &(f64, u32), b: &(f64, u32)| {
+                b.0.total_cmp(&a.0).then_with(|| key(a.1).cmp(key(b.1)))
+            };
             let mut packer = Packer::new(budget, category_budgets.clone());
             let mut hits = 0;
-            for (score, position) in scores
-                .into_no_null_iter()
-                .zip(positions.into_no_null_iter())
-            {
-                if score < 0.0 {
-                    break;
-                }
+            in_order(&mut order, chunk, by_score, |&(_, position)| {
                 let candidate = &eligible.candidates[position as usize];
                 if packer.take(candidate) && judged[candidate.index] {
                     hits += 1;
                 }
-            }
-            Ok(hits)
+                packer.bytes + smallest <= budget
+            });
+            hits
         };
         let mut hits = vec![0u64; spans.len()];
         let mut oracle_hits = 0;
         let mut train_reads: Vec<u64> = stats.keys.iter().map(|k| k.requests).collect();
         let mut judged_reads = Vec::with_capacity(folds.len());
         for fold in 0..folds.len() {
-            judged_reads.push(integers(&judged_reads_column(fold)).map_err(polars_error)?);
+            judged_reads.push(tally.judged(fold));
         }
         // The latest fold first, so that each one's train reads are its window's and the later
         // windows' reads short of the whole.
@@ -245,42 +179,53 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                 *train -= judged;
             }
             let judged: Vec<bool> = reads.iter().map(|&reads| reads > 0).collect();
-            for (i, half_life) in spans.iter().enumerate() {
-                let train_weights = match half_life {
-                    Some(_) => integers(&train_column(i, fold)).map_err(polars_error)?,
+            let candidate_hits = |i: usize| -> u64 {
+                let train_weights = match summed[i] {
+                    Some(h) => tally.trained(h, fold),
                     None => train_reads
                         .iter()
                         .map(|reads| reads * WEIGHT_SCALE as u64)
                         .collect(),
                 };
-                let scores = eligible
-                    .candidates
-                    .iter()
-                    .map(|c| {
-                        let trained = train_reads[c.index] >= c.min_requests.max(1)
-                            && train_weights[c.index] > 0;
-                        if trained {
-                            c.score(train_weights[c.index], 1.0)
-                        } else {
-                            -1.0
-                        }
+                let mut scores = eligible.candidates.iter().map(|c| {
+                    let trained =
+                        train_reads[c.index] >= c.min_requests.max(1) && train_weights[c.index] > 0;
+                    trained.then(|| c.score(train_weights[c.index], 1.0))
+                });
+                pack(&mut scores, &judged)
+            };
+            // The candidates packed on every core, each on its own.
+            let next = AtomicUsize::new(0);
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let found: Vec<(usize, u64)> = std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..workers.min(spans.len()))
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut found = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                if i >= spans.len() {
+                                    return found;
+                                }
+                                found.push((i, candidate_hits(i)));
+                            }
+                        })
                     })
                     .collect();
-                hits[i] += pack(scores, &judged).map_err(polars_error)?;
+                threads
+                    .into_iter()
+                    .flat_map(|thread| thread.join().expect("a backtest thread panicked"))
+                    .collect()
+            });
+            for (i, found) in found {
+                hits[i] += found;
             }
             // The oracle knows which keys are read: all of them it can fit, smallest first.
-            let scores = eligible
+            let mut scores = eligible
                 .candidates
                 .iter()
-                .map(|c| {
-                    if judged[c.index] {
-                        1.0 / c.footprint as f64
-                    } else {
-                        -1.0
-                    }
-                })
-                .collect();
-            oracle_hits += pack(scores, &judged).map_err(polars_error)?;
+                .map(|c| judged[c.index].then(|| 1.0 / c.footprint as f64));
+            oracle_hits += pack(&mut scores, &judged);
         }
         // The most hits; ties to the later candidate, the longer half-life (`off` last).
         let chosen = (0..spans.len())
@@ -316,8 +261,8 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         (chosen, record)
     };
 
-    if let Some(half_life) = spans[chosen] {
-        let weights = integers(&full_column(chosen)).map_err(polars_error)?;
+    if let (Some(half_life), Some(h)) = (spans[chosen], summed[chosen]) {
+        let weights = tally.weighted(h);
         let half_life_us = u64::try_from(half_life.as_micros()).unwrap_or(u64::MAX);
         for (key, weight) in stats.keys.iter_mut().zip(weights) {
             key.weighted_requests = weight;
@@ -325,7 +270,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         }
         stats.half_life = Some(half_life);
     }
-    drop(frame);
+    drop(tally);
     let mut manifest = build_manifest(&stats, options, generated_at())?;
     if let Some(scoring) = manifest.header.scoring.as_mut() {
         scoring.half_life_backtest = Some(record);

@@ -20,6 +20,7 @@ pub mod budget;
 pub mod categories;
 pub mod key_stats;
 pub mod sql;
+mod tally;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,27 @@ pub enum RankError {
         #[source]
         source: polars::error::PolarsError,
     },
+    #[error("failed to read the Parquet file `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the Parquet file `{path}` has no column `{column}`")]
+    MissingColumn { path: PathBuf, column: String },
+    #[error("column `{column}` of the Parquet file `{path}` is {found}, expected {expected}")]
+    ColumnType {
+        path: PathBuf,
+        column: &'static str,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("the Parquet file `{0}` holds an event without a time (`ts` is null)")]
+    NullTime(PathBuf),
+    #[error("the Parquet file `{0}` holds an event without a key (`key` is null)")]
+    NullKey(PathBuf),
+    #[error("the dataset `{path}` holds an event at {micros} µs from the epoch, out of range")]
+    TimeOutOfRange { path: PathBuf, micros: i64 },
     #[error("the key-stats table `{0}` holds no keys")]
     NoKeys(PathBuf),
     #[error("the key-stats table `{path}` is not usable")]
@@ -382,6 +404,47 @@ impl Packer {
     }
 }
 
+/// The first chunk [`in_order`] sorts: twice the candidates that fit `budget` at their mean
+/// footprint, and some.
+pub(crate) fn first_chunk(candidates: &[Candidate], budget: u64) -> usize {
+    let total: u64 = candidates.iter().map(|c| c.footprint).sum();
+    let mean = total
+        .checked_div(candidates.len() as u64)
+        .unwrap_or(1)
+        .max(1);
+    usize::try_from(2 * budget / mean)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024)
+}
+
+/// Visits `items` in `order`, best first, as the greedy packing takes them, until `visit` says
+/// nothing more can fit. Only the head of the order can fit a budget: it is selected and sorted
+/// a chunk at a time (`chunk` items, then twice as many each time), where sorting every key
+/// by score, ties by key, took a large share of the ranking.
+pub(crate) fn in_order<T>(
+    items: &mut [T],
+    mut chunk: usize,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+    mut visit: impl FnMut(&T) -> bool,
+) {
+    let mut rest = items;
+    while !rest.is_empty() {
+        let taken = chunk.clamp(1, rest.len());
+        if taken < rest.len() {
+            rest.select_nth_unstable_by(taken - 1, &order);
+        }
+        let (head, tail) = rest.split_at_mut(taken);
+        head.sort_unstable_by(&order);
+        for item in head.iter() {
+            if !visit(item) {
+                return;
+            }
+        }
+        rest = tail;
+        chunk = chunk.saturating_mul(2);
+    }
+}
+
 /// Classifies, excludes, scores and packs aggregated keys into a manifest.
 pub fn build_manifest(
     stats: &DatasetStats,
@@ -408,49 +471,56 @@ pub fn build_manifest(
         .iter()
         .map(|c| (c.score(c.stats.weighted_requests, stats.recency_factor), c))
         .collect();
-    scored.sort_by(|(a_score, a), (b_score, b)| {
-        b_score
-            .total_cmp(a_score)
-            .then_with(|| a.stats.key.cmp(&b.stats.key))
-    });
 
-    let mut packer = Packer::new(budget, category_budgets.clone());
-    let mut entries = Vec::new();
-    let mut keys_over_budget = 0u64;
-    let mut categories: BTreeMap<String, CategoryTotals> = BTreeMap::new();
-    for (score, candidate) in scored {
-        let (name, rule) = &category_names[candidate.category];
-        let totals = categories
-            .entry(name.clone())
-            .or_insert_with(|| CategoryTotals {
+    // Every category a candidate falls in is listed, with what it got (nothing, maybe).
+    let mut categories: BTreeMap<String, CategoryTotals> = category_names
+        .iter()
+        .enumerate()
+        .map(|(id, (name, rule))| {
+            let totals = CategoryTotals {
                 keys: 0,
                 requests: 0,
                 bytes: 0,
-                budget_bytes: category_budgets[candidate.category],
+                budget_bytes: category_budgets[id],
                 ttl_s: category_ttl(*rule),
                 sensitive: rule.is_some_and(|r| classifier.categories[r].sensitive == Some(true)),
+            };
+            (name.clone(), totals)
+        })
+        .collect();
+    let mut packer = Packer::new(budget, category_budgets.clone());
+    let mut entries = Vec::new();
+    let by_score = |(a_score, a): &(f64, &Candidate), (b_score, b): &(f64, &Candidate)| {
+        b_score
+            .total_cmp(a_score)
+            .then_with(|| a.stats.key.cmp(&b.stats.key))
+    };
+    let chunk = first_chunk(&candidates, budget);
+    let smallest = candidates.iter().map(|c| c.footprint).min().unwrap_or(0);
+    in_order(&mut scored, chunk, by_score, |&(score, candidate)| {
+        if packer.take(candidate) {
+            let (name, _) = &category_names[candidate.category];
+            let totals = categories.get_mut(name).expect("every category listed");
+            totals.keys += 1;
+            totals.requests += candidate.stats.requests;
+            totals.bytes += candidate.footprint;
+            let key = candidate.stats;
+            entries.push(ManifestEntry {
+                rank: entries.len() as u64 + 1,
+                key: key.key.clone(),
+                category: name.clone(),
+                score,
+                requests: key.requests,
+                hits: key.hits,
+                misses: key.misses,
+                size_bytes: candidate.size,
+                ttl_s: totals.ttl_s.or(key.ttl_s),
+                last_seen: key.last_seen,
             });
-        if !packer.take(candidate) {
-            keys_over_budget += 1;
-            continue;
         }
-        totals.keys += 1;
-        totals.requests += candidate.stats.requests;
-        totals.bytes += candidate.footprint;
-        let key = candidate.stats;
-        entries.push(ManifestEntry {
-            rank: entries.len() as u64 + 1,
-            key: key.key.clone(),
-            category: name.clone(),
-            score,
-            requests: key.requests,
-            hits: key.hits,
-            misses: key.misses,
-            size_bytes: candidate.size,
-            ttl_s: totals.ttl_s.or(key.ttl_s),
-            last_seen: key.last_seen,
-        });
-    }
+        packer.bytes + smallest <= budget
+    });
+    let keys_over_budget = (candidates.len() - entries.len()) as u64;
     let bytes_selected = packer.bytes;
     categories.retain(|_, totals| totals.keys > 0 || totals.budget_bytes.is_some());
     let header = ManifestHeader {

@@ -412,7 +412,7 @@ pub(crate) fn first_chunk(candidates: &[Candidate], budget: u64) -> usize {
         .checked_div(candidates.len() as u64)
         .unwrap_or(1)
         .max(1);
-    usize::try_from(2 * budget / mean)
+    usize::try_from(budget.saturating_mul(2) / mean)
         .unwrap_or(usize::MAX)
         .saturating_add(1024)
 }

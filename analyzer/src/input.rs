@@ -5,9 +5,15 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use indicatif::ProgressBar;
+
+/// Read buffers: ingest hands lines on where they lie in the buffer and copies only those that
+/// straddle two fills, so a buffer of many lines (Redis MONITOR lines carry whole values)
+/// keeps copies rare.
+const BUFFER_BYTES: usize = 1 << 18;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -85,6 +91,100 @@ impl<R: Read> Read for TapReader<R> {
     }
 }
 
+/// Chunks of the stored bytes read ahead: one being parsed, these waiting.
+const QUEUED_CHUNKS: usize = 2;
+
+/// The stored bytes, read (and hashed, by the [`Tap`]) on a thread of their own: the read's
+/// copy out of the page cache and blake3 are a tenth of parsing a MONITOR log, and the
+/// parsing thread is the one an ingest waits for. Chunks go back to the reading thread to be
+/// filled again, so the read allocates nothing once under way.
+struct ChunkReader {
+    chunks: Receiver<io::Result<(Vec<u8>, usize)>>,
+    recycle: Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    filled: usize,
+    position: usize,
+    ended: bool,
+}
+
+impl ChunkReader {
+    fn spawn(mut raw: impl Read + Send + 'static) -> ChunkReader {
+        let (sender, chunks) = sync_channel(QUEUED_CHUNKS);
+        let (recycle, recycled) = channel::<Vec<u8>>();
+        std::thread::Builder::new()
+            .name("input-reader".into())
+            .spawn(move || {
+                loop {
+                    let mut chunk = recycled
+                        .try_recv()
+                        .unwrap_or_else(|_| vec![0; BUFFER_BYTES]);
+                    let read = loop {
+                        match raw.read(&mut chunk) {
+                            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                            other => break other,
+                        }
+                    };
+                    let (message, last) = match read {
+                        Ok(0) => return,
+                        Ok(filled) => (Ok((chunk, filled)), false),
+                        Err(error) => (Err(error), true),
+                    };
+                    // A send fails when the input is no longer read (an ingest that stopped).
+                    if sender.send(message).is_err() || last {
+                        return;
+                    }
+                }
+            })
+            .expect("the system can start a thread");
+        ChunkReader {
+            chunks,
+            recycle,
+            chunk: Vec::new(),
+            filled: 0,
+            position: 0,
+            ended: false,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.position == self.filled && !self.ended {
+            match self.chunks.recv() {
+                Ok(Ok((chunk, filled))) => {
+                    let used = std::mem::replace(&mut self.chunk, chunk);
+                    if !used.is_empty() {
+                        let _ = self.recycle.send(used);
+                    }
+                    self.filled = filled;
+                    self.position = 0;
+                }
+                Ok(Err(error)) => {
+                    self.ended = true;
+                    return Err(error);
+                }
+                // The reading thread hung up: the end of the input.
+                Err(_) => self.ended = true,
+            }
+        }
+        Ok(&self.chunk[self.position..self.filled])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.position = (self.position + amount).min(self.filled);
+    }
+}
+
 /// Opens `path` (`-` for stdin) as a buffered stream of decompressed bytes; `progress` advances
 /// by the stored bytes read.
 pub fn open(path: &str, progress: ProgressBar) -> io::Result<Input> {
@@ -106,20 +206,20 @@ pub fn open(path: &str, progress: ProgressBar) -> io::Result<Input> {
         inner: raw,
         tap: Arc::clone(&tap),
     };
-    let mut raw = BufReader::with_capacity(1 << 16, raw);
+    let mut raw = ChunkReader::spawn(raw);
     let head = raw.fill_buf()?;
     let (reader, compression): (Box<dyn BufRead + Send>, Compression) =
         if head.starts_with(&GZIP_MAGIC) {
             // MultiGzDecoder: `cat a.gz b.gz` and rotated logs hold several gzip members.
             let decoder = flate2::bufread::MultiGzDecoder::new(raw);
             (
-                Box::new(BufReader::with_capacity(1 << 16, decoder)),
+                Box::new(BufReader::with_capacity(BUFFER_BYTES, decoder)),
                 Compression::Gzip,
             )
         } else if head.starts_with(&ZSTD_MAGIC) {
             let decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
             (
-                Box::new(BufReader::with_capacity(1 << 16, decoder)),
+                Box::new(BufReader::with_capacity(BUFFER_BYTES, decoder)),
                 Compression::Zstd,
             )
         } else {

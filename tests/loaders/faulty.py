@@ -9,7 +9,9 @@ The value of a key is `value of KEY`. A key containing:
   `$FAULTY_STATE`), a retryable error, an exit with a traceback on stderr, a sleep far past any
   timeout, or a line that is not JSON; later times, its value;
 - `poison`: an exit every time;
-- `big`: a value of 2 MiB.
+- `big`: a value of 2 MiB;
+- `env`: the names of the loader's environment variables that start with `CACHEWARM_`, and
+  `PGPASSWORD` when set, as a JSON list.
 Every key asked is appended to `$FAULTY_STATE/asked`. argv[1] is the store kind; argv[2], when
 given, a pause in seconds before each answer.
 """
@@ -64,6 +66,9 @@ def answer(request_id: int, key: str) -> None:
     elif "garbage" in key and first_time("garbage", key):
         sys.stdout.write("this is not JSON\n")
         print(f"garbage for {key}", file=sys.stderr, flush=True)
+    elif "env" in key:
+        names = sorted(n for n in os.environ if n.startswith("CACHEWARM_") or n == "PGPASSWORD")
+        send({**head, "entries": [entry(key, json.dumps(names).encode())]})
     elif "big" in key:
         send({**head, "entries": [entry(key, b"x" * (2 << 20))]})
     else:

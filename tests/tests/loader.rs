@@ -49,6 +49,11 @@ struct Setup {
 
 impl Setup {
     fn new(keys: &[String]) -> Setup {
+        Setup::ranked(keys, &[])
+    }
+
+    /// Ranked with `rank_args` (a preset, say) besides.
+    fn ranked(keys: &[String], rank_args: &[&str]) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.jsonl");
         let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
@@ -65,7 +70,8 @@ impl Setup {
         }
         out.flush().unwrap();
         drop(out);
-        let (_, manifest_path) = ingest_and_rank(dir.path(), &log, "64MiB", "manifest.json", &[]);
+        let (_, manifest_path) =
+            ingest_and_rank(dir.path(), &log, "64MiB", "manifest.json", rank_args);
         let manifest = cachewarm_tests::read_manifest(&manifest_path);
         assert_eq!(manifest.entries.len(), keys.len());
         Setup {
@@ -530,4 +536,91 @@ fn a_loader_for_another_store_kind_is_refused() {
         stderr.contains("cannot run loader `/nonexistent/loader`"),
         "{stderr}"
     );
+}
+
+/// A loader is the application: it gets the warmer's environment without the warmer's secrets.
+/// The target's password (in a variable its URL names, and the default one), the key-hash
+/// secret and the URL variables `--detach` uses never reach it; the application's own
+/// variables (`PGPASSWORD` for its database, the Django integration's `CACHEWARM_DJANGO_*`) do.
+/// The loader writes the names it sees as the value, read back from Redis.
+#[test]
+fn a_loader_does_not_get_the_warmers_secrets() {
+    const PASSWORD: &str = "target-secret-4471";
+    let keys = strings(&["page:env"]);
+    let setup = Setup::new(&keys);
+    let redis = RedisServer::start(&["--requirepass", PASSWORD]);
+    let state = setup.state("state");
+    let source = format!("exec:/usr/bin/python3 {} redis", faulty_loader());
+    let target = format!(
+        "redis://127.0.0.1:{}?password_env=CACHEWARM_APP_REDIS_PW",
+        redis.port
+    );
+    let args = setup.args(&source, &[target], &[]);
+    let output = warmer(setup.dir.path(), &args, Some(&state))
+        .env("CACHEWARM_APP_REDIS_PW", PASSWORD)
+        .env("CACHEWARM_TARGET_PASSWORD", "unused-default-secret")
+        .env("CACHEWARM_KEY_HASH_SECRET", "key-hash-secret")
+        .env("CACHEWARM_SOURCE", &source)
+        .env("PGPASSWORD", "the-apps-own-database")
+        .env("CACHEWARM_DJANGO_KEY_PATTERN", "{key}")
+        .output()
+        .unwrap();
+    let output = check_exit(output, 0, "warm with secrets in the environment");
+    let client =
+        redis::Client::open(format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port)).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let seen: String = connection
+        .get("page:env")
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+    let seen: Vec<String> = serde_json::from_str(&seen).unwrap();
+    for hidden in [
+        "CACHEWARM_APP_REDIS_PW",
+        "CACHEWARM_TARGET_PASSWORD",
+        "CACHEWARM_KEY_HASH_SECRET",
+        "CACHEWARM_SOURCE",
+    ] {
+        assert!(!seen.iter().any(|n| n == hidden), "{hidden} in {seen:?}");
+    }
+    for kept in ["PGPASSWORD", "CACHEWARM_DJANGO_KEY_PATTERN"] {
+        assert!(seen.iter().any(|n| n == kept), "{kept} not in {seen:?}");
+    }
+}
+
+/// A loader's stderr is logged and its tail kept in the report: a line naming a key of a
+/// sensitive category (here the traceback of a loader that crashes on a Django session key)
+/// shows the key as its category and hash, in the log and in every file of the run.
+#[test]
+fn a_loaders_stderr_shows_sensitive_keys_masked() {
+    let session = ":1:django.contrib.sessions.cachecrash7f3a9d2e41";
+    let keys = strings(&["page:1", session]);
+    let setup = Setup::ranked(&keys, &["--preset", "django"]);
+    assert_eq!(setup.category_of(session), "django.sessions");
+    let redis = RedisServer::start(&[]);
+    let state = setup.state("state");
+    let source = format!("exec:/usr/bin/python3 {} redis", faulty_loader());
+    let args = setup.args(&source, &[redis.url()], &[]);
+    let output = warmer(setup.dir.path(), &args, Some(&state))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let output = check_exit(output, 0, "warm with a loader that crashes on a session");
+    let printed = text(&output);
+    let id = session.trim_start_matches(":1:django.contrib.sessions.cache");
+    assert!(!printed.contains(id), "{printed}");
+    assert!(
+        printed.contains("loader crashed on django.sessions#"),
+        "{printed}"
+    );
+    let (report, run_dir) = report_of(&output.stdout);
+    assert_eq!(report.targets[0].counts.written, 2);
+    for file in std::fs::read_dir(&run_dir).unwrap() {
+        let path = file.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("report."))
+        {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            assert!(!text.contains(id), "{}", path.display());
+        }
+    }
 }

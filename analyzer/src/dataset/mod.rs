@@ -13,7 +13,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use event::AccessEvent;
+pub use event::{AccessEvent, EventRef};
 pub use ledger::{Ledger, LedgerEntry, LedgerError};
 pub use writer::{DatasetError, DatasetWriter};
 

@@ -84,6 +84,20 @@ pub struct Entry {
     pub ttl_s: Option<u32>,
 }
 
+#[cfg(test)]
+impl Entry {
+    /// An entry of rank 0 and no TTL, for unit tests.
+    pub(crate) fn of(key: &str, category: u32, requests: u64) -> Entry {
+        Entry {
+            rank: 0,
+            key: key.to_owned(),
+            category,
+            requests,
+            ttl_s: None,
+        }
+    }
+}
+
 /// A category's share of the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CategoryTotal {

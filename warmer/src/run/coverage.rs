@@ -409,13 +409,7 @@ mod tests {
     use crate::store::{Fetched, ValueEncoding};
 
     fn entry(key: &str, category: u32, requests: u64) -> Entry {
-        Entry {
-            rank: 0,
-            key: key.to_owned(),
-            category,
-            requests,
-            ttl_s: None,
-        }
+        Entry::of(key, category, requests)
     }
 
     fn value() -> Fetched {

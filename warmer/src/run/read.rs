@@ -2,6 +2,7 @@
 //! from the source with a few reads in flight, and handed in order to every live target's
 //! task.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -124,7 +125,20 @@ pub(super) async fn warm(
                             .filter(|(_, wanted)| **wanted)
                             .map(|(e, _)| e.key.as_str())
                             .collect();
-                        let fetch = source.answers(&keys, shared.settings.retries);
+                        let sensitive = || {
+                            batch
+                                .iter()
+                                .filter_map(|e| {
+                                    let category =
+                                        shared.manifest.categories.get(e.category as usize);
+                                    match shared.mask.show(&e.key, category) {
+                                        Cow::Owned(shown) => Some((e.key.clone(), shown)),
+                                        Cow::Borrowed(_) => None,
+                                    }
+                                })
+                                .collect()
+                        };
+                        let fetch = source.answers(&keys, shared.settings.retries, sensitive);
                         tokio::time::timeout_at(shared.deadline, fetch).await
                     };
                     let fetched = fetched.map(|fetched| {

@@ -204,10 +204,13 @@ pub fn resolve(
         None => (source, targets),
     };
     let source = secret::with_role_default(&source, Role::Source, var);
-    let targets = targets
+    let targets: Vec<String> = targets
         .iter()
         .map(|t| secret::with_role_default(t, Role::Target, var))
         .collect();
+    let hidden_env = crate::source::loader::secret_variables(
+        std::iter::once(source.as_str()).chain(targets.iter().map(String::as_str)),
+    );
     let runs_dir = layers
         .get(flags.runs_dir, &fields::RUNS_DIR)?
         .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNS_DIR));
@@ -289,6 +292,7 @@ pub fn resolve(
             max_value_size: layers
                 .get(flags.max_value_size, &fields::MAX_VALUE_SIZE)?
                 .unwrap_or(DEFAULT_MAX_VALUE_SIZE),
+            hidden_env,
         },
         resume: flags
             .resume

@@ -161,9 +161,16 @@ impl Source {
     /// What the source has for each of `keys`, with transient failures retried `retries`
     /// times with backoff (see `run::faults`). A loader answers every key, failures included:
     /// it does not fail as a whole.
-    pub async fn answers(&self, keys: &[&str], retries: u32) -> Result<Vec<Answer>, SourceError> {
+    /// `sensitive` gives the keys of sensitive categories among `keys` and how logs show them,
+    /// for a loader (whose stderr may name them).
+    pub async fn answers(
+        &self,
+        keys: &[&str],
+        retries: u32,
+        sensitive: impl FnOnce() -> Vec<(String, String)>,
+    ) -> Result<Vec<Answer>, SourceError> {
         match self {
-            Source::Loader(loader) => Ok(loader.answers(keys, retries).await),
+            Source::Loader(loader) => Ok(loader.answers(keys, retries, sensitive()).await),
             source => Ok(source
                 .fetch_retrying(keys, retries)
                 .await?

@@ -7,7 +7,7 @@ use std::io::BufRead;
 
 use schemas::event::columns;
 
-use super::{AccessEvent, ReadOutcome, ReadStats, ReaderError, Sink};
+use super::{EventRef, ReadOutcome, ReadStats, ReaderError, Sink};
 use super::{key_from_bytes, parse_hit, parse_op, parse_ts, parse_u32};
 
 /// Positions of the known columns in the header.
@@ -59,6 +59,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     };
 
     let mut record = ::csv::ByteRecord::new();
+    let mut key_buffer = String::new();
     let mut lines = 1;
     loop {
         match reader.read_byte_record(&mut record) {
@@ -69,8 +70,8 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 if record.len() == 1 && record[0].is_empty() {
                     continue;
                 }
-                match parse_record(&record, &columns, header.len()) {
-                    Ok(event) => sink.event(event)?,
+                match parse_record(&record, &columns, header.len(), &mut key_buffer) {
+                    Ok(event) => sink.event_ref(event)?,
                     Err(reason) => sink.reject(line, reason),
                 }
             }
@@ -151,50 +152,75 @@ fn map_header(header: &::csv::ByteRecord, warnings: &mut Vec<String>) -> Result<
     Ok(columns)
 }
 
-fn parse_record(
-    record: &::csv::ByteRecord,
+/// Parses one record into an event whose text borrows from the record (or from `key_buffer`
+/// when the key is not UTF-8 and is escaped).
+///
+/// The record's UTF-8 is checked once, as a whole, rather than field by field; a field is
+/// then a slice of that text (its ends fall between characters, which `str::get` checks, as
+/// fields could otherwise split one character between them). A record that is not UTF-8
+/// throughout takes the field by field path, which names the offending field.
+fn parse_record<'r>(
+    record: &'r ::csv::ByteRecord,
     columns: &Columns,
     width: usize,
-) -> Result<AccessEvent, String> {
+    key_buffer: &'r mut String,
+) -> Result<EventRef<'r>, String> {
     if record.len() != width {
         return Err(format!(
             "expected {width} fields as in the header, found {}",
             record.len()
         ));
     }
-    let text = |index: usize, name: &str| -> Result<&str, String> {
-        std::str::from_utf8(&record[index]).map_err(|_| format!("{name} is not valid UTF-8"))
+    let whole = std::str::from_utf8(record.as_slice()).ok();
+    let text = |index: usize, name: &str| -> Result<&'r str, String> {
+        whole
+            .and_then(|whole| whole.get(record.range(index)?))
+            .map_or_else(
+                || {
+                    std::str::from_utf8(&record[index])
+                        .map_err(|_| format!("{name} is not valid UTF-8"))
+                },
+                Ok,
+            )
     };
-    let optional = |index: Option<usize>, name: &str| -> Result<&str, String> {
+    let optional = |index: Option<usize>, name: &str| -> Result<&'r str, String> {
         index.map_or(Ok(""), |i| text(i, name))
     };
-    let key = &record[columns.key];
-    if key.is_empty() {
+    let key_bytes = &record[columns.key];
+    if key_bytes.is_empty() {
         return Err("empty key".into());
     }
-    let mut event = AccessEvent::new(
-        parse_ts(text(columns.ts, columns::TS)?)?,
-        key_from_bytes(key),
-    );
-    event.op = parse_op(optional(columns.op, columns::OP)?)?;
-    event.hit = parse_hit(optional(columns.hit, columns::HIT)?)?;
-    event.count = parse_u32(columns::COUNT, optional(columns.count, columns::COUNT)?)?.unwrap_or(1);
-    event.value_size = parse_u32(
-        columns::VALUE_SIZE,
-        optional(columns.value_size, columns::VALUE_SIZE)?,
-    )?;
-    event.ttl_s = parse_u32(columns::TTL_S, optional(columns.ttl_s, columns::TTL_S)?)?;
-    event.latency_us = parse_u32(
-        columns::LATENCY_US,
-        optional(columns.latency_us, columns::LATENCY_US)?,
-    )?;
-    event.client = non_empty(optional(columns.client, columns::CLIENT)?);
-    event.namespace = non_empty(optional(columns.namespace, columns::NAMESPACE)?);
-    Ok(event)
+    let ts_us = parse_ts(text(columns.ts, columns::TS)?)?;
+    let key: &'r str = match text(columns.key, columns::KEY) {
+        Ok(key) => key,
+        Err(_) => {
+            *key_buffer = key_from_bytes(key_bytes);
+            let key_buffer: &'r String = key_buffer;
+            key_buffer
+        }
+    };
+    Ok(EventRef {
+        ts_us,
+        key,
+        op: parse_op(optional(columns.op, columns::OP)?)?,
+        hit: parse_hit(optional(columns.hit, columns::HIT)?)?,
+        count: parse_u32(columns::COUNT, optional(columns.count, columns::COUNT)?)?.unwrap_or(1),
+        value_size: parse_u32(
+            columns::VALUE_SIZE,
+            optional(columns.value_size, columns::VALUE_SIZE)?,
+        )?,
+        ttl_s: parse_u32(columns::TTL_S, optional(columns.ttl_s, columns::TTL_S)?)?,
+        latency_us: parse_u32(
+            columns::LATENCY_US,
+            optional(columns.latency_us, columns::LATENCY_US)?,
+        )?,
+        client: non_empty(optional(columns.client, columns::CLIENT)?),
+        namespace: non_empty(optional(columns.namespace, columns::NAMESPACE)?),
+    })
 }
 
-fn non_empty(text: &str) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_owned())
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]

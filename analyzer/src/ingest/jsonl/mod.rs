@@ -4,21 +4,25 @@
 //! a fraction keeps every microsecond (a float would round it). Fields that are not
 //! `AccessEvent` fields are ignored.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
+use schemas::Op;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{AccessEvent, ReadOutcome, ReaderError, Sink};
+use super::{EventRef, ReadOutcome, ReadStats, ReaderError, Sink};
 use super::{parse_op, parse_ts};
 
+/// One line's fields; text borrows from the line unless it holds JSON escapes.
 #[derive(Debug, Deserialize)]
 struct Line<'a> {
     #[serde(borrow)]
     ts: &'a RawValue,
-    key: String,
-    #[serde(default)]
-    op: Option<String>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(default, borrow)]
+    op: Option<Cow<'a, str>>,
     #[serde(default)]
     hit: Option<Hit>,
     #[serde(default)]
@@ -29,10 +33,10 @@ struct Line<'a> {
     ttl_s: Option<u32>,
     #[serde(default)]
     latency_us: Option<u32>,
-    #[serde(default)]
-    client: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
+    #[serde(default, borrow)]
+    client: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
 }
 
 /// `hit` as apps write it: a boolean, or 1/0.
@@ -51,14 +55,51 @@ pub fn sniff(head: &[&str]) -> bool {
 
 /// Reads JSON lines from `input` into `sink`.
 pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome, ReaderError> {
-    super::read_independent_lines(input, sink, parse_line)
+    let lines = super::for_each_line(input, |line_number, line| {
+        match parse_line(line) {
+            Ok(line) => sink.event_ref(line.event())?,
+            Err(reason) => sink.reject(line_number, reason),
+        }
+        Ok(())
+    })?;
+    Ok(Ok(ReadStats {
+        lines,
+        ..ReadStats::default()
+    }))
 }
 
-fn parse_line(text: &[u8]) -> Result<AccessEvent, String> {
+/// A parsed line: the event's text still borrows from the line (or from the `Line`, for
+/// text with escapes).
+struct Parsed<'a> {
+    line: Line<'a>,
+    ts_us: i64,
+    op: Op,
+    hit: Option<bool>,
+}
+
+impl Parsed<'_> {
+    fn event(&self) -> EventRef<'_> {
+        let line = &self.line;
+        EventRef {
+            ts_us: self.ts_us,
+            key: &line.key,
+            op: self.op,
+            hit: self.hit,
+            count: line.count.unwrap_or(1),
+            value_size: line.value_size,
+            ttl_s: line.ttl_s,
+            latency_us: line.latency_us,
+            client: line.client.as_deref(),
+            namespace: line.namespace.as_deref(),
+        }
+    }
+}
+
+fn parse_line(text: &[u8]) -> Result<Parsed<'_>, String> {
     let line: Line = serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let ts_text = line.ts.get();
-    let ts = if ts_text.starts_with('"') {
-        let ts: String = serde_json::from_str(ts_text).map_err(|e| format!("ts: {e}"))?;
+    let ts_us = if ts_text.starts_with('"') {
+        let ts: Cow<str> = serde_json::from_str(ts_text).map_err(|e| format!("ts: {e}"))?;
         parse_ts(&ts)?
     } else {
         parse_ts(ts_text)?
@@ -66,22 +107,20 @@ fn parse_line(text: &[u8]) -> Result<AccessEvent, String> {
     if line.key.is_empty() {
         return Err("empty key".into());
     }
-    let mut event = AccessEvent::new(ts, line.key);
-    event.op = parse_op(line.op.as_deref().unwrap_or(""))?;
-    event.hit = match line.hit {
+    let op = parse_op(line.op.as_deref().unwrap_or(""))?;
+    let hit = match line.hit {
         None => None,
         Some(Hit::Bool(hit)) => Some(hit),
         Some(Hit::Number(1)) => Some(true),
         Some(Hit::Number(0)) => Some(false),
         Some(Hit::Number(n)) => return Err(format!("hit `{n}` is not true/false/1/0")),
     };
-    event.count = line.count.unwrap_or(1);
-    event.value_size = line.value_size;
-    event.ttl_s = line.ttl_s;
-    event.latency_us = line.latency_us;
-    event.client = line.client;
-    event.namespace = line.namespace;
-    Ok(event)
+    Ok(Parsed {
+        line,
+        ts_us,
+        op,
+        hit,
+    })
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::io::BufRead;
 
 use schemas::Op;
 
-use super::{AccessEvent, ReadOutcome, ReadStats, ReaderError, Sink, key_from_bytes};
+use super::{AccessEvent, EventRef, ReadOutcome, ReadStats, ReaderError, Sink, key_from_bytes};
 
 /// How long after a `GET` a `SET` of the same key by the same client marks the `GET` a miss.
 /// A read-through client recomputes a value in milliseconds to tens of milliseconds (4 ms at
@@ -43,10 +43,62 @@ pub fn sniff(head: &[&str]) -> bool {
 
 /// A GET held until its outcome is known or its window has passed (events leave in order).
 struct PendingRead {
+    /// The read, without its client and namespace: those are `origin`'s.
     event: AccessEvent,
+    origin: Origin,
     /// `Some(false)` when a write of the key by the client came within the window, `Some(true)`
     /// when the client sent another command first; `None` while neither has happened.
     hit: Option<bool>,
+}
+
+/// Where a command came from, as indexes into [`Origins`].
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    client: usize,
+    namespace: usize,
+}
+
+/// Every client and namespace seen, each text kept once: a log has a few of them and
+/// millions of events, which borrow them rather than carry copies.
+#[derive(Debug, Default)]
+struct Origins {
+    client_ids: HashMap<String, usize>,
+    clients: Vec<String>,
+    /// (database number as logged, namespace `db{n}`).
+    namespaces: Vec<(String, String)>,
+}
+
+impl Origins {
+    fn of(&mut self, command: &Command) -> Origin {
+        let client = match self.client_ids.get(command.client) {
+            Some(&id) => id,
+            None => {
+                self.clients.push(command.client.to_owned());
+                self.client_ids
+                    .insert(command.client.to_owned(), self.clients.len() - 1);
+                self.clients.len() - 1
+            }
+        };
+        let namespace = match self.namespaces.iter().position(|(db, _)| db == command.db) {
+            Some(id) => id,
+            None => {
+                let db = command.db.to_owned();
+                self.namespaces.push((db.clone(), format!("db{db}")));
+                self.namespaces.len() - 1
+            }
+        };
+        Origin { client, namespace }
+    }
+
+    /// `event` with the client and namespace of `origin`.
+    fn view<'a>(&'a self, event: &'a AccessEvent, origin: Origin) -> EventRef<'a> {
+        let client = self.clients[origin.client].as_str();
+        EventRef {
+            client: (!client.is_empty()).then_some(client),
+            namespace: Some(&self.namespaces[origin.namespace].1),
+            ..event.view()
+        }
+    }
 }
 
 /// Reads MONITOR output from `input` into `sink`.
@@ -56,6 +108,7 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     let mut pending: VecDeque<PendingRead> = VecDeque::new();
     let mut first = 0usize;
     let mut by_client_key = ClientKeyIndex::default();
+    let mut origins = Origins::default();
     let lines = super::for_each_line(input, |line_number, line| {
         if line == b"OK" {
             return Ok(());
@@ -73,12 +126,14 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 break;
             }
             let read = pending.pop_front().expect("front exists");
-            by_client_key.remove_if(&read.event, first);
+            by_client_key.remove_if(read.origin.client, &read.event.key, first);
             first += 1;
-            let mut event = read.event;
             // A window without a write of the key by its client: a hit.
-            event.hit = Some(read.hit.unwrap_or(true));
-            sink.event(event)?;
+            let hit = Some(read.hit.unwrap_or(true));
+            sink.event_ref(EventRef {
+                hit,
+                ..origins.view(&read.event, read.origin)
+            })?;
         }
         let events = match to_events(&command) {
             Ok(events) => events,
@@ -87,31 +142,37 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
                 return Ok(());
             }
         };
+        let origin = origins.of(&command);
         // The command's writes answer their keys' pending GETs of this client (misses); then
         // the client's other pending GETs were hits, since it went on to something else.
         for (event, _) in events.iter().filter(|(_, r)| *r == Role::ReadThroughWrite) {
-            if let Some(index) = by_client_key.take(event) {
+            if let Some(index) = by_client_key.take(origin.client, &event.key) {
                 pending[index - first].hit = Some(false);
             }
         }
-        for index in by_client_key.take_client(command.client) {
+        for index in by_client_key.take_client(origin.client) {
             pending[index - first].hit = Some(true);
         }
         for (event, role) in events {
             if role == Role::ReadThroughGet {
-                by_client_key.insert(&event, first + pending.len());
-                pending.push_back(PendingRead { event, hit: None });
+                by_client_key.insert(origin.client, &event.key, first + pending.len());
+                pending.push_back(PendingRead {
+                    event,
+                    origin,
+                    hit: None,
+                });
             } else {
-                sink.event(event)?;
+                sink.event_ref(origins.view(&event, origin))?;
             }
         }
         Ok(())
     })?;
     // Reads within the window of the end: known when their client went on, else unknown.
     for read in pending {
-        let mut event = read.event;
-        event.hit = read.hit;
-        sink.event(event)?;
+        sink.event_ref(EventRef {
+            hit: read.hit,
+            ..origins.view(&read.event, read.origin)
+        })?;
     }
     Ok(Ok(ReadStats {
         lines,
@@ -119,46 +180,39 @@ pub fn read(input: &mut dyn BufRead, sink: &mut dyn Sink) -> Result<ReadOutcome,
     }))
 }
 
-/// Where the pending GET of each (client, key) is, found without allocating on lookup: this is
-/// looked up for every write of a busy log.
+/// Where the pending GET of each (client, key) is, by client id ([`Origins`]), found without
+/// allocating on lookup: this is looked up for every write of a busy log.
 #[derive(Debug, Default)]
-struct ClientKeyIndex(HashMap<String, HashMap<String, usize>>);
+struct ClientKeyIndex(Vec<HashMap<String, usize>>);
 
 impl ClientKeyIndex {
-    fn client(event: &AccessEvent) -> &str {
-        event.client.as_deref().unwrap_or("")
+    fn insert(&mut self, client: usize, key: &str, index: usize) {
+        if self.0.len() <= client {
+            self.0.resize_with(client + 1, HashMap::new);
+        }
+        self.0[client].insert(key.to_owned(), index);
     }
 
-    fn insert(&mut self, event: &AccessEvent, index: usize) {
-        let client = Self::client(event);
-        let keys = match self.0.get_mut(client) {
-            Some(keys) => keys,
-            None => self.0.entry(client.to_owned()).or_default(),
-        };
-        keys.insert(event.key.clone(), index);
+    /// Removes and returns the index of the pending GET of `client` and `key`.
+    fn take(&mut self, client: usize, key: &str) -> Option<usize> {
+        self.0.get_mut(client)?.remove(key)
     }
 
-    /// Removes and returns the index of the pending GET of the event's client and key.
-    fn take(&mut self, event: &AccessEvent) -> Option<usize> {
-        self.0.get_mut(Self::client(event))?.remove(&event.key)
-    }
-
-    /// Removes every pending GET of `client`, returning their indexes.
-    fn take_client(&mut self, client: &str) -> impl Iterator<Item = usize> + use<> {
-        let keys = self
-            .0
+    /// Removes every pending GET of `client`, returning their indexes. The client's map keeps
+    /// its allocation: it is refilled by the client's next GET.
+    fn take_client(&mut self, client: usize) -> impl Iterator<Item = usize> + '_ {
+        self.0
             .get_mut(client)
-            .map(std::mem::take)
-            .unwrap_or_default();
-        keys.into_values()
+            .into_iter()
+            .flat_map(|keys| keys.drain().map(|(_, index)| index))
     }
 
-    /// Forgets the entry of the event's client and key if it still points at `index`.
-    fn remove_if(&mut self, event: &AccessEvent, index: usize) {
-        if let Some(keys) = self.0.get_mut(Self::client(event))
-            && keys.get(&event.key) == Some(&index)
+    /// Forgets the entry of `client` and `key` if it still points at `index`.
+    fn remove_if(&mut self, client: usize, key: &str, index: usize) {
+        if let Some(keys) = self.0.get_mut(client)
+            && keys.get(key) == Some(&index)
         {
-            keys.remove(&event.key);
+            keys.remove(key);
         }
     }
 }
@@ -169,7 +223,7 @@ struct Command<'a> {
     ts_us: i64,
     db: &'a str,
     client: &'a str,
-    args: Vec<Cow<'a, [u8]>>,
+    args: Vec<Arg<'a>>,
 }
 
 /// How an event takes part in hit inference.
@@ -210,9 +264,127 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, String> {
     })
 }
 
-/// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`). An argument
-/// without escapes, the common case and the long one (values), borrows from the line.
-fn parse_args(mut text: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, String> {
+/// One quoted argument: its text between the quotes, escapes as written, and its length once
+/// unescaped. Values are the long arguments and, being binary, are full of escapes, yet only
+/// their length is used: they are measured, not copied; keys and names are unescaped when
+/// asked for ([`Arg::bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Arg<'a> {
+    raw: &'a [u8],
+    len: usize,
+}
+
+impl<'a> Arg<'a> {
+    /// The argument's length once unescaped.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The argument unescaped; borrowed when it has no escapes (every escape is longer than
+    /// the byte it stands for, so a length equal to the raw one means none).
+    fn bytes(&self) -> Cow<'a, [u8]> {
+        if self.len == self.raw.len() {
+            return Cow::Borrowed(self.raw);
+        }
+        let mut out = Vec::with_capacity(self.len);
+        let mut rest = self.raw;
+        while let Some(at) = memchr::memchr(b'\\', rest) {
+            out.extend_from_slice(&rest[..at]);
+            let (byte, width) = unescape(&rest[at..]).expect("checked by parse_args");
+            out.push(byte);
+            rest = &rest[at + width..];
+        }
+        out.extend_from_slice(rest);
+        Cow::Owned(out)
+    }
+}
+
+/// How many bytes the escape at the start of `escape` takes, checked as [`unescape`] checks
+/// it; the common escapes are told apart here, inline, in the loop that measures values.
+#[inline(always)]
+fn escape_width(escape: &[u8]) -> Result<usize, &'static str> {
+    match escape.get(1) {
+        Some(b'n' | b'r' | b't' | b'a' | b'b' | b'\\' | b'"') => Ok(2),
+        Some(b'x')
+            if escape
+                .get(2..4)
+                .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) =>
+        {
+            Ok(4)
+        }
+        _ => unescape(escape).map(|(_, width)| width),
+    }
+}
+
+/// The byte an escape (`\\` first) stands for, and how many bytes the escape takes.
+fn unescape(escape: &[u8]) -> Result<(u8, usize), &'static str> {
+    let byte = match escape.get(1) {
+        Some(b'n') => b'\n',
+        Some(b'r') => b'\r',
+        Some(b't') => b'\t',
+        Some(b'a') => 0x07,
+        Some(b'b') => 0x08,
+        Some(b'\\') => b'\\',
+        Some(b'"') => b'"',
+        Some(b'x') => {
+            let digits = escape.get(2..4).ok_or("bad `\\x` escape")?;
+            // Binary values are mostly `\xHH`: two hex digits are decoded directly, anything
+            // else is left to `from_str_radix`, which decides as it always has.
+            let byte = match (hex_digit(digits[0]), hex_digit(digits[1])) {
+                (Some(high), Some(low)) => high << 4 | low,
+                _ => std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or("bad `\\x` escape")?,
+            };
+            return Ok((byte, 4));
+        }
+        _ => return Err("unknown escape in argument"),
+    };
+    Ok((byte, 2))
+}
+
+/// Where the first `"` or `\\` of `text` is.
+///
+/// Hand-written (eight bytes at a time in a `u64`) rather than `memchr::memchr2`: in values
+/// the escapes come every ten bytes or so, and a call to `memchr2` per escape costs more in
+/// set-up than this loop does in all.
+fn find_quote_or_backslash(text: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // The high bit of each byte of `word` that is zero; bits above the lowest may be false
+    // positives (borrows), so only the lowest is used.
+    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut chunks = text.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(offset + (found.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&byte| byte == b'"' || byte == b'\\')
+        .map(|at| offset + at)
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Parses `"ARG" "ARG" …` with MONITOR's escapes (those of `sdscatrepr`), checking every
+/// escape and measuring each argument without copying it.
+fn parse_args(mut text: &[u8]) -> Result<Vec<Arg<'_>>, String> {
     let mut args = Vec::with_capacity(4);
     loop {
         text = text.trim_ascii_start();
@@ -222,72 +394,44 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, String> {
             }
             return Err("arguments must be double-quoted".into());
         };
-        let stop = memchr::memchr2(b'"', b'\\', rest)
-            .ok_or_else(|| "unterminated quoted argument".to_owned())?;
-        if rest[stop] == b'"' {
-            args.push(Cow::Borrowed(&rest[..stop]));
-            text = &rest[stop + 1..];
-            continue;
-        }
-        let mut arg = rest[..stop].to_vec();
-        let mut i = stop;
+        let mut i = 0;
+        let mut len = 0;
         loop {
-            match rest.get(i) {
-                None => return Err("unterminated quoted argument".into()),
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    let escaped = match rest.get(i + 1) {
-                        Some(b'n') => b'\n',
-                        Some(b'r') => b'\r',
-                        Some(b't') => b'\t',
-                        Some(b'a') => 0x07,
-                        Some(b'b') => 0x08,
-                        Some(b'\\') => b'\\',
-                        Some(b'"') => b'"',
-                        Some(b'x') => {
-                            let byte = rest
-                                .get(i + 2..i + 4)
-                                .and_then(|h| std::str::from_utf8(h).ok())
-                                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                                .ok_or("bad `\\x` escape")?;
-                            arg.push(byte);
-                            i += 4;
-                            continue;
-                        }
-                        _ => return Err("unknown escape in argument".into()),
-                    };
-                    arg.push(escaped);
-                    i += 2;
-                }
-                Some(&byte) => {
-                    arg.push(byte);
-                    i += 1;
-                }
+            let stop = find_quote_or_backslash(&rest[i..])
+                .ok_or_else(|| "unterminated quoted argument".to_owned())?;
+            len += stop;
+            i += stop;
+            if rest[i] == b'"' {
+                break;
             }
+            i += escape_width(&rest[i..])?;
+            len += 1;
         }
-        args.push(Cow::Owned(arg));
+        args.push(Arg {
+            raw: &rest[..i],
+            len,
+        });
         text = &rest[i + 1..];
     }
 }
 
-/// The events a command stands for; keyless commands (`PING`, `INFO`, …) stand for none.
+/// The events a command stands for, without their client and namespace ([`Origins`] adds
+/// them); keyless commands (`PING`, `INFO`, …) stand for none.
 fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
     // Command names are short ASCII: upper-case them on the stack.
     let mut upper = [0u8; 24];
-    let raw = &command.args[0];
+    let raw = command.args[0].bytes();
     let name = if raw.len() <= upper.len() {
-        upper[..raw.len()].copy_from_slice(raw);
+        upper[..raw.len()].copy_from_slice(&raw);
         upper[..raw.len()].make_ascii_uppercase();
         std::str::from_utf8(&upper[..raw.len()]).unwrap_or("")
     } else {
         ""
     };
     let args = &command.args[1..];
-    let event = |key: &[u8], op: Op| {
-        let mut event = AccessEvent::new(command.ts_us, key_from_bytes(key));
+    let event = |key: &Arg, op: Op| {
+        let mut event = AccessEvent::new(command.ts_us, key_from_bytes(&key.bytes()));
         event.op = op;
-        event.client = (!command.client.is_empty()).then(|| command.client.to_owned());
-        event.namespace = Some(format!("db{}", command.db));
         event
     };
     let need = |n: usize| {
@@ -375,15 +519,11 @@ fn to_events(command: &Command) -> Result<Vec<(AccessEvent, Role)>, String> {
 }
 
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL]`.
-fn set_event(
-    mut event: AccessEvent,
-    args: &[Cow<'_, [u8]>],
-    now_us: i64,
-) -> Result<AccessEvent, String> {
+fn set_event(mut event: AccessEvent, args: &[Arg<'_>], now_us: i64) -> Result<AccessEvent, String> {
     event.value_size = Some(args[1].len() as u32);
     let mut options = args[2..].iter();
     while let Some(option) = options.next() {
-        let option = String::from_utf8_lossy(option).to_ascii_uppercase();
+        let option = String::from_utf8_lossy(&option.bytes()).to_ascii_uppercase();
         let mut amount = || {
             options
                 .next()
@@ -415,11 +555,12 @@ fn saturate(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-fn number(arg: &[u8]) -> Result<u64, String> {
-    std::str::from_utf8(arg)
+fn number(arg: &Arg) -> Result<u64, String> {
+    let arg = arg.bytes();
+    std::str::from_utf8(&arg)
         .ok()
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| format!("`{}` is not a number", String::from_utf8_lossy(arg)))
+        .ok_or_else(|| format!("`{}` is not a number", String::from_utf8_lossy(&arg)))
 }
 
 #[cfg(test)]
@@ -447,11 +588,13 @@ mod tests {
         let command =
             parse_line(br#"+1.5 [3 10.0.0.1:5000] "SET" "k\"ey\\ \x41\n" "v" "PX" "1500""#)
                 .unwrap();
-        assert_eq!(command.args[1].as_ref(), b"k\"ey\\ A\n");
+        assert_eq!(command.args[1].bytes().as_ref(), b"k\"ey\\ A\n");
         assert_eq!((command.db, command.client), ("3", "10.0.0.1:5000"));
         let events = to_events(&command).unwrap();
         assert_eq!(events[0].0.ttl_s, Some(2));
-        assert_eq!(events[0].0.namespace.as_deref(), Some("db3"));
+        let mut origins = Origins::default();
+        let origin = origins.of(&command);
+        assert_eq!(origins.view(&events[0].0, origin).namespace, Some("db3"));
         assert!(parse_line(b"1.5 [0 c] \"GET").is_err());
         assert!(parse_line(b"1.5 [0 c] GET k").is_err());
     }

@@ -167,13 +167,7 @@ mod tests {
     use super::*;
 
     fn entry(key: &str, category: u32, requests: u64) -> Entry {
-        Entry {
-            rank: 0,
-            key: key.to_owned(),
-            category,
-            requests,
-            ttl_s: None,
-        }
+        Entry::of(key, category, requests)
     }
 
     /// A batch of a whole-manifest run: entry `i` has rank `start + i + 1`.

@@ -33,6 +33,7 @@ mod lines;
 mod load;
 mod pool;
 mod process;
+mod recent;
 mod settle;
 
 use std::collections::BTreeMap;
@@ -45,11 +46,14 @@ use schemas::report::{LoaderFailure, LoaderReport};
 use tokio::sync::mpsc;
 
 use super::Answer;
+use crate::env_vars;
 use crate::store::{StoreKind, StoreUrl};
+use cachewarm_secret as secret;
 
 pub use error::LoaderError;
 use pool::Slot;
 use process::{LoaderProcess, StartError};
+use recent::RecentSensitive;
 
 /// How loader processes are run.
 #[derive(Debug, Clone)]
@@ -60,6 +64,38 @@ pub struct LoaderSettings {
     pub timeout: Duration,
     /// The most value bytes one manifest key's answer may bring.
     pub max_value_size: u64,
+    /// The warmer's own secrets in its environment, kept from the loaders (see
+    /// [`secret_variables`]).
+    pub hidden_env: Vec<String>,
+}
+
+/// The variables that hold the warmer's secrets, for `urls` (the source and the targets): the
+/// URLs themselves (`CACHEWARM_SOURCE`, `CACHEWARM_TARGETS`: `--detach` passes them so, and a
+/// URL may hold a password), the default password variables, the key-hash secret, and every
+/// variable a URL names for a password (`password_env=`, `sentinel_password_env=`). A loader
+/// is the application: it has its own credentials, and needs none of the stores' the warmer
+/// writes to. Its other variables (`PGPASSWORD` for its own database, say) are left to it.
+pub fn secret_variables<'a>(urls: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = [
+        env_vars::SOURCE,
+        env_vars::TARGETS,
+        env_vars::SOURCE_PASSWORD,
+        env_vars::TARGET_PASSWORD,
+        env_vars::KEY_HASH_SECRET,
+    ]
+    .map(str::to_owned)
+    .into();
+    for url in urls {
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        names.extend(
+            secret::query_pairs(query)
+                .filter(|(name, _)| name.ends_with(secret::PASSWORD_ENV))
+                .map(|(_, variable)| variable.to_owned()),
+        );
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// The prefix of a loader source.
@@ -178,6 +214,8 @@ struct Inner {
     settings: LoaderSettings,
     hello: Hello,
     line_limit: usize,
+    /// The sensitive keys of the latest fetches, masked in the loaders' stderr lines.
+    recent: Arc<RecentSensitive>,
     /// Idle workers; a request takes one and gives it back through `back`.
     idle: tokio::sync::Mutex<mpsc::UnboundedReceiver<Slot>>,
     back: mpsc::UnboundedSender<Slot>,
@@ -214,8 +252,9 @@ impl LoaderSource {
         let command =
             shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
         let line_limit = line_limit(settings.max_value_size);
+        let recent = Arc::new(RecentSensitive::default());
         let (process, hello) =
-            match LoaderProcess::start(&argv, 0, settings.timeout, line_limit).await {
+            match LoaderProcess::start(&argv, 0, settings, line_limit, Arc::clone(&recent)).await {
                 Ok(started) => started,
                 Err((StartError::Spawn(source), _)) => {
                     return Err(LoaderError::Spawn {
@@ -270,6 +309,7 @@ impl LoaderSource {
             settings: settings.clone(),
             hello,
             line_limit,
+            recent,
             idle: tokio::sync::Mutex::new(idle),
             back,
             stats: Mutex::new(Stats {
@@ -292,7 +332,14 @@ impl LoaderSource {
 
     /// What the loaders have for each of `keys`, in order. Never fails as a whole: what could
     /// not be loaded is an [`Answer::Failed`] with the reason.
-    pub async fn answers(&self, keys: &[&str], retries: u32) -> Vec<Answer> {
+    /// `sensitive`: the keys of sensitive categories among them, and how logs show them.
+    pub async fn answers(
+        &self,
+        keys: &[&str],
+        retries: u32,
+        sensitive: Vec<(String, String)>,
+    ) -> Vec<Answer> {
+        self.inner.recent.push(sensitive);
         let workers = self.inner.settings.workers.max(1);
         let per_request = keys.len().div_ceil(workers).clamp(1, MAX_REQUEST_KEYS);
         let mut requests = tokio::task::JoinSet::new();

@@ -2,6 +2,8 @@
 //! with the process started in it when first needed and restarted after a pause that grows
 //! while it keeps failing.
 
+use std::sync::Arc;
+
 use backon::ExponentialBackoff;
 use chrono::Utc;
 use schemas::report::{LOADER_FAILURES_LISTED, LoaderFailure};
@@ -67,8 +69,9 @@ impl Inner {
         match LoaderProcess::start(
             &self.argv,
             slot.worker,
-            self.settings.timeout,
+            &self.settings,
             self.line_limit,
+            Arc::clone(&self.recent),
         )
         .await
         {

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemas::loader::{Answer, AnswerLine, Hello, HelloLine, LOADER_PROTOCOL};
+
+use super::LoaderSettings;
+use super::recent::RecentSensitive;
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -78,14 +81,20 @@ struct RequestLine<'a> {
 }
 
 impl LoaderProcess {
-    /// Starts `argv` and reads its hello, within `timeout`.
+    /// Starts `argv`, without the warmer's secrets in its environment, and reads its hello,
+    /// within the loader timeout.
     pub async fn start(
         argv: &[String],
         worker: u32,
-        timeout: Duration,
+        settings: &LoaderSettings,
         line_limit: usize,
+        recent: Arc<RecentSensitive>,
     ) -> Result<(LoaderProcess, Hello), (StartError, Vec<String>)> {
+        let timeout = settings.timeout;
         let mut command = Command::new(&argv[0]);
+        for variable in &settings.hidden_env {
+            command.env_remove(variable);
+        }
         command
             .args(&argv[1..])
             .stdin(Stdio::piped())
@@ -106,7 +115,7 @@ impl LoaderProcess {
             unreachable!("the loader's stdio is piped");
         };
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        let reader = tokio::spawn(read_stderr(stderr, worker, Arc::clone(&tail)));
+        let reader = tokio::spawn(read_stderr(stderr, worker, Arc::clone(&tail), recent));
         let mut process = LoaderProcess {
             child,
             stdin: Some(stdin),
@@ -328,11 +337,13 @@ fn quote(line: &[u8]) -> String {
     }
 }
 
-/// Passes each stderr line to the log and keeps the last [`TAIL_LINES`].
+/// Passes each stderr line to the log and keeps the last [`TAIL_LINES`], sensitive keys
+/// masked (see [`RecentSensitive`]).
 async fn read_stderr(
     stderr: tokio::process::ChildStderr,
     worker: u32,
     tail: Arc<Mutex<VecDeque<String>>>,
+    recent: Arc<RecentSensitive>,
 ) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
@@ -346,10 +357,10 @@ async fn read_stderr(
             Ok(Read::TooLong) => "[a stderr line too long to keep]".to_owned(),
             Ok(Read::Line) => {
                 let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches('\r');
+                let text = recent.mask(text.trim_end_matches('\r'));
                 match text.char_indices().nth(TAIL_LINE_CHARS) {
                     Some((at, _)) => format!("{}…", &text[..at]),
-                    None => text.to_owned(),
+                    None => text.into_owned(),
                 }
             }
         };

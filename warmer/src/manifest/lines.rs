@@ -13,7 +13,13 @@ use super::{Bytes, EntryFields, ManifestError, OnFields, Scan};
 impl Bytes {
     /// A pass over a manifest in the line layout: `on_entry` gets each entry's text and its
     /// fields. `Err(Scan::NotLines)` when the first line shows another layout.
-    pub(super) fn scan(&self, on_entry: &mut OnFields<'_>) -> Result<ManifestHeader, Scan> {
+    /// One pass over a manifest in the line layout: `on_header` is given the header before
+    /// `on_entry` is given the entries.
+    pub(super) fn scan(
+        &self,
+        on_header: &mut dyn FnMut(&ManifestHeader),
+        on_entry: &mut OnFields<'_>,
+    ) -> Result<ManifestHeader, Scan> {
         let mut reader = self.reader()?;
         let mut line = Vec::with_capacity(4096);
         let mut next_line = |line: &mut Vec<u8>| -> Result<bool, ManifestError> {
@@ -39,6 +45,7 @@ impl Bytes {
         if line != lines::ENTRIES_LINE {
             return Err(Scan::NotLines);
         }
+        on_header(&header);
         let mut index = 0usize;
         loop {
             if !next_line(&mut line)? {

@@ -125,6 +125,9 @@ pub struct ManifestFile {
     pub shard: Option<schemas::Shard>,
     /// How many entries the whole manifest holds, whatever the view.
     pub whole_entries: u64,
+    /// The report's rank curve of the whole manifest, from the verifying pass; `None` when
+    /// that pass could not tell it (see `verify::Curve`).
+    pub rank_curve: Option<Vec<schemas::report::RankPoint>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +322,49 @@ mod tests {
                 ttl_s: e.ttl_s,
             })
             .collect()
+    }
+
+    /// The verifying pass hands the report its rank curve (every rank to 100, every 400th
+    /// part of the manifest, the last), so the report needs no pass of its own; where it
+    /// cannot tell the curve (another layout, a header that miscounts its entries) it says so
+    /// and the report's own pass computes it.
+    #[test]
+    fn the_verifying_pass_counts_the_rank_curve() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [7u64, 1000, 2345] {
+            let original = manifest(n);
+            let step = (n / 400).max(1);
+            let mut sum = 0;
+            let mut expected = Vec::new();
+            for entry in &original.entries {
+                sum += entry.requests;
+                if entry.rank <= 100 || entry.rank % step == 0 || entry.rank == n {
+                    expected.push(schemas::report::RankPoint {
+                        rank: entry.rank,
+                        requests: sum,
+                    });
+                }
+            }
+            let path = write(dir.path(), &format!("lines-{n}.json"), &lines(&original));
+            assert_eq!(
+                open(&path).unwrap().rank_curve,
+                Some(expected),
+                "{n} entries"
+            );
+
+            let pretty = serde_json::to_vec_pretty(&original).unwrap();
+            let path = write(dir.path(), &format!("pretty-{n}.json"), &pretty);
+            assert_eq!(open(&path).unwrap().rank_curve, None);
+
+            let mut miscounted = original.clone();
+            miscounted.header.totals.keys_selected = n + 1;
+            let path = write(
+                dir.path(),
+                &format!("miscounted-{n}.json"),
+                &lines(&miscounted),
+            );
+            assert_eq!(open(&path).unwrap().rank_curve, None);
+        }
     }
 
     /// A good manifest verifies and streams back every entry in rank order, whatever its

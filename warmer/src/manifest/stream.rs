@@ -95,7 +95,7 @@ impl ManifestFile {
         let result = match self.layout {
             Layout::Lines => self
                 .bytes
-                .scan(&mut |_, fields| {
+                .scan(&mut |_| {}, &mut |_, fields| {
                     push(Entry {
                         rank: fields.rank,
                         category: category_of(&fields.category),

@@ -1,17 +1,26 @@
 //! The verifying pass: a manifest is refused (schema id, checksum, rank order) before any
-//! store is touched, and the per-category totals the report needs are counted on the way.
+//! store is touched, and what the report needs of every entry is counted on the way: the
+//! per-category totals and the rank curve.
+//!
+//! The pass is on a deploy's critical path, so the checksum is computed on a thread of its
+//! own ([`Hashing`]) while the entries are parsed: SHA-256 of a 200 MB manifest is about as
+//! long as parsing it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
+use schemas::report::RankPoint;
 use sha2::{Digest, Sha256};
 
 use super::any::minified;
 use super::{Bytes, CategoryTotal, EntryFields, Layout, ManifestError, ManifestFile, Scan};
 
 /// Opens and verifies the manifest at `path` (plain or zstd JSON): schema id, checksum and rank
-/// order. Nothing of the entries is kept but counts.
+/// order. Nothing of the entries is kept but counts and the rank curve.
 pub fn open(path: &Path) -> Result<ManifestFile, ManifestError> {
     let read_error = |source| ManifestError::Read {
         path: path.to_path_buf(),
@@ -23,26 +32,35 @@ pub fn open(path: &Path) -> Result<ManifestFile, ManifestError> {
     };
     let mut layout = Layout::Lines;
     let mut verify = Verify::new();
-    let mut header = match bytes.scan(&mut |raw, fields| verify.entry(raw, fields)) {
+    // Filled in by the header, added to by every entry.
+    let curve = RefCell::new(None);
+    let mut header = match bytes.scan(
+        &mut |header| *curve.borrow_mut() = Some(Curve::new(header.totals.keys_selected)),
+        &mut |raw, fields| {
+            if let Some(curve) = curve.borrow_mut().as_mut() {
+                curve.entry(fields.requests);
+            }
+            verify.entry(raw, fields)
+        },
+    ) {
         Ok(header) => Some(header),
         Err(Scan::NotLines) => None,
         Err(Scan::Error(error)) => return Err(error),
     };
-    if header
-        .as_ref()
-        .is_none_or(|h| verify.finish_hash() != h.entries_sha256)
-    {
+    let mut actual = verify.finish_hash();
+    if header.as_ref().is_none_or(|h| actual != h.entries_sha256) {
         // Another layout, or entry text other than serde's compact form: each entry's text
         // with the whitespace between tokens taken out (a pretty-printed manifest).
         layout = Layout::Any;
+        curve.take();
         verify = Verify::new();
         header = Some(bytes.scan_any(&mut |raw, entry| {
             let text = minified(raw);
             verify.entry_text(&text, &entry.category, entry.rank, entry.requests)
         })?);
+        actual = verify.finish_hash();
     }
     let header = header.expect("one of the passes read the header");
-    let mut actual = verify.finish_hash();
     if actual != header.entries_sha256 {
         // Last, what the entries serialize to, as the checksum is defined (exact where the
         // text holds floats the way serde writes them; serde_json's default float parser may
@@ -87,12 +105,55 @@ pub fn open(path: &Path) -> Result<ManifestFile, ManifestError> {
         categories,
         shard: None,
         whole_entries: verify.count,
+        rank_curve: curve
+            .into_inner()
+            .and_then(|curve| curve.finish(verify.count)),
     })
+}
+
+/// The rank curve's points: every rank up to 100, then every `step`th, and the last. The
+/// step is a 400th of the entries; the header's count of selected keys gives it before the
+/// entries come, and when the entries counted are not that many the curve is left to a pass
+/// of its own (`report::rank_curve`), which computes the same points.
+struct Curve {
+    expected: u64,
+    step: u64,
+    rank: u64,
+    requests: u64,
+    points: Vec<RankPoint>,
+}
+
+impl Curve {
+    fn new(expected: u64) -> Curve {
+        Curve {
+            expected,
+            step: (expected.max(1) / 400).max(1),
+            rank: 0,
+            requests: 0,
+            points: Vec::new(),
+        }
+    }
+
+    fn entry(&mut self, requests: u64) {
+        self.rank += 1;
+        self.requests = self.requests.saturating_add(requests);
+        let rank = self.rank;
+        if rank <= 100 || rank.is_multiple_of(self.step) || rank == self.expected {
+            self.points.push(RankPoint {
+                rank,
+                requests: self.requests,
+            });
+        }
+    }
+
+    fn finish(self, entries: u64) -> Option<Vec<RankPoint>> {
+        (entries == self.expected && self.rank == entries).then_some(self.points)
+    }
 }
 
 /// State of the verifying pass.
 struct Verify {
-    hash: Sha256,
+    hash: Hashing,
     count: u64,
     bad_rank: Option<(usize, u64)>,
     categories: BTreeMap<String, (u64, u64)>,
@@ -100,7 +161,7 @@ struct Verify {
 
 impl Verify {
     fn new() -> Verify {
-        let mut hash = Sha256::new();
+        let mut hash = Hashing::new();
         hash.update(b"[");
         Verify {
             hash,
@@ -141,9 +202,78 @@ impl Verify {
         Ok(())
     }
 
-    fn finish_hash(&self) -> String {
-        let mut hash = self.hash.clone();
-        hash.update(b"]");
-        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    /// The checksum of the entries hashed; once per pass.
+    fn finish_hash(&mut self) -> String {
+        self.hash.update(b"]");
+        self.hash
+            .finish()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// SHA-256 on a thread of its own: the text is gathered into 1 MiB buffers, handed over a
+/// bounded channel and recycled, so memory stays a few buffers whatever the manifest's size.
+struct Hashing {
+    buffer: Vec<u8>,
+    full: Option<SyncSender<Vec<u8>>>,
+    empty: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<Sha256>>,
+}
+
+const HASH_BUFFER: usize = 1 << 20;
+
+impl Hashing {
+    fn new() -> Hashing {
+        let (full, to_hash) = sync_channel::<Vec<u8>>(2);
+        let (give_back, empty) = sync_channel::<Vec<u8>>(4);
+        let thread = std::thread::spawn(move || {
+            let mut hash = Sha256::new();
+            for mut buffer in to_hash {
+                hash.update(&buffer);
+                buffer.clear();
+                // The pass may be over and gone; the buffer is then dropped here.
+                let _ = give_back.try_send(buffer);
+            }
+            hash
+        });
+        Hashing {
+            buffer: Vec::with_capacity(HASH_BUFFER),
+            full: Some(full),
+            empty,
+            thread: Some(thread),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= HASH_BUFFER {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(HASH_BUFFER));
+        let buffer = std::mem::replace(&mut self.buffer, next);
+        if let Some(full) = &self.full {
+            full.send(buffer)
+                .expect("the hashing thread runs until its channel closes");
+        }
+    }
+
+    /// The digest of everything updated.
+    fn finish(&mut self) -> sha2::digest::Output<Sha256> {
+        self.hand_over();
+        self.full = None;
+        self.thread
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("hashing does not panic")
+            .finalize()
     }
 }

@@ -399,7 +399,10 @@ pub async fn run(
     observer.after(&mut report, window_before, &shared).await;
     report.timings.finished_at = Utc::now();
     report.timings.total_ms = start.elapsed().as_millis() as u64;
-    report.rank_curve = crate::report::rank_curve(&shared.manifest).await;
+    report.rank_curve = match &shared.manifest.rank_curve {
+        Some(curve) => curve.clone(),
+        None => crate::report::rank_curve(&shared.manifest).await,
+    };
     write_json_atomically(&run_dir.join("report.json"), &report)?;
     crate::report::write_outputs(&report, &run_dir, &shared.settings.report)?;
     tracing::debug!(elapsed = ?start.elapsed(), "reports written");

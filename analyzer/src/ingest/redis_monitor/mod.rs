@@ -22,10 +22,14 @@
 //! be inferred for them.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::BufRead;
 
+// foldhash (seeded at random per run, as std's) rather than std's SipHash: the client table and
+// the pending GETs' index are looked up on every line, where SipHash took ~5% of the parse.
+use foldhash::HashMap;
 use schemas::Op;
+use wide::u8x16;
 
 use super::{AccessEvent, EventRef, ReadOutcome, ReadStats, ReaderError, Sink, key_from_bytes};
 
@@ -188,7 +192,7 @@ struct ClientKeyIndex(Vec<HashMap<String, usize>>);
 impl ClientKeyIndex {
     fn insert(&mut self, client: usize, key: &str, index: usize) {
         if self.0.len() <= client {
-            self.0.resize_with(client + 1, HashMap::new);
+            self.0.resize_with(client + 1, HashMap::default);
         }
         self.0[client].insert(key.to_owned(), index);
     }
@@ -344,33 +348,126 @@ fn unescape(escape: &[u8]) -> Result<(u8, usize), &'static str> {
     Ok((byte, 2))
 }
 
-/// Where the first `"` or `\\` of `text` is.
+/// Where the closing `"` of a quoted argument is (`text` starts after the opening one), and
+/// the argument's length once unescaped; every escape checked, as [`escape_width`] checks it.
 ///
-/// Hand-written (eight bytes at a time in a `u64`) rather than `memchr::memchr2`: in values
-/// the escapes come every ten bytes or so, and a call to `memchr2` per escape costs more in
-/// set-up than this loop does in all.
-fn find_quote_or_backslash(text: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // The high bit of each byte of `word` that is zero; bits above the lowest may be false
-    // positives (borrows), so only the lowest is used.
-    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
-    let mut chunks = text.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
-            | zero_bytes(word ^ (ONES * u64::from(b'\\')));
-        if found != 0 {
-            return Some(offset + (found.trailing_zeros() / 8) as usize);
+/// Hand-written, 64 bytes at a time, rather than a search per escape (`memchr2`): values are
+/// full of escapes, one every ten bytes or so, and a search per escape, or a branch per
+/// escape on its kind, cost more than the rest of the line. Each block is turned into bit
+/// masks of its `\\` and `"` (16 bytes per SIMD comparison), the escaped bytes are found
+/// from the runs of backslashes with simdjson's carry trick (`escaped`), and the closing
+/// quote is the first quote not escaped. The digits of a `\xHH` are never `\\` or `"`, so
+/// they do not disturb the masks.
+fn measure_quoted(text: &[u8]) -> Result<(usize, usize), String> {
+    // Bytes the escapes took beyond the one each stands for.
+    let mut saved = 0;
+    // Whether the next block's first byte is escaped by this block's last backslash.
+    let mut carried = 0u64;
+    let mut at = 0;
+    let mut padded = [0u8; 64];
+    loop {
+        let block: &[u8; 64] = match text.get(at..at + 64) {
+            Some(block) => block.try_into().expect("a slice of 64"),
+            None => {
+                // The end of the line: zeros are neither `\\` nor `"`.
+                let rest = &text[at..];
+                padded.fill(0);
+                padded[..rest.len()].copy_from_slice(rest);
+                &padded
+            }
+        };
+        let (backslashes, quotes) = block_masks(block);
+        let escaped = escaped_bytes(backslashes, &mut carried);
+        let closing = quotes & !escaped;
+        // The bits below the closing quote, or all of them.
+        let before = match closing {
+            0 => u64::MAX,
+            _ => (closing & closing.wrapping_neg()) - 1,
+        };
+        let mut escapes = escaped & before;
+        while escapes != 0 {
+            // The escaped byte; its backslash is the byte before.
+            let byte = at + escapes.trailing_zeros() as usize;
+            escapes &= escapes - 1;
+            // Without a branch on the escape's kind (they come mixed, and a mispredicted
+            // branch per escape cost more than the rest): its width from a table, the hex
+            // digits checked whatever the kind; anything else is left to `escape_width`.
+            let at_byte = |i: usize| usize::from(text.get(i).copied().unwrap_or(0));
+            let width = ESCAPE_WIDTHS[at_byte(byte)];
+            let hex = HEX_DIGITS[at_byte(byte + 1)] & HEX_DIGITS[at_byte(byte + 2)];
+            let width = if width == 2 || (width == 4 && hex) {
+                usize::from(width)
+            } else {
+                escape_width(&text[byte - 1..])?
+            };
+            saved += width - 1;
         }
-        offset += 8;
+        if closing != 0 {
+            let stop = at + closing.trailing_zeros() as usize;
+            return Ok((stop, stop - saved));
+        }
+        at += 64;
+        // A backslash that ends the line is checked in one more block (and refused there).
+        if at > text.len() || (at == text.len() && carried == 0) {
+            return Err("unterminated quoted argument".to_owned());
+        }
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&byte| byte == b'"' || byte == b'\\')
-        .map(|at| offset + at)
+}
+
+/// The width of the escape `\\` + byte, by that byte: 2 for the one-letter escapes, 4 for
+/// `\\x` (when two hex digits follow), 0 for none.
+const ESCAPE_WIDTHS: [u8; 256] = {
+    let mut widths = [0; 256];
+    let simple = b"nrtab\\\"";
+    let mut i = 0;
+    while i < simple.len() {
+        widths[simple[i] as usize] = 2;
+        i += 1;
+    }
+    widths[b'x' as usize] = 4;
+    widths
+};
+
+/// Whether each byte is a hex digit.
+const HEX_DIGITS: [bool; 256] = {
+    let mut digits = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        digits[byte] = (byte as u8).is_ascii_hexdigit();
+        byte += 1;
+    }
+    digits
+};
+
+/// The masks of the `\\` and of the `"` of `block`, bit `i` for byte `i`: a comparison and a
+/// byte mask per 16 bytes.
+#[inline(always)]
+fn block_masks(block: &[u8; 64]) -> (u64, u64) {
+    let (backslash, quote) = (u8x16::splat(b'\\'), u8x16::splat(b'"'));
+    let mut backslashes = 0;
+    let mut quotes = 0;
+    for (i, chunk) in block.chunks_exact(16).enumerate() {
+        let bytes = u8x16::new(chunk.try_into().expect("chunks of 16"));
+        backslashes |= u64::from(bytes.simd_eq(backslash).to_bitmask()) << (16 * i);
+        quotes |= u64::from(bytes.simd_eq(quote).to_bitmask()) << (16 * i);
+    }
+    (backslashes, quotes)
+}
+
+/// The bytes of a block that a backslash escapes, from the mask of its backslashes:
+/// simdjson's `find_escaped_branchless`. In a run of backslashes, every other one escapes
+/// the next byte, counting from the run's start; the run's starts on odd bits are added to
+/// the run, so that the carry clears it, leaving the runs that start on even bits marked.
+/// `carried` says whether the block's first byte is escaped, and is set for the next block.
+#[inline(always)]
+fn escaped_bytes(backslashes: u64, carried: &mut u64) -> u64 {
+    const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
+    let backslashes = backslashes & !*carried;
+    let follows_escape = (backslashes << 1) | *carried;
+    let odd_starts = backslashes & !EVEN_BITS & !follows_escape;
+    let (even_runs, overflow) = odd_starts.overflowing_add(backslashes);
+    *carried = u64::from(overflow);
+    (EVEN_BITS ^ (even_runs << 1)) & follows_escape
 }
 
 fn hex_digit(byte: u8) -> Option<u8> {
@@ -394,19 +491,7 @@ fn parse_args(mut text: &[u8]) -> Result<Vec<Arg<'_>>, String> {
             }
             return Err("arguments must be double-quoted".into());
         };
-        let mut i = 0;
-        let mut len = 0;
-        loop {
-            let stop = find_quote_or_backslash(&rest[i..])
-                .ok_or_else(|| "unterminated quoted argument".to_owned())?;
-            len += stop;
-            i += stop;
-            if rest[i] == b'"' {
-                break;
-            }
-            i += escape_width(&rest[i..])?;
-            len += 1;
-        }
+        let (i, len) = measure_quoted(rest)?;
         args.push(Arg {
             raw: &rest[..i],
             len,
@@ -597,6 +682,43 @@ mod tests {
         assert_eq!(origins.view(&events[0].0, origin).namespace, Some("db3"));
         assert!(parse_line(b"1.5 [0 c] \"GET").is_err());
         assert!(parse_line(b"1.5 [0 c] GET k").is_err());
+    }
+
+    /// Values are measured eight bytes at a time with several escapes per word: every escape,
+    /// at every offset from a word's start and across words, counts as the one byte it stands
+    /// for; a `\"` does not end the argument, a `\\` just before the closing quote does not
+    /// escape it, and a bad or cut escape is an error wherever it falls.
+    #[test]
+    fn values_are_measured_with_escapes_at_every_offset() {
+        let pieces = [r#"\""#, r"\\", r"\x0a", r"\n", "ab", r"\xFF", "c"];
+        let decoded = [1, 1, 1, 1, 2, 1, 1];
+        for pad in 0..16 {
+            let mut raw = "p".repeat(pad);
+            let mut expected = pad;
+            for k in 0..40 {
+                raw.push_str(pieces[(k * 3 + pad) % pieces.len()]);
+                expected += decoded[(k * 3 + pad) % pieces.len()];
+            }
+            let line = format!(r#"1.0 [0 c] "SET" "k" "{raw}" "EX" "5""#);
+            let command = parse_line(line.as_bytes()).unwrap();
+            assert_eq!(command.args[2].raw, raw.as_bytes(), "pad {pad}");
+            assert_eq!(command.args[2].len(), expected, "pad {pad}");
+            assert_eq!(command.args[2].bytes().len(), expected, "pad {pad}");
+            assert_eq!(command.args[3].raw, b"EX");
+        }
+        let command = parse_line(br#"1.0 [0 c] "SET" "k" "abcdefg\\" "x""#).unwrap();
+        assert_eq!((command.args[2].len(), command.args[3].raw), (8, &b"x"[..]));
+        for bad in [
+            r#""abcdefgh\q""#,
+            r#""abcdefgh\"#,
+            r#""abcdefgh\""#,
+            r#""abcdefghijklmn\x4""#,
+            r#""abc\x4"#,
+            r#""abcdefghijklmnop"#,
+        ] {
+            let line = format!(r#"1.0 [0 c] "SET" "k" {bad}"#);
+            assert!(parse_line(line.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     /// GET then SET of the key by the same client within the window is a miss; a GET with no

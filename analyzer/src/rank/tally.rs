@@ -538,6 +538,10 @@ const NONE: i64 = i64::MIN;
 /// Bytes of a key kept beside its figures.
 const PREFIX: usize = 16;
 
+/// Events whose memory is loaded together before they are folded ([`Fold::warm`]): enough
+/// misses in flight to cover the latency, few enough that the group's lines stay in cache.
+const GROUP: usize = 16;
+
 fn prefix(key: &str) -> [u8; PREFIX] {
     let mut prefix = [0; PREFIX];
     let n = key.len().min(PREFIX);
@@ -657,54 +661,111 @@ impl<'a> Fold<'a> {
             // `digest` checked the column's type.
             Err(_) => return,
         };
+        for (start, group) in (0..).step_by(GROUP).zip(decoded.events.chunks(GROUP)) {
+            self.warm(group, &keys);
+            for (i, event) in (start..).zip(group) {
+                self.fold_event(decoded, i, event, &keys);
+            }
+        }
+    }
+
+    /// Loads what the lookups of `group`'s events will read: the slots, then the state, sums
+    /// and key text of the keys the slots name (first probe only), each step for the whole
+    /// group at once.
+    ///
+    /// Why: folding is bound by memory latency, three misses in a row per event (slot, then
+    /// state, then the key's text to compare), and one event's work is too long for the CPU
+    /// to run ahead into the next events' misses by itself. These loads do not depend on each
+    /// other, so a group's misses are in flight together; the fold then finds them in cache.
+    /// (Loads, not prefetch instructions: those are `unsafe` intrinsics, which the workspace
+    /// forbids.) Nothing is decided here: a missed guess only costs its load.
+    fn warm(&self, group: &[Event], keys: &Strings) {
+        let mask = self.slots.len() - 1;
+        let mut loaded = 0u64;
+        for event in group {
+            loaded ^= self.slots[(event.hash as usize) & mask];
+        }
+        let mut ids = [usize::MAX; GROUP];
+        for (id, event) in ids.iter_mut().zip(group) {
+            let taken = self.slots[(event.hash as usize) & mask];
+            if taken != 0 && taken & !0xffff_ffff == event.hash & !0xffff_ffff {
+                *id = (taken & 0xffff_ffff) as usize - 1;
+                let state = &self.states[*id];
+                loaded ^= state.key_start as u64 ^ state.last_delete as u64;
+                if let Some(sums) = self.sums.get(*id * self.stride..(*id + 1) * self.stride)
+                    && let (Some(first), Some(last)) = (sums.first(), sums.last())
+                {
+                    loaded ^= first ^ last;
+                }
+            }
+        }
+        let text = self.text.as_bytes();
+        for (&id, event) in ids.iter().zip(group) {
+            let Some(state) = self.states.get(id) else {
+                continue;
+            };
+            let len = state.key_len as usize;
+            if len > PREFIX {
+                loaded ^=
+                    u64::from(text[state.key_start + PREFIX] ^ text[state.key_start + len - 1]);
+            }
+            // The batch's key text, read next to compare.
+            loaded ^= keys
+                .get(event.row as usize)
+                .map_or(0, |key| key.len() as u64);
+        }
+        std::hint::black_box(loaded);
+    }
+
+    /// Folds one event (the `i`th of `decoded`) into its key's figures.
+    #[inline(always)]
+    fn fold_event(&mut self, decoded: &Decoded, i: usize, event: &Event, keys: &Strings) {
         let (plan, stride) = (self.plan, self.stride);
         let folds = plan.folds.len();
         let candidates = plan.half_lives.len();
-        for (i, event) in decoded.events.iter().enumerate() {
-            let key = keys.get(event.row as usize).unwrap_or_default();
-            let id = self.id(event.hash, key);
-            let state = &mut self.states[id];
-            let ts = event.ts;
-            state.first_seen = state.first_seen.min(ts);
-            state.last_seen = state.last_seen.max(ts);
-            if let Some(size) = event.value_size {
-                self.sizes.push((id as u32, size));
+        let key = keys.get(event.row as usize).unwrap_or_default();
+        let id = self.id(event.hash, key);
+        let state = &mut self.states[id];
+        let ts = event.ts;
+        state.first_seen = state.first_seen.min(ts);
+        state.last_seen = state.last_seen.max(ts);
+        if let Some(size) = event.value_size {
+            self.sizes.push((id as u32, size));
+        }
+        if event.flags & WRITE != 0 {
+            state.writes = state.writes.wrapping_add(event.count);
+            if let Some(ttl) = event.ttl_s {
+                self.ttls.push((id as u32, ttl));
             }
-            if event.flags & WRITE != 0 {
-                state.writes = state.writes.wrapping_add(event.count);
-                if let Some(ttl) = event.ttl_s {
-                    self.ttls.push((id as u32, ttl));
+        } else if event.flags & DELETE != 0 {
+            state.last_delete = state.last_delete.max(ts);
+        } else if event.flags & READ != 0 {
+            state.requests = state.requests.wrapping_add(event.count);
+            state.last_read = state.last_read.max(ts);
+            if event.flags & HIT != 0 {
+                state.hits = state.hits.wrapping_add(event.count);
+            } else if event.flags & MISS != 0 {
+                state.misses = state.misses.wrapping_add(event.count);
+                if let Some(latency) = event.latency_us {
+                    state.miss_latency_us = state.miss_latency_us.wrapping_add(latency);
+                    state.miss_latencies += 1;
                 }
-            } else if event.flags & DELETE != 0 {
-                state.last_delete = state.last_delete.max(ts);
-            } else if event.flags & READ != 0 {
-                state.requests = state.requests.wrapping_add(event.count);
-                state.last_read = state.last_read.max(ts);
-                if event.flags & HIT != 0 {
-                    state.hits = state.hits.wrapping_add(event.count);
-                } else if event.flags & MISS != 0 {
-                    state.misses = state.misses.wrapping_add(event.count);
-                    if let Some(latency) = event.latency_us {
-                        state.miss_latency_us = state.miss_latency_us.wrapping_add(latency);
-                        state.miss_latencies += 1;
+            }
+            let key_sums = &mut self.sums[id * stride..(id + 1) * stride];
+            let weights = &decoded.weights[i * candidates..(i + 1) * candidates];
+            for (c, &weight) in weights.iter().enumerate() {
+                let base = c * (1 + folds);
+                key_sums[base] = key_sums[base].wrapping_add(weight);
+                for (f, &(split, _)) in plan.folds.iter().enumerate() {
+                    if ts < split {
+                        key_sums[base + 1 + f] = key_sums[base + 1 + f].wrapping_add(weight);
                     }
                 }
-                let key_sums = &mut self.sums[id * stride..(id + 1) * stride];
-                let weights = &decoded.weights[i * candidates..(i + 1) * candidates];
-                for (c, &weight) in weights.iter().enumerate() {
-                    let base = c * (1 + folds);
-                    key_sums[base] = key_sums[base].wrapping_add(weight);
-                    for (f, &(split, _)) in plan.folds.iter().enumerate() {
-                        if ts < split {
-                            key_sums[base + 1 + f] = key_sums[base + 1 + f].wrapping_add(weight);
-                        }
-                    }
-                }
-                for (f, &(split, until)) in plan.folds.iter().enumerate() {
-                    if ts >= split && (f + 1 == folds || ts < until) {
-                        let at = candidates * (1 + folds) + f;
-                        key_sums[at] = key_sums[at].wrapping_add(event.count);
-                    }
+            }
+            for (f, &(split, until)) in plan.folds.iter().enumerate() {
+                if ts >= split && (f + 1 == folds || ts < until) {
+                    let at = candidates * (1 + folds) + f;
+                    key_sums[at] = key_sums[at].wrapping_add(event.count);
                 }
             }
         }

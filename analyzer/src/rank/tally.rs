@@ -513,7 +513,12 @@ fn digest(
 }
 
 /// A key's figures while its events are folded in, and where its text is.
+///
+/// Laid out (`repr(C)`) with the fields a lookup compares first, and aligned to a cache line:
+/// a key's state is then exactly two lines, both of which [`Fold::warm`] loads (unaligned, it
+/// spanned three, one of them not loaded ahead).
 #[derive(Clone)]
+#[repr(C, align(64))]
 struct State {
     key_start: usize,
     key_len: u32,

@@ -545,7 +545,7 @@ const PREFIX: usize = 16;
 
 /// Events whose memory is loaded together before they are folded ([`Fold::warm`]): enough
 /// misses in flight to cover the latency, few enough that the group's lines stay in cache.
-const GROUP: usize = 16;
+const GROUP: usize = 32;
 
 fn prefix(key: &str) -> [u8; PREFIX] {
     let mut prefix = [0; PREFIX];

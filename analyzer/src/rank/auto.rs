@@ -161,7 +161,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                 if packer.take(candidate) && judged[candidate.index] {
                     hits += 1;
                 }
-                packer.bytes + smallest <= budget
+                packer.bytes.saturating_add(smallest) <= budget
             });
             hits
         };
@@ -176,7 +176,8 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         // windows' reads short of the whole.
         for (fold, reads) in judged_reads.iter().enumerate().rev() {
             for (train, judged) in train_reads.iter_mut().zip(reads) {
-                *train -= judged;
+                // As the tally sums: wrapping (a debug build does not panic where release wraps).
+                *train = train.wrapping_sub(*judged);
             }
             let judged: Vec<bool> = reads.iter().map(|&reads| reads > 0).collect();
             let candidate_hits = |i: usize| -> u64 {
@@ -184,7 +185,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
                     Some(h) => tally.trained(h, fold),
                     None => train_reads
                         .iter()
-                        .map(|reads| reads * WEIGHT_SCALE as u64)
+                        .map(|reads| reads.wrapping_mul(WEIGHT_SCALE as u64))
                         .collect(),
                 };
                 let mut scores = eligible.candidates.iter().map(|c| {

@@ -349,13 +349,14 @@ pub(crate) fn eligible<'a>(
                 categories.len() - 1
             }
         };
-        let size = key.key.len() as u64 + key.value_size.unwrap_or(stats.typical_value_size);
+        let size = (key.key.len() as u64)
+            .saturating_add(key.value_size.unwrap_or(stats.typical_value_size));
         candidates.push(Candidate {
             index,
             stats: key,
             category,
             size,
-            footprint: size + options.item_overhead,
+            footprint: size.saturating_add(options.item_overhead),
             miss_cost: miss_cost(key),
             min_requests: rule
                 .and_then(|r| classifier.categories[r].min_requests)
@@ -393,13 +394,15 @@ impl Packer {
     /// Takes `candidate` when it fits the budget and its category's share.
     pub fn take(&mut self, candidate: &Candidate) -> bool {
         let category = candidate.category;
-        let over_category = self.category_budgets[category]
-            .is_some_and(|cap| self.category_bytes[category] + candidate.footprint > cap);
-        if over_category || self.bytes + candidate.footprint > self.budget {
+        let over_category = self.category_budgets[category].is_some_and(|cap| {
+            self.category_bytes[category].saturating_add(candidate.footprint) > cap
+        });
+        if over_category || self.bytes.saturating_add(candidate.footprint) > self.budget {
             return false;
         }
-        self.bytes += candidate.footprint;
-        self.category_bytes[category] += candidate.footprint;
+        self.bytes = self.bytes.saturating_add(candidate.footprint);
+        self.category_bytes[category] =
+            self.category_bytes[category].saturating_add(candidate.footprint);
         true
     }
 }
@@ -407,7 +410,9 @@ impl Packer {
 /// The first chunk [`in_order`] sorts: twice the candidates that fit `budget` at their mean
 /// footprint, and some.
 pub(crate) fn first_chunk(candidates: &[Candidate], budget: u64) -> usize {
-    let total: u64 = candidates.iter().map(|c| c.footprint).sum();
+    let total = candidates
+        .iter()
+        .fold(0u64, |total, c| total.saturating_add(c.footprint));
     let mean = total
         .checked_div(candidates.len() as u64)
         .unwrap_or(1)
@@ -518,7 +523,7 @@ pub fn build_manifest(
                 last_seen: key.last_seen,
             });
         }
-        packer.bytes + smallest <= budget
+        packer.bytes.saturating_add(smallest) <= budget
     });
     let keys_over_budget = (candidates.len() - entries.len()) as u64;
     let bytes_selected = packer.bytes;

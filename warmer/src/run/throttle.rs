@@ -272,6 +272,9 @@ impl Throttle {
         self.warm_begins().await;
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first tick is now: a step then would take the writes booked in the first
+        // microseconds for a rate.
+        tick.tick().await;
         loop {
             tokio::select! {
                 _ = &mut done => break,

@@ -277,3 +277,14 @@ impl Hashing {
             .finalize()
     }
 }
+
+/// A pass refused mid-way still waits for its thread, so no thread outlives its manifest's
+/// verification.
+impl Drop for Hashing {
+    fn drop(&mut self) {
+        self.full = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

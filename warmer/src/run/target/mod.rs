@@ -26,10 +26,10 @@ use super::Shared;
 use super::coverage::{self, Probe, Seen};
 use super::faults::Breaker;
 use super::pace::Pace;
-use super::throttle::{Gate, Throttle};
+use super::throttle::{Gate, Prober, Throttle};
 use crate::rundir::written::{self, WrittenLog};
 use crate::source::Source;
-use crate::store::{Role, Store, StoreUrl, WriteMode};
+use crate::store::{Store, StoreUrl, WriteMode};
 use limits::Limits;
 use tally::Tally;
 pub(crate) use worker::Worker;
@@ -132,8 +132,8 @@ impl TargetRun {
             && !store.in_process()
         {
             // The throttle's probes need a connection of their own (see `throttle`).
-            let probe = tokio::time::timeout_at(deadline, Store::connect(parsed, Role::Target));
-            if let Ok(Ok(probe)) = probe.await {
+            let probe = tokio::time::timeout_at(deadline, Prober::connect(parsed.clone()));
+            if let Ok(Some(probe)) = probe.await {
                 target.throttle =
                     tokio::time::timeout_at(deadline, Throttle::start(probe, multiple))
                         .await

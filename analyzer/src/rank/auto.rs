@@ -34,7 +34,8 @@ use super::aggregate::files_and_span;
 use super::key_stats::DatasetStats;
 use super::tally::{Plan, tally};
 use super::{
-    Packer, RankError, RankOptions, build_manifest, eligible, first_chunk, generated_at, in_order,
+    Candidate, Packer, RankError, RankOptions, eligible, first_chunk, generated_at, in_order,
+    manifest_of,
 };
 use crate::rank::WEIGHT_SCALE;
 
@@ -128,11 +129,12 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
             }))
         })
         .collect();
-    let mut stats = DatasetStats::from_keys(std::mem::take(&mut tally.keys), dataset)?;
+    let stats = DatasetStats::from_keys(std::mem::take(&mut tally.keys), dataset)?;
 
     let budget = options.budget.bytes;
+    // Classified once, for the backtest and the manifest alike.
+    let eligible = eligible(&stats, options)?;
     let (chosen, record) = {
-        let eligible = eligible(&stats, options)?;
         let category_budgets = eligible.category_budgets(budget);
         let smallest = eligible
             .candidates
@@ -262,17 +264,25 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
         (chosen, record)
     };
 
-    if let (Some(half_life), Some(h)) = (spans[chosen], summed[chosen]) {
-        let weights = tally.weighted(h);
-        let half_life_us = u64::try_from(half_life.as_micros()).unwrap_or(u64::MAX);
-        for (key, weight) in stats.keys.iter_mut().zip(weights) {
-            key.weighted_requests = weight;
-            key.half_life_us = Some(half_life_us);
-        }
-        stats.half_life = Some(half_life);
-    }
+    // The chosen half-life's sums, by key; `off`'s are the key-stats rows' own.
+    let weights = spans[chosen]
+        .zip(summed[chosen])
+        .map(|(_, h)| tally.weighted(h));
     drop(tally);
-    let mut manifest = build_manifest(&stats, options, generated_at())?;
+    let weighted = |candidate: &Candidate| {
+        weights
+            .as_ref()
+            .map_or(candidate.stats.weighted_requests, |w| w[candidate.index])
+    };
+    let half_life = spans[chosen].or(stats.half_life);
+    let mut manifest = manifest_of(
+        &stats,
+        eligible,
+        &weighted,
+        half_life,
+        options,
+        generated_at(),
+    )?;
     if let Some(scoring) = manifest.header.scoring.as_mut() {
         scoring.half_life_backtest = Some(record);
     }

@@ -456,8 +456,30 @@ pub fn build_manifest(
     options: &RankOptions,
     generated_at: DateTime<Utc>,
 ) -> Result<Manifest, RankError> {
-    let budget = options.budget.bytes;
     let eligible = eligible(stats, options)?;
+    let weighted = |candidate: &Candidate| candidate.stats.weighted_requests;
+    manifest_of(
+        stats,
+        eligible,
+        &weighted,
+        stats.half_life,
+        options,
+        generated_at,
+    )
+}
+
+/// Scores and packs the keys `eligible` let through into a manifest, each with the weighted
+/// reads `weighted` gives it, weighted with `half_life`: `auto` passes the chosen candidate's
+/// sums and the keys it classified for its backtest, rather than classify them again.
+pub(crate) fn manifest_of(
+    stats: &DatasetStats,
+    eligible: Eligible,
+    weighted: &dyn Fn(&Candidate) -> u64,
+    half_life: Option<std::time::Duration>,
+    options: &RankOptions,
+    generated_at: DateTime<Utc>,
+) -> Result<Manifest, RankError> {
+    let budget = options.budget.bytes;
     let category_budgets = eligible.category_budgets(budget);
     let Eligible {
         candidates,
@@ -474,7 +496,7 @@ pub fn build_manifest(
     };
     let mut scored: Vec<(f64, &Candidate)> = candidates
         .iter()
-        .map(|c| (c.score(c.stats.weighted_requests, stats.recency_factor), c))
+        .map(|c| (c.score(weighted(c), stats.recency_factor), c))
         .collect();
 
     // Every category a candidate falls in is listed, with what it got (nothing, maybe).
@@ -551,7 +573,7 @@ pub fn build_manifest(
         },
         categories,
         scoring: Some(Scoring {
-            half_life_s: stats.half_life.map(|h| h.as_secs_f64()),
+            half_life_s: half_life.map(|h| h.as_secs_f64()),
             miss_cost: if miss_latencies_known {
                 "miss_latency".into()
             } else {

@@ -304,7 +304,8 @@ impl<'a> Arg<'a> {
 }
 
 /// How many bytes the escape at the start of `escape` takes, checked as [`unescape`] checks
-/// it; the common escapes are told apart here, inline, in the loop that measures values.
+/// it: the rule [`measure_quoted`] follows, and falls back on for anything but the common
+/// escapes.
 #[inline(always)]
 fn escape_width(escape: &[u8]) -> Result<usize, &'static str> {
     match escape.get(1) {
@@ -355,7 +356,7 @@ fn unescape(escape: &[u8]) -> Result<(u8, usize), &'static str> {
 /// full of escapes, one every ten bytes or so, and a search per escape, or a branch per
 /// escape on its kind, cost more than the rest of the line. Each block is turned into bit
 /// masks of its `\\` and `"` (16 bytes per SIMD comparison), the escaped bytes are found
-/// from the runs of backslashes with simdjson's carry trick (`escaped`), and the closing
+/// from the runs of backslashes with simdjson's carry trick ([`escaped_bytes`]), and the closing
 /// quote is the first quote not escaped. The digits of a `\xHH` are never `\\` or `"`, so
 /// they do not disturb the masks.
 fn measure_quoted(text: &[u8]) -> Result<(usize, usize), String> {

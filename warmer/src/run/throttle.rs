@@ -98,7 +98,7 @@ pub(crate) struct Prober {
 
 #[derive(Debug)]
 enum Ask {
-    /// One probe's round trip (see [`ping`]).
+    /// One probe: a burst of round trips (see [`burst`]).
     Ping(oneshot::Sender<Option<Duration>>),
     /// The store's read counter (see [`read_counter`]).
     Reads(oneshot::Sender<Option<u64>>),
@@ -139,14 +139,18 @@ impl Prober {
     }
 
     async fn ping(&self) -> Option<Duration> {
-        let (reply, answer) = oneshot::channel();
-        self.asks.send(Ask::Ping(reply)).ok()?;
-        answer.await.ok().flatten()
+        self.ask(Ask::Ping).await
     }
 
     async fn reads(&self) -> Option<u64> {
+        self.ask(Ask::Reads).await
+    }
+
+    /// Sends the thread the question `ask` makes of a reply channel, and waits for the answer;
+    /// `None` when the thread is gone or had no answer.
+    async fn ask<T>(&self, ask: impl FnOnce(oneshot::Sender<Option<T>>) -> Ask) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        self.asks.send(Ask::Reads(reply)).ok()?;
+        self.asks.send(ask(reply)).ok()?;
         answer.await.ok().flatten()
     }
 }

@@ -37,7 +37,7 @@ pub async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Failure> {
         &warmer::settings::process_env,
     );
     let url = SourceUrl::parse(&source_text).map_err(|e| usage(e.into()))?;
-    let source = Source::open(&url, &manifest, 0)
+    let source = Source::open(&url, &manifest, 0, None)
         .await
         .map_err(|e| failure(e.into()))?;
     let context = || format!("failed to write snapshot `{}`", args.out.display());

@@ -36,7 +36,7 @@ use schemas::{MANIFEST_SCHEMA_ID, ManifestEntry, ManifestHeader};
 use serde::Deserialize;
 
 pub use stream::{batches, whole_batches};
-pub use verify::open;
+pub use verify::{open, open_hashing_keys};
 
 /// Why a manifest was refused. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +364,35 @@ mod tests {
                 &lines(&miscounted),
             );
             assert_eq!(open(&path).unwrap().rank_curve, None);
+        }
+    }
+
+    /// The verifying pass can hash every entry's key on the way (what a snapshot source finds
+    /// its rows by): one hash per entry, in rank order, whatever the layout, and the keys with
+    /// escapes in their text hashed as the keys they spell.
+    #[test]
+    fn the_verifying_pass_hashes_the_keys_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut original = manifest(300);
+        original.entries[7].key = "quoted \"key\" with a \\ and é".to_owned();
+        original.header.entries_sha256 = entries_sha256(&original.entries);
+        let hash =
+            |key: &str| key.len() as u64 * 1_000_003 + key.bytes().map(u64::from).sum::<u64>();
+        let expected: Vec<u64> = original.entries.iter().map(|e| hash(&e.key)).collect();
+        // Entry lines with spaces in them: the line pass reads them all, its checksum does
+        // not match, and the pass over any layout hashes the keys again.
+        let spaced = String::from_utf8(lines(&original))
+            .unwrap()
+            .replace("{\"rank\":", "{\"rank\": ");
+        for (name, text) in [
+            ("lines.json", lines(&original)),
+            ("spaced.json", spaced.into_bytes()),
+            ("pretty.json", serde_json::to_vec_pretty(&original).unwrap()),
+        ] {
+            let path = write(dir.path(), name, &text);
+            let (manifest, hashes) = open_hashing_keys(&path, hash).unwrap();
+            assert_eq!(manifest.entries, 300, "{name}");
+            assert_eq!(hashes, expected, "{name}");
         }
     }
 

@@ -175,6 +175,7 @@ pub async fn run(
         redacted_targets,
         category_enabled,
         loader,
+        key_hashes,
     } = setup::plan(&settings).await?;
     tracing::debug!(elapsed = ?start.elapsed(), "manifest verified");
 
@@ -278,7 +279,7 @@ pub async fn run(
             (Some(loader), _) => loader.map(|loader| Arc::new(Source::Loader(loader))),
             (None, Some(source_url)) => match tokio::time::timeout_at(
                 deadline,
-                Source::open(source_url, &shared.manifest, resume_from),
+                Source::open(source_url, &shared.manifest, resume_from, key_hashes),
             )
             .await
             {

@@ -3,7 +3,7 @@
 //! of store unless allowed. A refusal here leaves nothing behind.
 
 use crate::manifest::{self, ManifestFile};
-use crate::source::{LoaderSource, SourceUrl, loader};
+use crate::source::{LoaderSource, SourceUrl, key_hash, loader};
 use crate::store::{StoreKind, StoreUrl, redact};
 
 use super::RunSettings;
@@ -21,21 +21,12 @@ pub(super) struct Plan {
     pub category_enabled: Vec<bool>,
     /// The loader of an `exec:` source, or why it did not start.
     pub loader: Option<Result<LoaderSource, String>>,
+    /// For a snapshot source: the [`key_hash`] of every manifest entry's key, in order.
+    pub key_hashes: Option<Vec<u64>>,
 }
 
 /// Checks the run's inputs and starts its loader, if any.
 pub(super) async fn plan(settings: &RunSettings) -> Result<Plan, RunError> {
-    let path = settings.manifest.clone();
-    let shard = settings.shard;
-    let manifest = tokio::task::spawn_blocking(move || {
-        let manifest = manifest::open(&path)?;
-        match shard {
-            Some(shard) => manifest.restrict(shard),
-            None => Ok(manifest),
-        }
-    })
-    .await
-    .expect("manifest verification does not panic")?;
     // An `exec:` source is no store URL: its loader is started below, once the targets are
     // known.
     let loader_command = loader::command(&settings.source)
@@ -45,6 +36,24 @@ pub(super) async fn plan(settings: &RunSettings) -> Result<Plan, RunError> {
         Some(_) => None,
         None => Some(SourceUrl::parse(&settings.source)?),
     };
+    let path = settings.manifest.clone();
+    let shard = settings.shard;
+    // A snapshot finds its rows by the hashes of the manifest's keys: taken on the verifying
+    // pass. A shard's entries are a subset, which the snapshot hashes for itself.
+    let hash_keys = matches!(source_url, Some(SourceUrl::Snapshot(_))) && shard.is_none();
+    let (manifest, key_hashes) = tokio::task::spawn_blocking(move || {
+        if hash_keys {
+            let (manifest, hashes) = manifest::open_hashing_keys(&path, key_hash)?;
+            return Ok((manifest, Some(hashes)));
+        }
+        let manifest = manifest::open(&path)?;
+        match shard {
+            Some(shard) => manifest.restrict(shard).map(|manifest| (manifest, None)),
+            None => Ok((manifest, None)),
+        }
+    })
+    .await
+    .expect("manifest verification does not panic")?;
     let target_urls = settings
         .targets
         .iter()
@@ -120,6 +129,7 @@ pub(super) async fn plan(settings: &RunSettings) -> Result<Plan, RunError> {
         redacted_targets,
         category_enabled,
         loader,
+        key_hashes,
     })
 }
 

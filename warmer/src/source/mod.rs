@@ -101,10 +101,13 @@ pub enum SourceError {
 impl Source {
     /// Opens the source at `url` for the keys of `manifest` from entry `from` on (a resumed
     /// run reads no earlier entry: a snapshot skips their rows instead of keeping them aside).
+    /// `key_hashes`, when known, are the [`key_hash`]es of the manifest's keys in its order
+    /// (`manifest::open_hashing_keys`); a snapshot otherwise reads the manifest for them.
     pub async fn open(
         url: &SourceUrl,
         manifest: &Arc<ManifestFile>,
         from: u64,
+        key_hashes: Option<Vec<u64>>,
     ) -> Result<Source, SourceError> {
         match url {
             SourceUrl::Snapshot(path) => {
@@ -112,18 +115,27 @@ impl Source {
                 let manifest = Arc::clone(manifest);
                 let snapshot = tokio::task::spawn_blocking(move || {
                     let began = std::time::Instant::now();
-                    let mut keys =
-                        Vec::with_capacity(manifest.entries.saturating_sub(from) as usize);
-                    let mut index = 0u64;
-                    manifest.stream(8192, |batch| {
-                        for entry in batch {
-                            if index >= from {
-                                keys.push(key_hash(&entry.key));
-                            }
-                            index += 1;
+                    let mut keys = match key_hashes {
+                        Some(mut keys) => {
+                            keys.drain(..keys.len().min(from as usize));
+                            keys
                         }
-                        true
-                    })?;
+                        None => {
+                            let mut keys =
+                                Vec::with_capacity(manifest.entries.saturating_sub(from) as usize);
+                            let mut index = 0u64;
+                            manifest.stream(8192, |batch| {
+                                for entry in batch {
+                                    if index >= from {
+                                        keys.push(key_hash(&entry.key));
+                                    }
+                                    index += 1;
+                                }
+                                true
+                            })?;
+                            keys
+                        }
+                    };
                     keys.sort_unstable();
                     keys.dedup();
                     let hashed = began.elapsed();

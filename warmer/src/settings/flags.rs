@@ -140,7 +140,7 @@ pub struct RunFlags {
     pub allow_cross_kind: bool,
     /// Read back every key written, after its batch, and compare value hash, client flags and
     /// TTL with what was sent; the report counts `verified` and `mismatched` [default: off:
-    /// it costs about a tenth of the run's time].
+    /// the store answers a read-back per write, and a run takes about twice as long].
     #[arg(long, overrides_with = "no_verify")]
     pub verify: bool,
     /// Do not read back what was written.

@@ -18,8 +18,9 @@ use warmer::store::{StoreUrl, redact};
 /// (`seeds/manifest/k6.json`), from which the seed snapshots were taken.
 pub const SNAPSHOT_KEYS: [&str; 6] = ["k1", "k2", "k3", "k4", "k5", "k6"];
 
-/// The manifest reader: `manifest::open` (the verifying pass), then, for a manifest that
-/// verifies, its entries streamed, a stream cut short, and a shard's view.
+/// The manifest reader: `manifest::open_hashing_keys` (the verifying pass, as a run with a
+/// snapshot source takes it), then, for a manifest that verifies, its entries streamed (their
+/// keys' hashes the pass's), a stream cut short, and a shard's view.
 ///
 /// Random bytes almost never carry the checksum of their own entries, so an input refused
 /// only for its checksum is read again with the checksum it should have put in its place: the
@@ -33,16 +34,21 @@ pub fn manifest(data: &[u8]) -> Result<(), String> {
     {
         opened = open_manifest(&fixed);
     }
-    let file = opened.map_err(|e| chain(&e))?;
-    let mut seen = 0u64;
+    let (file, hashes) = opened.map_err(|e| chain(&e))?;
+    let mut streamed = Vec::new();
     file.stream(3, |batch| {
-        seen += batch.len() as u64;
+        streamed.extend(batch.iter().map(|entry| key_hash(&entry.key)));
         true
     })
     .map_err(|e| chain(&e))?;
     assert_eq!(
-        seen, file.entries,
+        streamed.len() as u64,
+        file.entries,
         "the stream hands out every verified entry"
+    );
+    assert_eq!(
+        streamed, hashes,
+        "the verifying pass hashes the keys the stream hands out, in its order"
     );
     file.stream(1, |_| false).map_err(|e| chain(&e))?;
     let shard = schemas::Shard::new(1, 3).expect("a valid shard");
@@ -50,9 +56,9 @@ pub fn manifest(data: &[u8]) -> Result<(), String> {
     view.stream(2, |_| true).map_err(|e| chain(&e))
 }
 
-fn open_manifest(data: &[u8]) -> Result<ManifestFile, ManifestError> {
+fn open_manifest(data: &[u8]) -> Result<(ManifestFile, Vec<u64>), ManifestError> {
     let file = scratch(data);
-    manifest::open(&fd_path(&file))
+    manifest::open_hashing_keys(&fd_path(&file), key_hash)
 }
 
 /// `data` with the first `from` replaced by `to`; `None` when `from` is empty or absent.

@@ -58,7 +58,7 @@ pub enum DatasetError {
 ///
 /// The caller's thread fills the column builders; Parquet encoding and compression (about
 /// half of an ingest's time) run on a writer thread fed whole record batches through a channel
-/// of [`QUEUED_BATCHES`], so parsing and writing overlap on two cores while memory stays
+/// of `QUEUED_BATCHES`, so parsing and writing overlap on two cores while memory stays
 /// bounded: one batch being built per open partition, the queued ones, and the row group each
 /// open file holds.
 #[derive(Debug)]

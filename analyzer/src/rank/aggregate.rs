@@ -39,7 +39,7 @@ pub enum HalfLife {
     /// query, or [`aggregate`] alone).
     #[default]
     Auto,
-    /// An eighth of the window's span (see [`AUTO_HALF_LIFE_DIVISOR`]).
+    /// An eighth of the window's span (see `AUTO_HALF_LIFE_DIVISOR`).
     EighthOfSpan,
     /// Every read weighs 1.
     Off,

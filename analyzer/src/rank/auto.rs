@@ -70,7 +70,7 @@ const LADDER: [Duration; 12] = [
 ];
 
 /// The candidate half-lives of a window of `span`, shortest first, `off` (`None`) last: the
-/// [`LADDER`]'s rungs from a 32nd of the span to half the span, an eighth of the span (the
+/// `LADDER`'s rungs from a 32nd of the span to half the span, an eighth of the span (the
 /// SQL aggregation's default, unless a rung is near it), and `off`.
 ///
 /// Below a 32nd of the span, reads older than the last few percent of the window weigh next to

@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //!
-//! - [`scan`]: the polars queries over the dataset.
+//! - `scan`: the polars queries over the dataset.
 //! - [`zipf`]: the Zipf alpha estimator.
 //! - [`table`]: the text table and the labels it shares with Twitter's table.
 

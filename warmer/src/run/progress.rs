@@ -3,7 +3,7 @@
 //!
 //! Each target's worker posts its progress to the [`Board`] after every batch it settles (after
 //! that batch's written-keys line is in the log). A task rewrites the checkpoint from the
-//! board whenever something was posted, at most every [`CHECKPOINT_EVERY`]; posts that arrive
+//! board whenever something was posted, at most every `CHECKPOINT_EVERY`; posts that arrive
 //! in between are coalesced into the next write. So the checkpoint trails the stores by that
 //! long at most (a resumed run sends those writes again, and add semantics find them present),
 //! never leads them, and costs at most ten small atomic file writes a second: one per batch,

@@ -1,5 +1,5 @@
 //! The stores the warmer reads from and writes to: one contract, one folder per store, and
-//! the one list of them ([`stores!`] below).
+//! the one list of them (`stores!` below).
 //!
 //! Every store can be a target (write, probe) and a source (read a value and its remaining
 //! TTL). Writes use add semantics unless [`WriteMode::Overwrite`] is asked for: a live entry is

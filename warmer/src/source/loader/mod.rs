@@ -5,7 +5,7 @@
 //! shell rules and run without a shell, as `--loader-workers` processes. The first one is
 //! started before anything else so that its hello can refuse a target of another store kind
 //! (a usage error: exit 2); the others start when first needed. A batch of manifest keys is
-//! split into requests of at most [`MAX_REQUEST_KEYS`] over the workers, and the answers are
+//! split into requests of at most `MAX_REQUEST_KEYS` over the workers, and the answers are
 //! put back in rank order.
 //!
 //! Failures never fail the run:

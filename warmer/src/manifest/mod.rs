@@ -232,14 +232,14 @@ impl Bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::lines::positional_fields;
     use super::*;
     use chrono::Utc;
     use schemas::Manifest;
     use schemas::manifest::{Budget, ObservationWindow, Totals, entries_sha256};
 
-    fn manifest(n: u64) -> Manifest {
+    pub(crate) fn manifest(n: u64) -> Manifest {
         let entries: Vec<ManifestEntry> = (1..=n)
             .map(|rank| ManifestEntry {
                 rank,
@@ -287,7 +287,7 @@ mod tests {
     }
 
     /// The layout `analyzer rank` writes: header line, then one entry per line.
-    fn lines(manifest: &Manifest) -> Vec<u8> {
+    pub(crate) fn lines(manifest: &Manifest) -> Vec<u8> {
         let mut text = Vec::new();
         schemas::manifest::lines::write(manifest, &mut text).unwrap();
         text

@@ -28,7 +28,7 @@ pub fn open(path: &Path) -> Result<ManifestFile, ManifestError> {
 
 /// [`open`], also giving `key_hash` of every entry's key in the manifest's order: what a
 /// snapshot source finds its rows by, taken on the verifying pass instead of a pass of its own
-/// (a fifth of a 1 M-entry run's time before the first write).
+/// (that pass was 0.23 s of the 0.56 s before a 1 M-entry run's first write).
 pub fn open_hashing_keys(
     path: &Path,
     key_hash: fn(&str) -> u64,

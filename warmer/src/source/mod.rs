@@ -235,3 +235,59 @@ impl Source {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::{lines, manifest};
+    use crate::store::ValueEncoding;
+
+    /// A snapshot opens to the same keys from the verifying pass's hashes as from a pass of its
+    /// own, for a fresh run and for resumed ones (none of the entries before `from`).
+    #[tokio::test]
+    async fn a_snapshot_opens_alike_from_the_verifying_pass_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = manifest(50);
+        let manifest_path = dir.path().join("manifest.json");
+        std::fs::write(&manifest_path, lines(&original)).unwrap();
+        // The snapshot holds every other manifest key (ranks 2, 4, …, 50) and one of its own.
+        let value = Fetched {
+            value: b"v".to_vec(),
+            ttl: None,
+            flags: 0,
+            encoding: ValueEncoding::Raw,
+        };
+        let held: Vec<String> = (2..=50)
+            .step_by(2)
+            .map(|rank| format!("key:{rank}"))
+            .collect();
+        let rows = held
+            .iter()
+            .map(String::as_str)
+            .chain(["not-in-the-manifest"])
+            .map(|key| (key, &value));
+        let snapshot_path = dir.path().join("snapshot.parquet");
+        snapshot::write_snapshot(&snapshot_path, None, rows, chrono::Utc::now()).unwrap();
+        let url = SourceUrl::Snapshot(snapshot_path);
+        // The entries from `from` on are ranks `from + 1` to 50; the even ones are held.
+        let held_from = |from: u64| (from + 1..=50).filter(|rank| rank % 2 == 0).count();
+        for from in [0, 7, 8, 50, 60] {
+            let (file, hashes) =
+                crate::manifest::open_hashing_keys(&manifest_path, key_hash).unwrap();
+            let file = Arc::new(file);
+            for known in [Some(hashes), None] {
+                let given = known.is_some();
+                let Source::Snapshot(snapshot) =
+                    Source::open(&url, &file, from, known).await.unwrap()
+                else {
+                    panic!("a snapshot URL opens a snapshot");
+                };
+                assert_eq!(
+                    snapshot.len(),
+                    held_from(from),
+                    "from {from}, hashes given: {given}"
+                );
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where one manifest entry ended up at one target: the one vocabulary of outcomes. Each has a
 /// count of the same name in [`Counts`]; an entry not in the store after the run is listed in
-/// [`TargetReport::not_warmed`](super::TargetReport::not_warmed) with one of them as its reason. The run history's columns and
+/// `TargetReport::not_warmed` with one of them as its reason. The run history's columns and
 /// the Prometheus `result` label use the same names ([`EntryOutcome::as_str`]).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,

@@ -1,5 +1,5 @@
 //! Redis through Sentinel (`redis+sentinel://`): a warm that a `SENTINEL FAILOVER` interrupts
-//! goes on on the new master and loses no key; `rediss+sentinel://` to a setup that takes TLS
+//! goes on on the new master and loses no key; a Sentinel's master is a source too; `rediss+sentinel://` to a setup that takes TLS
 //! only, into the database the URL names, with the Sentinel's password apart from the master's.
 
 // A failed step should stop the test where it failed.
@@ -25,8 +25,18 @@ fn value_for(key: &str) -> String {
 /// takes them all, in `dir`.
 fn replica_and_manifest(dir: &Path, n: usize) -> (Vec<String>, RedisServer, String) {
     let replica = RedisServer::start(&[]);
+    let (keys, manifest) = filled_with_manifest(dir, n, &mut replica.connection());
+    (keys, replica, manifest)
+}
+
+/// `n` keys written through `connection` (their [`value_for`], an hour's TTL), and a manifest
+/// in `dir` that takes them all.
+fn filled_with_manifest(
+    dir: &Path,
+    n: usize,
+    connection: &mut redis::Connection,
+) -> (Vec<String>, String) {
     let keys: Vec<String> = (0..n).map(|i| format!("app:v2:item:{i}")).collect();
-    let mut connection = replica.connection();
     for key in &keys {
         let _: () = connection.set_ex(key, value_for(key), 3600).unwrap();
     }
@@ -44,7 +54,30 @@ fn replica_and_manifest(dir: &Path, n: usize) -> (Vec<String>, RedisServer, Stri
         }
     }
     let (_, manifest) = ingest_and_rank(dir, &log, "64MiB", "manifest.json", &[]);
-    (keys, replica, manifest.to_str().unwrap().to_owned())
+    (keys, manifest.to_str().unwrap().to_owned())
+}
+
+/// The master a Sentinel names as the source (`redis+sentinel://` for `--source`): the warm
+/// reads every key from it, and the target holds each with its value and a TTL from the
+/// master's.
+#[test]
+fn a_sentinel_names_the_source() {
+    let sentinel = RedisSentinel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, manifest) =
+        filled_with_manifest(dir.path(), 50, &mut sentinel.master().connection());
+    let target = RedisServer::start(&[]);
+    let (report, _) = warm(dir.path(), &manifest, &sentinel.url(), &target.url(), &[]);
+    assert_eq!(report.source_error, None);
+    let counts = &report.targets[0].counts;
+    assert_eq!(counts.written, keys.len() as u64, "{counts:?}");
+    let mut connection = target.connection();
+    for key in &keys {
+        let value: Option<String> = connection.get(key).unwrap();
+        assert_eq!(value.as_deref(), Some(value_for(key).as_str()), "{key}");
+        let ttl: i64 = connection.ttl(key).unwrap();
+        assert!((3500..=3600).contains(&ttl), "{key}: TTL {ttl}");
+    }
 }
 
 /// A warm into the master a Sentinel names, slowed (`--rate`) so that a `SENTINEL FAILOVER`

@@ -265,9 +265,7 @@ pub fn rank(dataset: &Path, options: &RankOptions) -> Result<Manifest, RankError
     };
 
     // The chosen half-life's sums, by key; `off`'s are the key-stats rows' own.
-    let weights = spans[chosen]
-        .zip(summed[chosen])
-        .map(|(_, h)| tally.weighted(h));
+    let weights = spans[chosen].and(summed[chosen]).map(|h| tally.weighted(h));
     drop(tally);
     let weighted = |candidate: &Candidate| {
         weights

@@ -509,7 +509,7 @@ async fn write(
         let mut rest = &items[..];
         while !rest.is_empty() {
             let (n, at) = gate.book(rest.len());
-            if let Some(at) = at {
+            if let Some(at) = at.filter(|at| *at > Instant::now()) {
                 tokio::time::sleep_until(at).await;
             }
             let (now, later) = rest.split_at(n);

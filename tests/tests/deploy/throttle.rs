@@ -23,7 +23,17 @@ fn an_idle_store_is_not_throttled() {
         // the stores' read counters several times while the read-backs go on.
         &["--batch-size", "100", "--verify", "--rate", "2000"],
     );
-    let output = run_to_end(setup.dir.path(), &args, "warm idle stores");
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &args)
+            .env("RUST_LOG", "warmer=info")
+            .output()
+            .unwrap(),
+        0,
+        "warm idle stores",
+    );
+    // With nothing to protect, the run keeps its CPU priority.
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains(GIVE_WAY), "{log}");
     let (report, _) = report_of(&output.stdout);
     for target in &report.targets {
         let throttle = target.throttle.as_ref().unwrap();
@@ -48,8 +58,8 @@ fn an_idle_store_is_not_throttled() {
 }
 
 /// Clients reading a Redis and a memcached while they are warmed are live traffic: the report
-/// says so for both, and the paced writes (pipelines of a few dozen) still warm every entry
-/// with its value. The run's own reads do not count: `--verify` reads back every key written.
+/// says so for both, the run's threads give way on the CPU, and the paced writes (pipelines of
+/// a few) still warm every entry with its value. The run's own reads do not count: `--verify` reads back every key written.
 #[test]
 fn live_readers_are_seen_and_every_entry_is_still_written() {
     let setup = Setup::new(3000);
@@ -84,8 +94,19 @@ fn live_readers_are_seen_and_every_entry_is_still_written() {
         "runs",
         &["--batch-size", "100", "--verify"],
     );
-    let output = run_to_end(setup.dir.path(), &args, "warm stores being read");
+    let output = check_exit(
+        warmer_command(setup.dir.path(), &args)
+            .env("RUST_LOG", "warmer=info")
+            .output()
+            .unwrap(),
+        0,
+        "warm stores being read",
+    );
     reading.store(false, Ordering::Relaxed);
+    // The run's threads gave way on the CPU (whether a thread moves is the warmer's unit
+    // test `threads_move_to_the_idle_policy_once_the_run_gives_way`).
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(log.matches(GIVE_WAY).count(), 1, "{log}");
     for reader in readers {
         assert!(reader.join().unwrap() > 0);
     }
@@ -112,6 +133,10 @@ fn live_readers_are_seen_and_every_entry_is_still_written() {
         .collect();
     assert_eq!(memcached_contents(&memcached, &setup.manifest), expected);
 }
+
+/// The warmer's log line (at `info`) when live traffic makes the run's threads give way on the
+/// host's CPUs.
+const GIVE_WAY: &str = "the run's threads give way on the host's CPUs";
 
 /// The manifest's entries a target can hold: memcached keys have no spaces.
 fn writable(setup: &Setup, url: &str) -> u64 {

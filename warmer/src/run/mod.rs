@@ -21,6 +21,7 @@ mod error;
 pub(crate) mod faults;
 mod observe;
 mod pace;
+pub mod priority;
 pub mod progress;
 mod read;
 mod setup;

@@ -45,6 +45,11 @@
 //! task that the timer wakes late has the time made up, up to a [`TIMER_TICK`] (see
 //! [`Pace::catching_up`]): without, the limit capped the run at 16,500 writes/s whatever its
 //! value. `--rate` still caps the rate.
+//!
+//! **Whose CPU?** Once live traffic is seen, the run's threads give way on the host's CPUs
+//! ([`priority`]): on a host the run shares with the store or the application, a live client's
+//! command otherwise waits for a core the run's threads hold, which no write rate the probes
+//! can see accounts for.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +61,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::run::pace::Pace;
+use crate::run::priority;
 use crate::store::{Role, Store, StoreUrl};
 
 /// The least time between two latency probes during the warm.
@@ -279,6 +285,9 @@ impl Throttle {
     /// itself, for the report.
     pub async fn control(mut self, gate: Arc<Gate>, mut done: oneshot::Receiver<()>) -> Throttle {
         self.warm_begins().await;
+        if self.live {
+            priority::give_way();
+        }
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first tick is now: a step then would take the writes booked in the first
@@ -383,6 +392,9 @@ impl Throttle {
         }
         self.live = live;
         self.seen_live |= live;
+        if live {
+            priority::give_way();
+        }
         tracing::debug!(
             live,
             reads_per_second = rate,

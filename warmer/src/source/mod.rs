@@ -225,6 +225,8 @@ impl Source {
                 let snapshot = Arc::clone(snapshot);
                 let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
                 let fetched = tokio::task::spawn_blocking(move || {
+                    // The blocking pool's threads have no wakeup hook of their own.
+                    crate::run::priority::follow();
                     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                     snapshot.fetch(&keys, chrono::Utc::now())
                 })

@@ -132,6 +132,15 @@ fn run_to_end(dir: &Path, args: &[String], what: &str) -> Output {
     check_exit(warmer_command(dir, args).output().unwrap(), 0, what)
 }
 
+/// [`run_to_end`] with the warmer's log at `info` on its stderr.
+fn run_to_end_logging(dir: &Path, args: &[String], what: &str) -> Output {
+    let output = warmer_command(dir, args)
+        .env("RUST_LOG", "warmer=info")
+        .output()
+        .unwrap();
+    check_exit(output, 0, what)
+}
+
 /// Waits until a run under `runs_dir` has checkpointed progress.
 fn wait_for_progress(runs_dir: &str) {
     let started = Instant::now();

@@ -23,14 +23,7 @@ fn an_idle_store_is_not_throttled() {
         // the stores' read counters several times while the read-backs go on.
         &["--batch-size", "100", "--verify", "--rate", "2000"],
     );
-    let output = check_exit(
-        warmer_command(setup.dir.path(), &args)
-            .env("RUST_LOG", "warmer=info")
-            .output()
-            .unwrap(),
-        0,
-        "warm idle stores",
-    );
+    let output = run_to_end_logging(setup.dir.path(), &args, "warm idle stores");
     // With nothing to protect, the run keeps its CPU priority.
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(!log.contains(GIVE_WAY), "{log}");
@@ -94,14 +87,7 @@ fn live_readers_are_seen_and_every_entry_is_still_written() {
         "runs",
         &["--batch-size", "100", "--verify"],
     );
-    let output = check_exit(
-        warmer_command(setup.dir.path(), &args)
-            .env("RUST_LOG", "warmer=info")
-            .output()
-            .unwrap(),
-        0,
-        "warm stores being read",
-    );
+    let output = run_to_end_logging(setup.dir.path(), &args, "warm stores being read");
     reading.store(false, Ordering::Relaxed);
     // The run's threads gave way on the CPU (whether a thread moves is the warmer's unit
     // test `threads_move_to_the_idle_policy_once_the_run_gives_way`).

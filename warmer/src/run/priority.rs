@@ -8,7 +8,7 @@
 //! of 2.0× its idle p99 with the run at normal priority, and 1.55× with the run's threads at
 //! Linux's `SCHED_IDLE` (docs/benchmarks.md).
 //!
-//! So once the throttle sees live traffic, [`give_way`] moves the run's threads to
+//! So once the throttle sees live traffic, `give_way` moves the run's threads to
 //! `SCHED_IDLE`: they run on cores nothing else wants, and a client that wakes takes the core
 //! from them at once. The runtime's worker threads follow at their next wakeup, through the
 //! hooks the binary installs ([`follow`]), and the threads the run starts itself call

@@ -29,10 +29,12 @@
 //!   writers; [`status`] and [`undo`] read it.
 //! - [`store`]: the store contract, and one folder per store (Redis, memcached, SQL), each
 //!   parsing its own URL.
-//! - `retry` and [`env_vars`]: backoff for store calls and the variable names, at the bottom.
+//! - `retry` and [`env_vars`]: backoff for store calls and the variable names, at the bottom;
+//!   [`priority`]: the run's threads giving way on the host's CPUs under live traffic.
 
 pub mod env_vars;
 pub mod manifest;
+pub mod priority;
 pub mod report;
 pub(crate) mod retry;
 pub mod run;

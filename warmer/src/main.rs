@@ -39,11 +39,11 @@ fn main() -> ExitCode {
         )
         .init();
     // The hooks let the run's worker threads give way on the CPU once live traffic is
-    // protected (see `warmer::run::priority`).
+    // protected (see `warmer::priority`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(warmer::run::priority::follow)
-        .on_thread_unpark(warmer::run::priority::follow)
+        .on_thread_start(warmer::priority::follow)
+        .on_thread_unpark(warmer::priority::follow)
         .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,

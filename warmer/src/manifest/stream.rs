@@ -167,7 +167,7 @@ fn batches_of(
     let manifest = Arc::clone(manifest);
     std::thread::spawn(move || {
         let result = manifest.stream_view(shard, batch_size, |batch| {
-            crate::run::priority::follow();
+            crate::priority::follow();
             sender.blocking_send(Ok(batch)).is_ok()
         });
         if let Err(error) = result {

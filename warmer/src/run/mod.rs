@@ -21,7 +21,6 @@ mod error;
 pub(crate) mod faults;
 mod observe;
 mod pace;
-pub mod priority;
 pub mod progress;
 mod read;
 mod setup;

@@ -64,8 +64,8 @@ use schemas::report::ThrottleReport;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::priority;
 use crate::run::pace::Pace;
-use crate::run::priority;
 use crate::store::{Role, Store, StoreUrl};
 
 /// The least time between two latency probes during the warm.

@@ -226,7 +226,7 @@ impl Source {
                 let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
                 let fetched = tokio::task::spawn_blocking(move || {
                     // The blocking pool's threads have no wakeup hook of their own.
-                    crate::run::priority::follow();
+                    crate::priority::follow();
                     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                     snapshot.fetch(&keys, chrono::Utc::now())
                 })

@@ -5,7 +5,7 @@
 //! deploy host, or both on a small machine. There a live client's command waits for a core
 //! while the run's threads decode and encode batches. On the 2-core machine of
 //! `bench/throttle/run`, the same smooth writer at 30,000 writes/s cost a live reader a median
-//! of 2.0× its idle p99 with the run at normal priority, and 1.55× with the run's threads at
+//! of 2.0× its idle p99 with the run at normal priority, and 1.6× with the run's threads at
 //! Linux's `SCHED_IDLE` (docs/benchmarks.md).
 //!
 //! So once the throttle sees live traffic, `give_way` moves the run's threads to

@@ -42,13 +42,11 @@
 //! since the slow start overshoots to 150,000 writes/s before its cut, and the run was back at
 //! the rate that had been cut within a tenth of a second.) Past twice the fastest rate achieved,
 //! the limit is lifted. Growth is counted in time, not in probes, since a slow probe delays the
-//! next.
-//! While a limit holds, the writes go out in pipelines
-//! of [`LIVE_PIPELINE`], each paced on its own ([`Gate`]): a whole batch sent at once is a
-//! burst that a live client's command waits behind, however low the average rate. A pipeline's
-//! task that the timer wakes late has the time made up, up to a [`TIMER_TICK`] (see
-//! [`Pace::catching_up`]): without, the limit capped the run at 16,500 writes/s whatever its
-//! value. `--rate` still caps the rate.
+//! next. While a limit holds, the writes go out in pipelines of [`LIVE_PIPELINE`], each paced
+//! on its own ([`Gate`]): a whole batch sent at once is a burst that a live client's command
+//! waits behind, however low the average rate. A pipeline's task that the timer wakes late has
+//! the time made up, up to a [`TIMER_TICK`] (see [`Pace::catching_up`]): without, the limit
+//! capped the run at 16,500 writes/s whatever its value. `--rate` still caps the rate.
 //!
 //! **Whose CPU?** Once live traffic is seen, the run's threads give way on the host's CPUs
 //! ([`priority`]): on a host the run shares with the store or the application, a live client's

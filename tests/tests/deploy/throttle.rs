@@ -52,7 +52,8 @@ fn an_idle_store_is_not_throttled() {
 
 /// Clients reading a Redis and a memcached while they are warmed are live traffic: the report
 /// says so for both, the run's threads give way on the CPU, and the paced writes (pipelines of
-/// a few) still warm every entry with its value. The run's own reads do not count: `--verify` reads back every key written.
+/// a few) still warm every entry with its value. The run's own reads do not count: `--verify`
+/// reads back every key written.
 #[test]
 fn live_readers_are_seen_and_every_entry_is_still_written() {
     let setup = Setup::new(3000);
